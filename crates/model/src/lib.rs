@@ -1,0 +1,3 @@
+//! Weft's configuration model: the resources users write, and the compiled per-proxy config.
+
+pub mod config;
