@@ -1,1 +1,119 @@
-//! placeholder
+//! Weft's data plane: the sidecar proxy (`weft proxy`).
+//!
+//! One process per workload. The outbound listener takes the app's requests into the mesh
+//! (routing, balancing, retries, circuit breaking), the inbound listener takes the mesh's
+//! requests to the app (mTLS termination, rate limiting), and the admin listener serves
+//! metrics and health. Configuration arrives as a `ProxyConfig` and is swapped in
+//! atomically; connections never notice.
+
+mod access_log;
+mod admin;
+mod balance;
+mod body;
+mod detect;
+mod drain;
+mod http;
+mod inbound;
+mod io;
+mod listener;
+mod local;
+mod metrics;
+mod options;
+mod outbound;
+mod proxy;
+mod resilience;
+mod routes;
+mod state;
+mod tcp;
+mod upgrade;
+mod upstream;
+
+pub use options::{ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding};
+
+use listener::Role;
+use proxy::Proxy;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr} ({what}): {source}; pick another address with {flag}")]
+    Bind { what: &'static str, flag: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("loading TLS identity: {0}")]
+    Identity(#[from] weft_identity::IdentityError),
+    #[error("{0}")]
+    Config(String),
+    #[error("no configuration source: give --local FILE (a control-plane connection comes with `weft control`)")]
+    NoConfigSource,
+    #[error("starting the admin server: {0}")]
+    Admin(std::io::Error),
+}
+
+async fn bind(addr: SocketAddr, what: &'static str, flag: &'static str) -> Result<TcpListener, ProxyError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind { what, flag, addr, source })?;
+    let local = listener.local_addr().map_err(|source| ProxyError::Bind { what, flag, addr, source })?;
+    tracing::info!(listener = what, addr = %local, "listening");
+    Ok(listener)
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, then drains.
+pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
+    let tls = match &options.tls {
+        Some(files) => Some(Arc::new(weft_identity::TlsIdentity::from_files(&files.cert, &files.key, &files.ca)?)),
+        None => None,
+    };
+    if let Some(identity) = &tls {
+        tracing::info!(identity = %identity.id(), "mutual TLS enabled");
+    }
+    let local = options.local.clone().ok_or(ProxyError::NoConfigSource)?;
+    let proxy = Arc::new(Proxy::new(options, tls));
+    local::load(&proxy, &local).map_err(ProxyError::Config)?;
+
+    let options = &proxy.options;
+    let admin = std::net::TcpListener::bind(options.admin).map_err(|source| ProxyError::Bind {
+        what: "admin",
+        flag: "--admin",
+        addr: options.admin,
+        source,
+    })?;
+    tracing::info!(listener = "admin", addr = %admin.local_addr().map_err(ProxyError::Admin)?, "listening");
+    let inbound = bind(options.inbound, "inbound", "--inbound").await?;
+    let outbound = bind(options.outbound, "outbound", "--outbound").await?;
+    let mut bound = Vec::new();
+    for binding in &options.upstreams {
+        let listener = bind(binding.listen, "upstream", "--upstream").await?;
+        tracing::info!(service = %binding.service, addr = %listener.local_addr().map_err(ProxyError::Admin)?, "upstream bound");
+        bound.push((listener, Role::Bound { service: binding.service.clone(), namespace: binding.namespace.clone() }));
+    }
+    admin::spawn(proxy.clone(), admin).map_err(ProxyError::Admin)?;
+
+    let drain = drain::DrainSignal::new();
+    tokio::spawn(listener::accept_loop(proxy.clone(), inbound, Role::Inbound, drain.watch()));
+    tokio::spawn(listener::accept_loop(proxy.clone(), outbound, Role::Outbound, drain.watch()));
+    for (listener, role) in bound {
+        tokio::spawn(listener::accept_loop(proxy.clone(), listener, role, drain.watch()));
+    }
+    let watcher = tokio::spawn(local::watch(proxy.clone(), local));
+
+    shutdown_signal().await;
+    tracing::info!(deadline = ?proxy.options.limits.drain_timeout, "draining: no new connections, finishing in-flight requests");
+    proxy.start_draining();
+    watcher.abort();
+    if drain.drain(proxy.options.limits.drain_timeout).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("drain deadline passed with connections still open; exiting");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

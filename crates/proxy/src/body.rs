@@ -1,0 +1,77 @@
+//! The one body type that flows through the proxy.
+//!
+//! An enum instead of a boxed trait object: a streamed body from a peer passes through with no
+//! allocation, and buffered bodies (for retries and mirroring) or synthetic answers use the
+//! same type, so every hyper connection is instantiated once.
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+#[derive(Debug, Default)]
+pub enum Body {
+    #[default]
+    Empty,
+    Full(Option<Bytes>),
+    Streaming(Incoming),
+}
+
+impl Body {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            Body::Empty
+        } else {
+            Body::Full(Some(bytes))
+        }
+    }
+
+    /// A copy of a buffered body; `None` for a streamed one, which can only be read once.
+    pub fn try_clone(&self) -> Option<Self> {
+        match self {
+            Body::Empty => Some(Body::Empty),
+            Body::Full(bytes) => Some(Body::Full(bytes.clone())),
+            Body::Streaming(_) => None,
+        }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(body: Incoming) -> Self {
+        Body::Streaming(body)
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Streaming(incoming) => incoming.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Streaming(incoming) => incoming.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! HTTP message plumbing shared by inbound and outbound: reshaping a request for the
+//! protocol spoken upstream, hop-by-hop headers, and the proxy's own answers.
+
+use crate::body::Body;
+use crate::upstream::HttpMode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+
+/// Set on every answer the proxy makes itself, saying why.
+pub const ERROR_HEADER: &str = "x-weft-error";
+/// Set on 503s from circuit breaking, naming the limit that tripped.
+pub const OVERLOADED_HEADER: &str = "x-weft-overloaded";
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+/// A response made by the proxy, with the reason in a header and the body.
+pub fn synthetic(status: StatusCode, reason: &str) -> Response<Body> {
+    let mut response = Response::new(Body::full(format!("{reason}\n")));
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::try_from(reason) {
+        response.headers_mut().insert(ERROR_HEADER, value);
+    }
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// Removes headers that describe one connection and must not be forwarded, including the
+/// ones the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let keeps_trailers = headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keeps_trailers {
+        // gRPC needs `te: trailers` end to end.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// An HTTP/1.1 request asking to switch protocols (WebSocket) or to tunnel (CONNECT).
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && (request.method() == http::Method::CONNECT || request.headers().contains_key(header::UPGRADE))
+}
+
+/// The authority a request is addressed to: the URI's, else the `Host` header.
+pub fn authority<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// Puts a request in the form the upstream protocol wants: absolute URI for HTTP/2
+/// (`:scheme`, `:authority`), origin form plus `Host` for HTTP/1.1.
+pub fn prepare_upstream(request: &mut Request<Body>, mode: HttpMode) {
+    let authority = authority(request).and_then(|a| Authority::try_from(a).ok());
+    let path_and_query = request.uri().path_and_query().cloned();
+    strip_hop_by_hop(request.headers_mut());
+    match mode {
+        HttpMode::Http2 => {
+            *request.version_mut() = Version::HTTP_2;
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = authority.or_else(|| Some(Authority::from_static("localhost")));
+            parts.path_and_query = path_and_query.or_else(|| Some("/".parse().expect("valid path")));
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+            request.headers_mut().remove(header::HOST);
+        }
+        HttpMode::Http1 => {
+            *request.version_mut() = Version::HTTP_11;
+            if let Some(authority) = authority {
+                if !request.headers().contains_key(header::HOST) {
+                    if let Ok(host) = HeaderValue::try_from(authority.as_str()) {
+                        request.headers_mut().insert(header::HOST, host);
+                    }
+                }
+            }
+            if let Some(pq) = path_and_query {
+                if let Ok(uri) = Uri::try_from(pq.as_str()) {
+                    *request.uri_mut() = uri;
+                }
+            }
+        }
+    }
+}
+
+/// Prepares an upgrade request: keeps `Connection`/`Upgrade`, origin-form URI.
+pub fn prepare_upgrade(request: &mut Request<Body>) {
+    *request.version_mut() = Version::HTTP_11;
+    if request.method() != http::Method::CONNECT {
+        if let Some(pq) = request.uri().path_and_query().cloned() {
+            if let Ok(uri) = Uri::try_from(pq.as_str()) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        request.headers_mut().remove(name);
+    }
+}
+
+/// `traceparent`'s trace id (W3C Trace Context), for the access log.
+pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let _version = parts.next()?;
+    parts.next().filter(|id| id.len() == 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.get("x-secret").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(headers.get(header::TE).unwrap(), "trailers");
+        assert_eq!(headers.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn http1_request_becomes_http2_and_back() {
+        let mut request = Request::builder()
+            .uri("/a?b=c")
+            .header(header::HOST, "reviews:9080")
+            .body(Body::Empty)
+            .unwrap();
+        prepare_upstream(&mut request, HttpMode::Http2);
+        assert_eq!(request.uri(), "http://reviews:9080/a?b=c");
+        assert!(request.headers().get(header::HOST).is_none());
+        prepare_upstream(&mut request, HttpMode::Http1);
+        assert_eq!(request.uri(), "/a?b=c");
+        assert_eq!(request.headers().get(header::HOST).unwrap(), "reviews:9080");
+    }
+
+    #[test]
+    fn reads_trace_id() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(trace_id(&headers), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
+}

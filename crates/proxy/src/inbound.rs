@@ -1,0 +1,93 @@
+//! Inbound HTTP: a request from the mesh (or a plain client) to the local app.
+
+use crate::access_log::{self, Entry};
+use crate::body::Body;
+use crate::http::{is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, trace_id};
+use crate::metrics::{Direction, RequestMetrics};
+use crate::outbound::is_grpc;
+use crate::proxy::Proxy;
+use crate::upgrade;
+use crate::upstream::HttpMode;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_model::config::Protocol;
+
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who is calling on this connection, resolved once per connection.
+pub struct Caller {
+    /// `service.namespace` from the peer's SPIFFE id, or `unknown` in plain text.
+    pub source: Arc<str>,
+    pub metrics: Arc<RequestMetrics>,
+}
+
+pub async fn serve(proxy: Arc<Proxy>, caller: Arc<Caller>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let snapshot = proxy.snapshot();
+    let own = snapshot.by_name(&proxy.options.service, &proxy.options.namespace);
+    let log_fields = proxy.options.access_log.then(|| {
+        (request.method().as_str().to_owned(), request.uri().path().to_owned(), trace_id(request.headers()).map(str::to_owned))
+    });
+    let limited = own.and_then(|s| s.backend.rate_limit.as_ref()).is_some_and(|limiter| !limiter.try_acquire());
+    let response = if limited {
+        proxy.metrics.reject(Direction::Inbound, "rate_limited");
+        let mut response = synthetic(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        response
+    } else {
+        let protocol = own.map_or(Protocol::Auto, |s| s.backend.protocol);
+        forward_to_app(&proxy, protocol, request.map(Body::from)).await
+    };
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    caller.metrics.record(status, elapsed.as_secs_f64());
+    if let Some((method, path, trace)) = log_fields {
+        access_log::write(&Entry {
+            time: access_log::now_rfc3339(),
+            direction: "inbound",
+            source: &caller.source,
+            destination: &proxy.local_label,
+            route: None,
+            method: Some(&method),
+            path: Some(&path),
+            status: Some(status),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream: Some(proxy.options.app),
+            retries: 0,
+            trace_id: trace.as_deref(),
+            authz_decision: "allow",
+            authz_rule: "default",
+            bytes_in: None,
+            bytes_out: None,
+            error: response.headers().get(crate::http::ERROR_HEADER).and_then(|v| v.to_str().ok()),
+        });
+    }
+    Ok(response)
+}
+
+async fn forward_to_app(proxy: &Proxy, protocol: Protocol, mut request: Request<Body>) -> Response<Body> {
+    if is_upgrade(&request) {
+        return upgrade::send(&proxy.app, request, &proxy.app_limits, APP_CONNECT_TIMEOUT).await;
+    }
+    let mode = match protocol {
+        Protocol::Http2 | Protocol::Grpc => HttpMode::Http2,
+        Protocol::Auto if is_grpc(&request) => HttpMode::Http2,
+        _ => HttpMode::Http1,
+    };
+    prepare_upstream(&mut request, mode);
+    match proxy.app.send(mode, request, &proxy.app_limits, APP_CONNECT_TIMEOUT).await {
+        Ok(response) => {
+            let mut response = response.map(Body::from);
+            strip_hop_by_hop(response.headers_mut());
+            response
+        }
+        Err(error) => {
+            tracing::debug!(%error, "request to the local app failed");
+            let status = if error.is_connect_failure() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+            synthetic(status, &format!("local app: {error}"))
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `--local` mode: configuration from a resource file (or directory), reloaded on change.
+//!
+//! The file is polled rather than watched with inotify: editors replace files in ways that
+//! break watches, and a poll every half second costs nothing. A bad file is reported
+//! (file, line, field) and the config in force keeps serving.
+
+use crate::proxy::Proxy;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const POLL: Duration = Duration::from_millis(500);
+
+pub fn load(proxy: &Proxy, path: &Path) -> Result<u64, String> {
+    let (config, warnings) = weft_model::load_and_compile(path).map_err(|e| e.to_string())?;
+    for warning in warnings {
+        tracing::warn!(%warning, "configuration warning");
+    }
+    let version = config.version.clone();
+    let generation = proxy.apply(config)?;
+    tracing::info!(path = %path.display(), %version, generation, "configuration loaded");
+    Ok(generation)
+}
+
+/// What changes when someone edits the file(s): names, sizes and modification times.
+fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let entry = |p: PathBuf| {
+        let meta = std::fs::metadata(&p).ok();
+        let len = meta.as_ref().map_or(0, |m| m.len());
+        let modified = meta.and_then(|m| m.modified().ok());
+        (p, len, modified)
+    };
+    match std::fs::read_dir(path) {
+        Ok(dir) => {
+            let mut entries: Vec<_> = dir.filter_map(Result::ok).map(|e| entry(e.path())).collect();
+            entries.sort();
+            entries
+        }
+        Err(_) => vec![entry(path.to_path_buf())],
+    }
+}
+
+pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
+    let mut reload = reload_signal();
+    let mut seen = fingerprint(&path);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = reload.recv() => seen.clear(),
+        }
+        let now = fingerprint(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        if let Err(error) = load(&proxy, &path) {
+            proxy.metrics.config_rejected();
+            tracing::error!(%error, "configuration rejected; the previous configuration stays in force");
+        }
+    }
+}
+
+/// SIGHUP forces a reload, for tools that rewrite a file without changing size or mtime.
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    rx
+}

@@ -1,0 +1,274 @@
+//! The proxy's Prometheus metrics.
+//!
+//! Label sets are resolved into metric handles when a route or connection is set up; the
+//! per-request path only increments. Names are part of Weft's contract (DESIGN.md).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, RwLock};
+
+/// Seconds; dense below 10 ms where a sidecar's own latency lives.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+#[derive(Clone, Copy, Debug)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: &'static str,
+    source: Arc<str>,
+    destination: Arc<str>,
+    route: Arc<str>,
+    status_code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpLabels {
+    direction: &'static str,
+    source: Arc<str>,
+    destination: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpByteLabels {
+    direction: &'static str,
+    source: Arc<str>,
+    destination: Arc<str>,
+    /// `read` from the connection's client, `write` to it.
+    flow: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    destination: Arc<str>,
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    direction: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    decision: &'static str,
+    policy: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    destination: Arc<str>,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: HistogramFamily<RequestLabels>,
+    tcp_open: Family<TcpLabels, Gauge>,
+    tcp_bytes: Family<TcpByteLabels, Counter>,
+    retries: Family<RouteLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    authz: Family<AuthzLabels, Counter>,
+    ejections: Family<EndpointLabels, Counter>,
+    config_version: Family<VersionLabels, Gauge>,
+    config_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        let durations = HistogramFamily::new_with_constructor(latency_histogram as fn() -> _);
+        let tcp_open = Family::default();
+        let tcp_bytes = Family::default();
+        let retries = Family::default();
+        let rejected = Family::default();
+        let authz = Family::default();
+        let ejections = Family::default();
+        let config_version = Family::default();
+        let config_reloads = Family::default();
+        // prometheus-client appends `_total` to counters itself.
+        registry.register("weft_http_requests", "HTTP requests proxied, by outcome", requests.clone());
+        registry.register(
+            "weft_http_request_duration_seconds",
+            "Time from request received to response headers sent",
+            durations.clone(),
+        );
+        registry.register("weft_tcp_connections_open", "Proxied TCP connections open", tcp_open.clone());
+        registry.register("weft_tcp_bytes", "Bytes proxied over TCP connections", tcp_bytes.clone());
+        registry.register("weft_retries", "Requests retried", retries.clone());
+        registry.register(
+            "weft_rejected",
+            "Connections and requests refused by the proxy, by reason",
+            rejected.clone(),
+        );
+        registry.register("weft_authz_decisions", "Authorization decisions", authz.clone());
+        registry.register(
+            "weft_outlier_ejections",
+            "Endpoints taken out of rotation by outlier detection",
+            ejections.clone(),
+        );
+        registry.register(
+            "weft_config_version",
+            "Configuration generation in force (1 for the first), labelled with its version",
+            config_version.clone(),
+        );
+        registry.register("weft_config_reloads", "Configuration loads, by result", config_reloads.clone());
+        Self {
+            registry,
+            requests,
+            durations,
+            tcp_open,
+            tcp_bytes,
+            retries,
+            rejected,
+            authz,
+            ejections,
+            config_version,
+            config_reloads,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn request_metrics(
+        &self,
+        direction: Direction,
+        source: Arc<str>,
+        destination: Arc<str>,
+        route: Arc<str>,
+    ) -> RequestMetrics {
+        RequestMetrics {
+            base: RequestLabels { direction: direction.as_str(), source, destination, route, status_code: 0 },
+            requests: self.requests.clone(),
+            durations: self.durations.clone(),
+            by_status: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub fn tcp_metrics(&self, direction: Direction, source: Arc<str>, destination: Arc<str>) -> TcpMetrics {
+        let labels = |flow| TcpByteLabels {
+            direction: direction.as_str(),
+            source: source.clone(),
+            destination: destination.clone(),
+            flow,
+        };
+        TcpMetrics {
+            open: self.tcp_open.get_or_create_owned(&TcpLabels {
+                direction: direction.as_str(),
+                source: source.clone(),
+                destination: destination.clone(),
+            }),
+            read: self.tcp_bytes.get_or_create_owned(&labels("read")),
+            written: self.tcp_bytes.get_or_create_owned(&labels("write")),
+        }
+    }
+
+    pub fn retries(&self, destination: Arc<str>, route: Arc<str>) -> Counter {
+        self.retries.get_or_create_owned(&RouteLabels { destination, route })
+    }
+
+    pub fn reject(&self, direction: Direction, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { direction: direction.as_str(), reason }).inc();
+    }
+
+    pub fn ejection(&self, destination: Arc<str>, endpoint: String) {
+        self.ejections.get_or_create(&EndpointLabels { destination, endpoint }).inc();
+    }
+
+    pub fn authz_decision(&self, decision: &'static str, policy: Arc<str>) {
+        self.authz.get_or_create(&AuthzLabels { decision, policy }).inc();
+    }
+
+    pub fn config_loaded(&self, version: &str, generation: i64) {
+        self.config_version.clear();
+        self.config_version.get_or_create(&VersionLabels { version: version.to_string() }).set(generation);
+        self.config_reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
+    }
+
+    pub fn config_rejected(&self) {
+        self.config_reloads.get_or_create(&ResultLabels { result: "error" }).inc();
+    }
+}
+
+/// Request counters for one (direction, source, destination, route). Status codes are
+/// few per route, so their handles live in a short list behind a read-mostly lock.
+pub struct RequestMetrics {
+    base: RequestLabels,
+    requests: Family<RequestLabels, Counter>,
+    durations: HistogramFamily<RequestLabels>,
+    by_status: RwLock<Vec<(u16, Counter, Histogram)>>,
+}
+
+impl RequestMetrics {
+    pub fn record(&self, status: u16, seconds: f64) {
+        {
+            let known = self.by_status.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, count, latency)) = known.iter().find(|(s, _, _)| *s == status) {
+                count.inc();
+                latency.observe(seconds);
+                return;
+            }
+        }
+        let labels = RequestLabels { status_code: status, ..self.base.clone() };
+        let count = self.requests.get_or_create_owned(&labels);
+        let latency = self.durations.get_or_create_owned(&labels);
+        count.inc();
+        latency.observe(seconds);
+        self.by_status.write().unwrap_or_else(|e| e.into_inner()).push((status, count, latency));
+    }
+}
+
+pub struct TcpMetrics {
+    pub open: Gauge,
+    pub read: Counter,
+    pub written: Counter,
+}

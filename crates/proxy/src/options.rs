@@ -1,0 +1,67 @@
+//! What a proxy is told at start-up (the `weft proxy` flags, parsed by the binary).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    pub service: String,
+    pub namespace: String,
+    /// The local application the inbound side forwards to.
+    pub app: SocketAddr,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    /// `--local FILE`: resources read from a file (or directory) and watched for changes.
+    pub local: Option<PathBuf>,
+    pub tls: Option<TlsFiles>,
+    pub upstreams: Vec<UpstreamBinding>,
+    /// Ports of the app that are never sniffed (server-speaks-first protocols).
+    pub opaque_ports: Vec<u16>,
+    pub access_log: bool,
+    pub limits: ServerLimits,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// A local listener bound to one service, for TCP and for apps that cannot set `Host`.
+#[derive(Clone, Debug)]
+pub struct UpstreamBinding {
+    pub service: String,
+    pub namespace: String,
+    pub listen: SocketAddr,
+}
+
+/// Protection against misbehaving clients.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Connections accepted at once per listener; more are closed at once and counted.
+    pub max_connections: usize,
+    /// A client must finish sending request headers within this time (slowloris).
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// How long to wait for a client's first bytes before treating it as opaque TCP.
+    pub detect_timeout: Duration,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            detect_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(15),
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! Outbound HTTP: a request from the local app, on its way into the mesh.
+//!
+//! ```text
+//! service (Host or bound port) -> route -> redirect? -> header/rewrite filters
+//!   -> backend by weight -> fault? -> circuit breaker -> mirror copies
+//!   -> [try: endpoint by balancer -> send -> classify -> retry with backoff?]
+//!   -> response header filter -> metrics + access log
+//! ```
+
+use crate::access_log::{self, Entry};
+use crate::balance::Outcome;
+use crate::body::Body;
+use crate::http::{authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, trace_id, OVERLOADED_HEADER};
+use crate::metrics::Direction;
+use crate::proxy::Proxy;
+use crate::routes::{self, Route};
+use crate::state::{Backend, ServiceRoutes};
+use crate::upgrade;
+use crate::upstream::{HttpMode, UpstreamError};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_model::config::{PathModifier, Protocol, Redirect, RetryOn, RetryPolicy, Rewrite};
+
+/// Bodies up to this size are kept so a request can be retried or mirrored.
+const REPLAY_LIMIT: u64 = 64 * 1024;
+
+/// What the access log wants to know about how a request was served.
+#[derive(Default)]
+pub struct Served {
+    pub upstream: Option<SocketAddr>,
+    pub retries: u32,
+}
+
+/// Serves one request from the local app. `bound` is set for an upstream binding's listener.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    bound: Option<Arc<ServiceRoutes>>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let snapshot = proxy.snapshot();
+    let service = match bound {
+        Some(service) => Some(service),
+        None => authority(&request).and_then(|a| snapshot.by_host(a)).cloned(),
+    };
+    let Some(service) = service else {
+        proxy.metrics.reject(Direction::Outbound, "unknown_service");
+        let host = authority(&request).unwrap_or("(none)");
+        return Ok(synthetic(StatusCode::NOT_FOUND, &format!("no service in the mesh answers to host {host:?}")));
+    };
+    let (route, prefix) = if service.routes.is_empty() {
+        (&service.default_route, None)
+    } else {
+        match routes::select(&service.routes, &request) {
+            Some(found) => (found.route, found.matched_prefix),
+            None => {
+                proxy.metrics.reject(Direction::Outbound, "no_route");
+                return Ok(synthetic(StatusCode::NOT_FOUND, "no route matches this request"));
+            }
+        }
+    };
+    let log_fields = proxy.options.access_log.then(|| {
+        (
+            request.method().as_str().to_owned(),
+            request.uri().path().to_owned(),
+            trace_id(request.headers()).map(str::to_owned),
+        )
+    });
+    let mut served = Served::default();
+    let response = route_request(&proxy, route, prefix, request.map(Body::from), &mut served).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    route.metrics.record(status, elapsed.as_secs_f64());
+    if let Some((method, path, trace)) = log_fields {
+        access_log::write(&Entry {
+            time: access_log::now_rfc3339(),
+            direction: "outbound",
+            source: &proxy.local_label,
+            destination: &service.backend.label,
+            route: Some(&route.name),
+            method: Some(&method),
+            path: Some(&path),
+            status: Some(status),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream: served.upstream,
+            retries: served.retries,
+            trace_id: trace.as_deref(),
+            authz_decision: "allow",
+            authz_rule: "default",
+            bytes_in: None,
+            bytes_out: None,
+            error: response.headers().get(crate::http::ERROR_HEADER).and_then(|v| v.to_str().ok()),
+        });
+    }
+    Ok(response)
+}
+
+async fn route_request(
+    proxy: &Arc<Proxy>,
+    route: &Route,
+    prefix: Option<&str>,
+    mut request: Request<Body>,
+    served: &mut Served,
+) -> Response<Body> {
+    let filters = &route.filters;
+    if let Some(redirect) = &filters.redirect {
+        return redirect_response(&request, redirect, prefix);
+    }
+    if let Some(edits) = &filters.request_headers {
+        edits.apply(request.headers_mut());
+    }
+    if let Some(rewrite) = &filters.rewrite {
+        apply_rewrite(&mut request, rewrite, prefix);
+    }
+    let Some(backend) = route.pick_backend() else {
+        return synthetic(StatusCode::INTERNAL_SERVER_ERROR, "route has no usable backend");
+    };
+    if let Some(fault) = &backend.fault {
+        if let Some(abort) = &fault.abort {
+            if fastrand::f64() * 100.0 < abort.percent {
+                let status = StatusCode::from_u16(abort.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return synthetic(status, "fault injected");
+            }
+        }
+        if let Some(delay) = &fault.delay {
+            if fastrand::f64() * 100.0 < delay.percent {
+                tokio::time::sleep(Duration::from_millis(delay.delay_ms)).await;
+            }
+        }
+    }
+    let _permit = match backend.limits.start_request() {
+        Ok(permit) => permit,
+        Err(limit) => return overloaded(proxy, limit.as_str()),
+    };
+    if is_upgrade(&request) {
+        return upgrade::forward(proxy, backend, request, served).await;
+    }
+    if route.retry.is_some() || !filters.mirrors.is_empty() {
+        request = buffer_if_small(request).await;
+    }
+    for (mirror, percent) in &filters.mirrors {
+        if fastrand::f64() * 100.0 < *percent {
+            if let Some(copy) = copy_request(&request) {
+                tokio::spawn(send_mirror(mirror.clone(), copy));
+            }
+        }
+    }
+    let attempts = send_with_retries(proxy, route, backend, request, served);
+    let mut response = match route.timeouts.request_ms {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), attempts).await {
+            Ok(response) => response,
+            Err(_) => synthetic(StatusCode::GATEWAY_TIMEOUT, "request timeout"),
+        },
+        None => attempts.await,
+    };
+    if let Some(edits) = &filters.response_headers {
+        edits.apply(response.headers_mut());
+    }
+    response
+}
+
+fn overloaded(proxy: &Proxy, limit: &'static str) -> Response<Body> {
+    proxy.metrics.reject(Direction::Outbound, limit);
+    let mut response = synthetic(StatusCode::SERVICE_UNAVAILABLE, "circuit breaker open");
+    response.headers_mut().insert(OVERLOADED_HEADER, HeaderValue::from_static(limit));
+    response
+}
+
+/// Reads a small, complete body into memory so it can be sent more than once. Streams and
+/// large bodies are left alone (and are then neither retried nor mirrored).
+async fn buffer_if_small(request: Request<Body>) -> Request<Body> {
+    let hint = http_body::Body::size_hint(request.body());
+    if http_body::Body::is_end_stream(request.body()) {
+        return request.map(|_| Body::Empty);
+    }
+    if hint.upper().is_none_or(|upper| upper > REPLAY_LIMIT) {
+        return request;
+    }
+    let (parts, body) = request.into_parts();
+    match body.collect().await {
+        Ok(collected) => Request::from_parts(parts, Body::full(collected.to_bytes())),
+        // The client went away mid-body; forward nothing useful but let the try fail normally.
+        Err(_) => Request::from_parts(parts, Body::Empty),
+    }
+}
+
+fn copy_request(request: &Request<Body>) -> Option<Request<Body>> {
+    let body = request.body().try_clone()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+async fn send_mirror(backend: Arc<Backend>, mut request: Request<Body>) {
+    let Some(endpoint) = backend.balancer.pick(Some(request.headers())) else {
+        return;
+    };
+    let mode = http_mode(&backend, endpoint.identity.is_some(), &request);
+    prepare_upstream(&mut request, mode);
+    if let Ok(response) = endpoint.pool.send(mode, request, &backend.limits, backend.connect_timeout).await {
+        // Drain so the connection can be reused; the answer itself is ignored.
+        let _ = response.into_body().collect().await;
+    }
+}
+
+/// HTTP/2 to Weft peers; to plain endpoints, what the service's protocol says.
+pub fn http_mode<B>(backend: &Backend, meshed: bool, request: &Request<B>) -> HttpMode {
+    if meshed {
+        return HttpMode::Http2;
+    }
+    match backend.protocol {
+        Protocol::Http2 | Protocol::Grpc => HttpMode::Http2,
+        Protocol::Http | Protocol::Tcp => HttpMode::Http1,
+        Protocol::Auto if is_grpc(request) => HttpMode::Http2,
+        Protocol::Auto => HttpMode::Http1,
+    }
+}
+
+pub fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+async fn send_with_retries(
+    proxy: &Arc<Proxy>,
+    route: &Route,
+    backend: &Arc<Backend>,
+    mut request: Request<Body>,
+    served: &mut Served,
+) -> Response<Body> {
+    if let Some(budget) = &backend.retry_budget {
+        budget.record_request();
+    }
+    let policy = route.retry.as_ref();
+    let per_try = route.timeouts.backend_request_ms.map(Duration::from_millis);
+    let mut retries_done = 0;
+    loop {
+        let Some(endpoint) = backend.balancer.pick(Some(request.headers())) else {
+            return synthetic(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available");
+        };
+        let may_retry = policy.is_some_and(|p| retries_done < p.attempts);
+        let spare = if may_retry { copy_request(&request) } else { None };
+        let mode = http_mode(backend, endpoint.identity.is_some(), &request);
+        prepare_upstream(&mut request, mode);
+        served.upstream = Some(endpoint.address);
+        let in_flight = endpoint.start();
+        let send = endpoint.pool.send(mode, request, &backend.limits, backend.connect_timeout);
+        let result = match per_try {
+            Some(limit) => match tokio::time::timeout(limit, send).await {
+                Ok(result) => result.map_err(TryError::Upstream),
+                Err(_) => Err(TryError::Timeout),
+            },
+            None => send.await.map_err(TryError::Upstream),
+        };
+        let outcome = match &result {
+            Ok(response) if response.status().is_server_error() => Outcome::ServerError,
+            Ok(_) => Outcome::Success,
+            Err(TryError::Upstream(e)) if e.is_connect_failure() => Outcome::ConnectFailure,
+            Err(TryError::Upstream(UpstreamError::Overloaded(_))) => Outcome::Success,
+            Err(_) => Outcome::ServerError,
+        };
+        if result.is_ok() {
+            in_flight.answered();
+        }
+        drop(in_flight);
+        if let Some(outlier) = &backend.outlier {
+            let balancer = &backend.balancer;
+            let may_eject = || {
+                let total = balancer.endpoints().len();
+                (balancer.ejected_count() + 1) * 100 <= total * outlier.max_ejection_percent as usize
+            };
+            if endpoint.record_outcome(outcome, outlier, may_eject) {
+                proxy.metrics.ejection(backend.label.clone(), endpoint.address.to_string());
+                tracing::warn!(endpoint = %endpoint.address, service = %backend.label, "endpoint ejected by outlier detection");
+            }
+        }
+        let retry = match (policy, spare) {
+            (Some(policy), Some(spare)) if is_retryable(policy, &result) => {
+                let allowed = backend.retry_budget.as_ref().is_none_or(|b| b.try_withdraw());
+                allowed.then_some((policy, spare))
+            }
+            _ => None,
+        };
+        match retry {
+            Some((policy, spare)) => {
+                retries_done += 1;
+                served.retries = retries_done;
+                route.retries.inc();
+                tokio::time::sleep(backoff(policy, retries_done)).await;
+                request = spare;
+            }
+            None => return into_response(proxy, result),
+        }
+    }
+}
+
+enum TryError {
+    Upstream(UpstreamError),
+    Timeout,
+}
+
+fn is_retryable(policy: &RetryPolicy, result: &Result<Response<Incoming>, TryError>) -> bool {
+    let on = |condition| policy.on.contains(&condition);
+    match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (on(RetryOn::ServerError) && status >= 500)
+                || (on(RetryOn::GatewayError) && matches!(status, 502..=504))
+                || policy.status_codes.contains(&status)
+                || grpc_status(response).is_some_and(|code| policy.grpc_codes.contains(&code))
+        }
+        Err(TryError::Timeout) => on(RetryOn::GatewayError) || on(RetryOn::ServerError),
+        Err(TryError::Upstream(UpstreamError::Overloaded(_))) => false,
+        Err(TryError::Upstream(e)) if e.is_connect_failure() => {
+            on(RetryOn::ConnectFailure) || on(RetryOn::ServerError) || on(RetryOn::GatewayError)
+        }
+        Err(TryError::Upstream(_)) => on(RetryOn::Reset) || on(RetryOn::ServerError),
+    }
+}
+
+/// gRPC errors that fail at once come as "trailers-only" responses: status in the headers.
+fn grpc_status<B>(response: &Response<B>) -> Option<u32> {
+    response.headers().get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Exponential backoff with full jitter, so synchronized clients spread out.
+fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
+    let exp = policy.backoff_base_ms.saturating_mul(1u64 << retry.saturating_sub(1).min(20));
+    let capped = exp.min(policy.backoff_max_ms.max(policy.backoff_base_ms));
+    Duration::from_millis(fastrand::u64(0..=capped))
+}
+
+fn into_response(proxy: &Proxy, result: Result<Response<Incoming>, TryError>) -> Response<Body> {
+    match result {
+        Ok(response) => {
+            let mut response = response.map(Body::from);
+            strip_hop_by_hop(response.headers_mut());
+            response
+        }
+        Err(TryError::Timeout) => synthetic(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        Err(TryError::Upstream(UpstreamError::Overloaded(limit))) => overloaded(proxy, limit.as_str()),
+        Err(TryError::Upstream(error)) => {
+            tracing::debug!(%error, "upstream request failed");
+            let status = if error.is_connect_failure() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            synthetic(status, &error.to_string())
+        }
+    }
+}
+
+fn rewritten_path(path: &str, modifier: &PathModifier, prefix: Option<&str>) -> String {
+    match modifier {
+        PathModifier::ReplaceFullPath(full) => full.clone(),
+        PathModifier::ReplacePrefixMatch(replacement) => {
+            let rest = prefix.and_then(|p| path.strip_prefix(p)).unwrap_or(path);
+            let joined = format!("{}/{}", replacement.trim_end_matches('/'), rest.trim_start_matches('/'));
+            if joined.len() > 1 && !rest.is_empty() {
+                joined
+            } else {
+                let trimmed = joined.trim_end_matches('/');
+                if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() }
+            }
+        }
+    }
+}
+
+fn with_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
+fn apply_rewrite(request: &mut Request<Body>, rewrite: &Rewrite, prefix: Option<&str>) {
+    if let Some(modifier) = &rewrite.path {
+        let path = rewritten_path(request.uri().path(), modifier, prefix);
+        let target = with_query(path, request.uri().query());
+        let mut parts = request.uri().clone().into_parts();
+        if let Ok(pq) = target.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    if let Some(hostname) = &rewrite.hostname {
+        if let Ok(value) = HeaderValue::try_from(hostname.as_str()) {
+            request.headers_mut().insert(http::header::HOST, value);
+            let mut parts = request.uri().clone().into_parts();
+            if parts.authority.is_some() {
+                parts.authority = hostname.parse().ok();
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    *request.uri_mut() = uri;
+                }
+            }
+        }
+    }
+}
+
+fn redirect_response<B>(request: &Request<B>, redirect: &Redirect, prefix: Option<&str>) -> Response<Body> {
+    let scheme = redirect.scheme.as_deref().unwrap_or("http");
+    let original = authority(request).unwrap_or("");
+    let original_host = original.rsplit_once(':').map_or(original, |(h, _)| h);
+    let host = redirect.hostname.as_deref().unwrap_or(original_host);
+    let port = match (redirect.port, scheme) {
+        (Some(80), "http") | (Some(443), "https") | (None, _) => String::new(),
+        (Some(port), _) => format!(":{port}"),
+    };
+    let path = match &redirect.path {
+        Some(modifier) => rewritten_path(request.uri().path(), modifier, prefix),
+        None => request.uri().path().to_string(),
+    };
+    let location = format!("{scheme}://{host}{port}{}", with_query(path, request.uri().query()));
+    let status = StatusCode::from_u16(redirect.status_code).unwrap_or(StatusCode::FOUND);
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rewrites_follow_gateway_api_examples() {
+        let replace = |r: &str| PathModifier::ReplacePrefixMatch(r.to_string());
+        assert_eq!(rewritten_path("/foo/bar", &replace("/xyz"), Some("/foo")), "/xyz/bar");
+        assert_eq!(rewritten_path("/foo", &replace("/xyz"), Some("/foo")), "/xyz");
+        assert_eq!(rewritten_path("/foo/bar", &replace("/"), Some("/foo")), "/bar");
+        assert_eq!(rewritten_path("/foo", &replace("/"), Some("/foo")), "/");
+        assert_eq!(rewritten_path("/foo/bar", &replace("/xyz/"), Some("/foo")), "/xyz/bar");
+        let full = PathModifier::ReplaceFullPath("/new".to_string());
+        assert_eq!(rewritten_path("/anything/here", &full, None), "/new");
+    }
+
+    #[test]
+    fn backoff_stays_within_the_cap() {
+        let policy = RetryPolicy {
+            attempts: 10,
+            on: vec![],
+            status_codes: vec![],
+            grpc_codes: vec![],
+            backoff_base_ms: 25,
+            backoff_max_ms: 250,
+        };
+        for retry in 1..40 {
+            assert!(backoff(&policy, retry) <= Duration::from_millis(250));
+        }
+    }
+}

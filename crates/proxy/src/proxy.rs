@@ -1,0 +1,102 @@
+//! State shared by every listener of one proxy process.
+
+use crate::balance::Endpoint;
+use crate::metrics::{Direction, Metrics, RequestMetrics};
+use crate::options::ProxyOptions;
+use crate::resilience::Limits;
+use crate::state::{BuildContext, EndpointKey, Snapshot};
+use crate::upstream::{EndpointPool, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use weft_identity::TlsIdentity;
+use weft_model::config::ProxyConfig;
+
+pub struct Proxy {
+    pub options: ProxyOptions,
+    pub metrics: Metrics,
+    pub tls: Option<Arc<TlsIdentity>>,
+    /// Built once: rebuilding per connection would defeat session resumption.
+    pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// This proxy's `source` label: `service.namespace`.
+    pub local_label: Arc<str>,
+    snapshot: ArcSwap<Snapshot>,
+    endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
+    /// The local app, reached in plain text.
+    pub app: Arc<EndpointPool>,
+    pub app_limits: Limits,
+    inbound_metrics: Mutex<HashMap<Arc<str>, Arc<RequestMetrics>>>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Proxy {
+    pub fn new(options: ProxyOptions, tls: Option<Arc<TlsIdentity>>) -> Self {
+        let local_label: Arc<str> = Arc::from(format!("{}.{}", options.service, options.namespace));
+        let app = Arc::new(EndpointPool::new(options.app, None));
+        let tls_acceptor = tls.as_ref().map(|identity| {
+            tokio_rustls::TlsAcceptor::from(identity.server_config(&[ALPN_H2, ALPN_HTTP1, ALPN_TCP]))
+        });
+        Self {
+            options,
+            metrics: Metrics::new(),
+            tls,
+            tls_acceptor,
+            local_label,
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            endpoints: Mutex::new(HashMap::new()),
+            app,
+            app_limits: Limits::default(),
+            inbound_metrics: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Builds and swaps in a new configuration. On error nothing changes.
+    pub fn apply(&self, config: ProxyConfig) -> Result<u64, String> {
+        let generation = self.snapshot.load().generation + 1;
+        let version = config.version.clone();
+        let ctx = BuildContext {
+            metrics: &self.metrics,
+            tls: self.tls.as_ref(),
+            namespace: &self.options.namespace,
+            source: self.local_label.clone(),
+            endpoints: &self.endpoints,
+        };
+        let snapshot = Snapshot::build(config, generation, &ctx)?;
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.config_loaded(&version, generation as i64);
+        self.ready.store(true, Ordering::Release);
+        Ok(generation)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Inbound request metrics for one calling identity, created on first use.
+    pub fn inbound_metrics(&self, source: &Arc<str>) -> Arc<RequestMetrics> {
+        let mut known = self.inbound_metrics.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .entry(source.clone())
+            .or_insert_with(|| {
+                Arc::new(self.metrics.request_metrics(
+                    Direction::Inbound,
+                    source.clone(),
+                    self.local_label.clone(),
+                    Arc::from("inbound"),
+                ))
+            })
+            .clone()
+    }
+}

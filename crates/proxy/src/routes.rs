@@ -1,0 +1,268 @@
+//! Routes compiled for matching: regexes built once, header names parsed once, backends
+//! resolved to live `Backend`s and metric handles looked up once per route.
+
+use crate::metrics::RequestMetrics;
+use crate::state::Backend;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
+use prometheus_client::metrics::counter::Counter;
+use regex::Regex;
+use std::sync::Arc;
+use weft_model::config::{PathMatch, RetryPolicy, RouteConfig, StringMatch, Timeouts};
+
+pub struct Route {
+    pub name: Arc<str>,
+    matches: Vec<Matcher>,
+    pub filters: Filters,
+    pub backends: Vec<WeightedBackend>,
+    total_weight: u64,
+    pub timeouts: Timeouts,
+    pub retry: Option<RetryPolicy>,
+    pub metrics: RequestMetrics,
+    pub retries: Counter,
+}
+
+pub struct WeightedBackend {
+    pub backend: Arc<Backend>,
+    pub weight: u32,
+}
+
+pub struct Filters {
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+    pub redirect: Option<weft_model::config::Redirect>,
+    pub rewrite: Option<weft_model::config::Rewrite>,
+    pub mirrors: Vec<(Arc<Backend>, f64)>,
+}
+
+/// Header modifications with names and values parsed up front.
+pub struct HeaderEdits {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    fn new(config: &weft_model::config::HeaderModifier) -> Result<Self, String> {
+        let pair = |(n, v): &(String, String)| -> Result<(HeaderName, HeaderValue), String> {
+            Ok((
+                HeaderName::try_from(n.as_str()).map_err(|e| format!("header name {n:?}: {e}"))?,
+                HeaderValue::try_from(v.as_str()).map_err(|e| format!("header value {v:?}: {e}"))?,
+            ))
+        };
+        Ok(Self {
+            set: config.set.iter().map(pair).collect::<Result<_, _>>()?,
+            add: config.add.iter().map(pair).collect::<Result<_, _>>()?,
+            remove: config
+                .remove
+                .iter()
+                .map(|n| HeaderName::try_from(n.as_str()).map_err(|e| format!("header name {n:?}: {e}")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+struct Matcher {
+    path: Option<PathMatcher>,
+    method: Option<Method>,
+    headers: Vec<(HeaderName, ValueMatcher)>,
+    query: Vec<(String, ValueMatcher)>,
+}
+
+enum PathMatcher {
+    Exact(String),
+    /// Without a trailing slash; matches itself and anything below it.
+    Prefix(String),
+    Regex(Regex),
+}
+
+enum ValueMatcher {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl ValueMatcher {
+    fn new(config: &StringMatch) -> Result<Self, String> {
+        Ok(match config {
+            StringMatch::Exact(v) => ValueMatcher::Exact(v.clone()),
+            StringMatch::Regex(r) => ValueMatcher::Regex(anchored(r)?),
+        })
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            ValueMatcher::Exact(v) => v == value,
+            ValueMatcher::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+fn anchored(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("regex {pattern:?}: {e}"))
+}
+
+/// What matched, for filters that depend on it (prefix rewrites).
+pub struct RouteMatchResult<'a> {
+    pub route: &'a Route,
+    pub matched_prefix: Option<&'a str>,
+}
+
+impl Matcher {
+    fn new(config: &weft_model::config::RouteMatch) -> Result<Self, String> {
+        Ok(Self {
+            path: config
+                .path
+                .as_ref()
+                .map(|p| -> Result<_, String> {
+                    Ok(match p {
+                        PathMatch::Exact(v) => PathMatcher::Exact(v.clone()),
+                        PathMatch::Prefix(v) => {
+                            let trimmed = v.trim_end_matches('/');
+                            PathMatcher::Prefix(trimmed.to_string())
+                        }
+                        PathMatch::Regex(r) => PathMatcher::Regex(anchored(r)?),
+                    })
+                })
+                .transpose()?,
+            method: config
+                .method
+                .as_ref()
+                .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}")))
+                .transpose()?,
+            headers: config
+                .headers
+                .iter()
+                .map(|h| -> Result<_, String> {
+                    let name = HeaderName::try_from(h.name.as_str())
+                        .map_err(|e| format!("header name {:?}: {e}", h.name))?;
+                    Ok((name, ValueMatcher::new(&h.value)?))
+                })
+                .collect::<Result<_, _>>()?,
+            query: config
+                .query
+                .iter()
+                .map(|q| Ok((q.name.clone(), ValueMatcher::new(&q.value)?)))
+                .collect::<Result<_, String>>()?,
+        })
+    }
+
+    fn matches<B>(&self, request: &Request<B>) -> bool {
+        if let Some(method) = &self.method {
+            if request.method() != method {
+                return false;
+            }
+        }
+        if let Some(path) = &self.path {
+            let p = request.uri().path();
+            let ok = match path {
+                PathMatcher::Exact(v) => p == v,
+                PathMatcher::Prefix(v) => {
+                    v.is_empty()
+                        || (p.starts_with(v.as_str())
+                            && (p.len() == v.len() || p.as_bytes()[v.len()] == b'/'))
+                }
+                PathMatcher::Regex(r) => r.is_match(p),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let headers_ok = self.headers.iter().all(|(name, matcher)| {
+            request.headers().get_all(name).iter().any(|v| v.to_str().is_ok_and(|v| matcher.matches(v)))
+        });
+        if !headers_ok {
+            return false;
+        }
+        if self.query.is_empty() {
+            return true;
+        }
+        let query = request.uri().query().unwrap_or("");
+        self.query.iter().all(|(name, matcher)| {
+            query.split('&').any(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                k == name && matcher.matches(v)
+            })
+        })
+    }
+
+    fn prefix(&self) -> Option<&str> {
+        match &self.path {
+            Some(PathMatcher::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// What a route needs from its surroundings while it is built.
+pub struct RouteParts {
+    pub backends: Vec<WeightedBackend>,
+    pub mirrors: Vec<(Arc<Backend>, f64)>,
+    pub metrics: RequestMetrics,
+    pub retries: Counter,
+}
+
+impl Route {
+    pub fn new(config: &RouteConfig, parts: RouteParts) -> Result<Self, String> {
+        let total_weight = parts.backends.iter().map(|b| u64::from(b.weight)).sum();
+        let filters = &config.filters;
+        Ok(Self {
+            name: Arc::from(config.name.as_str()),
+            matches: config.matches.iter().map(Matcher::new).collect::<Result<_, _>>()?,
+            filters: Filters {
+                request_headers: filters.request_headers.as_ref().map(HeaderEdits::new).transpose()?,
+                response_headers: filters.response_headers.as_ref().map(HeaderEdits::new).transpose()?,
+                redirect: filters.redirect.clone(),
+                rewrite: filters.rewrite.clone(),
+                mirrors: parts.mirrors,
+            },
+            backends: parts.backends,
+            total_weight,
+            timeouts: config.timeouts.clone(),
+            retry: config.retry.clone(),
+            metrics: parts.metrics,
+            retries: parts.retries,
+        })
+    }
+
+    /// `Some(prefix)` when it matched on a path prefix; `None` inside when no prefix applies.
+    fn match_request<B>(&self, request: &Request<B>) -> Option<Option<&str>> {
+        if self.matches.is_empty() {
+            return Some(None);
+        }
+        self.matches.iter().find(|m| m.matches(request)).map(|m| m.prefix())
+    }
+
+    /// A backend chosen by weight; `None` when the route has no backend with weight.
+    pub fn pick_backend(&self) -> Option<&Arc<Backend>> {
+        if self.total_weight == 0 {
+            return None;
+        }
+        let mut ticket = fastrand::u64(..self.total_weight);
+        for candidate in &self.backends {
+            let weight = u64::from(candidate.weight);
+            if ticket < weight {
+                return Some(&candidate.backend);
+            }
+            ticket -= weight;
+        }
+        None
+    }
+}
+
+/// First matching route, in the precedence order the compiler sorted them in.
+pub fn select<'a, B>(routes: &'a [Route], request: &Request<B>) -> Option<RouteMatchResult<'a>> {
+    routes.iter().find_map(|route| {
+        route.match_request(request).map(|matched_prefix| RouteMatchResult { route, matched_prefix })
+    })
+}

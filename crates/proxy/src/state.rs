@@ -1,0 +1,231 @@
+//! The proxy's view of the mesh, built from a `ProxyConfig` into structures ready for the
+//! request path, and swapped in atomically as a whole.
+//!
+//! Endpoints (their latency estimates, ejections and connection pools) outlive snapshots:
+//! a rebuilt snapshot reuses the endpoint of the same service, address and identity.
+
+use crate::balance::{Balancer, Endpoint};
+use crate::metrics::{Direction, Metrics};
+use crate::resilience::{Limits, RateLimiter, RetryBudget};
+use crate::routes::{Route, RouteParts, WeightedBackend};
+use crate::upstream::EndpointPool;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weft_identity::{SpiffeId, TlsIdentity};
+use weft_model::config::{
+    BackendRef, Fault, OutlierDetection, Protocol, ProxyConfig, RouteConfig, ServiceConfig,
+};
+
+/// Traffic policy and endpoints of one service, as a destination of requests.
+pub struct Backend {
+    /// `name.namespace`: the `destination` label.
+    pub label: Arc<str>,
+    pub balancer: Balancer,
+    pub limits: Limits,
+    pub outlier: Option<OutlierDetection>,
+    pub retry_budget: Option<RetryBudget>,
+    pub fault: Option<Fault>,
+    /// Enforced on inbound by the proxy in front of this service.
+    pub rate_limit: Option<RateLimiter>,
+    pub connect_timeout: Duration,
+    pub protocol: Protocol,
+}
+
+/// A service as a name clients address: its routes, and itself as the default backend.
+pub struct ServiceRoutes {
+    pub backend: Arc<Backend>,
+    pub routes: Vec<Route>,
+    pub default_route: Route,
+}
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<ProxyConfig>,
+    services: HashMap<String, Arc<ServiceRoutes>>,
+    hosts: HashMap<String, Arc<ServiceRoutes>>,
+}
+
+pub fn service_key(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}")
+}
+
+/// Everything a build needs that outlives one snapshot.
+pub struct BuildContext<'a> {
+    pub metrics: &'a Metrics,
+    pub tls: Option<&'a Arc<TlsIdentity>>,
+    pub namespace: &'a str,
+    /// This proxy's `source` label.
+    pub source: Arc<str>,
+    pub endpoints: &'a Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
+}
+
+#[derive(Clone, Hash, PartialEq, Eq)]
+pub struct EndpointKey {
+    service: String,
+    address: SocketAddr,
+    identity: Option<String>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Self { generation: 0, config: Arc::default(), services: HashMap::new(), hosts: HashMap::new() }
+    }
+
+    pub fn build(config: ProxyConfig, generation: u64, ctx: &BuildContext) -> Result<Self, String> {
+        let mut old_endpoints = ctx.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = HashMap::new();
+        let mut backends = HashMap::new();
+        for service in &config.services {
+            let key = service_key(&service.name, &service.namespace);
+            let backend = build_backend(service, &key, ctx, &mut old_endpoints, &mut kept)?;
+            backends.insert(key, Arc::new(backend));
+        }
+        let mut services = HashMap::new();
+        let mut hosts = HashMap::new();
+        for service in &config.services {
+            let key = service_key(&service.name, &service.namespace);
+            let backend = backends[&key].clone();
+            let routes = service
+                .routes
+                .iter()
+                .map(|r| build_route(r, &backend, &backends, ctx))
+                .collect::<Result<Vec<_>, _>>()?;
+            let default = RouteConfig {
+                name: format!("{}/{}/default", service.namespace, service.name),
+                matches: Vec::new(),
+                filters: Default::default(),
+                backends: vec![BackendRef {
+                    service: service.name.clone(),
+                    namespace: service.namespace.clone(),
+                    port: None,
+                    weight: 1,
+                }],
+                timeouts: Default::default(),
+                retry: None,
+            };
+            let default_route = build_route(&default, &backend, &backends, ctx)?;
+            let entry = Arc::new(ServiceRoutes { backend, routes, default_route });
+            for host in host_names(service, ctx.namespace) {
+                hosts.insert(host, entry.clone());
+            }
+            services.insert(key, entry);
+        }
+        *old_endpoints = kept;
+        Ok(Self { generation, config: Arc::new(config), services, hosts })
+    }
+
+    /// Looks a service up by a `Host`/`:authority` value (port ignored, case-insensitive).
+    pub fn by_host(&self, authority: &str) -> Option<&Arc<ServiceRoutes>> {
+        let host = strip_port(authority);
+        if let Some(found) = self.hosts.get(host) {
+            return Some(found);
+        }
+        self.hosts.get(&host.to_ascii_lowercase())
+    }
+
+    pub fn by_name(&self, name: &str, namespace: &str) -> Option<&Arc<ServiceRoutes>> {
+        self.services.get(&service_key(name, namespace))
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_once(']').map_or(authority, |(h, _)| &h[1..]);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// `reviews` (same namespace only), `reviews.ns`, `reviews.ns.svc`,
+/// `reviews.ns.svc.cluster.local`: the forms apps already use in Kubernetes.
+fn host_names(service: &ServiceConfig, own_namespace: &str) -> Vec<String> {
+    let base = service_key(&service.name, &service.namespace);
+    let mut names = vec![format!("{base}.svc"), format!("{base}.svc.cluster.local"), base];
+    if service.namespace == own_namespace {
+        names.push(service.name.clone());
+    }
+    names
+}
+
+fn build_backend(
+    service: &ServiceConfig,
+    key: &str,
+    ctx: &BuildContext,
+    old: &mut HashMap<EndpointKey, Arc<Endpoint>>,
+    kept: &mut HashMap<EndpointKey, Arc<Endpoint>>,
+) -> Result<Backend, String> {
+    let mut endpoints = Vec::with_capacity(service.endpoints.len());
+    for config in &service.endpoints {
+        let endpoint_key = EndpointKey {
+            service: key.to_string(),
+            address: config.address,
+            identity: config.identity.clone(),
+        };
+        let endpoint = match old.remove(&endpoint_key).or_else(|| kept.get(&endpoint_key).cloned()) {
+            Some(existing) => existing,
+            None => {
+                let tls = match (&config.identity, ctx.tls) {
+                    (Some(id), Some(identity)) => {
+                        let expected = SpiffeId::parse(id)
+                            .map_err(|e| format!("service {key}: endpoint {}: {e}", config.address))?;
+                        Some((identity.clone(), expected))
+                    }
+                    _ => None,
+                };
+                let pool = Arc::new(EndpointPool::new(config.address, tls));
+                Arc::new(Endpoint::new(config, pool))
+            }
+        };
+        kept.insert(endpoint_key, endpoint.clone());
+        endpoints.push(endpoint);
+    }
+    let policy = &service.policy;
+    Ok(Backend {
+        label: Arc::from(key),
+        balancer: Balancer::new(endpoints, &policy.load_balancer),
+        limits: Limits::new(policy.connection_limits.as_ref()),
+        outlier: policy.outlier_detection.clone(),
+        retry_budget: policy.retry_budget.as_ref().map(RetryBudget::new),
+        fault: policy.fault.clone(),
+        rate_limit: policy.rate_limit.as_ref().map(RateLimiter::new),
+        connect_timeout: Duration::from_millis(policy.connect_timeout_ms.max(1)),
+        protocol: service.ports.first().map_or(Protocol::Auto, |p| p.protocol),
+    })
+}
+
+fn build_route(
+    config: &RouteConfig,
+    service: &Arc<Backend>,
+    backends: &HashMap<String, Arc<Backend>>,
+    ctx: &BuildContext,
+) -> Result<Route, String> {
+    let resolve = |r: &BackendRef| backends.get(&service_key(&r.service, &r.namespace)).cloned();
+    let weighted = config
+        .backends
+        .iter()
+        .filter_map(|r| resolve(r).map(|backend| WeightedBackend { backend, weight: r.weight }))
+        .collect();
+    let mirrors = config
+        .filters
+        .mirrors
+        .iter()
+        .filter_map(|m| resolve(&m.backend).map(|b| (b, m.percent)))
+        .collect();
+    let route_label: Arc<str> = Arc::from(config.name.as_str());
+    let parts = RouteParts {
+        backends: weighted,
+        mirrors,
+        metrics: ctx.metrics.request_metrics(
+            Direction::Outbound,
+            ctx.source.clone(),
+            service.label.clone(),
+            route_label.clone(),
+        ),
+        retries: ctx.metrics.retries(service.label.clone(), route_label),
+    };
+    Route::new(config, parts).map_err(|e| format!("route {}: {e}", config.name))
+}

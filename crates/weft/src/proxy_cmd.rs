@@ -1,0 +1,142 @@
+//! `weft proxy`: flags to `ProxyOptions`, and the runtime it runs on.
+
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use weft_proxy::{ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding};
+
+#[derive(Args)]
+#[command(after_help = "Example (local mode, no control plane):\n  \
+    weft proxy --service web --app 127.0.0.1:8080 --local mesh.yaml \\\n    \
+    --cert web.pem --key web-key.pem --ca ca.pem\n\n\
+    The app sends requests to the outbound listener with the target service as Host\n\
+    (e.g. `curl -H 'Host: reviews' http://127.0.0.1:7140/`); the mesh reaches the app\n\
+    through the inbound listener.")]
+pub struct ProxyArgs {
+    /// The service this workload belongs to.
+    #[arg(long)]
+    service: String,
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// The local application the inbound listener forwards to.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    app: SocketAddr,
+    /// Where the mesh reaches this workload (mutual TLS when --cert is given).
+    #[arg(long, default_value = "0.0.0.0:7143")]
+    inbound: SocketAddr,
+    /// Where the local app sends requests into the mesh (route by Host).
+    #[arg(long, default_value = "127.0.0.1:7140")]
+    outbound: SocketAddr,
+    /// Admin server: /metrics, /ready, /live, /config, /certs.
+    #[arg(long, default_value = "127.0.0.1:7901")]
+    admin: SocketAddr,
+    /// Run without a control plane: read resources (Service with static endpoints,
+    /// HTTPRoute, GRPCRoute, TrafficPolicy) from this YAML file or directory, and reload
+    /// it when it changes (or on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    local: Option<PathBuf>,
+    /// This workload's certificate (PEM, may include the chain). Turns on mutual TLS:
+    /// inbound then refuses plaintext.
+    #[arg(long, requires_all = ["key", "ca"])]
+    cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Trust bundle: the CA certificate(s) peers must chain to (PEM).
+    #[arg(long, requires = "cert")]
+    ca: Option<PathBuf>,
+    /// Bind a local port to one service, for TCP and for apps that cannot set Host:
+    /// `SERVICE[.NAMESPACE]=ADDR`, e.g. `--upstream db=127.0.0.1:5432`. Repeatable.
+    #[arg(long, value_name = "SERVICE=ADDR", value_parser = parse_upstream)]
+    upstream: Vec<UpstreamBinding>,
+    /// App ports never sniffed for a protocol (server-speaks-first protocols such as MySQL
+    /// or SMTP), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    opaque_ports: Vec<u16>,
+    /// Write one JSON line per request or TCP connection to stdout.
+    #[arg(long)]
+    access_log: bool,
+    /// Worker threads for the data path. One is the right size for most sidecars.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Connections accepted at once per listener; more are refused and counted.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Clients must send complete request headers within this time (slowloris defence).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// Largest request head accepted, in bytes; larger gets 431.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Most request headers accepted; more gets 431.
+    #[arg(long, default_value_t = 100)]
+    max_headers: usize,
+    /// How long to wait for a client's first bytes before treating it as opaque TCP.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    detect_timeout: Duration,
+    /// On SIGTERM: stop accepting, and give in-flight requests this long to finish.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn parse_upstream(value: &str) -> Result<UpstreamBinding, String> {
+    let (target, addr) = value.split_once('=').ok_or("expected SERVICE=ADDR, e.g. db=127.0.0.1:5432")?;
+    let listen: SocketAddr = addr.parse().map_err(|e| format!("{addr:?} is not an address (e.g. 127.0.0.1:5432): {e}"))?;
+    let (service, namespace) = target.split_once('.').unwrap_or((target, "default"));
+    if service.is_empty() {
+        return Err("the service name is empty".into());
+    }
+    Ok(UpstreamBinding { service: service.to_string(), namespace: namespace.to_string(), listen })
+}
+
+/// `500ms`, `10s`, `2m`, `1h`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or("missing unit: use ms, s, m or h")?;
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{value:?}: expected a number followed by ms, s, m or h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{value:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    }
+}
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let tls = match (args.cert, args.key, args.ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+        _ => None,
+    };
+    let options = ProxyOptions {
+        service: args.service,
+        namespace: args.namespace,
+        app: args.app,
+        inbound: args.inbound,
+        outbound: args.outbound,
+        admin: args.admin,
+        local: args.local,
+        tls,
+        upstreams: args.upstream,
+        opaque_ports: args.opaque_ports,
+        access_log: args.access_log,
+        limits: ServerLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: args.header_read_timeout,
+            max_header_bytes: args.max_header_bytes,
+            max_headers: args.max_headers,
+            detect_timeout: args.detect_timeout,
+            drain_timeout: args.drain_timeout,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .thread_name("weft-proxy")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(weft_proxy::run(options))?;
+    Ok(())
+}

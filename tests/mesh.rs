@@ -1,0 +1,103 @@
+//! A client proxy -> mTLS -> server proxy pair carrying HTTP/1.1 and HTTP/2, with the
+//! caller's identity visible in metrics and the access log.
+
+mod support;
+use support::*;
+
+struct Pair {
+    _dir: TempDir,
+    backend: HttpBackend,
+    server: Proxy,
+    client: Proxy,
+}
+
+/// `web` (client) calls `api` (server, in front of an HTTP backend) over mutual TLS.
+async fn pair(api_protocol: &str, client_flags: &[&str]) -> Pair {
+    let dir = TempDir::new("mesh");
+    let certs = Certs::new(dir.path(), &["web", "api"]);
+    let backend = HttpBackend::start("api-backend").await;
+    let config = write_config(dir.path(), "mesh.yaml", &plain_service("api", api_protocol, &[]));
+    let server = ProxySpec::new("api", backend.addr, &config).tls(&certs).start();
+    std::fs::write(&config, mesh_service("api", api_protocol, &[server.inbound])).unwrap();
+    let mut spec = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config).tls(&certs);
+    for flag in client_flags {
+        spec = spec.arg(*flag);
+    }
+    let client = spec.start();
+    Pair { _dir: dir, backend, server, client }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_crosses_the_mtls_hop_with_identities() {
+    let p = pair("http", &["--access-log"]).await;
+    let mut client = Http1Client::connect(p.client.outbound).await;
+    for _ in 0..20 {
+        let answer = client.get("api", "/").await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "api-backend");
+    }
+    // The app sees HTTP/1.1 with the Host it was addressed by.
+    let echo = client.get("api:8080", "/echo").await.unwrap();
+    assert!(echo.body.starts_with("GET /echo HTTP/1.1"), "{}", echo.body);
+    assert!(echo.body.contains("host: api:8080"), "{}", echo.body);
+    assert_eq!(p.backend.count(), 21);
+
+    // The server proxy knows who called, from the client's certificate.
+    let inbound = p.server.metric(
+        "weft_http_requests_total",
+        &[("direction", "inbound"), ("source", "web.default"), ("destination", "api.default"), ("status_code", "200")],
+    );
+    assert_eq!(inbound, 21.0, "{}", p.server.metrics());
+    let outbound = p.client.metric(
+        "weft_http_requests_total",
+        &[("direction", "outbound"), ("source", "web.default"), ("destination", "api.default")],
+    );
+    assert_eq!(outbound, 21.0);
+    assert!(p.client.metrics().contains("weft_http_request_duration_seconds_bucket"));
+
+    let log = p.client.access_log();
+    assert_eq!(log.len(), 21, "{log:?}");
+    let entry: serde_json::Value = serde_json::from_str(&log[0]).unwrap();
+    assert_eq!(entry["direction"], "outbound");
+    assert_eq!(entry["destination"], "api.default");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["upstream"], p.server.inbound.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_crosses_the_hop() {
+    let p = pair("http2", &[]).await;
+    let mut client = Http2Client::connect(p.client.outbound).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let mut c = client.clone();
+        tasks.push(tokio::spawn(async move { c.get("api", "/echo").await.unwrap() }));
+    }
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 200);
+        // The app speaks HTTP/2 (its port says so), and sees the authority it was called by.
+        assert!(answer.body.starts_with("GET http://api/echo HTTP/2.0"), "{}", answer.body);
+    }
+    assert_eq!(client.get("api", "/").await.unwrap().body, "api-backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_is_refused_clearly() {
+    let p = pair("http", &[]).await;
+    let mut client = Http1Client::connect(p.client.outbound).await;
+    let answer = client.get("nosuch", "/").await.unwrap();
+    assert_eq!(answer.status, 404);
+    assert!(answer.header("x-weft-error").unwrap().contains("nosuch"));
+    assert_eq!(p.client.metric("weft_rejected_total", &[("reason", "unknown_service")]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_to_an_mtls_inbound_is_refused_and_counted() {
+    let p = pair("http", &[]).await;
+    let mut client = Http1Client::connect(p.server.inbound).await;
+    assert!(client.get("api", "/").await.is_err());
+    assert_eq!(p.server.metric("weft_rejected_total", &[("reason", "plaintext")]), 1.0);
+    assert_eq!(p.backend.count(), 0);
+}

@@ -1,0 +1,148 @@
+//! Small real servers the proxies forward to.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP/1.1 + HTTP/2 (prior knowledge) server. Paths:
+/// `/` answers its name; `/status/N` answers N; `/flaky` fails every other request with 503;
+/// `/echo` answers the request line and headers; `/slow/MS` waits first; `/body` echoes the
+/// body. `fail_all` makes every answer a 500.
+pub struct HttpBackend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub requests: Arc<AtomicU64>,
+    pub fail_all: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct State {
+    name: String,
+    requests: Arc<AtomicU64>,
+    flaky: AtomicU64,
+    fail_all: Arc<AtomicBool>,
+}
+
+impl HttpBackend {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let fail_all = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(State {
+            name: name.to_string(),
+            requests: requests.clone(),
+            flaky: AtomicU64::new(0),
+            fail_all: fail_all.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        HttpBackend { addr, name: name.to_string(), requests, fail_all, task }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    response
+}
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if state.fail_all.load(Ordering::SeqCst) {
+        return Ok(reply(500, format!("{} is failing", state.name)));
+    }
+    let path = request.uri().path().to_string();
+    let mut response = if let Some(code) = path.strip_prefix("/status/") {
+        reply(code.parse().unwrap_or(400), state.name.clone())
+    } else if path == "/flaky" {
+        let n = state.flaky.fetch_add(1, Ordering::SeqCst);
+        if n % 2 == 0 { reply(503, "flaky failure") } else { reply(200, state.name.clone()) }
+    } else if path == "/echo" || path.starts_with("/echo/") {
+        let mut text = format!("{} {} {:?}\n", request.method(), request.uri(), request.version());
+        for (name, value) in request.headers() {
+            text.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("?")));
+        }
+        reply(200, text)
+    } else if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+        reply(200, state.name.clone())
+    } else if path == "/body" {
+        let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        reply(200, body)
+    } else {
+        reply(200, state.name.clone())
+    };
+    response.headers_mut().insert("x-backend", state.name.parse().unwrap());
+    Ok(response)
+}
+
+/// Echoes every byte back.
+pub async fn tcp_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Greets first, like SMTP or MySQL, then echoes lines back upper-cased.
+pub async fn server_speaks_first(greeting: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                if stream.write_all(greeting.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}

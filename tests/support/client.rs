@@ -1,0 +1,88 @@
+//! Real HTTP clients (hyper's HTTP/1.1 and HTTP/2 connections) for driving proxies.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper::{HeaderMap, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Http1Client {
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+impl Http1Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connecting");
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        Self { sender }
+    }
+
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<Answer, hyper::Error> {
+        self.send(request("GET", host, path, &[])).await
+    }
+}
+
+pub fn request(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(path).header("host", host);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::new())).unwrap()
+}
+
+/// One HTTP/2 prior-knowledge connection (how gRPC clients talk).
+#[derive(Clone)]
+pub struct Http2Client {
+    sender: http2::SendRequest<Full<Bytes>>,
+}
+
+impl Http2Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connecting");
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        Self { sender }
+    }
+
+    pub async fn get(&mut self, authority: &str, path: &str) -> Result<Answer, hyper::Error> {
+        let request = Request::builder()
+            .uri(format!("http://{authority}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    }
+}

@@ -1,0 +1,11 @@
+//! Shared harness for the end-to-end tests: real `weft` processes on loopback with ports
+//! chosen by the OS, real certificates made by `weft cert`, and small real servers.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod backend;
+pub mod client;
+pub mod process;
+
+pub use backend::*;
+pub use client::*;
+pub use process::*;

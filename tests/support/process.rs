@@ -1,0 +1,317 @@
+//! Starting and owning `weft` processes.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn weft_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("weft-test-{tag}-{}-{}", std::process::id(), fastrand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish() % 1_000_000
+}
+
+pub fn run_weft(args: &[&str]) -> std::process::Output {
+    Command::new(weft_bin()).args(args).output().expect("running weft")
+}
+
+/// A CA and certificates for services, made with `weft cert`.
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn new(dir: &Path, services: &[&str]) -> Self {
+        let dir = dir.join("certs");
+        let out = run_weft(&["cert", "ca", "--out", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "weft cert ca: {}", String::from_utf8_lossy(&out.stderr));
+        let certs = Certs { dir };
+        for service in services {
+            certs.issue(service, "default", "24h");
+        }
+        certs
+    }
+
+    pub fn issue(&self, service: &str, namespace: &str, ttl: &str) {
+        let d = self.dir.to_str().unwrap();
+        let out = run_weft(&[
+            "cert", "issue", "--ca-dir", d, "--service", service, "--namespace", namespace, "--ttl", ttl, "--out", d,
+        ]);
+        assert!(out.status.success(), "weft cert issue: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `--cert --key --ca` flags for a service's proxy.
+    pub fn flags(&self, service: &str) -> Vec<String> {
+        let p = |name: String| self.dir.join(name).to_str().unwrap().to_string();
+        vec![
+            "--cert".into(),
+            p(format!("{service}.pem")),
+            "--key".into(),
+            p(format!("{service}-key.pem")),
+            "--ca".into(),
+            p("ca.pem".into()),
+        ]
+    }
+}
+
+/// A running `weft proxy`, killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstreams: Vec<SocketAddr>,
+    /// Every stderr line so far (logs).
+    pub logs: Arc<Mutex<Vec<String>>>,
+    /// Every stdout line so far (access log).
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct ProxySpec<'a> {
+    pub service: &'a str,
+    pub app: SocketAddr,
+    pub config: &'a Path,
+    pub certs: Option<&'a Certs>,
+    pub extra: Vec<String>,
+}
+
+impl<'a> ProxySpec<'a> {
+    pub fn new(service: &'a str, app: SocketAddr, config: &'a Path) -> Self {
+        Self { service, app, config, certs: None, extra: Vec::new() }
+    }
+    pub fn tls(mut self, certs: &'a Certs) -> Self {
+        self.certs = Some(certs);
+        self
+    }
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra.push(arg.into());
+        self
+    }
+    pub fn start(self) -> Proxy {
+        Proxy::start(self)
+    }
+}
+
+/// Pulls `key=value` out of a tracing text line.
+fn field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
+}
+
+impl Proxy {
+    fn start(spec: ProxySpec) -> Proxy {
+        let mut args: Vec<String> = vec![
+            "proxy".into(),
+            "--service".into(),
+            spec.service.into(),
+            "--app".into(),
+            spec.app.to_string(),
+            "--local".into(),
+            spec.config.to_str().unwrap().into(),
+            "--inbound".into(),
+            "127.0.0.1:0".into(),
+            "--outbound".into(),
+            "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--log".into(),
+            "info".into(),
+        ];
+        if let Some(certs) = spec.certs {
+            args.extend(certs.flags(spec.service));
+        }
+        args.extend(spec.extra);
+        let mut child = Command::new(weft_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting weft proxy");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        let log_sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log_sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let out_sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                out_sink.lock().unwrap().push(line);
+            }
+        });
+        let mut found: HashMap<String, SocketAddr> = HashMap::new();
+        let mut upstreams = Vec::new();
+        let expected_upstreams = args.iter().filter(|a| *a == "--upstream").count();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while found.len() < 3 || upstreams.len() < expected_upstreams {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(remaining) {
+                Ok(line) => line,
+                Err(_) => panic!("weft proxy did not start; logs:\n{}", logs.lock().unwrap().join("\n")),
+            };
+            if line.contains("listening") {
+                if let (Some(which), Some(addr)) = (field(&line, "listener"), field(&line, "addr")) {
+                    let addr: SocketAddr = addr.parse().unwrap();
+                    if which == "upstream" {
+                        upstreams.push(addr);
+                    } else {
+                        found.insert(which.to_string(), addr);
+                    }
+                }
+            }
+        }
+        let proxy = Proxy {
+            child,
+            inbound: found["inbound"],
+            outbound: found["outbound"],
+            admin: found["admin"],
+            upstreams,
+            logs,
+            stdout,
+        };
+        proxy.wait_ready();
+        proxy
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if admin_get(self.admin, "/ready").map(|(s, _)| s) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("proxy never became ready; logs:\n{}", self.logs.lock().unwrap().join("\n"));
+    }
+
+    pub fn metrics(&self) -> String {
+        admin_get(self.admin, "/metrics").expect("scraping /metrics").1
+    }
+
+    /// Sum of all samples of `name` whose labels contain every `label="value"` given.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn access_log(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A blocking GET to an admin endpoint: (status, body).
+pub fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Writes a resource file for `--local`.
+pub fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// YAML for a Service whose one endpoint is a Weft proxy's inbound address.
+pub fn mesh_service(name: &str, protocol: &str, endpoints: &[SocketAddr]) -> String {
+    let mut yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n    - port: 80\n      protocol: {protocol}\n  endpoints:\n"
+    );
+    for endpoint in endpoints {
+        yaml.push_str(&format!("    - address: \"{endpoint}\"\n      mesh: true\n"));
+    }
+    yaml.push_str("---\n");
+    yaml
+}
+
+/// YAML for a Service outside the mesh, reached in plain text.
+pub fn plain_service(name: &str, protocol: &str, endpoints: &[SocketAddr]) -> String {
+    let mut yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n    - port: 80\n      protocol: {protocol}\n  endpoints:\n"
+    );
+    for endpoint in endpoints {
+        yaml.push_str(&format!("    - address: \"{endpoint}\"\n"));
+    }
+    yaml.push_str("---\n");
+    yaml
+}
