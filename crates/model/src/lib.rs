@@ -1,3 +1,34 @@
-//! Weft's configuration model: the resources users write, and the compiled per-proxy config.
+//! Weft's configuration model: the resources users write (YAML, Kubernetes-style), their
+//! validation, and the compiler that turns them into the [`config::ProxyConfig`] a proxy
+//! runs. No I/O except reading the files it is asked to load; shared by the control plane
+//! and by `weft proxy --local`.
+//!
+//! The pipeline is [`load_path`] (parse and check each value, with file, line and field
+//! in every error), then [`validate`] (checks across resources), then [`compile`].
 
+mod catalog;
+mod compile;
 pub mod config;
+mod error;
+mod load;
+pub mod resources;
+mod validate;
+
+#[cfg(test)]
+mod testdata;
+
+pub use compile::compile;
+pub use error::{Diagnostic, LoadError, Location, Warning};
+pub use load::{load_dir, load_file, load_path, load_str};
+pub use resources::Resource;
+pub use validate::validate;
+
+use std::path::Path;
+
+/// Loads a file or directory of resources, validates them as a whole and compiles them:
+/// what `weft proxy --local FILE` runs on.
+pub fn load_and_compile(path: &Path) -> Result<(config::ProxyConfig, Vec<Warning>), LoadError> {
+    let resources = load_path(path)?;
+    let warnings = validate(&resources)?;
+    Ok((compile(&resources), warnings))
+}

@@ -24,17 +24,6 @@ pub enum Detected {
     Opaque,
 }
 
-impl Detected {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Detected::Http1 => "http1",
-            Detected::Http2 => "http2",
-            Detected::Tls => "tls",
-            Detected::Opaque => "opaque",
-        }
-    }
-}
-
 /// Reads up to a few bytes and classifies them. Returns the bytes read, to be replayed.
 pub async fn detect<R: AsyncRead + Unpin>(
     io: &mut R,

@@ -105,7 +105,6 @@ pub struct Metrics {
     tcp_bytes: Family<TcpByteLabels, Counter>,
     retries: Family<RouteLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
-    authz: Family<AuthzLabels, Counter>,
     ejections: Family<EndpointLabels, Counter>,
     config_version: Family<VersionLabels, Gauge>,
     config_reloads: Family<ResultLabels, Counter>,
@@ -126,7 +125,8 @@ impl Metrics {
         let tcp_bytes = Family::default();
         let retries = Family::default();
         let rejected = Family::default();
-        let authz = Family::default();
+        // Authorization (its own issue) records here; registered now so the name is stable.
+        let authz = Family::<AuthzLabels, Counter>::default();
         let ejections = Family::default();
         let config_version = Family::default();
         let config_reloads = Family::default();
@@ -145,7 +145,7 @@ impl Metrics {
             "Connections and requests refused by the proxy, by reason",
             rejected.clone(),
         );
-        registry.register("weft_authz_decisions", "Authorization decisions", authz.clone());
+        registry.register("weft_authz_decisions", "Authorization decisions", authz);
         registry.register(
             "weft_outlier_ejections",
             "Endpoints taken out of rotation by outlier detection",
@@ -165,7 +165,6 @@ impl Metrics {
             tcp_bytes,
             retries,
             rejected,
-            authz,
             ejections,
             config_version,
             config_reloads,
@@ -222,10 +221,6 @@ impl Metrics {
 
     pub fn ejection(&self, destination: Arc<str>, endpoint: String) {
         self.ejections.get_or_create(&EndpointLabels { destination, endpoint }).inc();
-    }
-
-    pub fn authz_decision(&self, decision: &'static str, policy: Arc<str>) {
-        self.authz.get_or_create(&AuthzLabels { decision, policy }).inc();
     }
 
     pub fn config_loaded(&self, version: &str, generation: i64) {

@@ -67,10 +67,6 @@ impl Limits {
         }
     }
 
-    pub fn is_unlimited(&self) -> bool {
-        self.max_requests.is_none() && self.max_pending.is_none() && self.max_connections.is_none()
-    }
-
     pub fn start_request(&self) -> Result<RequestPermit, LimitExceeded> {
         acquire(&self.in_flight, self.max_requests).ok_or(LimitExceeded::MaxRequests)
     }

@@ -1,0 +1,81 @@
+//! Resources in, one `ProxyConfig` out. Pure: no I/O, same input, same output.
+
+mod policy;
+mod routes;
+
+use crate::catalog::{Catalog, ServiceKey};
+use crate::config::{EndpointConfig, PortConfig, ProxyConfig, ServiceConfig};
+use crate::resources::{Resource, ServiceSpec, TrustDomain};
+
+/// Compiles `resources` into the configuration a proxy runs.
+///
+/// Expects resources that [`crate::validate`] accepted. What it warned about compiles to
+/// nothing: routes and policies for missing Services are left out, and so are backends
+/// and mirrors that name one.
+pub fn compile(resources: &[Resource]) -> ProxyConfig {
+    let catalog = Catalog::new(resources);
+    let trust_domain = catalog
+        .mesh
+        .map_or_else(TrustDomain::default_trust_domain, |mesh| {
+            mesh.trust_domain.clone()
+        });
+    let services = catalog
+        .services
+        .iter()
+        .map(|(&key, (_, spec))| ServiceConfig {
+            name: key.1.to_owned(),
+            namespace: key.0.to_owned(),
+            ports: spec
+                .ports
+                .iter()
+                .map(|port| PortConfig {
+                    port: port.port.get(),
+                    protocol: port.protocol,
+                    name: port.name.as_ref().map(ToString::to_string),
+                })
+                .collect(),
+            endpoints: endpoints(&trust_domain, key, spec),
+            routes: routes::compile(&catalog, key),
+            policy: policy::compile(catalog.policies.get(&key).map(|(_, spec)| *spec)),
+        })
+        .collect();
+    let mut config = ProxyConfig {
+        version: String::new(),
+        trust_domain: trust_domain.to_string(),
+        services,
+    };
+    config.version = version_of(&config);
+    config
+}
+
+fn endpoints(
+    trust_domain: &TrustDomain,
+    key: ServiceKey,
+    spec: &ServiceSpec,
+) -> Vec<EndpointConfig> {
+    spec.endpoints
+        .iter()
+        .map(|endpoint| EndpointConfig {
+            address: endpoint.address.get(),
+            labels: endpoint.labels.clone(),
+            zone: endpoint.zone.clone(),
+            identity: endpoint.mesh.then(|| match &endpoint.identity {
+                Some(identity) => identity.to_string(),
+                None => format!("spiffe://{trust_domain}/ns/{}/svc/{}", key.0, key.1),
+            }),
+        })
+        .collect()
+}
+
+/// A 64-bit FNV-1a hash of the config's JSON form, in hex: stable across runs and
+/// builds (unlike `DefaultHasher`, whose algorithm may change between Rust releases).
+fn version_of(config: &ProxyConfig) -> String {
+    let json = serde_json::to_vec(config).expect("ProxyConfig always serializes to JSON");
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+//! References to Services, in the Gateway API's shape: `{group, kind, name, namespace,
+//! port}`. In a mesh only the core group's `Service` is meaningful; anything else is an
+//! error rather than a reference that silently resolves to nothing.
+
+use super::checked::{self, deserialize_with, FromMap};
+use super::names::Name;
+use super::numbers::{Port, Weight};
+use serde::de::MapAccess;
+use serde::Deserialize;
+
+/// A Service a route attaches to or mirrors to. Gateway API references carry a group
+/// and kind; only the core group's `Service` is meaningful in a mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRef {
+    pub name: Name,
+    /// Defaults to the referring resource's namespace.
+    pub namespace: Option<Name>,
+    pub port: Option<Port>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawServiceRef {
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    name: Name,
+    #[serde(default)]
+    namespace: Option<Name>,
+    #[serde(default)]
+    port: Option<Port>,
+}
+
+/// Accepts the core group (`""` or `core`, the default) and kind `Service` (the default).
+pub(crate) fn check_service_kind(group: Option<&str>, kind: Option<&str>) -> Result<(), String> {
+    match group.unwrap_or("") {
+        "" | "core" => {}
+        other => {
+            return Err(format!(
+                "group {other:?} is not supported: Weft refers to Services (group \"\" or core)"
+            ))
+        }
+    }
+    match kind.unwrap_or("Service") {
+        "Service" => Ok(()),
+        other => Err(format!("kind {other:?} is not supported: use Service")),
+    }
+}
+
+impl FromMap for ServiceRef {
+    const EXPECTING: &'static str = "a Service reference like {kind: Service, name: web}";
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let raw: RawServiceRef = checked::fields(map)?;
+        checked::checked(check_service_kind(
+            raw.group.as_deref(),
+            raw.kind.as_deref(),
+        ))?;
+        Ok(ServiceRef {
+            name: raw.name,
+            namespace: raw.namespace,
+            port: raw.port,
+        })
+    }
+}
+
+/// A weighted backend of a route rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendRef {
+    pub service: ServiceRef,
+    pub weight: Weight,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBackendRef {
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    name: Name,
+    #[serde(default)]
+    namespace: Option<Name>,
+    #[serde(default)]
+    port: Option<Port>,
+    #[serde(default)]
+    weight: Weight,
+}
+
+impl FromMap for BackendRef {
+    const EXPECTING: &'static str = "a backend like {name: web-v2, port: 80, weight: 10}";
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let raw: RawBackendRef = checked::fields(map)?;
+        checked::checked(check_service_kind(
+            raw.group.as_deref(),
+            raw.kind.as_deref(),
+        ))?;
+        Ok(BackendRef {
+            service: ServiceRef {
+                name: raw.name,
+                namespace: raw.namespace,
+                port: raw.port,
+            },
+            weight: raw.weight,
+        })
+    }
+}
+
+/// The Service a policy applies to (policy attachment: `{kind: Service, name}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetRef {
+    pub name: Name,
+    /// Defaults to the policy's namespace.
+    pub namespace: Option<Name>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTargetRef {
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    name: Name,
+    #[serde(default)]
+    namespace: Option<Name>,
+}
+
+impl FromMap for TargetRef {
+    const EXPECTING: &'static str = "a target like {kind: Service, name: web}";
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let raw: RawTargetRef = checked::fields(map)?;
+        checked::checked(check_service_kind(
+            raw.group.as_deref(),
+            raw.kind.as_deref(),
+        ))?;
+        Ok(TargetRef {
+            name: raw.name,
+            namespace: raw.namespace,
+        })
+    }
+}
+
+deserialize_with!(map: ServiceRef, BackendRef, TargetRef);

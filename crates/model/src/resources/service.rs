@@ -1,0 +1,163 @@
+//! `Service`: ports and protocols, health check, optional static endpoints.
+
+use super::checked::{self, deserialize_with, FromMap};
+use super::duration::NonZeroDuration;
+use super::names::{HttpPath, Name, SpiffeId};
+use super::numbers::{EndpointAddress, Port};
+use crate::config::Protocol;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::MapAccess;
+use serde::{Deserialize, Deserializer};
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU32;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(deserialize_with = "ports")]
+    pub ports: Vec<ServicePort>,
+    /// Stored and checked; probing comes with the registry.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+    /// Static endpoints, for services outside the mesh and for `weft proxy --local`.
+    #[serde(default, deserialize_with = "endpoints")]
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServicePort {
+    pub port: Port,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub name: Option<Name>,
+}
+
+fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ServicePort>, D::Error> {
+    checked::seq(d, |ports: &[ServicePort]| {
+        if ports.is_empty() {
+            return Err("a service needs at least one port".to_owned());
+        }
+        let mut numbers = HashSet::new();
+        let mut names = HashSet::new();
+        for port in ports {
+            if !numbers.insert(port.port) {
+                return Err(format!("port {} is listed twice", port.port.get()));
+            }
+            if let Some(name) = &port.name {
+                if !names.insert(name) {
+                    return Err(format!("port name {name:?} is used twice"));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// How the registry probes endpoints: exactly one of `http` and `tcp`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    #[serde(default)]
+    pub http: Option<HttpHealthCheck>,
+    #[serde(default)]
+    pub tcp: Option<TcpHealthCheck>,
+    #[serde(default = "default_interval")]
+    pub interval: NonZeroDuration,
+    #[serde(default = "default_timeout")]
+    pub timeout: NonZeroDuration,
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: NonZeroU32,
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: NonZeroU32,
+}
+
+fn default_interval() -> NonZeroDuration {
+    NonZeroDuration::from_secs(10)
+}
+
+fn default_timeout() -> NonZeroDuration {
+    NonZeroDuration::from_secs(1)
+}
+
+fn default_unhealthy_threshold() -> NonZeroU32 {
+    NonZeroU32::new(3).expect("3 is not zero")
+}
+
+fn default_healthy_threshold() -> NonZeroU32 {
+    NonZeroU32::new(2).expect("2 is not zero")
+}
+
+impl FromMap for HealthCheckSpec {
+    const EXPECTING: &'static str = "a health check mapping";
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let spec = HealthCheckSpec::deserialize(MapAccessDeserializer::new(map))?;
+        if spec.http.is_some() == spec.tcp.is_some() {
+            return checked::checked(Err("set exactly one of `http` and `tcp`".to_owned()));
+        }
+        if spec.timeout > spec.interval {
+            return checked::checked(Err(format!(
+                "timeout {} is longer than interval {}",
+                spec.timeout, spec.interval
+            )));
+        }
+        Ok(spec)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpHealthCheck {
+    pub path: HttpPath,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpHealthCheck {}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields, rename_all = "camelCase")]
+pub struct EndpointSpec {
+    pub address: EndpointAddress,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// A Weft proxy listens here, so traffic to it is mTLS.
+    #[serde(default)]
+    pub mesh: bool,
+    /// The identity the proxy presents, when it is not the service's own.
+    #[serde(default)]
+    pub identity: Option<SpiffeId>,
+}
+
+impl FromMap for EndpointSpec {
+    const EXPECTING: &'static str = "an endpoint mapping with an address";
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let spec = EndpointSpec::deserialize(MapAccessDeserializer::new(map))?;
+        if spec.identity.is_some() && !spec.mesh {
+            // Without `mesh: true` the endpoint is reached in plain text, where an
+            // identity would never be checked; say so rather than ignore it.
+            return checked::checked(Err(
+                "`identity` needs `mesh: true` (only mesh endpoints present an identity)"
+                    .to_owned(),
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+fn endpoints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EndpointSpec>, D::Error> {
+    checked::seq(d, |endpoints: &[EndpointSpec]| {
+        let mut seen = HashSet::new();
+        match endpoints.iter().find(|e| !seen.insert(e.address)) {
+            Some(dup) => Err(format!("address {} is listed twice", dup.address.get())),
+            None => Ok(()),
+        }
+    })
+}
+
+deserialize_with!(map: HealthCheckSpec, EndpointSpec);

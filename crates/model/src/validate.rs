@@ -1,0 +1,298 @@
+//! Checks across resources: duplicates, singletons, and references between them.
+
+use crate::catalog::{target_key, Catalog, ServiceKey};
+use crate::error::{Diagnostic, LoadError, Warning};
+use crate::resources::{Kind, Resource, RouteFilter, ServiceRef, Spec};
+use std::collections::HashMap;
+
+/// Checks a whole set of resources, as it would be applied. Returns the warnings
+/// (references to Services that do not exist, which compile to nothing) or every error
+/// (duplicates, a second Mesh, two TrafficPolicies for one Service).
+pub fn validate(resources: &[Resource]) -> Result<Vec<Warning>, LoadError> {
+    let mut errors = Vec::new();
+    let mut seen: HashMap<(Kind, &str, &str), &Resource> = HashMap::new();
+    let mut unique = Vec::new();
+    for resource in resources {
+        let key = (
+            resource.kind(),
+            resource.metadata.namespace.as_str(),
+            resource.metadata.name.as_str(),
+        );
+        match seen.get(&key) {
+            Some(first) => errors.push(Diagnostic {
+                location: resource.location.clone(),
+                message: format!(
+                    "duplicate {}: it is also defined at {}",
+                    resource.describe(),
+                    first.location
+                ),
+            }),
+            None => {
+                seen.insert(key, resource);
+                unique.push(resource);
+            }
+        }
+    }
+
+    let mut meshes = unique.iter().filter(|r| r.kind() == Kind::Mesh);
+    if let Some(first) = meshes.next() {
+        for extra in meshes {
+            errors.push(Diagnostic {
+                location: extra.location.clone(),
+                message: format!(
+                    "more than one Mesh: {} and {} (at {}); keep one",
+                    extra.describe(),
+                    first.describe(),
+                    first.location
+                ),
+            });
+        }
+    }
+
+    let catalog = Catalog::new(unique.iter().copied());
+    let mut warnings = Vec::new();
+    for resource in &unique {
+        let namespace = resource.metadata.namespace.as_str();
+        let mut warn = |field: String, why: String| {
+            warnings.push(Diagnostic {
+                location: resource.location.clone(),
+                message: format!("{}: {field}: {why}", resource.describe()),
+            })
+        };
+        match &resource.spec {
+            Spec::HttpRoute(route) => {
+                check_parents(&catalog, namespace, &route.parent_refs, &mut warn);
+                for (i, rule) in route.rules.iter().enumerate() {
+                    let refs = rule.backend_refs.iter().map(|b| &b.service);
+                    check_backends(&catalog, namespace, i, refs, &rule.filters, &mut warn);
+                }
+            }
+            Spec::GrpcRoute(route) => {
+                check_parents(&catalog, namespace, &route.parent_refs, &mut warn);
+                for (i, rule) in route.rules.iter().enumerate() {
+                    let refs = rule.backend_refs.iter().map(|b| &b.service);
+                    check_backends(&catalog, namespace, i, refs, &rule.filters, &mut warn);
+                }
+            }
+            Spec::TrafficPolicy(policy) => {
+                let key = target_key(&policy.target_ref, namespace);
+                check_target(&catalog, key, &mut warn);
+                let (owner, _) = catalog.policies[&key];
+                if !std::ptr::eq(owner, *resource) {
+                    errors.push(Diagnostic {
+                        location: resource.location.clone(),
+                        message: format!(
+                            "{} targets Service {}/{}, which {} (at {}) already targets; \
+                             merge them into one",
+                            resource.describe(),
+                            key.0,
+                            key.1,
+                            owner.describe(),
+                            owner.location
+                        ),
+                    });
+                }
+            }
+            Spec::AuthorizationPolicy(policy) => {
+                check_target(
+                    &catalog,
+                    target_key(&policy.target_ref, namespace),
+                    &mut warn,
+                );
+            }
+            Spec::Mesh(_) | Spec::Service(_) => {}
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(LoadError::Invalid(errors))
+    }
+}
+
+fn check_parents(
+    catalog: &Catalog,
+    namespace: &str,
+    parents: &[ServiceRef],
+    warn: &mut impl FnMut(String, String),
+) {
+    for (i, parent) in parents.iter().enumerate() {
+        if let Err(why) = catalog.resolve(parent, namespace) {
+            warn(
+                format!("spec.parentRefs[{i}]"),
+                format!("{why}; the route is not attached there"),
+            );
+        }
+    }
+}
+
+fn check_backends<'a>(
+    catalog: &Catalog<'a>,
+    namespace: &'a str,
+    rule: usize,
+    backends: impl Iterator<Item = &'a ServiceRef>,
+    filters: &'a [RouteFilter],
+    warn: &mut impl FnMut(String, String),
+) {
+    for (i, backend) in backends.enumerate() {
+        if let Err(why) = catalog.resolve(backend, namespace) {
+            warn(
+                format!("spec.rules[{rule}].backendRefs[{i}]"),
+                format!("{why}; the backend is left out (a rule left with none answers 500)"),
+            );
+        }
+    }
+    for (i, filter) in filters.iter().enumerate() {
+        if let RouteFilter::RequestMirror(mirror) = filter {
+            if let Err(why) = catalog.resolve(&mirror.backend, namespace) {
+                warn(
+                    format!("spec.rules[{rule}].filters[{i}].requestMirror.backendRef"),
+                    format!("{why}; the mirror is dropped"),
+                );
+            }
+        }
+    }
+}
+
+fn check_target(catalog: &Catalog, key: ServiceKey, warn: &mut impl FnMut(String, String)) {
+    if !catalog.has_service(key) {
+        warn(
+            "spec.targetRef".to_owned(),
+            format!(
+                "Service {}/{} does not exist; the policy applies to nothing",
+                key.0, key.1
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{load_str, testdata};
+
+    fn load(files: &[(&str, &str)]) -> Vec<Resource> {
+        files
+            .iter()
+            .flat_map(|(name, text)| load_str(name, text).unwrap())
+            .collect()
+    }
+
+    fn errors(files: &[(&str, &str)]) -> Vec<String> {
+        let err = validate(&load(files)).unwrap_err();
+        err.diagnostics().iter().map(ToString::to_string).collect()
+    }
+
+    fn warnings(files: &[(&str, &str)]) -> Vec<String> {
+        let warnings = validate(&load(files)).unwrap();
+        warnings.iter().map(ToString::to_string).collect()
+    }
+
+    const WEB: &str = "apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+";
+
+    #[test]
+    fn the_examples_are_clean() {
+        assert_eq!(
+            warnings(&[("all.yaml", &testdata::all())]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn duplicates_name_both_places() {
+        let second = format!("# the same again\n{WEB}");
+        assert_eq!(
+            errors(&[("a.yaml", WEB), ("b.yaml", &second)]),
+            ["b.yaml:2:1: duplicate Service default/web: it is also defined at a.yaml:1:1"]
+        );
+        // Another namespace, or another kind, is another resource.
+        let other_ns = WEB.replace("{name: web}", "{name: web, namespace: prod}");
+        let policy = "apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\n\
+                      metadata: {name: web}\nspec: {targetRef: {name: web}}\n";
+        assert_eq!(
+            warnings(&[("a.yaml", WEB), ("b.yaml", &other_ns), ("c.yaml", policy)]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn one_mesh_at_most() {
+        let mesh = |name: &str| {
+            format!("apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\n")
+        };
+        let text = format!("{}---\n{}", mesh("one"), mesh("two"));
+        assert_eq!(
+            errors(&[("mesh.yaml", &text)]),
+            [
+                "mesh.yaml:5:1: more than one Mesh: Mesh default/two and Mesh default/one \
+              (at mesh.yaml:1:1); keep one"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_traffic_policy_per_service() {
+        let policy = |name: &str| {
+            format!(
+                "apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}}}\n\
+                 spec:\n  targetRef: {{kind: Service, name: web, namespace: default}}\n"
+            )
+        };
+        assert_eq!(
+            errors(&[
+                ("web.yaml", WEB),
+                ("p1.yaml", &policy("one")),
+                ("p2.yaml", &policy("two"))
+            ]),
+            [
+                "p2.yaml:1:1: TrafficPolicy default/two targets Service default/web, which \
+              TrafficPolicy default/one (at p1.yaml:1:1) already targets; merge them into one"
+            ]
+        );
+    }
+
+    #[test]
+    fn references_to_missing_services_are_warnings() {
+        let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: web}, {name: api}, {name: web, port: 81}]
+  rules:
+  - backendRefs: [{name: web}, {name: web-v2}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow}}
+";
+        let policy = "apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: api, namespace: prod}
+spec: {targetRef: {name: api}}
+";
+        assert_eq!(
+            warnings(&[
+                ("web.yaml", WEB),
+                ("route.yaml", route),
+                ("authz.yaml", policy)
+            ]),
+            [
+                "route.yaml:1:1: HTTPRoute default/web: spec.parentRefs[1]: Service default/api \
+                 does not exist; the route is not attached there",
+                "route.yaml:1:1: HTTPRoute default/web: spec.parentRefs[2]: Service default/web \
+                 has no port 81; the route is not attached there",
+                "route.yaml:1:1: HTTPRoute default/web: spec.rules[0].backendRefs[1]: Service \
+                 default/web-v2 does not exist; the backend is left out (a rule left with none \
+                 answers 500)",
+                "route.yaml:1:1: HTTPRoute default/web: spec.rules[0].filters[0].requestMirror.\
+                 backendRef: Service default/shadow does not exist; the mirror is dropped",
+                "authz.yaml:1:1: AuthorizationPolicy prod/api: spec.targetRef: Service prod/api \
+                 does not exist; the policy applies to nothing",
+            ]
+        );
+    }
+}

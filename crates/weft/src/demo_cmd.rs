@@ -1,0 +1,34 @@
+//! `weft demo`: flags to `DemoOptions`, and the runtime the demo runs on.
+
+use anyhow::Context;
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Args)]
+#[command(after_help = "Starts a sample mesh on loopback: a frontend, two versions of reviews \
+    and ratings, each with its own sidecar, plus a load generator. It prints where \
+    everything is, and when it stops (Ctrl-C or --duration) a per-edge summary of \
+    requests, success rate and latency. Every process it starts is stopped at exit.")]
+pub struct DemoArgs {
+    /// Stop after this long (e.g. 30s, 5m) instead of waiting for Ctrl-C.
+    #[arg(long, value_parser = crate::proxy_cmd::parse_duration)]
+    duration: Option<Duration>,
+    /// Requests per second the load generator sends to the frontend.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rps: u32,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    // The sidecars are this same binary, run as `weft proxy`.
+    let weft_bin = std::env::current_exe().context("finding the weft binary to run the sidecars")?;
+    let options = weft_demo::DemoOptions { weft_bin, rps: args.rps, duration: args.duration };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weft-demo")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let summary = runtime.block_on(weft_demo::run(options, |guide| println!("{guide}")))?;
+    println!("{summary}");
+    Ok(())
+}

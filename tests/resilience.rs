@@ -1,0 +1,238 @@
+//! Resilience observed in behaviour: retries, retry budget, outlier ejection and return,
+//! circuit breaking, rate limiting, fault injection and timeouts.
+
+mod support;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::*;
+
+/// A client proxy in front of plain backends; `yaml` adds routes and policies.
+async fn client_proxy(dir: &TempDir, services: &[(&str, &[&HttpBackend])], yaml: &str) -> Proxy {
+    let mut text = String::new();
+    for (name, backends) in services {
+        let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+        text.push_str(&plain_service(name, "http", &addrs));
+    }
+    text.push_str(yaml);
+    let config = write_config(dir.path(), "mesh.yaml", &text);
+    ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_make_a_flaky_backend_look_healthy() {
+    let dir = TempDir::new("retry");
+    let backend = HttpBackend::start("flaky").await;
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: retry}
+spec:
+  parentRefs: [{kind: Service, name: flaky}]
+  rules:
+    - retry:
+        attempts: 2
+        codes: [503]
+        backoff: 1ms
+      backendRefs: [{name: flaky}]
+"#;
+    let proxy = client_proxy(&dir, &[("flaky", &[&backend])], route).await;
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    for i in 0..100 {
+        let answer = c.get("flaky", "/flaky").await.unwrap();
+        assert_eq!(answer.status, 200, "request {i}");
+    }
+    // Every other try fails, so the backend saw about 200 tries for 100 requests.
+    assert!(backend.count() >= 190, "{}", backend.count());
+    assert!(proxy.metric("weft_retries_total", &[("destination", "flaky.default")]) >= 90.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_caps_retries_against_a_dead_backend() {
+    let dir = TempDir::new("budget");
+    let backend = HttpBackend::start("dead").await;
+    backend.fail_all.store(true, Ordering::SeqCst);
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: retry}
+spec:
+  parentRefs: [{kind: Service, name: dead}]
+  rules:
+    - retry: {attempts: 3, codes: [500], backoff: 1ms}
+      backendRefs: [{name: dead}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: dead}
+spec:
+  targetRef: {kind: Service, name: dead}
+  retryBudget: {ratio: 0.1, minRetriesPerSecond: 1, window: 10s}
+"#;
+    let proxy = client_proxy(&dir, &[("dead", &[&backend])], yaml).await;
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    for _ in 0..300 {
+        assert_eq!(c.get("dead", "/").await.unwrap().status, 500);
+    }
+    let retries = proxy.metric("weft_retries_total", &[("destination", "dead.default")]);
+    // Without a budget: 900 retries. With it: 10 % of 300 plus a floor of 1/s over 10 s.
+    assert!(retries <= 45.0, "{retries} retries");
+    assert!(retries >= 20.0, "the budget should still allow some: {retries}");
+    assert!(backend.count() <= 345);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoint_is_ejected_and_returns() {
+    let dir = TempDir::new("outlier");
+    let good = HttpBackend::start("good").await;
+    let bad = HttpBackend::start("bad").await;
+    bad.fail_all.store(true, Ordering::SeqCst);
+    let yaml = r#"
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: pool}
+spec:
+  targetRef: {kind: Service, name: pool}
+  loadBalancer: {type: RoundRobin}
+  outlierDetection:
+    consecutive5xx: 3
+    baseEjectionTime: 1s
+    maxEjectionPercent: 50
+"#;
+    let proxy = client_proxy(&dir, &[("pool", &[&good, &bad])], yaml).await;
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    let mut failures = 0;
+    for _ in 0..200 {
+        if c.get("pool", "/").await.unwrap().status != 200 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 3, "three consecutive 5xx eject; nothing after");
+    assert_eq!(bad.count(), 3);
+    assert_eq!(proxy.metric("weft_outlier_ejections_total", &[("destination", "pool.default")]), 1.0);
+
+    bad.fail_all.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..20 {
+        assert_eq!(c.get("pool", "/").await.unwrap().status, 200);
+    }
+    assert!(bad.count() >= 10, "the endpoint is back in rotation: {}", bad.count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_answers_503_with_the_reason() {
+    let dir = TempDir::new("limits");
+    let backend = HttpBackend::start("slow").await;
+    let yaml = r#"
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: slow}
+spec:
+  targetRef: {kind: Service, name: slow}
+  connectionLimits: {maxRequests: 2}
+"#;
+    let proxy = client_proxy(&dir, &[("slow", &[&backend])], yaml).await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let addr = proxy.outbound;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Http1Client::connect(addr).await;
+            c.get("slow", "/slow/400").await.unwrap()
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for task in tasks {
+        let answer = task.await.unwrap();
+        match answer.status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(answer.header("x-weft-overloaded"), Some("max-requests"));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 2);
+    assert_eq!(refused, 4);
+    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "max-requests")]), 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_rate_limit_answers_429() {
+    let dir = TempDir::new("ratelimit");
+    let backend = HttpBackend::start("api").await;
+    let yaml = r#"
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: api}
+spec:
+  targetRef: {kind: Service, name: api}
+  rateLimit: {requestsPerSecond: 1, burst: 5}
+"#;
+    let mut text = plain_service("api", "http", &[]);
+    text.push_str(yaml);
+    let config = write_config(dir.path(), "mesh.yaml", &text);
+    let proxy = ProxySpec::new("api", backend.addr, &config).start();
+    let mut c = Http1Client::connect(proxy.inbound).await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(c.get("api", "/").await.unwrap().status);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!((5..=6).contains(&ok), "{statuses:?}");
+    assert_eq!(ok + limited, 20, "{statuses:?}");
+    assert_eq!(backend.count() as usize, ok);
+    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "rate_limited")]), limited as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_aborts_the_configured_share() {
+    let dir = TempDir::new("fault");
+    let backend = HttpBackend::start("target").await;
+    let yaml = r#"
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: target}
+spec:
+  targetRef: {kind: Service, name: target}
+  fault:
+    abort: {percent: 30, status: 503}
+"#;
+    let proxy = client_proxy(&dir, &[("target", &[&backend])], yaml).await;
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    let mut aborted = 0;
+    for _ in 0..1000 {
+        let answer = c.get("target", "/").await.unwrap();
+        if answer.status == 503 {
+            assert_eq!(answer.header("x-weft-error"), Some("fault injected"));
+            aborted += 1;
+        }
+    }
+    // 30 % of 1000; binomial sd ~14.5, so +-60 is over 4 sd.
+    assert!((240..=360).contains(&aborted), "{aborted} aborted");
+    assert_eq!(backend.count(), 1000 - aborted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_answers_504() {
+    let dir = TempDir::new("timeout");
+    let backend = HttpBackend::start("slow").await;
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: slow}
+spec:
+  parentRefs: [{kind: Service, name: slow}]
+  rules:
+    - timeouts: {request: 200ms}
+      backendRefs: [{name: slow}]
+"#;
+    let proxy = client_proxy(&dir, &[("slow", &[&backend])], route).await;
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    let started = std::time::Instant::now();
+    let answer = c.get("slow", "/slow/2000").await.unwrap();
+    assert_eq!(answer.status, 504);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(c.get("slow", "/slow/10").await.unwrap().status, 200);
+}

@@ -1,0 +1,221 @@
+//! Routing observed in traffic through a client proxy: splits, matches, filters, mirrors.
+//! Backends here are plain endpoints (outside the mesh), so one proxy is enough.
+
+mod support;
+use support::*;
+
+struct Setup {
+    dir: TempDir,
+    proxy: Proxy,
+    backends: Vec<HttpBackend>,
+}
+
+/// One client proxy; `services` are (name, backend) pairs; `routes` is extra YAML.
+async fn setup(names: &[&str], routes: &str, extra_flags: &[&str]) -> Setup {
+    let dir = TempDir::new("routing");
+    let mut backends = Vec::new();
+    let mut yaml = String::new();
+    for name in names {
+        let backend = HttpBackend::start(name).await;
+        yaml.push_str(&plain_service(name, "http", &[backend.addr]));
+        backends.push(backend);
+    }
+    yaml.push_str(routes);
+    let config = write_config(dir.path(), "mesh.yaml", &yaml);
+    let mut spec = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config);
+    for flag in extra_flags {
+        spec = spec.arg(*flag);
+    }
+    let proxy = spec.start();
+    Setup { dir, proxy, backends }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_is_honoured() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews-split
+spec:
+  parentRefs:
+    - group: ""
+      kind: Service
+      name: reviews
+  rules:
+    - backendRefs:
+        - name: reviews-v1
+          weight: 90
+        - name: reviews-v2
+          weight: 10
+"#;
+    let s = setup(&["reviews", "reviews-v1", "reviews-v2"], route, &[]).await;
+    let mut client = Http1Client::connect(s.proxy.outbound).await;
+    let total = 2000;
+    let mut v2 = 0;
+    for _ in 0..total {
+        let answer = client.get("reviews", "/").await.unwrap();
+        assert_eq!(answer.status, 200);
+        match answer.body.as_str() {
+            "reviews-v2" => v2 += 1,
+            "reviews-v1" => {}
+            other => panic!("unexpected backend {other}"),
+        }
+    }
+    // 10 % of 2000 is 200; binomial sd ~13.4, so +-60 is more than 4 sd.
+    assert!((140..=260).contains(&v2), "v2 got {v2} of {total}");
+    assert_eq!(s.backends[0].count(), 0, "the parent service itself gets nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_pick_rules_by_path_header_method_and_query() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: matching
+spec:
+  parentRefs:
+    - kind: Service
+      name: shop
+  rules:
+    - matches:
+        - path: {type: PathPrefix, value: /api}
+          headers:
+            - {name: x-canary, value: "yes"}
+      backendRefs: [{name: canary}]
+    - matches:
+        - path: {type: Exact, value: /api/cart}
+          method: POST
+      backendRefs: [{name: cart}]
+    - matches:
+        - path: {type: RegularExpression, value: "/items/[0-9]+"}
+        - queryParams:
+            - {name: view, value: full}
+      backendRefs: [{name: items}]
+    - matches:
+        - path: {type: PathPrefix, value: /api}
+      backendRefs: [{name: shop}]
+"#;
+    let s = setup(&["shop", "canary", "cart", "items"], route, &[]).await;
+    let mut c = Http1Client::connect(s.proxy.outbound).await;
+    let body = |a: Answer| a.body;
+    assert_eq!(body(c.get("shop", "/api/x").await.unwrap()), "shop");
+    assert_eq!(body(c.send(request("GET", "shop", "/api/x", &[("x-canary", "yes")])).await.unwrap()), "canary");
+    assert_eq!(body(c.send(request("POST", "shop", "/api/cart", &[])).await.unwrap()), "cart");
+    assert_eq!(body(c.get("shop", "/api/cart").await.unwrap()), "shop", "GET is not POST");
+    assert_eq!(body(c.get("shop", "/items/42").await.unwrap()), "items");
+    assert_eq!(body(c.get("shop", "/other?view=full").await.unwrap()), "items");
+    // `/apix` is not under the `/api` prefix, and nothing else matches: 404 from the proxy.
+    let miss = c.get("shop", "/apix").await.unwrap();
+    assert_eq!(miss.status, 404);
+    assert_eq!(miss.header("x-weft-error"), Some("no route matches this request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_modify_redirect_and_rewrite() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: filters
+spec:
+  parentRefs:
+    - kind: Service
+      name: web
+  rules:
+    - matches:
+        - path: {type: PathPrefix, value: /old}
+      filters:
+        - type: RequestRedirect
+          requestRedirect:
+            hostname: new.example
+            statusCode: 301
+            path:
+              type: ReplacePrefixMatch
+              replacePrefixMatch: /new
+    - matches:
+        - path: {type: PathPrefix, value: /v1}
+      filters:
+        - type: URLRewrite
+          urlRewrite:
+            path:
+              type: ReplacePrefixMatch
+              replacePrefixMatch: /echo
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set: [{name: x-set, value: one}]
+            add: [{name: x-added, value: two}]
+            remove: [x-drop]
+        - type: ResponseHeaderModifier
+          responseHeaderModifier:
+            add: [{name: x-served-by, value: weft}]
+            remove: [x-backend]
+      backendRefs: [{name: web}]
+"#;
+    let s = setup(&["web"], route, &[]).await;
+    let mut c = Http1Client::connect(s.proxy.outbound).await;
+    let redirect = c.get("web", "/old/page?q=1").await.unwrap();
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.header("location"), Some("http://new.example/new/page?q=1"));
+    assert_eq!(s.backends[0].count(), 0, "a redirect never reaches the backend");
+
+    let echoed = c
+        .send(request("GET", "web", "/v1/thing", &[("x-drop", "secret"), ("x-set", "zero")]))
+        .await
+        .unwrap();
+    assert_eq!(echoed.status, 200);
+    assert!(echoed.body.starts_with("GET /echo/thing "), "{}", echoed.body);
+    assert!(echoed.body.contains("x-set: one\n"), "{}", echoed.body);
+    assert!(!echoed.body.contains("x-set: zero"), "{}", echoed.body);
+    assert!(echoed.body.contains("x-added: two\n"), "{}", echoed.body);
+    assert!(!echoed.body.contains("x-drop"), "{}", echoed.body);
+    assert_eq!(echoed.header("x-served-by"), Some("weft"));
+    assert_eq!(echoed.header("x-backend"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_receives_a_copy_and_the_client_sees_only_the_primary() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: mirror
+spec:
+  parentRefs:
+    - kind: Service
+      name: orders
+  rules:
+    - filters:
+        - type: RequestMirror
+          requestMirror:
+            backendRef: {name: shadow}
+            percent: 50
+      backendRefs: [{name: orders}]
+"#;
+    let s = setup(&["orders", "shadow"], route, &[]).await;
+    let mut c = Http1Client::connect(s.proxy.outbound).await;
+    for _ in 0..400 {
+        let answer = c.get("orders", "/").await.unwrap();
+        assert_eq!(answer.body, "orders");
+    }
+    // Mirrors are fire-and-forget: give the last copies a moment to land.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mirrored = s.backends[1].count();
+    assert_eq!(s.backends[0].count(), 400);
+    assert!((140..=260).contains(&mirrored), "shadow got {mirrored} of 400 at 50 %");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_binding_routes_without_a_host_header() {
+    let s = setup(&["catalog"], "", &[]).await;
+    drop(s.proxy);
+    let config = s.dir.path().join("mesh.yaml");
+    let proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config)
+        .arg("--upstream")
+        .arg("catalog=127.0.0.1:0")
+        .start();
+    let mut c = Http1Client::connect(proxy.upstreams[0]).await;
+    let answer = c.get("anything-at-all", "/").await.unwrap();
+    assert_eq!(answer.body, "catalog");
+}
