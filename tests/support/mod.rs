@@ -1,6 +1,6 @@
 //! Shared harness for the end-to-end tests: real `weft` processes on loopback with ports
 //! chosen by the OS, real certificates made by `weft cert`, and small real servers.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of the harness
 
 pub mod backend;
 pub mod client;
