@@ -10,7 +10,11 @@ use tokio::net::TcpStream;
 async fn setup(flags: &[&str]) -> (TempDir, HttpBackend, Proxy) {
     let dir = TempDir::new("hostile");
     let backend = HttpBackend::start("app").await;
-    let config = write_config(dir.path(), "mesh.yaml", &plain_service("app", "http", &[backend.addr]));
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("app", "http", &[backend.addr]),
+    );
     let mut spec = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config);
     for flag in flags {
         spec = spec.arg(*flag);
@@ -30,11 +34,15 @@ async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_too_many_headers_get_431() {
-    let (_dir, _backend, proxy) = setup(&["--max-header-bytes", "16384", "--max-headers", "50"]).await;
+    let (_dir, _backend, proxy) =
+        setup(&["--max-header-bytes", "16384", "--max-headers", "50"]).await;
     let mut good = Http1Client::connect(proxy.outbound).await;
     assert_eq!(good.get("app", "/").await.unwrap().status, 200);
 
-    let huge = format!("GET / HTTP/1.1\r\nHost: app\r\nx-big: {}\r\n\r\n", "a".repeat(40_000));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: app\r\nx-big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
     let answer = raw_exchange(proxy.outbound, huge.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
 
@@ -46,19 +54,32 @@ async fn oversized_and_too_many_headers_get_431() {
     let answer = raw_exchange(proxy.outbound, many.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
 
-    assert_eq!(good.get("app", "/").await.unwrap().status, 200, "others are still served");
-    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "header_too_large")]), 2.0);
+    assert_eq!(
+        good.get("app", "/").await.unwrap().status,
+        200,
+        "others are still served"
+    );
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "header_too_large")]),
+        2.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_is_cut_off_while_others_are_served() {
     let (_dir, _backend, proxy) = setup(&["--header-read-timeout", "1s"]).await;
     let mut slow = TcpStream::connect(proxy.outbound).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n").await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let trickle = async {
         for i in 0..20 {
-            if slow.write_all(format!("x-{i}: y\r\n").as_bytes()).await.is_err() {
+            if slow
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -72,8 +93,14 @@ async fn slowloris_is_cut_off_while_others_are_served() {
         }
     };
     tokio::join!(trickle, serve_others);
-    assert!(started.elapsed() < Duration::from_secs(6), "the slow client should have been cut off");
-    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "header_read_timeout")]), 1.0);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the slow client should have been cut off"
+    );
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "header_read_timeout")]),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +113,14 @@ async fn connection_limit_refuses_extra_connections() {
         held.push(c);
     }
     let answer = raw_exchange(proxy.outbound, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").await;
-    assert!(answer.is_empty(), "the fourth connection is closed unanswered: {answer:?}");
-    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "max_connections")]), 1.0);
+    assert!(
+        answer.is_empty(),
+        "the fourth connection is closed unanswered: {answer:?}"
+    );
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "max_connections")]),
+        1.0
+    );
     held.pop();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut again = Http1Client::connect(proxy.outbound).await;
@@ -102,10 +135,20 @@ async fn garbage_and_malformed_http_are_refused() {
     let (_dir, _backend, proxy) = setup(&[]).await;
     let garbage: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 256) as u8).collect();
     assert!(raw_exchange(proxy.outbound, &garbage).await.is_empty());
-    let answer = raw_exchange(proxy.outbound, b"GET / HTTP/1.1\r\nHost app-missing-colon\r\n\r\n").await;
+    let answer = raw_exchange(
+        proxy.outbound,
+        b"GET / HTTP/1.1\r\nHost app-missing-colon\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
-    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "not_http")]), 1.0);
-    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "bad_request")]), 1.0);
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "not_http")]),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "bad_request")]),
+        1.0
+    );
     let mut good = Http1Client::connect(proxy.outbound).await;
     assert_eq!(good.get("app", "/").await.unwrap().status, 200);
 }

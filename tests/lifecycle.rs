@@ -35,7 +35,11 @@ async fn reload_under_load_drops_nothing_and_bad_files_change_nothing() {
         plain_service("reviews-v1", "http", &[v1.addr]),
         plain_service("reviews-v2", "http", &[v2.addr])
     );
-    let config = write_config(dir.path(), "mesh.yaml", &format!("{services}{}", split(100, 0)));
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &format!("{services}{}", split(100, 0)),
+    );
     let proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -43,7 +47,8 @@ async fn reload_under_load_drops_nothing_and_bad_files_change_nothing() {
     let done = Arc::new(AtomicU64::new(0));
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (stop, failures, done, addr) = (stop.clone(), failures.clone(), done.clone(), proxy.outbound);
+        let (stop, failures, done, addr) =
+            (stop.clone(), failures.clone(), done.clone(), proxy.outbound);
         load.push(tokio::spawn(async move {
             let mut c = Http1Client::connect(addr).await;
             while !stop.load(Ordering::SeqCst) {
@@ -75,16 +80,36 @@ async fn reload_under_load_drops_nothing_and_bad_files_change_nothing() {
     for task in load {
         task.await.unwrap();
     }
-    assert_eq!(failures.load(Ordering::SeqCst), 0, "of {} requests", done.load(Ordering::SeqCst));
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "of {} requests",
+        done.load(Ordering::SeqCst)
+    );
     assert!(done.load(Ordering::SeqCst) > 500);
-    assert!(v2.count() > v2_before, "the last good config (all to v2) kept serving");
+    assert!(
+        v2.count() > v2_before,
+        "the last good config (all to v2) kept serving"
+    );
     assert_eq!(admin_get(proxy.admin, "/config").unwrap().1, before_bad);
-    assert_eq!(proxy.metric("weft_config_reloads_total", &[("result", "error")]), 1.0);
-    assert_eq!(proxy.metric("weft_config_reloads_total", &[("result", "ok")]), 5.0);
+    assert_eq!(
+        proxy.metric("weft_config_reloads_total", &[("result", "error")]),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("weft_config_reloads_total", &[("result", "ok")]),
+        5.0
+    );
     let logs = proxy.logs();
-    let rejection = logs.lines().find(|l| l.contains("configuration rejected")).expect("a rejection is logged");
+    let rejection = logs
+        .lines()
+        .find(|l| l.contains("configuration rejected"))
+        .expect("a rejection is logged");
     assert!(rejection.contains("mesh.yaml:"), "{rejection}");
-    assert!(rejection.contains("regular expression") || rejection.contains("regex"), "{rejection}");
+    assert!(
+        rejection.contains("regular expression") || rejection.contains("regex"),
+        "{rejection}"
+    );
 }
 
 #[test]
@@ -95,7 +120,19 @@ fn a_bad_file_at_start_up_is_a_clear_error() {
         "bad.yaml",
         "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n    - port: 0\n",
     );
-    let out = run_weft(&["proxy", "--service", "web", "--local", config.to_str().unwrap(), "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0"]);
+    let out = run_weft(&[
+        "proxy",
+        "--service",
+        "web",
+        "--local",
+        config.to_str().unwrap(),
+        "--admin",
+        "127.0.0.1:0",
+        "--inbound",
+        "127.0.0.1:0",
+        "--outbound",
+        "127.0.0.1:0",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.yaml:7"), "{stderr}");
@@ -106,7 +143,11 @@ fn a_bad_file_at_start_up_is_a_clear_error() {
 async fn sigterm_drains_in_flight_requests() {
     let dir = TempDir::new("drain");
     let backend = HttpBackend::start("app").await;
-    let config = write_config(dir.path(), "mesh.yaml", &plain_service("app", "http", &[backend.addr]));
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("app", "http", &[backend.addr]),
+    );
     let mut proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start();
     let addr = proxy.outbound;
     let in_flight = tokio::spawn(async move {
@@ -116,10 +157,22 @@ async fn sigterm_drains_in_flight_requests() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(admin_get(proxy.admin, "/ready").map(|r| r.0), Some(503), "not ready while draining");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections while draining");
-    let answer = in_flight.await.unwrap().expect("the in-flight request finished");
+    assert_eq!(
+        admin_get(proxy.admin, "/ready").map(|r| r.0),
+        Some(503),
+        "not ready while draining"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections while draining"
+    );
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request finished");
     assert_eq!(answer.status, 200);
-    let status = proxy.wait_exit(Duration::from_secs(5)).expect("the proxy exited after draining");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("the proxy exited after draining");
     assert!(status.success());
 }

@@ -16,15 +16,30 @@ async fn pair(api_protocol: &str, client_flags: &[&str]) -> Pair {
     let dir = TempDir::new("mesh");
     let certs = Certs::new(dir.path(), &["web", "api"]);
     let backend = HttpBackend::start("api-backend").await;
-    let config = write_config(dir.path(), "mesh.yaml", &plain_service("api", api_protocol, &[]));
-    let server = ProxySpec::new("api", backend.addr, &config).tls(&certs).start();
-    std::fs::write(&config, mesh_service("api", api_protocol, &[server.inbound])).unwrap();
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("api", api_protocol, &[]),
+    );
+    let server = ProxySpec::new("api", backend.addr, &config)
+        .tls(&certs)
+        .start();
+    std::fs::write(
+        &config,
+        mesh_service("api", api_protocol, &[server.inbound]),
+    )
+    .unwrap();
     let mut spec = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config).tls(&certs);
     for flag in client_flags {
         spec = spec.arg(*flag);
     }
     let client = spec.start();
-    Pair { _dir: dir, backend, server, client }
+    Pair {
+        _dir: dir,
+        backend,
+        server,
+        client,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,15 +60,27 @@ async fn http1_crosses_the_mtls_hop_with_identities() {
     // The server proxy knows who called, from the client's certificate.
     let inbound = p.server.metric(
         "weft_http_requests_total",
-        &[("direction", "inbound"), ("source", "web.default"), ("destination", "api.default"), ("status_code", "200")],
+        &[
+            ("direction", "inbound"),
+            ("source", "web.default"),
+            ("destination", "api.default"),
+            ("status_code", "200"),
+        ],
     );
     assert_eq!(inbound, 21.0, "{}", p.server.metrics());
     let outbound = p.client.metric(
         "weft_http_requests_total",
-        &[("direction", "outbound"), ("source", "web.default"), ("destination", "api.default")],
+        &[
+            ("direction", "outbound"),
+            ("source", "web.default"),
+            ("destination", "api.default"),
+        ],
     );
     assert_eq!(outbound, 21.0);
-    assert!(p.client.metrics().contains("weft_http_request_duration_seconds_bucket"));
+    assert!(p
+        .client
+        .metrics()
+        .contains("weft_http_request_duration_seconds_bucket"));
 
     let log = p.client.access_log();
     assert_eq!(log.len(), 21, "{log:?}");
@@ -72,13 +99,19 @@ async fn http2_prior_knowledge_crosses_the_hop() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let mut c = client.clone();
-        tasks.push(tokio::spawn(async move { c.get("api", "/echo").await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { c.get("api", "/echo").await.unwrap() },
+        ));
     }
     for task in tasks {
         let answer = task.await.unwrap();
         assert_eq!(answer.status, 200);
         // The app speaks HTTP/2 (its port says so), and sees the authority it was called by.
-        assert!(answer.body.starts_with("GET http://api/echo HTTP/2.0"), "{}", answer.body);
+        assert!(
+            answer.body.starts_with("GET http://api/echo HTTP/2.0"),
+            "{}",
+            answer.body
+        );
     }
     assert_eq!(client.get("api", "/").await.unwrap().body, "api-backend");
 }
@@ -90,7 +123,11 @@ async fn unknown_host_is_refused_clearly() {
     let answer = client.get("nosuch", "/").await.unwrap();
     assert_eq!(answer.status, 404);
     assert!(answer.header("x-weft-error").unwrap().contains("nosuch"));
-    assert_eq!(p.client.metric("weft_rejected_total", &[("reason", "unknown_service")]), 1.0);
+    assert_eq!(
+        p.client
+            .metric("weft_rejected_total", &[("reason", "unknown_service")]),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,6 +135,10 @@ async fn plaintext_to_an_mtls_inbound_is_refused_and_counted() {
     let p = pair("http", &[]).await;
     let mut client = Http1Client::connect(p.server.inbound).await;
     assert!(client.get("api", "/").await.is_err());
-    assert_eq!(p.server.metric("weft_rejected_total", &[("reason", "plaintext")]), 1.0);
+    assert_eq!(
+        p.server
+            .metric("weft_rejected_total", &[("reason", "plaintext")]),
+        1.0
+    );
     assert_eq!(p.backend.count(), 0);
 }

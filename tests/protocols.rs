@@ -11,8 +11,19 @@ use tokio::net::TcpStream;
 
 /// Starts `server` (for `service`, in front of `app`) and a client proxy that can reach it,
 /// both configured from one file whose Service entry uses `protocol`.
-fn mesh_pair(dir: &TempDir, certs: &Certs, service: &str, protocol: &str, app: SocketAddr, client_flags: &[&str]) -> (Proxy, Proxy) {
-    let config = write_config(dir.path(), "mesh.yaml", &plain_service(service, protocol, &[]));
+fn mesh_pair(
+    dir: &TempDir,
+    certs: &Certs,
+    service: &str,
+    protocol: &str,
+    app: SocketAddr,
+    client_flags: &[&str],
+) -> (Proxy, Proxy) {
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service(service, protocol, &[]),
+    );
     let server = ProxySpec::new(service, app, &config).tls(certs).start();
     std::fs::write(&config, mesh_service(service, protocol, &[server.inbound])).unwrap();
     let mut spec = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).tls(certs);
@@ -31,11 +42,17 @@ async fn grpc_unary_calls_and_errors_pass_through() {
     let dir = TempDir::new("grpc");
     let certs = Certs::new(dir.path(), &["client", "catalog"]);
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("catalog", tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status("catalog", tonic_health::ServingStatus::Serving)
+        .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming),
+    );
 
     let (server, client) = mesh_pair(&dir, &certs, "catalog", "grpc", app, &[]);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", client.outbound))
@@ -46,13 +63,26 @@ async fn grpc_unary_calls_and_errors_pass_through() {
         .unwrap();
     let mut grpc = HealthClient::new(channel);
     for _ in 0..20 {
-        let reply = grpc.check(HealthCheckRequest { service: "catalog".into() }).await.unwrap();
+        let reply = grpc
+            .check(HealthCheckRequest {
+                service: "catalog".into(),
+            })
+            .await
+            .unwrap();
         assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
     }
-    let missing = grpc.check(HealthCheckRequest { service: "nope".into() }).await.unwrap_err();
+    let missing = grpc
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     assert_eq!(
-        server.metric("weft_http_requests_total", &[("direction", "inbound"), ("source", "client.default")]),
+        server.metric(
+            "weft_http_requests_total",
+            &[("direction", "inbound"), ("source", "client.default")]
+        ),
         21.0
     );
 }
@@ -77,13 +107,23 @@ async fn opaque_tcp_crosses_the_hop_intact() {
     let dir = TempDir::new("tcp");
     let certs = Certs::new(dir.path(), &["client", "store"]);
     let (echo, _task) = tcp_echo().await;
-    let (server, client) = mesh_pair(&dir, &certs, "store", "tcp", echo, &["--upstream", "store=127.0.0.1:0"]);
+    let (server, client) = mesh_pair(
+        &dir,
+        &certs,
+        "store",
+        "tcp",
+        echo,
+        &["--upstream", "store=127.0.0.1:0"],
+    );
     let payload: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     let back = echo_roundtrip(client.upstreams[0], &payload).await;
     assert_eq!(back.len(), payload.len());
     assert!(back == payload, "bytes changed in transit");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let bytes = server.metric("weft_tcp_bytes_total", &[("direction", "inbound"), ("source", "client.default")]);
+    let bytes = server.metric(
+        "weft_tcp_bytes_total",
+        &[("direction", "inbound"), ("source", "client.default")],
+    );
     assert_eq!(bytes, 2.0 * payload.len() as f64);
     assert_eq!(server.metric("weft_tcp_connections_open", &[]), 0.0);
 }
@@ -94,7 +134,14 @@ async fn server_speaks_first_does_not_hang() {
     let certs = Certs::new(dir.path(), &["client", "mail"]);
     let (smtp, _task) = server_speaks_first("220 mail ready\r\n").await;
     // `auto`: the proxy must notice the client is waiting and fall back to opaque TCP.
-    let (_server, client) = mesh_pair(&dir, &certs, "mail", "auto", smtp, &["--upstream", "mail=127.0.0.1:0"]);
+    let (_server, client) = mesh_pair(
+        &dir,
+        &certs,
+        "mail",
+        "auto",
+        smtp,
+        &["--upstream", "mail=127.0.0.1:0"],
+    );
     let mut stream = TcpStream::connect(client.upstreams[0]).await.unwrap();
     let mut greeting = [0u8; 16];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut greeting))
@@ -120,7 +167,15 @@ async fn websocket_upgrade_passes_through() {
             tokio::spawn(async move {
                 let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() && ws.send(Message::text(format!("echo: {}", message.to_text().unwrap()))).await.is_err() {
+                    if message.is_text()
+                        && ws
+                            .send(Message::text(format!(
+                                "echo: {}",
+                                message.to_text().unwrap()
+                            )))
+                            .await
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -129,7 +184,9 @@ async fn websocket_upgrade_passes_through() {
     });
     let (_server, client) = mesh_pair(&dir, &certs, "chat", "http", app, &[]);
     let tcp = TcpStream::connect(client.outbound).await.unwrap();
-    let (mut ws, response) = tokio_tungstenite::client_async("ws://chat/socket", tcp).await.unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async("ws://chat/socket", tcp)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 101);
     for i in 0..10 {
         ws.send(Message::text(format!("hi {i}"))).await.unwrap();

@@ -76,7 +76,10 @@ spec:
     let retries = proxy.metric("weft_retries_total", &[("destination", "dead.default")]);
     // Without a budget: 900 retries. With it: 10 % of 300 plus a floor of 1/s over 10 s.
     assert!(retries <= 45.0, "{retries} retries");
-    assert!(retries >= 20.0, "the budget should still allow some: {retries}");
+    assert!(
+        retries >= 20.0,
+        "the budget should still allow some: {retries}"
+    );
     assert!(backend.count() <= 345);
 }
 
@@ -108,14 +111,24 @@ spec:
     }
     assert_eq!(failures, 3, "three consecutive 5xx eject; nothing after");
     assert_eq!(bad.count(), 3);
-    assert_eq!(proxy.metric("weft_outlier_ejections_total", &[("destination", "pool.default")]), 1.0);
+    assert_eq!(
+        proxy.metric(
+            "weft_outlier_ejections_total",
+            &[("destination", "pool.default")]
+        ),
+        1.0
+    );
 
     bad.fail_all.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for _ in 0..20 {
         assert_eq!(c.get("pool", "/").await.unwrap().status, 200);
     }
-    assert!(bad.count() >= 10, "the endpoint is back in rotation: {}", bad.count());
+    assert!(
+        bad.count() >= 10,
+        "the endpoint is back in rotation: {}",
+        bad.count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +167,10 @@ spec:
     }
     assert_eq!(ok, 2);
     assert_eq!(refused, 4);
-    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "max-requests")]), 4.0);
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "max-requests")]),
+        4.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +199,10 @@ spec:
     assert!((5..=6).contains(&ok), "{statuses:?}");
     assert_eq!(ok + limited, 20, "{statuses:?}");
     assert_eq!(backend.count() as usize, ok);
-    assert_eq!(proxy.metric("weft_rejected_total", &[("reason", "rate_limited")]), limited as f64);
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "rate_limited")]),
+        limited as f64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,11 @@ async fn setup(names: &[&str], routes: &str, extra_flags: &[&str]) -> Setup {
         spec = spec.arg(*flag);
     }
     let proxy = spec.start();
-    Setup { dir, proxy, backends }
+    Setup {
+        dir,
+        proxy,
+        backends,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +68,11 @@ spec:
     }
     // 10 % of 2000 is 200; binomial sd ~13.4, so +-60 is more than 4 sd.
     assert!((140..=260).contains(&v2), "v2 got {v2} of {total}");
-    assert_eq!(s.backends[0].count(), 0, "the parent service itself gets nothing");
+    assert_eq!(
+        s.backends[0].count(),
+        0,
+        "the parent service itself gets nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,15 +109,39 @@ spec:
     let mut c = Http1Client::connect(s.proxy.outbound).await;
     let body = |a: Answer| a.body;
     assert_eq!(body(c.get("shop", "/api/x").await.unwrap()), "shop");
-    assert_eq!(body(c.send(request("GET", "shop", "/api/x", &[("x-canary", "yes")])).await.unwrap()), "canary");
-    assert_eq!(body(c.send(request("POST", "shop", "/api/cart", &[])).await.unwrap()), "cart");
-    assert_eq!(body(c.get("shop", "/api/cart").await.unwrap()), "shop", "GET is not POST");
+    assert_eq!(
+        body(
+            c.send(request("GET", "shop", "/api/x", &[("x-canary", "yes")]))
+                .await
+                .unwrap()
+        ),
+        "canary"
+    );
+    assert_eq!(
+        body(
+            c.send(request("POST", "shop", "/api/cart", &[]))
+                .await
+                .unwrap()
+        ),
+        "cart"
+    );
+    assert_eq!(
+        body(c.get("shop", "/api/cart").await.unwrap()),
+        "shop",
+        "GET is not POST"
+    );
     assert_eq!(body(c.get("shop", "/items/42").await.unwrap()), "items");
-    assert_eq!(body(c.get("shop", "/other?view=full").await.unwrap()), "items");
+    assert_eq!(
+        body(c.get("shop", "/other?view=full").await.unwrap()),
+        "items"
+    );
     // `/apix` is not under the `/api` prefix, and nothing else matches: 404 from the proxy.
     let miss = c.get("shop", "/apix").await.unwrap();
     assert_eq!(miss.status, 404);
-    assert_eq!(miss.header("x-weft-error"), Some("no route matches this request"));
+    assert_eq!(
+        miss.header("x-weft-error"),
+        Some("no route matches this request")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,15 +189,31 @@ spec:
     let mut c = Http1Client::connect(s.proxy.outbound).await;
     let redirect = c.get("web", "/old/page?q=1").await.unwrap();
     assert_eq!(redirect.status, 301);
-    assert_eq!(redirect.header("location"), Some("http://new.example/new/page?q=1"));
-    assert_eq!(s.backends[0].count(), 0, "a redirect never reaches the backend");
+    assert_eq!(
+        redirect.header("location"),
+        Some("http://new.example/new/page?q=1")
+    );
+    assert_eq!(
+        s.backends[0].count(),
+        0,
+        "a redirect never reaches the backend"
+    );
 
     let echoed = c
-        .send(request("GET", "web", "/v1/thing", &[("x-drop", "secret"), ("x-set", "zero")]))
+        .send(request(
+            "GET",
+            "web",
+            "/v1/thing",
+            &[("x-drop", "secret"), ("x-set", "zero")],
+        ))
         .await
         .unwrap();
     assert_eq!(echoed.status, 200);
-    assert!(echoed.body.starts_with("GET /echo/thing "), "{}", echoed.body);
+    assert!(
+        echoed.body.starts_with("GET /echo/thing "),
+        "{}",
+        echoed.body
+    );
     assert!(echoed.body.contains("x-set: one\n"), "{}", echoed.body);
     assert!(!echoed.body.contains("x-set: zero"), "{}", echoed.body);
     assert!(echoed.body.contains("x-added: two\n"), "{}", echoed.body);
@@ -203,7 +251,10 @@ spec:
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mirrored = s.backends[1].count();
     assert_eq!(s.backends[0].count(), 400);
-    assert!((140..=260).contains(&mirrored), "shadow got {mirrored} of 400 at 50 %");
+    assert!(
+        (140..=260).contains(&mirrored),
+        "shadow got {mirrored} of 400 at 50 %"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,9 @@ impl HttpBackend {
         });
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -64,7 +66,13 @@ impl HttpBackend {
                 });
             }
         });
-        HttpBackend { addr, name: name.to_string(), requests, fail_all, task }
+        HttpBackend {
+            addr,
+            name: name.to_string(),
+            requests,
+            fail_all,
+            task,
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -78,7 +86,10 @@ fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     state.requests.fetch_add(1, Ordering::SeqCst);
     if state.fail_all.load(Ordering::SeqCst) {
         return Ok(reply(500, format!("{} is failing", state.name)));
@@ -88,9 +99,18 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         reply(code.parse().unwrap_or(400), state.name.clone())
     } else if path == "/flaky" {
         let n = state.flaky.fetch_add(1, Ordering::SeqCst);
-        if n % 2 == 0 { reply(503, "flaky failure") } else { reply(200, state.name.clone()) }
+        if n.is_multiple_of(2) {
+            reply(503, "flaky failure")
+        } else {
+            reply(200, state.name.clone())
+        }
     } else if path == "/echo" || path.starts_with("/echo/") {
-        let mut text = format!("{} {} {:?}\n", request.method(), request.uri(), request.version());
+        let mut text = format!(
+            "{} {} {:?}\n",
+            request.method(),
+            request.uri(),
+            request.version()
+        );
         for (name, value) in request.headers() {
             text.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("?")));
         }
@@ -99,12 +119,19 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
         reply(200, state.name.clone())
     } else if path == "/body" {
-        let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         reply(200, body)
     } else {
         reply(200, state.name.clone())
     };
-    response.headers_mut().insert("x-backend", state.name.parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-backend", state.name.parse().unwrap());
     Ok(response)
 }
 
@@ -114,7 +141,9 @@ pub async fn tcp_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = stream.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -125,19 +154,28 @@ pub async fn tcp_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 /// Greets first, like SMTP or MySQL, then echoes lines back upper-cased.
-pub async fn server_speaks_first(greeting: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+pub async fn server_speaks_first(
+    greeting: &'static str,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 if stream.write_all(greeting.as_bytes()).await.is_err() {
                     return;
                 }
                 let mut buf = [0u8; 1024];
                 while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 || stream.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                    if n == 0
+                        || stream
+                            .write_all(&buf[..n].to_ascii_uppercase())
+                            .await
+                            .is_err()
+                    {
                         break;
                     }
                 }

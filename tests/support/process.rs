@@ -17,7 +17,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("weft-test-{tag}-{}-{}", std::process::id(), fastrand_suffix()));
+        let dir = std::env::temp_dir().join(format!(
+            "weft-test-{tag}-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -40,7 +44,10 @@ fn fastrand_suffix() -> u64 {
 }
 
 pub fn run_weft(args: &[&str]) -> std::process::Output {
-    Command::new(weft_bin()).args(args).output().expect("running weft")
+    Command::new(weft_bin())
+        .args(args)
+        .output()
+        .expect("running weft")
 }
 
 /// A CA and certificates for services, made with `weft cert`.
@@ -52,7 +59,11 @@ impl Certs {
     pub fn new(dir: &Path, services: &[&str]) -> Self {
         let dir = dir.join("certs");
         let out = run_weft(&["cert", "ca", "--out", dir.to_str().unwrap()]);
-        assert!(out.status.success(), "weft cert ca: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "weft cert ca: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let certs = Certs { dir };
         for service in services {
             certs.issue(service, "default", "24h");
@@ -63,9 +74,24 @@ impl Certs {
     pub fn issue(&self, service: &str, namespace: &str, ttl: &str) {
         let d = self.dir.to_str().unwrap();
         let out = run_weft(&[
-            "cert", "issue", "--ca-dir", d, "--service", service, "--namespace", namespace, "--ttl", ttl, "--out", d,
+            "cert",
+            "issue",
+            "--ca-dir",
+            d,
+            "--service",
+            service,
+            "--namespace",
+            namespace,
+            "--ttl",
+            ttl,
+            "--out",
+            d,
         ]);
-        assert!(out.status.success(), "weft cert issue: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "weft cert issue: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `--cert --key --ca` flags for a service's proxy.
@@ -105,7 +131,13 @@ pub struct ProxySpec<'a> {
 
 impl<'a> ProxySpec<'a> {
     pub fn new(service: &'a str, app: SocketAddr, config: &'a Path) -> Self {
-        Self { service, app, config, certs: None, extra: Vec::new() }
+        Self {
+            service,
+            app,
+            config,
+            certs: None,
+            extra: Vec::new(),
+        }
     }
     pub fn tls(mut self, certs: &'a Certs) -> Self {
         self.certs = Some(certs);
@@ -184,10 +216,14 @@ impl Proxy {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(remaining) {
                 Ok(line) => line,
-                Err(_) => panic!("weft proxy did not start; logs:\n{}", logs.lock().unwrap().join("\n")),
+                Err(_) => panic!(
+                    "weft proxy did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                ),
             };
             if line.contains("listening") {
-                if let (Some(which), Some(addr)) = (field(&line, "listener"), field(&line, "addr")) {
+                if let (Some(which), Some(addr)) = (field(&line, "listener"), field(&line, "addr"))
+                {
                     let addr: SocketAddr = addr.parse().unwrap();
                     if which == "upstream" {
                         upstreams.push(addr);
@@ -218,11 +254,16 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("proxy never became ready; logs:\n{}", self.logs.lock().unwrap().join("\n"));
+        panic!(
+            "proxy never became ready; logs:\n{}",
+            self.logs.lock().unwrap().join("\n")
+        );
     }
 
     pub fn metrics(&self) -> String {
-        admin_get(self.admin, "/metrics").expect("scraping /metrics").1
+        admin_get(self.admin, "/metrics")
+            .expect("scraping /metrics")
+            .1
     }
 
     /// Sum of all samples of `name` whose labels contain every `label="value"` given.
@@ -239,7 +280,10 @@ impl Proxy {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -267,7 +311,11 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -277,11 +325,18 @@ pub fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -298,7 +353,9 @@ pub fn mesh_service(name: &str, protocol: &str, endpoints: &[SocketAddr]) -> Str
         "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n    - port: 80\n      protocol: {protocol}\n  endpoints:\n"
     );
     for endpoint in endpoints {
-        yaml.push_str(&format!("    - address: \"{endpoint}\"\n      mesh: true\n"));
+        yaml.push_str(&format!(
+            "    - address: \"{endpoint}\"\n      mesh: true\n"
+        ));
     }
     yaml.push_str("---\n");
     yaml

@@ -16,36 +16,53 @@ use tokio::net::TcpListener;
 
 pub fn spawn(proxy: Arc<Proxy>, listener: std::net::TcpListener) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("weft-admin".into()).spawn(move || {
-        runtime.block_on(async move {
-            let listener = match TcpListener::from_std(listener) {
-                Ok(listener) => listener,
-                Err(error) => return tracing::error!(%error, "admin listener failed"),
-            };
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let proxy = proxy.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(proxy.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
-            }
-        })
-    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("weft-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(error) => return tracing::error!(%error, "admin listener failed"),
+                };
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let proxy = proxy.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| handle(proxy.clone(), req));
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            })
+        })?;
     Ok(())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
-async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    proxy: Arc<Proxy>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into()));
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        ));
     }
     Ok(match request.uri().path() {
         "/metrics" => text(
@@ -55,7 +72,11 @@ async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Result<Respons
         ),
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
         "/ready" if proxy.is_ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
         "/config" => {
             let snapshot = proxy.snapshot();
             let body = serde_json::json!({
@@ -73,7 +94,11 @@ async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Result<Respons
                 });
                 text(StatusCode::OK, "application/json", format!("{body:#}\n"))
             }
-            None => text(StatusCode::NOT_FOUND, "text/plain", "this proxy runs without TLS (no --cert)\n".into()),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "this proxy runs without TLS (no --cert)\n".into(),
+            ),
         },
         _ => text(
             StatusCode::NOT_FOUND,

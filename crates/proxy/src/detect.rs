@@ -12,7 +12,14 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Enough to see the HTTP/2 preface or an HTTP/1 request line's method.
 const DETECT_BYTES: usize = H2_PREFACE.len();
 const HTTP1_METHODS: &[&[u8]] = &[
-    b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
     b"TRACE ",
 ];
 
@@ -50,7 +57,11 @@ fn classify(buf: &[u8]) -> Option<Detected> {
         return None;
     }
     if buf[0] == 0x16 {
-        return Some(if buf.len() >= 2 && buf[1] != 0x03 { Detected::Opaque } else { Detected::Tls });
+        return Some(if buf.len() >= 2 && buf[1] != 0x03 {
+            Detected::Opaque
+        } else {
+            Detected::Tls
+        });
     }
     let prefix_of = |pattern: &[u8]| {
         let n = buf.len().min(pattern.len());
@@ -59,7 +70,10 @@ fn classify(buf: &[u8]) -> Option<Detected> {
     if buf.len() >= H2_PREFACE.len() && buf.starts_with(H2_PREFACE) {
         return Some(Detected::Http2);
     }
-    if HTTP1_METHODS.iter().any(|m| buf.len() >= m.len() && buf.starts_with(m)) {
+    if HTTP1_METHODS
+        .iter()
+        .any(|m| buf.len() >= m.len() && buf.starts_with(m))
+    {
         return Some(Detected::Http1);
     }
     let could_still_match = prefix_of(H2_PREFACE) || HTTP1_METHODS.iter().any(|m| prefix_of(m));
@@ -81,7 +95,10 @@ mod tests {
         assert_eq!(classify(H2_PREFACE), Some(Detected::Http2));
         assert_eq!(classify(&[0x16, 0x03, 0x01]), Some(Detected::Tls));
         assert_eq!(classify(b"\x00\x00\x00\x0a5.7.0"), Some(Detected::Opaque));
-        assert_eq!(classify(b"hello world, this is not http"), Some(Detected::Opaque));
+        assert_eq!(
+            classify(b"hello world, this is not http"),
+            Some(Detected::Opaque)
+        );
     }
 
     #[test]
@@ -96,17 +113,25 @@ mod tests {
     fn every_prefix_of_a_known_protocol_is_never_misread() {
         let request = b"PATCH /a HTTP/1.1\r\nHost: x\r\n\r\n";
         for n in 1..request.len() {
-            assert!(matches!(classify(&request[..n]), None | Some(Detected::Http1)), "{n}");
+            assert!(
+                matches!(classify(&request[..n]), None | Some(Detected::Http1)),
+                "{n}"
+            );
         }
         for n in 1..H2_PREFACE.len() {
-            assert!(matches!(classify(&H2_PREFACE[..n]), None | Some(Detected::Http2)), "{n}");
+            assert!(
+                matches!(classify(&H2_PREFACE[..n]), None | Some(Detected::Http2)),
+                "{n}"
+            );
         }
     }
 
     #[tokio::test]
     async fn silent_peer_is_opaque_after_timeout() {
         let (mut client, _server) = tokio::io::duplex(64);
-        let (found, bytes) = detect(&mut client, Duration::from_millis(20)).await.unwrap();
+        let (found, bytes) = detect(&mut client, Duration::from_millis(20))
+            .await
+            .unwrap();
         assert_eq!(found, Detected::Opaque);
         assert!(bytes.is_empty());
     }

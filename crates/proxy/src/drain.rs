@@ -22,16 +22,27 @@ impl DrainSignal {
     pub fn new() -> Self {
         let (signal, _) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
-        Self { signal, done_tx, done_rx }
+        Self {
+            signal,
+            done_tx,
+            done_rx,
+        }
     }
 
     pub fn watch(&self) -> Drain {
-        Drain { signal: self.signal.subscribe(), _done: self.done_tx.clone() }
+        Drain {
+            signal: self.signal.subscribe(),
+            _done: self.done_tx.clone(),
+        }
     }
 
     /// Signals and waits. Returns false if connections were still open at the deadline.
     pub async fn drain(self, deadline: Duration) -> bool {
-        let Self { signal, done_tx, mut done_rx } = self;
+        let Self {
+            signal,
+            done_tx,
+            mut done_rx,
+        } = self;
         let _ = signal.send(true);
         drop(done_tx);
         tokio::time::timeout(deadline, done_rx.recv()).await.is_ok()

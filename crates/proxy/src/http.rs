@@ -28,7 +28,9 @@ pub fn synthetic(status: StatusCode, reason: &str) -> Response<Body> {
     if let Ok(value) = HeaderValue::try_from(reason) {
         response.headers_mut().insert(ERROR_HEADER, value);
     }
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
@@ -45,7 +47,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    let keeps_trailers = headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let keeps_trailers = headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
@@ -58,7 +62,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// An HTTP/1.1 request asking to switch protocols (WebSocket) or to tunnel (CONNECT).
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11
-        && (request.method() == http::Method::CONNECT || request.headers().contains_key(header::UPGRADE))
+        && (request.method() == http::Method::CONNECT
+            || request.headers().contains_key(header::UPGRADE))
 }
 
 /// The authority a request is addressed to: the URI's, else the `Host` header.
@@ -67,7 +72,12 @@ pub fn authority<B>(request: &Request<B>) -> Option<&str> {
         .uri()
         .authority()
         .map(Authority::as_str)
-        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
 }
 
 /// Puts a request in the form the upstream protocol wants: absolute URI for HTTP/2
@@ -82,7 +92,8 @@ pub fn prepare_upstream(request: &mut Request<Body>, mode: HttpMode) {
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = authority.or_else(|| Some(Authority::from_static("localhost")));
-            parts.path_and_query = path_and_query.or_else(|| Some("/".parse().expect("valid path")));
+            parts.path_and_query =
+                path_and_query.or_else(|| Some("/".parse().expect("valid path")));
             if let Ok(uri) = Uri::from_parts(parts) {
                 *request.uri_mut() = uri;
             }
@@ -136,11 +147,17 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         strip_hop_by_hop(&mut headers);
         assert!(headers.get("x-secret").is_none());
         assert!(headers.get(header::CONNECTION).is_none());

@@ -24,18 +24,31 @@ pub struct Caller {
     pub metrics: Arc<RequestMetrics>,
 }
 
-pub async fn serve(proxy: Arc<Proxy>, caller: Arc<Caller>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    caller: Arc<Caller>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let snapshot = proxy.snapshot();
     let own = snapshot.by_name(&proxy.options.service, &proxy.options.namespace);
     let log_fields = proxy.options.access_log.then(|| {
-        (request.method().as_str().to_owned(), request.uri().path().to_owned(), trace_id(request.headers()).map(str::to_owned))
+        (
+            request.method().as_str().to_owned(),
+            request.uri().path().to_owned(),
+            trace_id(request.headers()).map(str::to_owned),
+        )
     });
-    let limited = own.and_then(|s| s.backend.rate_limit.as_ref()).is_some_and(|limiter| !limiter.try_acquire());
+    let limited = own
+        .and_then(|s| s.backend.rate_limit.as_ref())
+        .is_some_and(|limiter| !limiter.try_acquire());
     let response = if limited {
         proxy.metrics.reject(Direction::Inbound, "rate_limited");
         let mut response = synthetic(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-        response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
         response
     } else {
         let protocol = own.map_or(Protocol::Auto, |s| s.backend.protocol);
@@ -62,13 +75,20 @@ pub async fn serve(proxy: Arc<Proxy>, caller: Arc<Caller>, request: Request<Inco
             authz_rule: "default",
             bytes_in: None,
             bytes_out: None,
-            error: response.headers().get(crate::http::ERROR_HEADER).and_then(|v| v.to_str().ok()),
+            error: response
+                .headers()
+                .get(crate::http::ERROR_HEADER)
+                .and_then(|v| v.to_str().ok()),
         });
     }
     Ok(response)
 }
 
-async fn forward_to_app(proxy: &Proxy, protocol: Protocol, mut request: Request<Body>) -> Response<Body> {
+async fn forward_to_app(
+    proxy: &Proxy,
+    protocol: Protocol,
+    mut request: Request<Body>,
+) -> Response<Body> {
     if is_upgrade(&request) {
         return upgrade::send(&proxy.app, request, &proxy.app_limits, APP_CONNECT_TIMEOUT).await;
     }
@@ -78,7 +98,11 @@ async fn forward_to_app(proxy: &Proxy, protocol: Protocol, mut request: Request<
         _ => HttpMode::Http1,
     };
     prepare_upstream(&mut request, mode);
-    match proxy.app.send(mode, request, &proxy.app_limits, APP_CONNECT_TIMEOUT).await {
+    match proxy
+        .app
+        .send(mode, request, &proxy.app_limits, APP_CONNECT_TIMEOUT)
+        .await
+    {
         Ok(response) => {
             let mut response = response.map(Body::from);
             strip_hop_by_hop(response.headers_mut());
@@ -86,7 +110,11 @@ async fn forward_to_app(proxy: &Proxy, protocol: Protocol, mut request: Request<
         }
         Err(error) => {
             tracing::debug!(%error, "request to the local app failed");
-            let status = if error.is_connect_failure() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+            let status = if error.is_connect_failure() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
             synthetic(status, &format!("local app: {error}"))
         }
     }

@@ -39,7 +39,12 @@ use tokio::net::TcpListener;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("cannot listen on {addr} ({what}): {source}; pick another address with {flag}")]
-    Bind { what: &'static str, flag: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        flag: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("loading TLS identity: {0}")]
     Identity(#[from] weft_identity::IdentityError),
     #[error("{0}")]
@@ -50,9 +55,25 @@ pub enum ProxyError {
     Admin(std::io::Error),
 }
 
-async fn bind(addr: SocketAddr, what: &'static str, flag: &'static str) -> Result<TcpListener, ProxyError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind { what, flag, addr, source })?;
-    let local = listener.local_addr().map_err(|source| ProxyError::Bind { what, flag, addr, source })?;
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, ProxyError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            what,
+            flag,
+            addr,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ProxyError::Bind {
+        what,
+        flag,
+        addr,
+        source,
+    })?;
     tracing::info!(listener = what, addr = %local, "listening");
     Ok(listener)
 }
@@ -60,7 +81,11 @@ async fn bind(addr: SocketAddr, what: &'static str, flag: &'static str) -> Resul
 /// Runs the proxy until SIGTERM or SIGINT, then drains.
 pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     let tls = match &options.tls {
-        Some(files) => Some(Arc::new(weft_identity::TlsIdentity::from_files(&files.cert, &files.key, &files.ca)?)),
+        Some(files) => Some(Arc::new(weft_identity::TlsIdentity::from_files(
+            &files.cert,
+            &files.key,
+            &files.ca,
+        )?)),
         None => None,
     };
     if let Some(identity) = &tls {
@@ -84,15 +109,36 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     for binding in &options.upstreams {
         let listener = bind(binding.listen, "upstream", "--upstream").await?;
         tracing::info!(service = %binding.service, addr = %listener.local_addr().map_err(ProxyError::Admin)?, "upstream bound");
-        bound.push((listener, Role::Bound { service: binding.service.clone(), namespace: binding.namespace.clone() }));
+        bound.push((
+            listener,
+            Role::Bound {
+                service: binding.service.clone(),
+                namespace: binding.namespace.clone(),
+            },
+        ));
     }
     admin::spawn(proxy.clone(), admin).map_err(ProxyError::Admin)?;
 
     let drain = drain::DrainSignal::new();
-    tokio::spawn(listener::accept_loop(proxy.clone(), inbound, Role::Inbound, drain.watch()));
-    tokio::spawn(listener::accept_loop(proxy.clone(), outbound, Role::Outbound, drain.watch()));
+    tokio::spawn(listener::accept_loop(
+        proxy.clone(),
+        inbound,
+        Role::Inbound,
+        drain.watch(),
+    ));
+    tokio::spawn(listener::accept_loop(
+        proxy.clone(),
+        outbound,
+        Role::Outbound,
+        drain.watch(),
+    ));
     for (listener, role) in bound {
-        tokio::spawn(listener::accept_loop(proxy.clone(), listener, role, drain.watch()));
+        tokio::spawn(listener::accept_loop(
+            proxy.clone(),
+            listener,
+            role,
+            drain.watch(),
+        ));
     }
     let watcher = tokio::spawn(local::watch(proxy.clone(), local));
 

@@ -22,8 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use weft_model::config::Protocol;
 use weft_identity::peer_identity;
+use weft_model::config::Protocol;
 
 /// Which side of the proxy a listener is.
 #[derive(Clone)]
@@ -31,7 +31,10 @@ pub enum Role {
     Inbound,
     Outbound,
     /// An upstream binding: everything accepted goes to one service.
-    Bound { service: String, namespace: String },
+    Bound {
+        service: String,
+        namespace: String,
+    },
 }
 
 pub async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, role: Role, mut drain: Drain) {
@@ -60,13 +63,20 @@ pub async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, role: Role, m
             continue;
         };
         tune(&stream);
-        let task = Connection { proxy: proxy.clone(), drain: drain.clone(), _permit: permit };
+        let task = Connection {
+            proxy: proxy.clone(),
+            drain: drain.clone(),
+            _permit: permit,
+        };
         let role = role.clone();
         tokio::spawn(async move {
             match role {
                 Role::Inbound => task.inbound(stream).await,
                 Role::Outbound => task.outbound(stream, None).await,
-                Role::Bound { service, namespace } => task.outbound(stream, Some(service_key(&service, &namespace))).await,
+                Role::Bound { service, namespace } => {
+                    task.outbound(stream, Some(service_key(&service, &namespace)))
+                        .await
+                }
             }
         });
     }
@@ -87,11 +97,16 @@ impl Connection {
             snapshot.by_name(name, namespace).cloned()
         });
         if bound.is_some() && bound_service.is_none() {
-            tracing::warn!(service = bound.as_deref().unwrap_or(""), "upstream binding names a service that is not in the configuration");
+            tracing::warn!(
+                service = bound.as_deref().unwrap_or(""),
+                "upstream binding names a service that is not in the configuration"
+            );
             proxy.metrics.reject(Direction::Outbound, "unknown_service");
             return;
         }
-        let opaque = bound_service.as_ref().is_some_and(|s| s.backend.protocol == Protocol::Tcp);
+        let opaque = bound_service
+            .as_ref()
+            .is_some_and(|s| s.backend.protocol == Protocol::Tcp);
         let (detected, prefix) = if opaque {
             (Detected::Opaque, bytes::Bytes::new())
         } else {
@@ -103,8 +118,11 @@ impl Connection {
         let io: BoxIo = Box::new(Rewind::new(prefix, stream));
         match (detected, bound_service) {
             (Detected::Http1 | Detected::Http2, bound) => {
-                let svc = service_fn(move |req: hyper::Request<Incoming>| outbound::serve(proxy.clone(), bound.clone(), req));
-                self.serve_http(detected, io, svc, Direction::Outbound).await;
+                let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                    outbound::serve(proxy.clone(), bound.clone(), req)
+                });
+                self.serve_http(detected, io, svc, Direction::Outbound)
+                    .await;
             }
             (_, Some(service)) => tcp::forward_outbound(proxy, service.backend.clone(), io).await,
             (_, None) => {
@@ -119,7 +137,10 @@ impl Connection {
         let limits = &proxy.options.limits;
         let app_is_opaque = {
             let snapshot = proxy.snapshot();
-            proxy.options.opaque_ports.contains(&proxy.options.app.port())
+            proxy
+                .options
+                .opaque_ports
+                .contains(&proxy.options.app.port())
                 || snapshot
                     .by_name(&proxy.options.service, &proxy.options.namespace)
                     .is_some_and(|s| s.backend.protocol == Protocol::Tcp)
@@ -133,9 +154,14 @@ impl Connection {
             }
         };
         let Some(acceptor) = proxy.tls_acceptor.clone() else {
-            let caller = Arc::new(Caller { source: Arc::from("unknown"), metrics: proxy.inbound_metrics(&Arc::from("unknown")) });
+            let caller = Arc::new(Caller {
+                source: Arc::from("unknown"),
+                metrics: proxy.inbound_metrics(&Arc::from("unknown")),
+            });
             let io: BoxIo = Box::new(Rewind::new(prefix, stream));
-            return self.serve_inbound(detected, io, caller, app_is_opaque).await;
+            return self
+                .serve_inbound(detected, io, caller, app_is_opaque)
+                .await;
         };
         if detected != Detected::Tls {
             // mTLS is required once the proxy has an identity: plaintext is refused.
@@ -151,7 +177,9 @@ impl Connection {
                 return;
             }
             Err(_) => {
-                proxy.metrics.reject(Direction::Inbound, "tls_handshake_timeout");
+                proxy
+                    .metrics
+                    .reject(Direction::Inbound, "tls_handshake_timeout");
                 return;
             }
         };
@@ -164,7 +192,10 @@ impl Connection {
                 return;
             }
         };
-        let caller = Arc::new(Caller { metrics: proxy.inbound_metrics(&source), source });
+        let caller = Arc::new(Caller {
+            metrics: proxy.inbound_metrics(&source),
+            source,
+        });
         let io: BoxIo = Box::new(tls);
         let detected = match alpn.as_deref() {
             Some(ALPN_H2) => Detected::Http2,
@@ -178,7 +209,9 @@ impl Connection {
         let proxy = self.proxy.clone();
         match detected {
             Detected::Http1 | Detected::Http2 if !opaque => {
-                let svc = service_fn(move |req: hyper::Request<Incoming>| inbound::serve(proxy.clone(), caller.clone(), req));
+                let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                    inbound::serve(proxy.clone(), caller.clone(), req)
+                });
                 self.serve_http(detected, io, svc, Direction::Inbound).await;
             }
             _ => tcp::forward_inbound(proxy, caller.source.clone(), io).await,

@@ -32,7 +32,10 @@ fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     };
     match std::fs::read_dir(path) {
         Ok(dir) => {
-            let mut entries: Vec<_> = dir.filter_map(Result::ok).map(|e| entry(e.path())).collect();
+            let mut entries: Vec<_> = dir
+                .filter_map(Result::ok)
+                .map(|e| entry(e.path()))
+                .collect();
             entries.sort();
             entries
         }

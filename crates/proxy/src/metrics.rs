@@ -131,14 +131,26 @@ impl Metrics {
         let config_version = Family::default();
         let config_reloads = Family::default();
         // prometheus-client appends `_total` to counters itself.
-        registry.register("weft_http_requests", "HTTP requests proxied, by outcome", requests.clone());
+        registry.register(
+            "weft_http_requests",
+            "HTTP requests proxied, by outcome",
+            requests.clone(),
+        );
         registry.register(
             "weft_http_request_duration_seconds",
             "Time from request received to response headers sent",
             durations.clone(),
         );
-        registry.register("weft_tcp_connections_open", "Proxied TCP connections open", tcp_open.clone());
-        registry.register("weft_tcp_bytes", "Bytes proxied over TCP connections", tcp_bytes.clone());
+        registry.register(
+            "weft_tcp_connections_open",
+            "Proxied TCP connections open",
+            tcp_open.clone(),
+        );
+        registry.register(
+            "weft_tcp_bytes",
+            "Bytes proxied over TCP connections",
+            tcp_bytes.clone(),
+        );
         registry.register("weft_retries", "Requests retried", retries.clone());
         registry.register(
             "weft_rejected",
@@ -156,7 +168,11 @@ impl Metrics {
             "Configuration generation in force (1 for the first), labelled with its version",
             config_version.clone(),
         );
-        registry.register("weft_config_reloads", "Configuration loads, by result", config_reloads.clone());
+        registry.register(
+            "weft_config_reloads",
+            "Configuration loads, by result",
+            config_reloads.clone(),
+        );
         Self {
             registry,
             requests,
@@ -186,14 +202,25 @@ impl Metrics {
         route: Arc<str>,
     ) -> RequestMetrics {
         RequestMetrics {
-            base: RequestLabels { direction: direction.as_str(), source, destination, route, status_code: 0 },
+            base: RequestLabels {
+                direction: direction.as_str(),
+                source,
+                destination,
+                route,
+                status_code: 0,
+            },
             requests: self.requests.clone(),
             durations: self.durations.clone(),
             by_status: RwLock::new(Vec::new()),
         }
     }
 
-    pub fn tcp_metrics(&self, direction: Direction, source: Arc<str>, destination: Arc<str>) -> TcpMetrics {
+    pub fn tcp_metrics(
+        &self,
+        direction: Direction,
+        source: Arc<str>,
+        destination: Arc<str>,
+    ) -> TcpMetrics {
         let labels = |flow| TcpByteLabels {
             direction: direction.as_str(),
             source: source.clone(),
@@ -212,25 +239,44 @@ impl Metrics {
     }
 
     pub fn retries(&self, destination: Arc<str>, route: Arc<str>) -> Counter {
-        self.retries.get_or_create_owned(&RouteLabels { destination, route })
+        self.retries
+            .get_or_create_owned(&RouteLabels { destination, route })
     }
 
     pub fn reject(&self, direction: Direction, reason: &'static str) {
-        self.rejected.get_or_create(&RejectLabels { direction: direction.as_str(), reason }).inc();
+        self.rejected
+            .get_or_create(&RejectLabels {
+                direction: direction.as_str(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn ejection(&self, destination: Arc<str>, endpoint: String) {
-        self.ejections.get_or_create(&EndpointLabels { destination, endpoint }).inc();
+        self.ejections
+            .get_or_create(&EndpointLabels {
+                destination,
+                endpoint,
+            })
+            .inc();
     }
 
     pub fn config_loaded(&self, version: &str, generation: i64) {
         self.config_version.clear();
-        self.config_version.get_or_create(&VersionLabels { version: version.to_string() }).set(generation);
-        self.config_reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
+        self.config_version
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(generation);
+        self.config_reloads
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
     }
 
     pub fn config_rejected(&self) {
-        self.config_reloads.get_or_create(&ResultLabels { result: "error" }).inc();
+        self.config_reloads
+            .get_or_create(&ResultLabels { result: "error" })
+            .inc();
     }
 }
 
@@ -253,12 +299,18 @@ impl RequestMetrics {
                 return;
             }
         }
-        let labels = RequestLabels { status_code: status, ..self.base.clone() };
+        let labels = RequestLabels {
+            status_code: status,
+            ..self.base.clone()
+        };
         let count = self.requests.get_or_create_owned(&labels);
         let latency = self.durations.get_or_create_owned(&labels);
         count.inc();
         latency.observe(seconds);
-        self.by_status.write().unwrap_or_else(|e| e.into_inner()).push((status, count, latency));
+        self.by_status
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((status, count, latency));
     }
 }
 

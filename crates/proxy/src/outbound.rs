@@ -10,7 +10,10 @@
 use crate::access_log::{self, Entry};
 use crate::balance::Outcome;
 use crate::body::Body;
-use crate::http::{authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, trace_id, OVERLOADED_HEADER};
+use crate::http::{
+    authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, trace_id,
+    OVERLOADED_HEADER,
+};
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
 use crate::routes::{self, Route};
@@ -46,12 +49,17 @@ pub async fn serve(
     let snapshot = proxy.snapshot();
     let service = match bound {
         Some(service) => Some(service),
-        None => authority(&request).and_then(|a| snapshot.by_host(a)).cloned(),
+        None => authority(&request)
+            .and_then(|a| snapshot.by_host(a))
+            .cloned(),
     };
     let Some(service) = service else {
         proxy.metrics.reject(Direction::Outbound, "unknown_service");
         let host = authority(&request).unwrap_or("(none)");
-        return Ok(synthetic(StatusCode::NOT_FOUND, &format!("no service in the mesh answers to host {host:?}")));
+        return Ok(synthetic(
+            StatusCode::NOT_FOUND,
+            &format!("no service in the mesh answers to host {host:?}"),
+        ));
     };
     let (route, prefix) = if service.routes.is_empty() {
         (&service.default_route, None)
@@ -60,7 +68,10 @@ pub async fn serve(
             Some(found) => (found.route, found.matched_prefix),
             None => {
                 proxy.metrics.reject(Direction::Outbound, "no_route");
-                return Ok(synthetic(StatusCode::NOT_FOUND, "no route matches this request"));
+                return Ok(synthetic(
+                    StatusCode::NOT_FOUND,
+                    "no route matches this request",
+                ));
             }
         }
     };
@@ -94,7 +105,10 @@ pub async fn serve(
             authz_rule: "default",
             bytes_in: None,
             bytes_out: None,
-            error: response.headers().get(crate::http::ERROR_HEADER).and_then(|v| v.to_str().ok()),
+            error: response
+                .headers()
+                .get(crate::http::ERROR_HEADER)
+                .and_then(|v| v.to_str().ok()),
         });
     }
     Ok(response)
@@ -118,12 +132,16 @@ async fn route_request(
         apply_rewrite(&mut request, rewrite, prefix);
     }
     let Some(backend) = route.pick_backend() else {
-        return synthetic(StatusCode::INTERNAL_SERVER_ERROR, "route has no usable backend");
+        return synthetic(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "route has no usable backend",
+        );
     };
     if let Some(fault) = &backend.fault {
         if let Some(abort) = &fault.abort {
             if fastrand::f64() * 100.0 < abort.percent {
-                let status = StatusCode::from_u16(abort.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let status =
+                    StatusCode::from_u16(abort.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 return synthetic(status, "fault injected");
             }
         }
@@ -167,7 +185,9 @@ async fn route_request(
 fn overloaded(proxy: &Proxy, limit: &'static str) -> Response<Body> {
     proxy.metrics.reject(Direction::Outbound, limit);
     let mut response = synthetic(StatusCode::SERVICE_UNAVAILABLE, "circuit breaker open");
-    response.headers_mut().insert(OVERLOADED_HEADER, HeaderValue::from_static(limit));
+    response
+        .headers_mut()
+        .insert(OVERLOADED_HEADER, HeaderValue::from_static(limit));
     response
 }
 
@@ -205,7 +225,11 @@ async fn send_mirror(backend: Arc<Backend>, mut request: Request<Body>) {
     };
     let mode = http_mode(&backend, endpoint.identity.is_some(), &request);
     prepare_upstream(&mut request, mode);
-    if let Ok(response) = endpoint.pool.send(mode, request, &backend.limits, backend.connect_timeout).await {
+    if let Ok(response) = endpoint
+        .pool
+        .send(mode, request, &backend.limits, backend.connect_timeout)
+        .await
+    {
         // Drain so the connection can be reused; the answer itself is ignored.
         let _ = response.into_body().collect().await;
     }
@@ -249,12 +273,18 @@ async fn send_with_retries(
             return synthetic(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available");
         };
         let may_retry = policy.is_some_and(|p| retries_done < p.attempts);
-        let spare = if may_retry { copy_request(&request) } else { None };
+        let spare = if may_retry {
+            copy_request(&request)
+        } else {
+            None
+        };
         let mode = http_mode(backend, endpoint.identity.is_some(), &request);
         prepare_upstream(&mut request, mode);
         served.upstream = Some(endpoint.address);
         let in_flight = endpoint.start();
-        let send = endpoint.pool.send(mode, request, &backend.limits, backend.connect_timeout);
+        let send = endpoint
+            .pool
+            .send(mode, request, &backend.limits, backend.connect_timeout);
         let result = match per_try {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(result) => result.map_err(TryError::Upstream),
@@ -277,16 +307,22 @@ async fn send_with_retries(
             let balancer = &backend.balancer;
             let may_eject = || {
                 let total = balancer.endpoints().len();
-                (balancer.ejected_count() + 1) * 100 <= total * outlier.max_ejection_percent as usize
+                (balancer.ejected_count() + 1) * 100
+                    <= total * outlier.max_ejection_percent as usize
             };
             if endpoint.record_outcome(outcome, outlier, may_eject) {
-                proxy.metrics.ejection(backend.label.clone(), endpoint.address.to_string());
+                proxy
+                    .metrics
+                    .ejection(backend.label.clone(), endpoint.address.to_string());
                 tracing::warn!(endpoint = %endpoint.address, service = %backend.label, "endpoint ejected by outlier detection");
             }
         }
         let retry = match (policy, spare) {
             (Some(policy), Some(spare)) if is_retryable(policy, &result) => {
-                let allowed = backend.retry_budget.as_ref().is_none_or(|b| b.try_withdraw());
+                let allowed = backend
+                    .retry_budget
+                    .as_ref()
+                    .is_none_or(|b| b.try_withdraw());
                 allowed.then_some((policy, spare))
             }
             _ => None,
@@ -330,12 +366,20 @@ fn is_retryable(policy: &RetryPolicy, result: &Result<Response<Incoming>, TryErr
 
 /// gRPC errors that fail at once come as "trailers-only" responses: status in the headers.
 fn grpc_status<B>(response: &Response<B>) -> Option<u32> {
-    response.headers().get("grpc-status")?.to_str().ok()?.parse().ok()
+    response
+        .headers()
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Exponential backoff with full jitter, so synchronized clients spread out.
 fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    let exp = policy.backoff_base_ms.saturating_mul(1u64 << retry.saturating_sub(1).min(20));
+    let exp = policy
+        .backoff_base_ms
+        .saturating_mul(1u64 << retry.saturating_sub(1).min(20));
     let capped = exp.min(policy.backoff_max_ms.max(policy.backoff_base_ms));
     Duration::from_millis(fastrand::u64(0..=capped))
 }
@@ -347,8 +391,12 @@ fn into_response(proxy: &Proxy, result: Result<Response<Incoming>, TryError>) ->
             strip_hop_by_hop(response.headers_mut());
             response
         }
-        Err(TryError::Timeout) => synthetic(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-        Err(TryError::Upstream(UpstreamError::Overloaded(limit))) => overloaded(proxy, limit.as_str()),
+        Err(TryError::Timeout) => {
+            synthetic(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+        }
+        Err(TryError::Upstream(UpstreamError::Overloaded(limit))) => {
+            overloaded(proxy, limit.as_str())
+        }
         Err(TryError::Upstream(error)) => {
             tracing::debug!(%error, "upstream request failed");
             let status = if error.is_connect_failure() {
@@ -366,12 +414,20 @@ fn rewritten_path(path: &str, modifier: &PathModifier, prefix: Option<&str>) -> 
         PathModifier::ReplaceFullPath(full) => full.clone(),
         PathModifier::ReplacePrefixMatch(replacement) => {
             let rest = prefix.and_then(|p| path.strip_prefix(p)).unwrap_or(path);
-            let joined = format!("{}/{}", replacement.trim_end_matches('/'), rest.trim_start_matches('/'));
+            let joined = format!(
+                "{}/{}",
+                replacement.trim_end_matches('/'),
+                rest.trim_start_matches('/')
+            );
             if joined.len() > 1 && !rest.is_empty() {
                 joined
             } else {
                 let trimmed = joined.trim_end_matches('/');
-                if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() }
+                if trimmed.is_empty() {
+                    "/".to_string()
+                } else {
+                    trimmed.to_string()
+                }
             }
         }
     }
@@ -410,7 +466,11 @@ fn apply_rewrite(request: &mut Request<Body>, rewrite: &Rewrite, prefix: Option<
     }
 }
 
-fn redirect_response<B>(request: &Request<B>, redirect: &Redirect, prefix: Option<&str>) -> Response<Body> {
+fn redirect_response<B>(
+    request: &Request<B>,
+    redirect: &Redirect,
+    prefix: Option<&str>,
+) -> Response<Body> {
     let scheme = redirect.scheme.as_deref().unwrap_or("http");
     let original = authority(request).unwrap_or("");
     let original_host = original.rsplit_once(':').map_or(original, |(h, _)| h);
@@ -423,7 +483,10 @@ fn redirect_response<B>(request: &Request<B>, redirect: &Redirect, prefix: Optio
         Some(modifier) => rewritten_path(request.uri().path(), modifier, prefix),
         None => request.uri().path().to_string(),
     };
-    let location = format!("{scheme}://{host}{port}{}", with_query(path, request.uri().query()));
+    let location = format!(
+        "{scheme}://{host}{port}{}",
+        with_query(path, request.uri().query())
+    );
     let status = StatusCode::from_u16(redirect.status_code).unwrap_or(StatusCode::FOUND);
     let mut response = Response::new(Body::Empty);
     *response.status_mut() = status;
@@ -440,11 +503,23 @@ mod tests {
     #[test]
     fn prefix_rewrites_follow_gateway_api_examples() {
         let replace = |r: &str| PathModifier::ReplacePrefixMatch(r.to_string());
-        assert_eq!(rewritten_path("/foo/bar", &replace("/xyz"), Some("/foo")), "/xyz/bar");
-        assert_eq!(rewritten_path("/foo", &replace("/xyz"), Some("/foo")), "/xyz");
-        assert_eq!(rewritten_path("/foo/bar", &replace("/"), Some("/foo")), "/bar");
+        assert_eq!(
+            rewritten_path("/foo/bar", &replace("/xyz"), Some("/foo")),
+            "/xyz/bar"
+        );
+        assert_eq!(
+            rewritten_path("/foo", &replace("/xyz"), Some("/foo")),
+            "/xyz"
+        );
+        assert_eq!(
+            rewritten_path("/foo/bar", &replace("/"), Some("/foo")),
+            "/bar"
+        );
         assert_eq!(rewritten_path("/foo", &replace("/"), Some("/foo")), "/");
-        assert_eq!(rewritten_path("/foo/bar", &replace("/xyz/"), Some("/foo")), "/xyz/bar");
+        assert_eq!(
+            rewritten_path("/foo/bar", &replace("/xyz/"), Some("/foo")),
+            "/xyz/bar"
+        );
         let full = PathModifier::ReplaceFullPath("/new".to_string());
         assert_eq!(rewritten_path("/anything/here", &full, None), "/new");
     }

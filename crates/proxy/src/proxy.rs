@@ -36,7 +36,9 @@ impl Proxy {
         let local_label: Arc<str> = Arc::from(format!("{}.{}", options.service, options.namespace));
         let app = Arc::new(EndpointPool::new(options.app, None));
         let tls_acceptor = tls.as_ref().map(|identity| {
-            tokio_rustls::TlsAcceptor::from(identity.server_config(&[ALPN_H2, ALPN_HTTP1, ALPN_TCP]))
+            tokio_rustls::TlsAcceptor::from(
+                identity.server_config(&[ALPN_H2, ALPN_HTTP1, ALPN_TCP]),
+            )
         });
         Self {
             options,
@@ -86,7 +88,10 @@ impl Proxy {
 
     /// Inbound request metrics for one calling identity, created on first use.
     pub fn inbound_metrics(&self, source: &Arc<str>) -> Arc<RequestMetrics> {
-        let mut known = self.inbound_metrics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self
+            .inbound_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         known
             .entry(source.clone())
             .or_insert_with(|| {

@@ -46,7 +46,8 @@ impl HeaderEdits {
         let pair = |(n, v): &(String, String)| -> Result<(HeaderName, HeaderValue), String> {
             Ok((
                 HeaderName::try_from(n.as_str()).map_err(|e| format!("header name {n:?}: {e}"))?,
-                HeaderValue::try_from(v.as_str()).map_err(|e| format!("header value {v:?}: {e}"))?,
+                HeaderValue::try_from(v.as_str())
+                    .map_err(|e| format!("header value {v:?}: {e}"))?,
             ))
         };
         Ok(Self {
@@ -55,7 +56,9 @@ impl HeaderEdits {
             remove: config
                 .remove
                 .iter()
-                .map(|n| HeaderName::try_from(n.as_str()).map_err(|e| format!("header name {n:?}: {e}")))
+                .map(|n| {
+                    HeaderName::try_from(n.as_str()).map_err(|e| format!("header name {n:?}: {e}"))
+                })
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -179,7 +182,11 @@ impl Matcher {
             }
         }
         let headers_ok = self.headers.iter().all(|(name, matcher)| {
-            request.headers().get_all(name).iter().any(|v| v.to_str().is_ok_and(|v| matcher.matches(v)))
+            request
+                .headers()
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| matcher.matches(v)))
         });
         if !headers_ok {
             return false;
@@ -218,10 +225,22 @@ impl Route {
         let filters = &config.filters;
         Ok(Self {
             name: Arc::from(config.name.as_str()),
-            matches: config.matches.iter().map(Matcher::new).collect::<Result<_, _>>()?,
+            matches: config
+                .matches
+                .iter()
+                .map(Matcher::new)
+                .collect::<Result<_, _>>()?,
             filters: Filters {
-                request_headers: filters.request_headers.as_ref().map(HeaderEdits::new).transpose()?,
-                response_headers: filters.response_headers.as_ref().map(HeaderEdits::new).transpose()?,
+                request_headers: filters
+                    .request_headers
+                    .as_ref()
+                    .map(HeaderEdits::new)
+                    .transpose()?,
+                response_headers: filters
+                    .response_headers
+                    .as_ref()
+                    .map(HeaderEdits::new)
+                    .transpose()?,
                 redirect: filters.redirect.clone(),
                 rewrite: filters.rewrite.clone(),
                 mirrors: parts.mirrors,
@@ -240,7 +259,10 @@ impl Route {
         if self.matches.is_empty() {
             return Some(None);
         }
-        self.matches.iter().find(|m| m.matches(request)).map(|m| m.prefix())
+        self.matches
+            .iter()
+            .find(|m| m.matches(request))
+            .map(|m| m.prefix())
     }
 
     /// A backend chosen by weight; `None` when the route has no backend with weight.
@@ -263,6 +285,11 @@ impl Route {
 /// First matching route, in the precedence order the compiler sorted them in.
 pub fn select<'a, B>(routes: &'a [Route], request: &Request<B>) -> Option<RouteMatchResult<'a>> {
     routes.iter().find_map(|route| {
-        route.match_request(request).map(|matched_prefix| RouteMatchResult { route, matched_prefix })
+        route
+            .match_request(request)
+            .map(|matched_prefix| RouteMatchResult {
+                route,
+                matched_prefix,
+            })
     })
 }

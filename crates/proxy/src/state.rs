@@ -70,7 +70,12 @@ pub struct EndpointKey {
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Self { generation: 0, config: Arc::default(), services: HashMap::new(), hosts: HashMap::new() }
+        Self {
+            generation: 0,
+            config: Arc::default(),
+            services: HashMap::new(),
+            hosts: HashMap::new(),
+        }
     }
 
     pub fn build(config: ProxyConfig, generation: u64, ctx: &BuildContext) -> Result<Self, String> {
@@ -106,14 +111,23 @@ impl Snapshot {
                 retry: None,
             };
             let default_route = build_route(&default, &backend, &backends, ctx)?;
-            let entry = Arc::new(ServiceRoutes { backend, routes, default_route });
+            let entry = Arc::new(ServiceRoutes {
+                backend,
+                routes,
+                default_route,
+            });
             for host in host_names(service, ctx.namespace) {
                 hosts.insert(host, entry.clone());
             }
             services.insert(key, entry);
         }
         *old_endpoints = kept;
-        Ok(Self { generation, config: Arc::new(config), services, hosts })
+        Ok(Self {
+            generation,
+            config: Arc::new(config),
+            services,
+            hosts,
+        })
     }
 
     /// Looks a service up by a `Host`/`:authority` value (port ignored, case-insensitive).
@@ -132,7 +146,9 @@ impl Snapshot {
 
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
-        return authority.split_once(']').map_or(authority, |(h, _)| &h[1..]);
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &h[1..]);
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
@@ -144,7 +160,11 @@ fn strip_port(authority: &str) -> &str {
 /// `reviews.ns.svc.cluster.local`: the forms apps already use in Kubernetes.
 fn host_names(service: &ServiceConfig, own_namespace: &str) -> Vec<String> {
     let base = service_key(&service.name, &service.namespace);
-    let mut names = vec![format!("{base}.svc"), format!("{base}.svc.cluster.local"), base];
+    let mut names = vec![
+        format!("{base}.svc"),
+        format!("{base}.svc.cluster.local"),
+        base,
+    ];
     if service.namespace == own_namespace {
         names.push(service.name.clone());
     }
@@ -165,13 +185,17 @@ fn build_backend(
             address: config.address,
             identity: config.identity.clone(),
         };
-        let endpoint = match old.remove(&endpoint_key).or_else(|| kept.get(&endpoint_key).cloned()) {
+        let endpoint = match old
+            .remove(&endpoint_key)
+            .or_else(|| kept.get(&endpoint_key).cloned())
+        {
             Some(existing) => existing,
             None => {
                 let tls = match (&config.identity, ctx.tls) {
                     (Some(id), Some(identity)) => {
-                        let expected = SpiffeId::parse(id)
-                            .map_err(|e| format!("service {key}: endpoint {}: {e}", config.address))?;
+                        let expected = SpiffeId::parse(id).map_err(|e| {
+                            format!("service {key}: endpoint {}: {e}", config.address)
+                        })?;
                         Some((identity.clone(), expected))
                     }
                     _ => None,
@@ -203,11 +227,20 @@ fn build_route(
     backends: &HashMap<String, Arc<Backend>>,
     ctx: &BuildContext,
 ) -> Result<Route, String> {
-    let resolve = |r: &BackendRef| backends.get(&service_key(&r.service, &r.namespace)).cloned();
+    let resolve = |r: &BackendRef| {
+        backends
+            .get(&service_key(&r.service, &r.namespace))
+            .cloned()
+    };
     let weighted = config
         .backends
         .iter()
-        .filter_map(|r| resolve(r).map(|backend| WeightedBackend { backend, weight: r.weight }))
+        .filter_map(|r| {
+            resolve(r).map(|backend| WeightedBackend {
+                backend,
+                weight: r.weight,
+            })
+        })
         .collect();
     let mirrors = config
         .filters

@@ -22,11 +22,20 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
     };
     let upstream = endpoint.pool.connect_tcp(backend.connect_timeout).await;
     if let Some(outlier) = &backend.outlier {
-        let outcome = if upstream.is_ok() { Outcome::Success } else { Outcome::ConnectFailure };
+        let outcome = if upstream.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::ConnectFailure
+        };
         let balancer = &backend.balancer;
-        let may_eject = || (balancer.ejected_count() + 1) * 100 <= balancer.endpoints().len() * outlier.max_ejection_percent as usize;
+        let may_eject = || {
+            (balancer.ejected_count() + 1) * 100
+                <= balancer.endpoints().len() * outlier.max_ejection_percent as usize
+        };
         if endpoint.record_outcome(outcome, outlier, may_eject) {
-            proxy.metrics.ejection(backend.label.clone(), endpoint.address.to_string());
+            proxy
+                .metrics
+                .ejection(backend.label.clone(), endpoint.address.to_string());
         }
     }
     let mut upstream = match upstream {
@@ -38,28 +47,49 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
         }
     };
     let source = proxy.local_label.clone();
-    copy(&proxy, Direction::Outbound, source, backend.label.clone(), &mut downstream, &mut upstream, started, Some(endpoint.address)).await;
+    copy(
+        &proxy,
+        Direction::Outbound,
+        source,
+        backend.label.clone(),
+        &mut downstream,
+        &mut upstream,
+        started,
+        Some(endpoint.address),
+    )
+    .await;
 }
 
 /// Inbound: from a peer (or a plain client) to the local app.
 pub async fn forward_inbound(proxy: Arc<Proxy>, source: Arc<str>, mut downstream: BoxIo) {
     let started = Instant::now();
     let app = proxy.options.app;
-    let mut upstream = match tokio::time::timeout(APP_CONNECT_TIMEOUT, TcpStream::connect(app)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, %app, "connecting to the local app failed");
-            proxy.metrics.reject(Direction::Inbound, "app_unreachable");
-            return;
-        }
-        Err(_) => {
-            proxy.metrics.reject(Direction::Inbound, "app_unreachable");
-            return;
-        }
-    };
+    let mut upstream =
+        match tokio::time::timeout(APP_CONNECT_TIMEOUT, TcpStream::connect(app)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, %app, "connecting to the local app failed");
+                proxy.metrics.reject(Direction::Inbound, "app_unreachable");
+                return;
+            }
+            Err(_) => {
+                proxy.metrics.reject(Direction::Inbound, "app_unreachable");
+                return;
+            }
+        };
     tune(&upstream);
     let destination = proxy.local_label.clone();
-    copy(&proxy, Direction::Inbound, source, destination, &mut downstream, &mut upstream, started, Some(app)).await;
+    copy(
+        &proxy,
+        Direction::Inbound,
+        source,
+        destination,
+        &mut downstream,
+        &mut upstream,
+        started,
+        Some(app),
+    )
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -75,9 +105,12 @@ async fn copy<U>(
 ) where
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
 {
-    let metrics = proxy.metrics.tcp_metrics(direction, source.clone(), destination.clone());
+    let metrics = proxy
+        .metrics
+        .tcp_metrics(direction, source.clone(), destination.clone());
     metrics.open.inc();
-    let result = tokio::io::copy_bidirectional_with_sizes(downstream, upstream, 64 * 1024, 64 * 1024).await;
+    let result =
+        tokio::io::copy_bidirectional_with_sizes(downstream, upstream, 64 * 1024, 64 * 1024).await;
     metrics.open.dec();
     let (read, written, error) = match &result {
         Ok((read, written)) => (*read, *written, None),

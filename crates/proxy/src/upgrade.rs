@@ -24,31 +24,53 @@ pub async fn forward(
         return synthetic(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available");
     };
     served.upstream = Some(endpoint.address);
-    send(&endpoint.pool, request, &backend.limits, backend.connect_timeout).await
+    send(
+        &endpoint.pool,
+        request,
+        &backend.limits,
+        backend.connect_timeout,
+    )
+    .await
 }
 
 /// Sends the upgrade request through `pool` and, if the answer switches protocols, joins the
 /// client's upgraded stream with the upstream's in a task of its own.
-pub async fn send(pool: &EndpointPool, mut request: Request<Body>, limits: &Limits, timeout: Duration) -> Response<Body> {
+pub async fn send(
+    pool: &EndpointPool,
+    mut request: Request<Body>,
+    limits: &Limits,
+    timeout: Duration,
+) -> Response<Body> {
     let is_connect = request.method() == Method::CONNECT;
     let downstream = hyper::upgrade::on(&mut request);
     prepare_upgrade(&mut request);
     let mut response = match pool.send_upgrade(request, limits, timeout).await {
         Ok(response) => response,
         Err(error) => {
-            let status = if error.is_connect_failure() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+            let status = if error.is_connect_failure() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
             return synthetic(status, &error.to_string());
         }
     };
-    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS || (is_connect && response.status().is_success());
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
+        || (is_connect && response.status().is_success());
     if switched {
         let upstream = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
             match tokio::join!(downstream, upstream) {
                 (Ok(down), Ok(up)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(down),
+                        &mut TokioIo::new(up),
+                    )
+                    .await;
                 }
-                (Err(error), _) | (_, Err(error)) => tracing::debug!(%error, "upgrade did not complete"),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::debug!(%error, "upgrade did not complete")
+                }
             }
         });
     }

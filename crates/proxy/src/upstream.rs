@@ -140,7 +140,10 @@ impl EndpointPool {
         match mode {
             HttpMode::Http2 => {
                 let mut sender = self.h2_sender(limits, connect_timeout).await?;
-                sender.send_request(request).await.map_err(|e| UpstreamError::Request(self.address, e))
+                sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| UpstreamError::Request(self.address, e))
             }
             HttpMode::Http1 => self.send_http1(request, limits, connect_timeout).await,
         }
@@ -160,7 +163,9 @@ impl EndpointPool {
         if let Some(sender) = self.ready_h2() {
             return Ok(sender);
         }
-        let connection_permit = limits.open_connection().map_err(UpstreamError::Overloaded)?;
+        let connection_permit = limits
+            .open_connection()
+            .map_err(UpstreamError::Overloaded)?;
         let io = self.connect(ALPN_H2, timeout).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -222,7 +227,10 @@ impl EndpointPool {
         timeout: Duration,
     ) -> Result<http1::SendRequest<Body>, UpstreamError> {
         match limits.open_connection() {
-            Ok(permit) => self.open_http1(permit, timeout, false).await.map(|(s, _)| s),
+            Ok(permit) => self
+                .open_http1(permit, timeout, false)
+                .await
+                .map(|(s, _)| s),
             Err(_) => {
                 let _pending = limits.start_pending().map_err(UpstreamError::Overloaded)?;
                 let deadline = tokio::time::Instant::now() + timeout;
@@ -230,8 +238,11 @@ impl EndpointPool {
                     if let Some(sender) = self.take_idle_http1() {
                         return Ok(sender);
                     }
-                    if tokio::time::timeout_at(deadline, self.http1_returned.notified()).await.is_err() {
-                        return Err(UpstreamError::Overloaded(LimitExceeded::MaxConnections));
+                    if tokio::time::timeout_at(deadline, self.http1_returned.notified())
+                        .await
+                        .is_err()
+                    {
+                        return Err(UpstreamError::Overloaded(LimitExceeded::Connections));
                     }
                 }
             }
@@ -252,7 +263,11 @@ impl EndpointPool {
         let address = self.address;
         let driver = tokio::spawn(async move {
             let _permit = permit;
-            let result = if upgrades { connection.with_upgrades().await } else { connection.await };
+            let result = if upgrades {
+                connection.with_upgrades().await
+            } else {
+                connection.await
+            };
             if let Err(error) = result {
                 tracing::debug!(%address, %error, "HTTP/1 connection ended");
             }
@@ -265,7 +280,10 @@ impl EndpointPool {
         let pool = self.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                pool.idle_http1.lock().unwrap_or_else(|e| e.into_inner()).push(sender);
+                pool.idle_http1
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(sender);
                 pool.http1_returned.notify_one();
             }
         });
@@ -279,8 +297,13 @@ impl EndpointPool {
         limits: &Limits,
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let permit = limits.open_connection().map_err(UpstreamError::Overloaded)?;
+        let permit = limits
+            .open_connection()
+            .map_err(UpstreamError::Overloaded)?;
         let (mut sender, _driver) = self.open_http1(permit, timeout, true).await?;
-        sender.send_request(request).await.map_err(|e| UpstreamError::Request(self.address, e))
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| UpstreamError::Request(self.address, e))
     }
 }

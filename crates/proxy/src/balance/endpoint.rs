@@ -57,7 +57,10 @@ impl Endpoint {
             identity: config.identity.as_deref().map(Arc::from),
             pool,
             in_flight: AtomicU32::new(0),
-            ewma: Mutex::new(Ewma { value_ns: DEFAULT_RTT.as_nanos() as f64, updated: now }),
+            ewma: Mutex::new(Ewma {
+                value_ns: DEFAULT_RTT.as_nanos() as f64,
+                updated: now,
+            }),
             outlier: Mutex::new(OutlierState::default()),
             ejected_until_ms: AtomicU64::new(0),
             epoch: now,
@@ -73,7 +76,10 @@ impl Endpoint {
 
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { endpoint: self.clone(), started: Instant::now() }
+        InFlight {
+            endpoint: self.clone(),
+            started: Instant::now(),
+        }
     }
 
     fn observe_rtt(&self, rtt: Duration, now: Instant) {
@@ -113,7 +119,8 @@ impl Endpoint {
             Outcome::ServerError => state.consecutive_5xx += 1,
             Outcome::ConnectFailure => state.consecutive_connect_failures += 1,
         }
-        let tripped = (policy.consecutive_5xx > 0 && state.consecutive_5xx >= policy.consecutive_5xx)
+        let tripped = (policy.consecutive_5xx > 0
+            && state.consecutive_5xx >= policy.consecutive_5xx)
             || (policy.consecutive_connect_failures > 0
                 && state.consecutive_connect_failures >= policy.consecutive_connect_failures);
         if !tripped || self.is_ejected() || !may_eject() {
@@ -127,7 +134,8 @@ impl Endpoint {
             .saturating_mul(u64::from(state.times_ejected))
             .min(policy.max_ejection_ms.max(policy.base_ejection_ms));
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        self.ejected_until_ms.store(now_ms + ejection.max(1), Ordering::Relaxed);
+        self.ejected_until_ms
+            .store(now_ms + ejection.max(1), Ordering::Relaxed);
         true
     }
 }

@@ -42,10 +42,16 @@ impl Balancer {
                     (None, Some(c)) => HashKey::Cookie(c.clone()),
                     (None, None) => HashKey::Header(http::header::HOST),
                 };
-                Strategy::RingHash { ring: HashRing::new(&endpoints), key }
+                Strategy::RingHash {
+                    ring: HashRing::new(&endpoints),
+                    key,
+                }
             }
         };
-        Self { endpoints, strategy }
+        Self {
+            endpoints,
+            strategy,
+        }
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {

@@ -8,18 +8,18 @@ use weft_model::config::ConnectionLimits;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitExceeded {
-    MaxRequests,
-    MaxPendingRequests,
-    MaxConnections,
+    Requests,
+    PendingRequests,
+    Connections,
 }
 
 impl LimitExceeded {
     /// The value of the `x-weft-overloaded` header and the metric's reason.
     pub fn as_str(self) -> &'static str {
         match self {
-            LimitExceeded::MaxRequests => "max-requests",
-            LimitExceeded::MaxPendingRequests => "max-pending-requests",
-            LimitExceeded::MaxConnections => "max-connections",
+            LimitExceeded::Requests => "max-requests",
+            LimitExceeded::PendingRequests => "max-pending-requests",
+            LimitExceeded::Connections => "max-connections",
         }
     }
 }
@@ -68,17 +68,17 @@ impl Limits {
     }
 
     pub fn start_request(&self) -> Result<RequestPermit, LimitExceeded> {
-        acquire(&self.in_flight, self.max_requests).ok_or(LimitExceeded::MaxRequests)
+        acquire(&self.in_flight, self.max_requests).ok_or(LimitExceeded::Requests)
     }
 
     /// Held while a request waits for an upstream connection to be set up.
     pub fn start_pending(&self) -> Result<RequestPermit, LimitExceeded> {
-        acquire(&self.pending, self.max_pending).ok_or(LimitExceeded::MaxPendingRequests)
+        acquire(&self.pending, self.max_pending).ok_or(LimitExceeded::PendingRequests)
     }
 
     /// Held for the life of one upstream connection.
     pub fn open_connection(&self) -> Result<RequestPermit, LimitExceeded> {
-        acquire(&self.connections, self.max_connections).ok_or(LimitExceeded::MaxConnections)
+        acquire(&self.connections, self.max_connections).ok_or(LimitExceeded::Connections)
     }
 }
 
@@ -95,7 +95,10 @@ mod tests {
         }));
         let a = limits.start_request().unwrap();
         let _b = limits.start_request().unwrap();
-        assert_eq!(limits.start_request().err(), Some(LimitExceeded::MaxRequests));
+        assert_eq!(
+            limits.start_request().err(),
+            Some(LimitExceeded::Requests)
+        );
         drop(a);
         assert!(limits.start_request().is_ok());
     }
@@ -103,7 +106,9 @@ mod tests {
     #[test]
     fn no_limits_never_refuse() {
         let limits = Limits::new(None);
-        let permits: Vec<_> = (0..10_000).map(|_| limits.start_request().unwrap()).collect();
+        let permits: Vec<_> = (0..10_000)
+            .map(|_| limits.start_request().unwrap())
+            .collect();
         assert_eq!(permits.len(), 10_000);
     }
 }

@@ -21,7 +21,10 @@ impl RateLimiter {
         Self {
             rate: config.requests_per_second,
             burst,
-            bucket: Mutex::new(Bucket { tokens: burst, refilled: Instant::now() }),
+            bucket: Mutex::new(Bucket {
+                tokens: burst,
+                refilled: Instant::now(),
+            }),
         }
     }
 
@@ -50,7 +53,10 @@ mod tests {
 
     #[test]
     fn allows_burst_then_the_rate() {
-        let limiter = RateLimiter::new(&RateLimit { requests_per_second: 10.0, burst: 5 });
+        let limiter = RateLimiter::new(&RateLimit {
+            requests_per_second: 10.0,
+            burst: 5,
+        });
         let start = Instant::now();
         let allowed = (0..20).filter(|_| limiter.try_acquire_at(start)).count();
         assert_eq!(allowed, 5);
@@ -59,6 +65,11 @@ mod tests {
         assert_eq!((0..20).filter(|_| limiter.try_acquire_at(later)).count(), 5);
         // 100 ms later: one token.
         let a_bit_later = later + Duration::from_millis(100);
-        assert_eq!((0..20).filter(|_| limiter.try_acquire_at(a_bit_later)).count(), 1);
+        assert_eq!(
+            (0..20)
+                .filter(|_| limiter.try_acquire_at(a_bit_later))
+                .count(),
+            1
+        );
     }
 }

@@ -87,7 +87,11 @@ mod tests {
 
     #[test]
     fn retries_are_bounded_by_the_ratio() {
-        let budget = RetryBudget::new(&RetryBudgetConfig { ratio: 0.2, min_retries_per_second: 0, window_ms: 10_000 });
+        let budget = RetryBudget::new(&RetryBudgetConfig {
+            ratio: 0.2,
+            min_retries_per_second: 0,
+            window_ms: 10_000,
+        });
         for _ in 0..100 {
             budget.record_request();
         }
@@ -98,14 +102,22 @@ mod tests {
 
     #[test]
     fn the_floor_allows_retries_at_low_traffic() {
-        let budget = RetryBudget::new(&RetryBudgetConfig { ratio: 0.2, min_retries_per_second: 1, window_ms: 10_000 });
+        let budget = RetryBudget::new(&RetryBudgetConfig {
+            ratio: 0.2,
+            min_retries_per_second: 1,
+            window_ms: 10_000,
+        });
         let now = Instant::now();
         assert_eq!((0..100).filter(|_| budget.try_withdraw_at(now)).count(), 10);
     }
 
     #[test]
     fn old_traffic_leaves_the_window() {
-        let budget = RetryBudget::new(&RetryBudgetConfig { ratio: 1.0, min_retries_per_second: 0, window_ms: 1_000 });
+        let budget = RetryBudget::new(&RetryBudgetConfig {
+            ratio: 1.0,
+            min_retries_per_second: 0,
+            window_ms: 1_000,
+        });
         for _ in 0..50 {
             budget.record_request();
         }

@@ -1,0 +1,111 @@
+//! `weft demo` end to end: the real binary starts the sample mesh, sends traffic for a few
+//! seconds, prints a summary with traffic on every edge, and leaves no process or file
+//! behind.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WORKLOADS: [&str; 5] = ["loadgen", "frontend", "reviews-v1", "reviews-v2", "ratings"];
+
+const EDGES: [&str; 4] = [
+    "loadgen.default -> frontend.default",
+    "frontend.default -> reviews.default",
+    "reviews-v1.default -> ratings.default",
+    "reviews-v2.default -> ratings.default",
+];
+
+/// Runs `weft demo ARGS` to completion; a demo that hangs is killed and fails the test.
+fn run_demo(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("demo")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting weft demo");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weft demo --duration did not end; stdout:\n{}", stdout.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+/// The sidecar pids from the demo's workload table (`WORKLOAD APP INBOUND OUTBOUND ADMIN PID`).
+fn sidecar_pids(stdout: &str) -> Vec<u32> {
+    stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 6 && WORKLOADS.contains(&cells[0]))
+        .map(|cells| cells[5].parse().expect("the last column is a pid"))
+        .collect()
+}
+
+/// Every running process whose command line mentions `text`.
+fn processes_mentioning(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let pid = entry.ok()?.file_name().into_string().ok()?;
+            pid.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(text).then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect()
+}
+
+#[test]
+fn demo_measures_every_edge_and_leaves_nothing_behind() {
+    let (status, stdout, stderr) = run_demo(&["--duration", "5s"]);
+    assert!(status.success(), "weft demo failed ({status}):\n{stdout}\n{stderr}");
+
+    for edge in EDGES {
+        let row = stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(edge))
+            .unwrap_or_else(|| panic!("no {edge:?} row in the summary:\n{stdout}"));
+        let columns: Vec<&str> = row.trim_start()[edge.len()..].split_whitespace().collect();
+        let requests: u64 = columns[0].parse().unwrap();
+        let success: f64 = columns[1].trim_end_matches('%').parse().unwrap();
+        assert!(requests > 0, "no requests on {edge}:\n{stdout}");
+        assert!(success > 90.0, "success rate {success}% on {edge}:\n{stdout}");
+    }
+
+    let pids = sidecar_pids(&stdout);
+    assert_eq!(pids.len(), WORKLOADS.len(), "one sidecar pid per workload:\n{stdout}");
+    for pid in pids {
+        // A pid the OS has already given to something else is not a leftover sidecar.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(!cmdline.contains(" proxy "), "sidecar {pid} is still running: {cmdline}");
+    }
+
+    let mesh_file = stdout
+        .split_whitespace()
+        .find(|word| word.ends_with("mesh.yaml"))
+        .unwrap_or_else(|| panic!("the demo did not say where its mesh file is:\n{stdout}"));
+    let workdir = Path::new(mesh_file).parent().unwrap();
+    assert!(!workdir.exists(), "{} was not removed", workdir.display());
+    let leftovers = processes_mentioning(&workdir.display().to_string());
+    assert!(leftovers.is_empty(), "processes left behind:\n{}", leftovers.join("\n"));
+}
