@@ -43,7 +43,10 @@ fn run_demo(args: &[&str]) -> (std::process::ExitStatus, String, String) {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("weft demo --duration did not end; stdout:\n{}", stdout.join().unwrap());
+            panic!(
+                "weft demo --duration did not end; stdout:\n{}",
+                stdout.join().unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -77,7 +80,10 @@ fn processes_mentioning(text: &str) -> Vec<String> {
 #[test]
 fn demo_measures_every_edge_and_leaves_nothing_behind() {
     let (status, stdout, stderr) = run_demo(&["--duration", "5s"]);
-    assert!(status.success(), "weft demo failed ({status}):\n{stdout}\n{stderr}");
+    assert!(
+        status.success(),
+        "weft demo failed ({status}):\n{stdout}\n{stderr}"
+    );
 
     for edge in EDGES {
         let row = stdout
@@ -88,16 +94,26 @@ fn demo_measures_every_edge_and_leaves_nothing_behind() {
         let requests: u64 = columns[0].parse().unwrap();
         let success: f64 = columns[1].trim_end_matches('%').parse().unwrap();
         assert!(requests > 0, "no requests on {edge}:\n{stdout}");
-        assert!(success > 90.0, "success rate {success}% on {edge}:\n{stdout}");
+        assert!(
+            success > 90.0,
+            "success rate {success}% on {edge}:\n{stdout}"
+        );
     }
 
     let pids = sidecar_pids(&stdout);
-    assert_eq!(pids.len(), WORKLOADS.len(), "one sidecar pid per workload:\n{stdout}");
+    assert_eq!(
+        pids.len(),
+        WORKLOADS.len(),
+        "one sidecar pid per workload:\n{stdout}"
+    );
     for pid in pids {
         // A pid the OS has already given to something else is not a leftover sidecar.
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        assert!(!cmdline.contains(" proxy "), "sidecar {pid} is still running: {cmdline}");
+        assert!(
+            !cmdline.contains(" proxy "),
+            "sidecar {pid} is still running: {cmdline}"
+        );
     }
 
     let mesh_file = stdout
@@ -107,5 +123,9 @@ fn demo_measures_every_edge_and_leaves_nothing_behind() {
     let workdir = Path::new(mesh_file).parent().unwrap();
     assert!(!workdir.exists(), "{} was not removed", workdir.display());
     let leftovers = processes_mentioning(&workdir.display().to_string());
-    assert!(leftovers.is_empty(), "processes left behind:\n{}", leftovers.join("\n"));
+    assert!(
+        leftovers.is_empty(),
+        "processes left behind:\n{}",
+        leftovers.join("\n")
+    );
 }

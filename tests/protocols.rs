@@ -195,3 +195,97 @@ async fn websocket_upgrade_passes_through() {
     }
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_retries_on_listed_status_codes() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tonic::codegen::Service;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let dir = TempDir::new("grpc-retry");
+    let certs = Certs::new(dir.path(), &["client", "catalog"]);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("catalog", tonic_health::ServingStatus::Serving)
+        .await;
+    // Every other call fails at once with UNAVAILABLE (a trailers-only answer), like a
+    // server shedding load; the others reach the real health service.
+    let calls = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let seen = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (health, seen) = (health.clone(), seen.clone());
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut health = health.clone();
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if n % 2 == 0 {
+                            return Ok::<_, std::convert::Infallible>(
+                                tonic::Status::unavailable("shedding").into_http(),
+                            );
+                        }
+                        Ok(health.call(req.map(tonic::body::Body::new)).await.unwrap())
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("catalog", "grpc", &[]),
+    );
+    let server = ProxySpec::new("catalog", app, &config).tls(&certs).start();
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: catalog}
+spec:
+  parentRefs: [{kind: Service, name: catalog}]
+  rules:
+    - matches:
+        - method: {service: grpc.health.v1.Health}
+      retry: {attempts: 2, grpcCodes: [UNAVAILABLE], backoff: 1ms}
+      backendRefs: [{name: catalog}]
+"#;
+    std::fs::write(
+        &config,
+        format!(
+            "{}{route}",
+            mesh_service("catalog", "grpc", &[server.inbound])
+        ),
+    )
+    .unwrap();
+    let client = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config)
+        .tls(&certs)
+        .start();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", client.outbound))
+        .unwrap()
+        .origin("http://catalog".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = HealthClient::new(channel);
+    for i in 0..20 {
+        let reply = grpc
+            .check(HealthCheckRequest {
+                service: "catalog".into(),
+            })
+            .await;
+        assert!(reply.is_ok(), "call {i}: {reply:?}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 40, "each call took two tries");
+    assert_eq!(
+        client.metric("weft_retries_total", &[("destination", "catalog.default")]),
+        20.0
+    );
+}

@@ -270,3 +270,54 @@ async fn upstream_binding_routes_without_a_host_header() {
     let answer = c.get("anything-at-all", "/").await.unwrap();
     assert_eq!(answer.body, "catalog");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_hash_keeps_a_user_on_one_endpoint() {
+    let dir = TempDir::new("ringhash");
+    let backends = [
+        HttpBackend::start("a").await,
+        HttpBackend::start("b").await,
+        HttpBackend::start("c").await,
+    ];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let yaml = format!(
+        "{}{}",
+        plain_service("sticky", "http", &addrs),
+        r#"
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: sticky}
+spec:
+  targetRef: {kind: Service, name: sticky}
+  loadBalancer:
+    type: RingHash
+    ringHash: {header: x-user}
+"#
+    );
+    let config = write_config(dir.path(), "mesh.yaml", &yaml);
+    let proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start();
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    let mut owners = std::collections::BTreeSet::new();
+    for user in 0..30 {
+        let user = format!("user-{user}");
+        let first = c
+            .send(request("GET", "sticky", "/", &[("x-user", &user)]))
+            .await
+            .unwrap()
+            .body;
+        for _ in 0..5 {
+            let again = c
+                .send(request("GET", "sticky", "/", &[("x-user", &user)]))
+                .await
+                .unwrap()
+                .body;
+            assert_eq!(again, first, "{user} moved");
+        }
+        owners.insert(first);
+    }
+    assert_eq!(
+        owners.len(),
+        3,
+        "30 users spread over all three endpoints: {owners:?}"
+    );
+}

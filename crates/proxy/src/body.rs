@@ -4,6 +4,7 @@
 //! allocation, and buffered bodies (for retries and mirroring) or synthetic answers use the
 //! same type, so every hyper connection is instantiated once.
 
+use crate::replay::ReplayBody;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -16,6 +17,8 @@ pub enum Body {
     Empty,
     Full(Option<Bytes>),
     Streaming(Incoming),
+    /// A retryable request's body (see `replay.rs`).
+    Replay(ReplayBody),
 }
 
 impl Body {
@@ -28,12 +31,23 @@ impl Body {
         }
     }
 
-    /// A copy of a buffered body; `None` for a streamed one, which can only be read once.
+    /// A copy of a buffered or replayable body; `None` for a plain stream, which can only be
+    /// read once.
     pub fn try_clone(&self) -> Option<Self> {
         match self {
             Body::Empty => Some(Body::Empty),
             Body::Full(bytes) => Some(Body::Full(bytes.clone())),
+            Body::Replay(replay) => replay.replay().map(Body::Replay),
             Body::Streaming(_) => None,
+        }
+    }
+
+    /// Whether a copy made by `try_clone` can still be sent (see `ReplayBody`).
+    pub fn is_replayable(&self) -> bool {
+        match self {
+            Body::Replay(replay) => replay.is_replayable(),
+            Body::Streaming(_) => false,
+            Body::Empty | Body::Full(_) => true,
         }
     }
 }
@@ -56,6 +70,7 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+            Body::Replay(replay) => Pin::new(replay).poll_frame(cx),
         }
     }
 
@@ -64,6 +79,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
             Body::Streaming(incoming) => incoming.is_end_stream(),
+            Body::Replay(replay) => replay.is_end_stream(),
         }
     }
 
@@ -72,6 +88,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Streaming(incoming) => incoming.size_hint(),
+            Body::Replay(replay) => replay.size_hint(),
         }
     }
 }

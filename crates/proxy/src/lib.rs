@@ -21,6 +21,7 @@ mod metrics;
 mod options;
 mod outbound;
 mod proxy;
+mod replay;
 mod resilience;
 mod routes;
 mod state;

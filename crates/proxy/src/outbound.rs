@@ -16,6 +16,7 @@ use crate::http::{
 };
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
+use crate::replay::ReplayBody;
 use crate::routes::{self, Route};
 use crate::state::{Backend, ServiceRoutes};
 use crate::upgrade;
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use weft_model::config::{PathModifier, Protocol, Redirect, RetryOn, RetryPolicy, Rewrite};
 
 /// Bodies up to this size are kept so a request can be retried or mirrored.
-const REPLAY_LIMIT: u64 = 64 * 1024;
+const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// What the access log wants to know about how a request was served.
 #[derive(Default)]
@@ -158,8 +159,14 @@ async fn route_request(
     if is_upgrade(&request) {
         return upgrade::forward(proxy, backend, request, served).await;
     }
-    if route.retry.is_some() || !filters.mirrors.is_empty() {
+    if !filters.mirrors.is_empty() {
         request = buffer_if_small(request).await;
+    }
+    if route.retry.is_some() {
+        request = request.map(|body| match body {
+            Body::Streaming(incoming) => Body::Replay(ReplayBody::new(incoming, REPLAY_LIMIT)),
+            other => other,
+        });
     }
     for (mirror, percent) in &filters.mirrors {
         if fastrand::f64() * 100.0 < *percent {
@@ -198,7 +205,7 @@ async fn buffer_if_small(request: Request<Body>) -> Request<Body> {
     if http_body::Body::is_end_stream(request.body()) {
         return request.map(|_| Body::Empty);
     }
-    if hint.upper().is_none_or(|upper| upper > REPLAY_LIMIT) {
+    if hint.upper().is_none_or(|upper| upper > REPLAY_LIMIT as u64) {
         return request;
     }
     let (parts, body) = request.into_parts();
@@ -318,7 +325,9 @@ async fn send_with_retries(
             }
         }
         let retry = match (policy, spare) {
-            (Some(policy), Some(spare)) if is_retryable(policy, &result) => {
+            (Some(policy), Some(spare))
+                if spare.body().is_replayable() && is_retryable(policy, &result) =>
+            {
                 let allowed = backend
                     .retry_budget
                     .as_ref()

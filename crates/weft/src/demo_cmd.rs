@@ -5,10 +5,12 @@ use clap::Args;
 use std::time::Duration;
 
 #[derive(Args)]
-#[command(after_help = "Starts a sample mesh on loopback: a frontend, two versions of reviews \
+#[command(
+    after_help = "Starts a sample mesh on loopback: a frontend, two versions of reviews \
     and ratings, each with its own sidecar, plus a load generator. It prints where \
     everything is, and when it stops (Ctrl-C or --duration) a per-edge summary of \
-    requests, success rate and latency. Every process it starts is stopped at exit.")]
+    requests, success rate and latency. Every process it starts is stopped at exit."
+)]
 pub struct DemoArgs {
     /// Stop after this long (e.g. 30s, 5m) instead of waiting for Ctrl-C.
     #[arg(long, value_parser = crate::proxy_cmd::parse_duration)]
@@ -20,8 +22,13 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The sidecars are this same binary, run as `weft proxy`.
-    let weft_bin = std::env::current_exe().context("finding the weft binary to run the sidecars")?;
-    let options = weft_demo::DemoOptions { weft_bin, rps: args.rps, duration: args.duration };
+    let weft_bin =
+        std::env::current_exe().context("finding the weft binary to run the sidecars")?;
+    let options = weft_demo::DemoOptions {
+        weft_bin,
+        rps: args.rps,
+        duration: args.duration,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("weft-demo")

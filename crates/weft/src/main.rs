@@ -2,6 +2,7 @@
 //! flags and call into the library crates.
 
 mod cert_cmd;
+mod demo_cmd;
 mod proxy_cmd;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a sample mesh with sidecars and traffic on loopback: the first thing to try.
+    Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
     Proxy(Box<proxy_cmd::ProxyArgs>),
     /// Make certificates for local mode, tests and benchmarks.
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
+        Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Cert { cmd } => cert_cmd::run(cmd),
     };

@@ -82,26 +82,40 @@ pub struct ProxyArgs {
 }
 
 fn parse_upstream(value: &str) -> Result<UpstreamBinding, String> {
-    let (target, addr) = value.split_once('=').ok_or("expected SERVICE=ADDR, e.g. db=127.0.0.1:5432")?;
-    let listen: SocketAddr = addr.parse().map_err(|e| format!("{addr:?} is not an address (e.g. 127.0.0.1:5432): {e}"))?;
+    let (target, addr) = value
+        .split_once('=')
+        .ok_or("expected SERVICE=ADDR, e.g. db=127.0.0.1:5432")?;
+    let listen: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address (e.g. 127.0.0.1:5432): {e}"))?;
     let (service, namespace) = target.split_once('.').unwrap_or((target, "default"));
     if service.is_empty() {
         return Err("the service name is empty".into());
     }
-    Ok(UpstreamBinding { service: service.to_string(), namespace: namespace.to_string(), listen })
+    Ok(UpstreamBinding {
+        service: service.to_string(),
+        namespace: namespace.to_string(),
+        listen,
+    })
 }
 
 /// `500ms`, `10s`, `2m`, `1h`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or("missing unit: use ms, s, m or h")?;
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("missing unit: use ms, s, m or h")?;
     let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{value:?}: expected a number followed by ms, s, m or h"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?}: expected a number followed by ms, s, m or h"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{value:?}: unknown unit {unit:?}; use ms, s, m or h")),
+        _ => Err(format!(
+            "{value:?}: unknown unit {unit:?}; use ms, s, m or h"
+        )),
     }
 }
 

@@ -95,10 +95,7 @@ mod tests {
         }));
         let a = limits.start_request().unwrap();
         let _b = limits.start_request().unwrap();
-        assert_eq!(
-            limits.start_request().err(),
-            Some(LimitExceeded::Requests)
-        );
+        assert_eq!(limits.start_request().err(), Some(LimitExceeded::Requests));
         drop(a);
         assert!(limits.start_request().is_ok());
     }

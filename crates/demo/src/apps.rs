@@ -1,0 +1,205 @@
+//! The sample apps, after Istio's bookinfo: a frontend, two versions of reviews and a
+//! ratings service. Each is a small HTTP server that calls the next one through its own
+//! sidecar, as a real service would, so every hop crosses the mesh.
+
+use crate::http_client::HttpClient;
+use crate::topology::Workload;
+use crate::DemoError;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// How an app reaches the rest of the mesh: its sidecar's outbound listener, with the
+/// target service named in `Host`.
+#[derive(Clone)]
+pub struct Outbound {
+    pub client: HttpClient,
+    pub sidecar: SocketAddr,
+}
+
+impl Outbound {
+    /// The body of a successful `GET /` to `service`; otherwise what went wrong, for the
+    /// caller's own error page.
+    async fn call(&self, service: &str) -> Result<String, String> {
+        match self.client.get(self.sidecar, service, "/").await {
+            Ok(reply) if reply.status.is_success() => {
+                Ok(String::from_utf8_lossy(&reply.body).trim_end().to_owned())
+            }
+            Ok(reply) => Err(format!("{service} answered {}", reply.status)),
+            Err(error) => Err(format!("calling {service}: {error}")),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum ReviewsVersion {
+    /// Quick and reliable; shows ratings as a number.
+    V1,
+    /// Slower, fails 2 % of requests, shows stars: something for the metrics to show.
+    V2,
+}
+
+impl ReviewsVersion {
+    fn name(self) -> &'static str {
+        match self {
+            ReviewsVersion::V1 => Workload::ReviewsV1.service(),
+            ReviewsVersion::V2 => Workload::ReviewsV2.service(),
+        }
+    }
+
+    fn work_time(self) -> Duration {
+        let (base_ms, jitter_ms) = match self {
+            ReviewsVersion::V1 => (1, 4),
+            ReviewsVersion::V2 => (20, 20),
+        };
+        Duration::from_millis(base_ms + fastrand::u64(0..=jitter_ms))
+    }
+
+    fn fails_now(self) -> bool {
+        matches!(self, ReviewsVersion::V2) && fastrand::u8(0..100) < 2
+    }
+
+    fn show_rating(self, stars: usize) -> String {
+        match self {
+            ReviewsVersion::V1 => format!("rated {stars}/5"),
+            ReviewsVersion::V2 => format!("{}{}", "★".repeat(stars), "☆".repeat(5 - stars)),
+        }
+    }
+}
+
+pub enum SampleApp {
+    Frontend(Outbound),
+    Reviews(ReviewsVersion, Outbound),
+    Ratings,
+    /// The load generator's workload: nothing calls it, but its sidecar needs an app.
+    Idle,
+}
+
+impl SampleApp {
+    pub fn new(workload: Workload, mesh: Outbound) -> Self {
+        match workload {
+            Workload::Loadgen => SampleApp::Idle,
+            Workload::Frontend => SampleApp::Frontend(mesh),
+            Workload::ReviewsV1 => SampleApp::Reviews(ReviewsVersion::V1, mesh),
+            Workload::ReviewsV2 => SampleApp::Reviews(ReviewsVersion::V2, mesh),
+            Workload::Ratings => SampleApp::Ratings,
+        }
+    }
+
+    async fn handle(&self) -> Response<Full<Bytes>> {
+        match self {
+            SampleApp::Frontend(mesh) => match mesh.call("reviews").await {
+                Ok(review) => page(
+                    StatusCode::OK,
+                    format!(
+                        "Weft demo bookstore\n  book:   The Comedy of Errors\n  review: {review}\n"
+                    ),
+                ),
+                Err(problem) => page(StatusCode::BAD_GATEWAY, format!("frontend: {problem}\n")),
+            },
+            SampleApp::Reviews(version, mesh) => {
+                tokio::time::sleep(version.work_time()).await;
+                if version.fails_now() {
+                    return page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("{}: simulated failure\n", version.name()),
+                    );
+                }
+                let rating = mesh.call("ratings").await.and_then(|body| {
+                    body.parse::<usize>()
+                        .ok()
+                        .filter(|stars| *stars <= 5)
+                        .ok_or_else(|| format!("ratings answered {body:?}, not 0 to 5 stars"))
+                });
+                match rating {
+                    Ok(stars) => page(
+                        StatusCode::OK,
+                        format!(
+                            "\"A delightful romp.\" ({}, from {})\n",
+                            version.show_rating(stars),
+                            version.name()
+                        ),
+                    ),
+                    Err(problem) => page(
+                        StatusCode::BAD_GATEWAY,
+                        format!("{}: {problem}\n", version.name()),
+                    ),
+                }
+            }
+            SampleApp::Ratings => page(StatusCode::OK, "4\n".to_owned()),
+            SampleApp::Idle => page(
+                StatusCode::NOT_FOUND,
+                "loadgen only sends requests; it serves none\n".to_owned(),
+            ),
+        }
+    }
+}
+
+fn page(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+/// Binds an app's port before its sidecar starts, since the sidecar needs the address.
+pub async fn bind(workload: Workload) -> Result<(TcpListener, SocketAddr), DemoError> {
+    let failed = |source| DemoError::App {
+        app: workload.service(),
+        source,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
+    Ok((listener, addr))
+}
+
+/// A running app; dropping it stops the app and closes its connections.
+pub struct AppServer {
+    task: JoinHandle<()>,
+}
+
+impl Drop for AppServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn serve(listener: TcpListener, app: SampleApp) -> AppServer {
+    let app = Arc::new(app);
+    let task = tokio::spawn(async move {
+        // Owning the connections here means aborting this task closes them all.
+        let mut connections = JoinSet::new();
+        loop {
+            while connections.try_join_next().is_some() {}
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, usually: back off rather than spin.
+                    tracing::debug!(%error, "app accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            connections.spawn(async move {
+                let service = service_fn(move |_request| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.handle().await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    AppServer { task }
+}

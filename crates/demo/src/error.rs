@@ -1,0 +1,36 @@
+//! What can stop the demo, each saying what went wrong and what to try.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{what} ({path}): {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("making the demo's certificates: {0}")]
+    Certificates(#[from] weft_identity::IdentityError),
+    #[error("starting the {app} app: {source}")]
+    App {
+        app: &'static str,
+        source: std::io::Error,
+    },
+    #[error("installing the Ctrl-C handler: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot run {bin} for the {service} sidecar: {source}; is this the weft binary?")]
+    Spawn {
+        bin: PathBuf,
+        service: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {service} sidecar {problem}; its last log lines:\n{log}")]
+    Sidecar {
+        service: &'static str,
+        problem: String,
+        log: String,
+    },
+    #[error("interrupted while the mesh was starting; everything it started has been stopped")]
+    Interrupted,
+}

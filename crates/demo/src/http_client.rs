@@ -1,0 +1,68 @@
+//! The one HTTP client the demo uses: for the apps calling each other through their
+//! sidecars, for the load generator, and for the sidecars' admin endpoints.
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Long enough for a retried call through two sidecars, short enough that a stuck call
+/// never holds up shutdown for long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {CALL_TIMEOUT:?}")]
+    Timeout,
+    #[error("{0}")]
+    Request(#[from] hyper_util::client::legacy::Error),
+    #[error("reading the response: {0}")]
+    Body(#[from] hyper::Error),
+    #[error("building the request: {0}")]
+    Build(#[from] http::Error),
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// Keeps connections open between calls, as an app's client library would, so the
+/// sidecars see realistic traffic rather than a connection per request.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        HttpClient {
+            inner: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl HttpClient {
+    /// `GET path` sent to `to` with `Host: host`: a sidecar's outbound listener routes by
+    /// that Host.
+    pub async fn get(&self, to: SocketAddr, host: &str, path: &str) -> Result<Reply, CallError> {
+        let request = Request::get(format!("http://{to}{path}"))
+            .header(header::HOST, host)
+            .body(Empty::new())?;
+        let call = async {
+            let response = self.inner.request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok(Reply { status, body })
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or(Err(CallError::Timeout))
+    }
+}

@@ -1,0 +1,63 @@
+//! `weft demo`: a sample mesh on loopback for a first look at Weft.
+//!
+//! Sample apps (a frontend, two versions of reviews, ratings) and a load generator run in
+//! this process; each gets a real `weft proxy` sidecar as a child process, in local mode
+//! with certificates from a throwaway CA, so every hop is mutual TLS and measured. Every
+//! port comes from the OS. When the demo ends it summarises what the sidecars measured and
+//! stops every process it started.
+
+#![forbid(unsafe_code)]
+
+mod apps;
+mod certs;
+mod error;
+mod guide;
+mod http_client;
+mod loadgen;
+mod mesh;
+mod metrics;
+mod proxy_log;
+mod sidecar;
+mod signals;
+mod summary;
+mod topology;
+mod workdir;
+
+pub use error::DemoError;
+pub use guide::Guide;
+pub use summary::{EdgeSummary, Summary};
+
+use mesh::SampleMesh;
+use signals::StopSignal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// The `weft` binary the sidecars run as (`weft proxy ...`); the demo's own executable
+    /// when run as `weft demo`.
+    pub weft_bin: PathBuf,
+    /// Requests per second from the load generator to the frontend.
+    pub rps: u32,
+    /// Stop after this long; without it, run until SIGINT, SIGTERM or SIGHUP.
+    pub duration: Option<Duration>,
+}
+
+/// Starts the mesh, calls `on_ready` with where everything is, runs until told to stop, and
+/// returns what the sidecars measured. Every child process is stopped before it returns,
+/// whether it succeeds or not.
+pub async fn run(
+    options: DemoOptions,
+    on_ready: impl FnOnce(&Guide),
+) -> Result<Summary, DemoError> {
+    // Installed first, so a Ctrl-C during startup also stops what has started.
+    let mut stop = StopSignal::install()?;
+    let mut mesh = tokio::select! {
+        mesh = SampleMesh::start(&options) => mesh?,
+        () = stop.received() => return Err(DemoError::Interrupted),
+    };
+    on_ready(&mesh.guide(&options));
+    let outcome = mesh.run_until_stopped(&mut stop, options.duration).await;
+    let summary = mesh.stop().await;
+    outcome.map(|()| summary)
+}
