@@ -129,3 +129,53 @@ fn demo_measures_every_edge_and_leaves_nothing_behind() {
         leftovers.join("\n")
     );
 }
+
+#[test]
+fn sidecars_exit_even_when_the_demo_is_killed() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting weft demo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sidecar_pids(&printed).len() < WORKLOADS.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the demo never listed its sidecars:\n{printed}");
+            }
+        }
+    }
+    // SIGKILL: the demo runs no cleanup at all.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let is_proxy = |pid: &u32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline)
+            .replace('\0', " ")
+            .contains(" proxy ")
+    };
+    let pids = sidecar_pids(&printed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(is_proxy) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<_> = pids.iter().filter(|p| is_proxy(p)).collect();
+    assert!(left.is_empty(), "sidecars outlived a killed demo: {left:?}");
+}

@@ -106,7 +106,8 @@ pub fn spawn(
         .args(proxy_args(spec))
         // RUST_LOG would override --log and could hide the lines read below.
         .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+        // The proxy exits when this pipe closes, so even a SIGKILLed demo leaves no sidecar.
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -165,6 +166,7 @@ fn proxy_args(spec: &SidecarSpec<'_>) -> Vec<OsString> {
         // Nothing long-lived runs through the demo; don't keep Ctrl-C waiting.
         "--drain-timeout",
         "2s",
+        "--exit-on-stdin-close",
     ]
     .into_iter()
     .map(OsString::from)

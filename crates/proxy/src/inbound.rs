@@ -12,10 +12,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use weft_model::config::Protocol;
-
-const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who is calling on this connection, resolved once per connection.
 pub struct Caller {
@@ -90,7 +88,7 @@ async fn forward_to_app(
     mut request: Request<Body>,
 ) -> Response<Body> {
     if is_upgrade(&request) {
-        return upgrade::send(&proxy.app, request, &proxy.app_limits, APP_CONNECT_TIMEOUT).await;
+        return upgrade::send(&proxy.app, request, &proxy.app_connections).await;
     }
     let mode = match protocol {
         Protocol::Http2 | Protocol::Grpc => HttpMode::Http2,
@@ -98,11 +96,7 @@ async fn forward_to_app(
         _ => HttpMode::Http1,
     };
     prepare_upstream(&mut request, mode);
-    match proxy
-        .app
-        .send(mode, request, &proxy.app_limits, APP_CONNECT_TIMEOUT)
-        .await
-    {
+    match proxy.app.send(mode, request, &proxy.app_connections).await {
         Ok(response) => {
             let mut response = response.map(Body::from);
             strip_hop_by_hop(response.headers_mut());

@@ -143,7 +143,12 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     }
     let watcher = tokio::spawn(local::watch(proxy.clone(), local));
 
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = stdin_closed(), if proxy.options.exit_on_stdin_close => {
+            tracing::info!("standard input closed: the supervisor is gone");
+        }
+    }
     tracing::info!(deadline = ?proxy.options.limits.drain_timeout, "draining: no new connections, finishing in-flight requests");
     proxy.start_draining();
     watcher.abort();
@@ -153,6 +158,14 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         tracing::warn!("drain deadline passed with connections still open; exiting");
     }
     Ok(())
+}
+
+/// Resolves when standard input reaches end of file.
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 async fn shutdown_signal() {

@@ -20,6 +20,8 @@ pub struct ProxyOptions {
     /// Ports of the app that are never sniffed (server-speaks-first protocols).
     pub opaque_ports: Vec<u16>,
     pub access_log: bool,
+    /// Drain and exit when standard input closes (the supervisor holding it went away).
+    pub exit_on_stdin_close: bool,
     pub limits: ServerLimits,
 }
 

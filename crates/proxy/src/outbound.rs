@@ -152,7 +152,7 @@ async fn route_request(
             }
         }
     }
-    let _permit = match backend.limits.start_request() {
+    let _permit = match backend.connections.limits.start_request() {
         Ok(permit) => permit,
         Err(limit) => return overloaded(proxy, limit.as_str()),
     };
@@ -234,7 +234,7 @@ async fn send_mirror(backend: Arc<Backend>, mut request: Request<Body>) {
     prepare_upstream(&mut request, mode);
     if let Ok(response) = endpoint
         .pool
-        .send(mode, request, &backend.limits, backend.connect_timeout)
+        .send(mode, request, &backend.connections)
         .await
     {
         // Drain so the connection can be reused; the answer itself is ignored.
@@ -289,9 +289,7 @@ async fn send_with_retries(
         prepare_upstream(&mut request, mode);
         served.upstream = Some(endpoint.address);
         let in_flight = endpoint.start();
-        let send = endpoint
-            .pool
-            .send(mode, request, &backend.limits, backend.connect_timeout);
+        let send = endpoint.pool.send(mode, request, &backend.connections);
         let result = match per_try {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(result) => result.map_err(TryError::Upstream),

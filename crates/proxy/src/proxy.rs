@@ -5,11 +5,12 @@ use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::options::ProxyOptions;
 use crate::resilience::Limits;
 use crate::state::{BuildContext, EndpointKey, Snapshot};
-use crate::upstream::{EndpointPool, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
+use crate::upstream::{ConnectionPolicy, EndpointPool, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use weft_identity::TlsIdentity;
 use weft_model::config::ProxyConfig;
 
@@ -25,7 +26,7 @@ pub struct Proxy {
     endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
     /// The local app, reached in plain text.
     pub app: Arc<EndpointPool>,
-    pub app_limits: Limits,
+    pub app_connections: ConnectionPolicy,
     inbound_metrics: Mutex<HashMap<Arc<str>, Arc<RequestMetrics>>>,
     ready: AtomicBool,
     draining: AtomicBool,
@@ -49,7 +50,11 @@ impl Proxy {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             endpoints: Mutex::new(HashMap::new()),
             app,
-            app_limits: Limits::default(),
+            app_connections: ConnectionPolicy {
+                limits: Limits::default(),
+                connect_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(60),
+            },
             inbound_metrics: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),

@@ -8,7 +8,7 @@ use crate::balance::{Balancer, Endpoint};
 use crate::metrics::{Direction, Metrics};
 use crate::resilience::{Limits, RateLimiter, RetryBudget};
 use crate::routes::{Route, RouteParts, WeightedBackend};
-use crate::upstream::EndpointPool;
+use crate::upstream::{ConnectionPolicy, EndpointPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,13 +23,12 @@ pub struct Backend {
     /// `name.namespace`: the `destination` label.
     pub label: Arc<str>,
     pub balancer: Balancer,
-    pub limits: Limits,
+    pub connections: ConnectionPolicy,
     pub outlier: Option<OutlierDetection>,
     pub retry_budget: Option<RetryBudget>,
     pub fault: Option<Fault>,
     /// Enforced on inbound by the proxy in front of this service.
     pub rate_limit: Option<RateLimiter>,
-    pub connect_timeout: Duration,
     pub protocol: Protocol,
 }
 
@@ -211,12 +210,15 @@ fn build_backend(
     Ok(Backend {
         label: Arc::from(key),
         balancer: Balancer::new(endpoints, &policy.load_balancer),
-        limits: Limits::new(policy.connection_limits.as_ref()),
+        connections: ConnectionPolicy {
+            limits: Limits::new(policy.connection_limits.as_ref()),
+            connect_timeout: Duration::from_millis(policy.connect_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(policy.idle_timeout_ms.max(1)),
+        },
         outlier: policy.outlier_detection.clone(),
         retry_budget: policy.retry_budget.as_ref().map(RetryBudget::new),
         fault: policy.fault.clone(),
         rate_limit: policy.rate_limit.as_ref().map(RateLimiter::new),
-        connect_timeout: Duration::from_millis(policy.connect_timeout_ms.max(1)),
         protocol: service.ports.first().map_or(Protocol::Auto, |p| p.protocol),
     })
 }

@@ -7,11 +7,8 @@ use crate::metrics::Direction;
 use crate::proxy::Proxy;
 use crate::state::Backend;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::TcpStream;
-
-/// How long the local app gets to accept a connection.
-const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Outbound: from the local app to an endpoint of `backend`.
 pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut downstream: BoxIo) {
@@ -20,7 +17,10 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
         proxy.metrics.reject(Direction::Outbound, "no_endpoints");
         return;
     };
-    let upstream = endpoint.pool.connect_tcp(backend.connect_timeout).await;
+    let upstream = endpoint
+        .pool
+        .connect_tcp(backend.connections.connect_timeout)
+        .await;
     if let Some(outlier) = &backend.outlier {
         let outcome = if upstream.is_ok() {
             Outcome::Success
@@ -64,19 +64,23 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
 pub async fn forward_inbound(proxy: Arc<Proxy>, source: Arc<str>, mut downstream: BoxIo) {
     let started = Instant::now();
     let app = proxy.options.app;
-    let mut upstream =
-        match tokio::time::timeout(APP_CONNECT_TIMEOUT, TcpStream::connect(app)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, %app, "connecting to the local app failed");
-                proxy.metrics.reject(Direction::Inbound, "app_unreachable");
-                return;
-            }
-            Err(_) => {
-                proxy.metrics.reject(Direction::Inbound, "app_unreachable");
-                return;
-            }
-        };
+    let mut upstream = match tokio::time::timeout(
+        proxy.app_connections.connect_timeout,
+        TcpStream::connect(app),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, %app, "connecting to the local app failed");
+            proxy.metrics.reject(Direction::Inbound, "app_unreachable");
+            return;
+        }
+        Err(_) => {
+            proxy.metrics.reject(Direction::Inbound, "app_unreachable");
+            return;
+        }
+    };
     tune(&upstream);
     let destination = proxy.local_label.clone();
     copy(

@@ -5,13 +5,12 @@ use crate::body::Body;
 use crate::http::{prepare_upgrade, synthetic};
 use crate::outbound::Served;
 use crate::proxy::Proxy;
-use crate::resilience::Limits;
+
 use crate::state::Backend;
-use crate::upstream::EndpointPool;
+use crate::upstream::{ConnectionPolicy, EndpointPool};
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Outbound: to an endpoint of `backend`.
 pub async fn forward(
@@ -24,13 +23,7 @@ pub async fn forward(
         return synthetic(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available");
     };
     served.upstream = Some(endpoint.address);
-    send(
-        &endpoint.pool,
-        request,
-        &backend.limits,
-        backend.connect_timeout,
-    )
-    .await
+    send(&endpoint.pool, request, &backend.connections).await
 }
 
 /// Sends the upgrade request through `pool` and, if the answer switches protocols, joins the
@@ -38,13 +31,12 @@ pub async fn forward(
 pub async fn send(
     pool: &EndpointPool,
     mut request: Request<Body>,
-    limits: &Limits,
-    timeout: Duration,
+    policy: &ConnectionPolicy,
 ) -> Response<Body> {
     let is_connect = request.method() == Method::CONNECT;
     let downstream = hyper::upgrade::on(&mut request);
     prepare_upgrade(&mut request);
-    let mut response = match pool.send_upgrade(request, limits, timeout).await {
+    let mut response = match pool.send_upgrade(request, policy).await {
         Ok(response) => response,
         Err(error) => {
             let status = if error.is_connect_failure() {

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use weft_identity::{SpiffeId, TlsIdentity};
@@ -55,6 +55,14 @@ impl UpstreamError {
     }
 }
 
+/// How a destination's connections are managed (from its TrafficPolicy).
+pub struct ConnectionPolicy {
+    pub limits: Limits,
+    pub connect_timeout: Duration,
+    /// Pooled HTTP/1 connections unused for longer are closed rather than reused.
+    pub idle_timeout: Duration,
+}
+
 /// How HTTP is spoken to an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpMode {
@@ -76,7 +84,7 @@ pub struct EndpointPool {
     tls: Option<PeerTls>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     h2_connecting: tokio::sync::Mutex<()>,
-    idle_http1: Mutex<Vec<http1::SendRequest<Body>>>,
+    idle_http1: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
     http1_returned: Notify,
 }
 
@@ -134,18 +142,19 @@ impl EndpointPool {
         self: &Arc<Self>,
         mode: HttpMode,
         request: Request<Body>,
-        limits: &Limits,
-        connect_timeout: Duration,
+        policy: &ConnectionPolicy,
     ) -> Result<Response<Incoming>, UpstreamError> {
         match mode {
             HttpMode::Http2 => {
-                let mut sender = self.h2_sender(limits, connect_timeout).await?;
+                let mut sender = self
+                    .h2_sender(&policy.limits, policy.connect_timeout)
+                    .await?;
                 sender
                     .send_request(request)
                     .await
                     .map_err(|e| UpstreamError::Request(self.address, e))
             }
-            HttpMode::Http1 => self.send_http1(request, limits, connect_timeout).await,
+            HttpMode::Http1 => self.send_http1(request, policy).await,
         }
     }
 
@@ -192,10 +201,11 @@ impl EndpointPool {
         slot.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    fn take_idle_http1(&self) -> Option<http1::SendRequest<Body>> {
+    fn take_idle_http1(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
+        // Most recently used first; anything idle too long is dropped (which closes it).
+        while let Some((sender, since)) = idle.pop() {
+            if sender.is_ready() && since.elapsed() < idle_timeout {
                 return Some(sender);
             }
         }
@@ -205,12 +215,11 @@ impl EndpointPool {
     async fn send_http1(
         self: &Arc<Self>,
         request: Request<Body>,
-        limits: &Limits,
-        timeout: Duration,
+        policy: &ConnectionPolicy,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = match self.take_idle_http1() {
+        let mut sender = match self.take_idle_http1(policy.idle_timeout) {
             Some(sender) => sender,
-            None => self.new_http1(limits, timeout).await?,
+            None => self.new_http1(policy).await?,
         };
         let response = sender
             .send_request(request)
@@ -223,9 +232,9 @@ impl EndpointPool {
     /// A new pooled connection, or (at the connection limit) the next one returned.
     async fn new_http1(
         &self,
-        limits: &Limits,
-        timeout: Duration,
+        policy: &ConnectionPolicy,
     ) -> Result<http1::SendRequest<Body>, UpstreamError> {
+        let (limits, timeout) = (&policy.limits, policy.connect_timeout);
         match limits.open_connection() {
             Ok(permit) => self
                 .open_http1(permit, timeout, false)
@@ -235,7 +244,7 @@ impl EndpointPool {
                 let _pending = limits.start_pending().map_err(UpstreamError::Overloaded)?;
                 let deadline = tokio::time::Instant::now() + timeout;
                 loop {
-                    if let Some(sender) = self.take_idle_http1() {
+                    if let Some(sender) = self.take_idle_http1(policy.idle_timeout) {
                         return Ok(sender);
                     }
                     if tokio::time::timeout_at(deadline, self.http1_returned.notified())
@@ -280,10 +289,9 @@ impl EndpointPool {
         let pool = self.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                pool.idle_http1
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(sender);
+                let mut idle = pool.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+                idle.push((sender, Instant::now()));
+                drop(idle);
                 pool.http1_returned.notify_one();
             }
         });
@@ -294,13 +302,15 @@ impl EndpointPool {
     pub async fn send_upgrade(
         &self,
         request: Request<Body>,
-        limits: &Limits,
-        timeout: Duration,
+        policy: &ConnectionPolicy,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let permit = limits
+        let permit = policy
+            .limits
             .open_connection()
             .map_err(UpstreamError::Overloaded)?;
-        let (mut sender, _driver) = self.open_http1(permit, timeout, true).await?;
+        let (mut sender, _driver) = self
+            .open_http1(permit, policy.connect_timeout, true)
+            .await?;
         sender
             .send_request(request)
             .await

@@ -58,6 +58,11 @@ pub struct ProxyArgs {
     /// Write one JSON line per request or TCP connection to stdout.
     #[arg(long)]
     access_log: bool,
+    /// Drain and exit when standard input closes. A supervisor that starts proxies with a
+    /// pipe on their stdin (as `weft demo` does) then never leaves one behind, even if it
+    /// is killed with SIGKILL.
+    #[arg(long)]
+    exit_on_stdin_close: bool,
     /// Worker threads for the data path. One is the right size for most sidecars.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -136,6 +141,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         upstreams: args.upstream,
         opaque_ports: args.opaque_ports,
         access_log: args.access_log,
+        exit_on_stdin_close: args.exit_on_stdin_close,
         limits: ServerLimits {
             max_connections: args.max_connections,
             header_read_timeout: args.header_read_timeout,
