@@ -642,7 +642,7 @@ check_http() {
 check_mtls() {
   local label=$1 port=$2 c="$RUN_DIR/certs" out code
   out=$(timeout 10 openssl s_client -connect "127.0.0.1:$port" -tls1_3 -cert "$c/client.pem" \
-        -key "$c/client-key.pem" -CAfile "$c/ca.pem" -alpn h2,http/1.1 -brief </dev/null 2>&1 || true)
+        -key "$c/client-key.pem" -CAfile "$c/ca.pem" -alpn h2,http/1.1 -brief </dev/null 2>&1 | tr -d '\000' || true)
   echo "$out" >"$RUN_DIR/meta/tls-$label.txt"
   code=$(curl -sk --noproxy "*" -m 5 --tlsv1.3 -o /dev/null -w '%{http_code}' -H 'Host: backend' "https://127.0.0.1:$port/1k" || true)
   if [[ $code == 200 ]]; then

@@ -142,3 +142,65 @@ async fn plaintext_to_an_mtls_inbound_is_refused_and_counted() {
     );
     assert_eq!(p.backend.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_the_wrong_identity_is_refused() {
+    let dir = TempDir::new("impostor");
+    let certs = Certs::new(dir.path(), &["web", "api", "impostor"]);
+    let backend = HttpBackend::start("impostor-backend").await;
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("impostor", "http", &[]),
+    );
+    // The address `api` resolves to is served by a proxy that holds a valid certificate
+    // from the same CA, but for another service.
+    let impostor = ProxySpec::new("impostor", backend.addr, &config)
+        .tls(&certs)
+        .start();
+    std::fs::write(&config, mesh_service("api", "http", &[impostor.inbound])).unwrap();
+    let client = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config)
+        .tls(&certs)
+        .start();
+    let mut c = Http1Client::connect(client.outbound).await;
+    let answer = c.get("api", "/").await.unwrap();
+    assert_eq!(answer.status, 503);
+    let reason = answer.header("x-weft-error").unwrap();
+    assert!(
+        reason.contains("peer presented spiffe://weft.local/ns/default/svc/impostor, expected spiffe://weft.local/ns/default/svc/api"),
+        "{reason}"
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+#[test]
+fn a_certificate_for_another_service_is_refused_at_start() {
+    let dir = TempDir::new("wrongcert");
+    let certs = Certs::new(dir.path(), &["api"]);
+    let config = write_config(dir.path(), "mesh.yaml", &plain_service("web", "http", &[]));
+    let mut args = vec![
+        "proxy",
+        "--service",
+        "web",
+        "--local",
+        config.to_str().unwrap(),
+    ];
+    args.extend([
+        "--inbound",
+        "127.0.0.1:0",
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let flags = certs.flags("api");
+    args.extend(flags.iter().map(String::as_str));
+    let out = run_weft(&args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the certificate is for spiffe://weft.local/ns/default/svc/api"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--service web"), "{stderr}");
+}

@@ -168,7 +168,7 @@ spec:
     assert_eq!(ok, 2);
     assert_eq!(refused, 4);
     assert_eq!(
-        proxy.metric("weft_rejected_total", &[("reason", "max-requests")]),
+        proxy.metric("weft_rejected_total", &[("reason", "circuit_max_requests")]),
         4.0
     );
 }

@@ -321,3 +321,64 @@ spec:
         "30 users spread over all three endpoints: {owners:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_pass_intact_through_mirror_and_retry() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: both}
+spec:
+  parentRefs: [{kind: Service, name: upload}]
+  rules:
+    - filters:
+        - type: RequestMirror
+          requestMirror:
+            backendRef: {name: shadow}
+      retry: {attempts: 2, codes: [503], backoff: 1ms}
+      backendRefs: [{name: upload}]
+"#;
+    let s = setup(&["upload", "shadow"], route, &[]).await;
+    let mut c = Http1Client::connect(s.proxy.outbound).await;
+    for size in [10usize, 60 * 1024, 300 * 1024] {
+        let body: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let request = hyper::Request::builder()
+            .method("POST")
+            .uri("/body")
+            .header("host", "upload")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), c.send(request))
+            .await
+            .expect("no stall")
+            .unwrap();
+        assert_eq!(answer.status, 200, "size {size}");
+        assert!(answer.body == body, "size {size}: body changed in transit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_steers_away_from_a_dead_endpoint() {
+    let dir = TempDir::new("dead-endpoint");
+    let live = HttpBackend::start("live").await;
+    // An address nothing listens on: connections are refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("pool", "http", &[live.addr, dead]),
+    );
+    let proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start();
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    let mut failed = 0;
+    for _ in 0..200 {
+        if c.get("pool", "/").await.unwrap().status != 200 {
+            failed += 1;
+        }
+    }
+    assert!(failed <= 3, "{failed} of 200 went to the dead endpoint");
+    assert!(live.count() >= 197);
+}

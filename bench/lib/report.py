@@ -20,7 +20,7 @@ PCTS = ["p50", "p90", "p99", "p99.9"]
 
 def read(path, default=""):
     try:
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             return f.read().strip()
     except OSError:
         return default

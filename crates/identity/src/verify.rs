@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// Why a peer whose chain verified was still refused. Carried inside
 /// `rustls::Error::InvalidCertificate(CertificateError::Other(..))`, so it shows up in the
 /// handshake error's message.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub(crate) enum PeerIdentityError {
     #[error("peer certificate {0}")]
     NotAnSvid(SvidError),
@@ -30,6 +30,14 @@ pub(crate) enum PeerIdentityError {
         expected: SpiffeId,
         presented: SpiffeId,
     },
+}
+
+/// rustls prints `OtherError` with `Debug`; make that the readable sentence, since it ends up
+/// in the error an operator sees (e.g. `x-weft-error`).
+impl std::fmt::Debug for PeerIdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl From<PeerIdentityError> for Error {

@@ -29,7 +29,7 @@ pub async fn serve(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let snapshot = proxy.snapshot();
-    let own = snapshot.by_name(&proxy.options.service, &proxy.options.namespace);
+    let own = snapshot.own();
     let log_fields = proxy.options.access_log.then(|| {
         (
             request.method().as_str().to_owned(),

@@ -39,21 +39,27 @@ use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("cannot listen on {addr} ({what}): {source}; pick another address with {flag}")]
+    #[error("cannot listen on {addr} ({what}); pick another address with {flag}")]
     Bind {
         what: &'static str,
         flag: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("loading TLS identity: {0}")]
+    #[error("loading the TLS identity")]
     Identity(#[from] weft_identity::IdentityError),
+    #[error("the certificate is for {identity}, but this proxy runs as --service {service} --namespace {namespace}; issue a certificate for this service")]
+    WrongIdentity {
+        identity: String,
+        service: String,
+        namespace: String,
+    },
     #[error("{0}")]
     Config(String),
     #[error("no configuration source: give --local FILE (a control-plane connection comes with `weft control`)")]
     NoConfigSource,
-    #[error("starting the admin server: {0}")]
-    Admin(std::io::Error),
+    #[error("starting the admin server")]
+    Admin(#[source] std::io::Error),
 }
 
 async fn bind(
@@ -90,7 +96,15 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         None => None,
     };
     if let Some(identity) = &tls {
-        tracing::info!(identity = %identity.id(), "mutual TLS enabled");
+        let id = identity.id();
+        if id.service() != options.service || id.namespace() != options.namespace {
+            return Err(ProxyError::WrongIdentity {
+                identity: id.to_string(),
+                service: options.service.clone(),
+                namespace: options.namespace.clone(),
+            });
+        }
+        tracing::info!(identity = %id, "mutual TLS enabled");
     }
     let local = options.local.clone().ok_or(ProxyError::NoConfigSource)?;
     let proxy = Arc::new(Proxy::new(options, tls));

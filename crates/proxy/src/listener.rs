@@ -91,11 +91,9 @@ struct Connection {
 impl Connection {
     async fn outbound(self, mut stream: TcpStream, bound: Option<String>) {
         let proxy = self.proxy.clone();
-        let bound_service = bound.as_ref().and_then(|key| {
-            let snapshot = proxy.snapshot();
-            let (name, namespace) = key.rsplit_once('.')?;
-            snapshot.by_name(name, namespace).cloned()
-        });
+        let bound_service = bound
+            .as_ref()
+            .and_then(|key| proxy.snapshot().by_key(key).cloned());
         if bound.is_some() && bound_service.is_none() {
             tracing::warn!(
                 service = bound.as_deref().unwrap_or(""),
@@ -104,9 +102,14 @@ impl Connection {
             proxy.metrics.reject(Direction::Outbound, "unknown_service");
             return;
         }
-        let opaque = bound_service
-            .as_ref()
-            .is_some_and(|s| s.backend.protocol == Protocol::Tcp);
+        // A bound port is never sniffed when its service is TCP or its port is listed in
+        // --opaque-ports (server-speaks-first protocols would otherwise wait out detection).
+        let opaque = bound_service.as_ref().is_some_and(|s| {
+            s.backend.protocol == Protocol::Tcp
+                || stream
+                    .local_addr()
+                    .is_ok_and(|a| proxy.options.opaque_ports.contains(&a.port()))
+        });
         let (detected, prefix) = if opaque {
             (Detected::Opaque, bytes::Bytes::new())
         } else {
@@ -142,7 +145,7 @@ impl Connection {
                 .opaque_ports
                 .contains(&proxy.options.app.port())
                 || snapshot
-                    .by_name(&proxy.options.service, &proxy.options.namespace)
+                    .own()
                     .is_some_and(|s| s.backend.protocol == Protocol::Tcp)
         };
         let (detected, prefix) = if app_is_opaque && proxy.tls.is_none() {

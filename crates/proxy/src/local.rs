@@ -17,6 +17,11 @@ pub fn load(proxy: &Proxy, path: &Path) -> Result<u64, String> {
         tracing::warn!(%warning, "configuration warning");
     }
     let version = config.version.clone();
+    let current = proxy.snapshot();
+    if current.generation > 0 && current.config.version == version {
+        // Touched but unchanged: keep the running snapshot and its counters.
+        return Ok(current.generation);
+    }
     let generation = proxy.apply(config)?;
     tracing::info!(path = %path.display(), %version, generation, "configuration loaded");
     Ok(generation)

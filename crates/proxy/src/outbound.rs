@@ -17,6 +17,7 @@ use crate::http::{
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
 use crate::replay::ReplayBody;
+use crate::resilience::LimitExceeded;
 use crate::routes::{self, Route};
 use crate::state::{Backend, ServiceRoutes};
 use crate::upgrade;
@@ -154,26 +155,28 @@ async fn route_request(
     }
     let _permit = match backend.connections.limits.start_request() {
         Ok(permit) => permit,
-        Err(limit) => return overloaded(proxy, limit.as_str()),
+        Err(limit) => return overloaded(proxy, limit),
     };
     if is_upgrade(&request) {
         return upgrade::forward(proxy, backend, request, served).await;
     }
     if !filters.mirrors.is_empty() {
+        // Mirrors get their own copy of a small body, taken before the body becomes
+        // replayable: a mirror must never read from the stream the real request is using.
         request = buffer_if_small(request).await;
+        for (mirror, percent) in &filters.mirrors {
+            if fastrand::f64() * 100.0 < *percent {
+                if let Some(copy) = copy_request(&request) {
+                    tokio::spawn(send_mirror(mirror.clone(), copy));
+                }
+            }
+        }
     }
     if route.retry.is_some() {
         request = request.map(|body| match body {
             Body::Streaming(incoming) => Body::Replay(ReplayBody::new(incoming, REPLAY_LIMIT)),
             other => other,
         });
-    }
-    for (mirror, percent) in &filters.mirrors {
-        if fastrand::f64() * 100.0 < *percent {
-            if let Some(copy) = copy_request(&request) {
-                tokio::spawn(send_mirror(mirror.clone(), copy));
-            }
-        }
     }
     let attempts = send_with_retries(proxy, route, backend, request, served);
     let mut response = match route.timeouts.request_ms {
@@ -189,12 +192,12 @@ async fn route_request(
     response
 }
 
-fn overloaded(proxy: &Proxy, limit: &'static str) -> Response<Body> {
-    proxy.metrics.reject(Direction::Outbound, limit);
+fn overloaded(proxy: &Proxy, limit: LimitExceeded) -> Response<Body> {
+    proxy.metrics.reject(Direction::Outbound, limit.reason());
     let mut response = synthetic(StatusCode::SERVICE_UNAVAILABLE, "circuit breaker open");
     response
         .headers_mut()
-        .insert(OVERLOADED_HEADER, HeaderValue::from_static(limit));
+        .insert(OVERLOADED_HEADER, HeaderValue::from_static(limit.as_str()));
     response
 }
 
@@ -304,10 +307,12 @@ async fn send_with_retries(
             Err(TryError::Upstream(UpstreamError::Overloaded(_))) => Outcome::Success,
             Err(_) => Outcome::ServerError,
         };
-        if result.is_ok() {
-            in_flight.answered();
+        match outcome {
+            Outcome::Success | Outcome::ServerError if result.is_ok() => in_flight.answered(),
+            // A failed try counts as a very slow answer, so P2C steers away from an
+            // endpoint that refuses or resets connections even without outlier detection.
+            _ => in_flight.failed(backend.connections.connect_timeout),
         }
-        drop(in_flight);
         if let Some(outlier) = &backend.outlier {
             let balancer = &backend.balancer;
             let may_eject = || {
@@ -401,9 +406,7 @@ fn into_response(proxy: &Proxy, result: Result<Response<Incoming>, TryError>) ->
         Err(TryError::Timeout) => {
             synthetic(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
         }
-        Err(TryError::Upstream(UpstreamError::Overloaded(limit))) => {
-            overloaded(proxy, limit.as_str())
-        }
+        Err(TryError::Upstream(UpstreamError::Overloaded(limit))) => overloaded(proxy, limit),
         Err(TryError::Upstream(error)) => {
             tracing::debug!(%error, "upstream request failed");
             let status = if error.is_connect_failure() {
@@ -478,11 +481,24 @@ fn redirect_response<B>(
     redirect: &Redirect,
     prefix: Option<&str>,
 ) -> Response<Body> {
-    let scheme = redirect.scheme.as_deref().unwrap_or("http");
+    // Gateway API: an unset scheme keeps the request's; an unset port is the scheme's
+    // well-known port when the scheme was set, else the port the request was sent to.
+    let scheme = redirect
+        .scheme
+        .as_deref()
+        .unwrap_or_else(|| request.uri().scheme_str().unwrap_or("http"));
     let original = authority(request).unwrap_or("");
-    let original_host = original.rsplit_once(':').map_or(original, |(h, _)| h);
+    let (original_host, original_port) = match original.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => (host, port.parse().ok()),
+        _ => (original, None),
+    };
     let host = redirect.hostname.as_deref().unwrap_or(original_host);
-    let port = match (redirect.port, scheme) {
+    let port = redirect.port.or(if redirect.scheme.is_some() {
+        None
+    } else {
+        original_port
+    });
+    let port = match (port, scheme) {
         (Some(80), "http") | (Some(443), "https") | (None, _) => String::new(),
         (Some(port), _) => format!(":{port}"),
     };
@@ -529,6 +545,50 @@ mod tests {
         );
         let full = PathModifier::ReplaceFullPath("/new".to_string());
         assert_eq!(rewritten_path("/anything/here", &full, None), "/new");
+    }
+
+    #[test]
+    fn redirects_keep_or_drop_the_port_as_gateway_api_says() {
+        let request = Request::builder()
+            .uri("/a?x=1")
+            .header(http::header::HOST, "web:8080")
+            .body(())
+            .unwrap();
+        let location = |redirect: Redirect| {
+            let response = redirect_response(&request, &redirect, None);
+            response.headers()[http::header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        let base = Redirect {
+            scheme: None,
+            hostname: None,
+            path: None,
+            port: None,
+            status_code: 302,
+        };
+        let host_only = Redirect {
+            hostname: Some("new.example".into()),
+            ..base.clone()
+        };
+        assert_eq!(location(host_only), "http://new.example:8080/a?x=1");
+        let https = Redirect {
+            scheme: Some("https".into()),
+            ..base.clone()
+        };
+        assert_eq!(location(https), "https://web/a?x=1");
+        let port = Redirect {
+            port: Some(9000),
+            ..base.clone()
+        };
+        assert_eq!(location(port), "http://web:9000/a?x=1");
+        let http_80 = Redirect {
+            scheme: Some("http".into()),
+            port: Some(80),
+            ..base
+        };
+        assert_eq!(location(http_80), "http://web/a?x=1");
     }
 
     #[test]

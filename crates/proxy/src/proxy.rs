@@ -72,6 +72,7 @@ impl Proxy {
         let ctx = BuildContext {
             metrics: &self.metrics,
             tls: self.tls.as_ref(),
+            service: &self.options.service,
             namespace: &self.options.namespace,
             source: self.local_label.clone(),
             endpoints: &self.endpoints,

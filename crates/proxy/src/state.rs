@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub config: Arc<ProxyConfig>,
     services: HashMap<String, Arc<ServiceRoutes>>,
     hosts: HashMap<String, Arc<ServiceRoutes>>,
+    /// This proxy's own service, looked up once per build for the inbound path.
+    own: Option<Arc<ServiceRoutes>>,
 }
 
 pub fn service_key(name: &str, namespace: &str) -> String {
@@ -54,6 +56,7 @@ pub fn service_key(name: &str, namespace: &str) -> String {
 pub struct BuildContext<'a> {
     pub metrics: &'a Metrics,
     pub tls: Option<&'a Arc<TlsIdentity>>,
+    pub service: &'a str,
     pub namespace: &'a str,
     /// This proxy's `source` label.
     pub source: Arc<str>,
@@ -74,6 +77,7 @@ impl Snapshot {
             config: Arc::default(),
             services: HashMap::new(),
             hosts: HashMap::new(),
+            own: None,
         }
     }
 
@@ -121,7 +125,11 @@ impl Snapshot {
             services.insert(key, entry);
         }
         *old_endpoints = kept;
+        let own = services
+            .get(&service_key(ctx.service, ctx.namespace))
+            .cloned();
         Ok(Self {
+            own,
             generation,
             config: Arc::new(config),
             services,
@@ -138,8 +146,14 @@ impl Snapshot {
         self.hosts.get(&host.to_ascii_lowercase())
     }
 
-    pub fn by_name(&self, name: &str, namespace: &str) -> Option<&Arc<ServiceRoutes>> {
-        self.services.get(&service_key(name, namespace))
+    /// By `service_key` (`name.namespace`).
+    pub fn by_key(&self, key: &str) -> Option<&Arc<ServiceRoutes>> {
+        self.services.get(key)
+    }
+
+    /// The service this proxy runs for, if the configuration has it.
+    pub fn own(&self) -> Option<&Arc<ServiceRoutes>> {
+        self.own.as_ref()
     }
 }
 

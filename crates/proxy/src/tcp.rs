@@ -41,6 +41,7 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
     let mut upstream = match upstream {
         Ok(upstream) => upstream,
         Err(error) => {
+            endpoint.start().failed(backend.connections.connect_timeout);
             tracing::info!(%error, service = %backend.label, "TCP connection to endpoint failed");
             proxy.metrics.reject(Direction::Outbound, "connect_failed");
             return;

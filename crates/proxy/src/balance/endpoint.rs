@@ -13,6 +13,8 @@ use weft_model::config::{EndpointConfig, OutlierDetection};
 
 /// How fast the EWMA forgets: a latency spike decays to ~37 % after this long.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// What a failed try weighs in the latency estimate, at the least.
+const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 /// Until the first answer arrives, assume this latency so new endpoints are tried soon.
 const DEFAULT_RTT: Duration = Duration::from_millis(1);
 
@@ -151,6 +153,14 @@ impl InFlight {
     pub fn answered(&self) {
         let now = Instant::now();
         self.endpoint.observe_rtt(now - self.started, now);
+    }
+}
+
+impl InFlight {
+    /// Records a failure as a latency sample of `penalty` (at least a second).
+    pub fn failed(&self, penalty: Duration) {
+        let now = Instant::now();
+        self.endpoint.observe_rtt(penalty.max(FAILURE_PENALTY), now);
     }
 }
 

@@ -14,12 +14,20 @@ pub enum LimitExceeded {
 }
 
 impl LimitExceeded {
-    /// The value of the `x-weft-overloaded` header and the metric's reason.
+    /// The value of the `x-weft-overloaded` header.
     pub fn as_str(self) -> &'static str {
         match self {
             LimitExceeded::Requests => "max-requests",
             LimitExceeded::PendingRequests => "max-pending-requests",
             LimitExceeded::Connections => "max-connections",
+        }
+    }
+    /// The `reason` label in `weft_rejected_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            LimitExceeded::Requests => "circuit_max_requests",
+            LimitExceeded::PendingRequests => "circuit_max_pending_requests",
+            LimitExceeded::Connections => "circuit_max_connections",
         }
     }
 }
