@@ -35,17 +35,17 @@ fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         let modified = meta.and_then(|m| m.modified().ok());
         (p, len, modified)
     };
-    match std::fs::read_dir(path) {
-        Ok(dir) => {
-            let mut entries: Vec<_> = dir
-                .filter_map(Result::ok)
-                .map(|e| entry(e.path()))
-                .collect();
-            entries.sort();
-            entries
-        }
-        Err(_) => vec![entry(path.to_path_buf())],
+    if !path.is_dir() {
+        return vec![entry(path.to_path_buf())];
     }
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| entry(e.path()))
+        .collect();
+    entries.sort();
+    entries
 }
 
 pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
