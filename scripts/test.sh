@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # Runs every check and test Weft has: formatting, lints, unit tests and the end-to-end
-# tests that start real `weft` processes. Needs only the Rust toolchain; anything else a
-# test needs is installed here first (nothing yet beyond cargo's own downloads).
+# tests that start real `weft` processes. Needs only the Rust toolchain; the real servers
+# the tests talk to (Prometheus) are installed here first from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+install_debian_packages() {
+  local missing=()
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing: ${missing[*]}; run as root, or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "== installing ${missing[*]} (Debian packages)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+install_debian_packages
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -289,3 +289,30 @@ spec:
         20.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_pass_through() {
+    let dir = TempDir::new("connect");
+    let certs = Certs::new(dir.path(), &["client", "tunnel"]);
+    let backend = HttpBackend::start("tunnel").await;
+    let (_server, client) = mesh_pair(&dir, &certs, "tunnel", "http", backend.addr, &[]);
+    let mut stream = TcpStream::connect(client.outbound).await.unwrap();
+    stream
+        .write_all(b"CONNECT tunnel:443 HTTP/1.1\r\nHost: tunnel:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for message in [&b"ping"[..], b"through the tunnel"] {
+        stream.write_all(message).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, message);
+    }
+}

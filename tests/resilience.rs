@@ -255,3 +255,50 @@ spec:
     assert!(started.elapsed() < Duration::from_millis(1500));
     assert_eq!(c.get("slow", "/slow/10").await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_pending_limits_queue_one_and_refuse_the_rest() {
+    let dir = TempDir::new("pending");
+    let backend = HttpBackend::start("narrow").await;
+    let yaml = r#"
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: narrow}
+spec:
+  targetRef: {kind: Service, name: narrow}
+  connectTimeout: 2s
+  connectionLimits: {maxConnections: 1, maxPendingRequests: 1}
+"#;
+    let proxy = client_proxy(&dir, &[("narrow", &[&backend])], yaml).await;
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let addr = proxy.outbound;
+        tasks.push(tokio::spawn(async move {
+            // Staggered so the first surely holds the one connection.
+            tokio::time::sleep(Duration::from_millis(50 * i)).await;
+            let mut c = Http1Client::connect(addr).await;
+            c.get("narrow", "/slow/400").await.unwrap()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let answer = task.await.unwrap();
+        if answer.status == 503 {
+            assert_eq!(
+                answer.header("x-weft-overloaded"),
+                Some("max-pending-requests")
+            );
+        }
+        statuses.push(answer.status);
+    }
+    statuses.sort();
+    // One on the connection, one queued for it (then served), one refused.
+    assert_eq!(statuses, vec![200, 200, 503]);
+    assert_eq!(
+        proxy.metric(
+            "weft_rejected_total",
+            &[("reason", "circuit_max_pending_requests")]
+        ),
+        1.0
+    );
+}

@@ -88,9 +88,20 @@ fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 
 async fn handle(
     state: Arc<State>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if request.method() == hyper::Method::CONNECT {
+        // A tunnel: agree, then echo whatever comes through it.
+        let tunnel = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = tunnel.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        return Ok(reply(200, ""));
+    }
     if state.fail_all.load(Ordering::SeqCst) {
         return Ok(reply(500, format!("{} is failing", state.name)));
     }

@@ -108,9 +108,19 @@ impl Certs {
     }
 }
 
+/// Kills its process when dropped, including when a test panics during start-up.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `weft proxy`, killed on drop.
 pub struct Proxy {
-    pub child: Child,
+    pub child: ChildGuard,
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
@@ -183,17 +193,18 @@ impl Proxy {
             args.extend(certs.flags(spec.service));
         }
         args.extend(spec.extra);
-        let mut child = Command::new(weft_bin())
+        let child = Command::new(weft_bin())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting weft proxy");
+        let mut child = ChildGuard(child);
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
+        let stderr = child.0.stderr.take().unwrap();
         let log_sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -201,7 +212,7 @@ impl Proxy {
                 let _ = tx.send(line);
             }
         });
-        let out = child.stdout.take().unwrap();
+        let out = child.0.stdout.take().unwrap();
         let out_sink = stdout.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -281,7 +292,7 @@ impl Proxy {
 
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -291,19 +302,12 @@ impl Proxy {
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         None
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
