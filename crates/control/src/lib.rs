@@ -1,0 +1,4 @@
+//! Weft's control plane (`weft control`): the resource store, the REST API, the registry of
+//! connected proxies, and the discovery server that compiles and pushes their config.
+
+pub mod resource_set;
