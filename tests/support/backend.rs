@@ -24,11 +24,16 @@ pub struct HttpBackend {
     pub requests: Arc<AtomicU64>,
     pub fail_all: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Drop for HttpBackend {
+    /// Like a killed process: the listener and every open connection go away.
     fn drop(&mut self) {
         self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }
 
@@ -41,7 +46,12 @@ struct State {
 
 impl HttpBackend {
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// On a given address: how a test brings an app back where it was.
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
         let fail_all = Arc::new(AtomicBool::new(false));
@@ -51,6 +61,8 @@ impl HttpBackend {
             flaky: AtomicU64::new(0),
             fail_all: fail_all.clone(),
         });
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tracked = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -58,12 +70,15 @@ impl HttpBackend {
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(state.clone(), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
+                let mut open = tracked.lock().unwrap();
+                open.retain(|c: &tokio::task::AbortHandle| !c.is_finished());
+                open.push(connection.abort_handle());
             }
         });
         HttpBackend {
@@ -72,6 +87,7 @@ impl HttpBackend {
             requests,
             fail_all,
             task,
+            connections,
         }
     }
 

@@ -4,8 +4,10 @@
 
 pub mod backend;
 pub mod client;
+pub mod control;
 pub mod process;
 
 pub use backend::*;
 pub use client::*;
+pub use control::*;
 pub use process::*;

@@ -131,20 +131,37 @@ pub struct Proxy {
     pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
+/// Where a proxy gets its configuration.
+pub enum ConfigSource<'a> {
+    Local(&'a Path),
+    ControlPlane(String),
+}
+
 pub struct ProxySpec<'a> {
     pub service: &'a str,
     pub app: SocketAddr,
-    pub config: &'a Path,
+    pub source: ConfigSource<'a>,
     pub certs: Option<&'a Certs>,
     pub extra: Vec<String>,
 }
 
 impl<'a> ProxySpec<'a> {
+    /// A proxy in local mode, reading `config`.
     pub fn new(service: &'a str, app: SocketAddr, config: &'a Path) -> Self {
         Self {
             service,
             app,
-            config,
+            source: ConfigSource::Local(config),
+            certs: None,
+            extra: Vec::new(),
+        }
+    }
+    /// A proxy in mesh mode, configured by the control plane at `url`.
+    pub fn mesh(service: &'a str, app: SocketAddr, url: String) -> Self {
+        Self {
+            service,
+            app,
+            source: ConfigSource::ControlPlane(url),
             certs: None,
             extra: Vec::new(),
         }
@@ -178,8 +195,6 @@ impl Proxy {
             spec.service.into(),
             "--app".into(),
             spec.app.to_string(),
-            "--local".into(),
-            spec.config.to_str().unwrap().into(),
             "--inbound".into(),
             "127.0.0.1:0".into(),
             "--outbound".into(),
@@ -189,6 +204,12 @@ impl Proxy {
             "--log".into(),
             "info".into(),
         ];
+        match &spec.source {
+            ConfigSource::Local(path) => {
+                args.extend(["--local".into(), path.to_str().unwrap().into()])
+            }
+            ConfigSource::ControlPlane(url) => args.extend(["--control-plane".into(), url.clone()]),
+        }
         if let Some(certs) = spec.certs {
             args.extend(certs.flags(spec.service));
         }

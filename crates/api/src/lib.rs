@@ -1,1 +1,6 @@
-//! placeholder
+//! The gRPC contract between the control plane and its proxies (`proto/weft/v1`), generated
+//! at build time by tonic and prost from the `.proto` files.
+
+pub mod v1 {
+    tonic::include_proto!("weft.v1");
+}

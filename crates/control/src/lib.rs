@@ -1,4 +1,9 @@
 //! Weft's control plane (`weft control`): the resource store, the REST API, the registry of
 //! connected proxies, and the discovery server that compiles and pushes their config.
 
+pub mod api;
+pub mod discovery;
+pub mod fleet;
 pub mod resource_set;
+pub mod server;
+pub mod store;

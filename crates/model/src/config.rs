@@ -30,6 +30,24 @@ pub struct ServiceConfig {
     /// "send everything to this service's own endpoints".
     pub routes: Vec<RouteConfig>,
     pub policy: TrafficPolicyConfig,
+    /// How the proxies in front of this service probe their app, from the Service's
+    /// `healthCheck`. Only proxies registered with a control plane probe: the result
+    /// decides whether they are endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheckConfig {
+    /// Probe with an HTTP GET of this path, expecting 2xx; `None` probes with a TCP connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Failed probes in a row before the workload is taken out of rotation.
+    pub unhealthy_threshold: u32,
+    /// Successful probes in a row before it is put back.
+    pub healthy_threshold: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ mod validate;
 #[cfg(test)]
 mod testdata;
 
-pub use compile::compile;
+pub use compile::{compile, compile_with_workloads, Workload};
 pub use error::{Diagnostic, LoadError, Location, Warning};
 pub use load::{load_dir, load_file, load_path, load_str};
 pub use resources::Resource;

@@ -58,6 +58,59 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// What an HTTP request's log line needs from the request, taken before it is forwarded.
+pub struct RequestLog {
+    method: String,
+    path: String,
+    trace_id: Option<String>,
+}
+
+/// Where one HTTP exchange went and how it ended.
+pub struct Exchange<'a> {
+    pub direction: &'static str,
+    pub source: &'a str,
+    pub destination: &'a str,
+    pub route: Option<&'a str>,
+    pub upstream: Option<SocketAddr>,
+    pub retries: u32,
+    pub duration: std::time::Duration,
+}
+
+impl RequestLog {
+    pub fn capture<B>(request: &http::Request<B>) -> Self {
+        Self {
+            method: request.method().as_str().to_owned(),
+            path: request.uri().path().to_owned(),
+            trace_id: crate::http::trace_id(request.headers()).map(str::to_owned),
+        }
+    }
+
+    pub fn write<B>(&self, exchange: Exchange<'_>, response: &http::Response<B>) {
+        write(&Entry {
+            time: now_rfc3339(),
+            direction: exchange.direction,
+            source: exchange.source,
+            destination: exchange.destination,
+            route: exchange.route,
+            method: Some(&self.method),
+            path: Some(&self.path),
+            status: Some(response.status().as_u16()),
+            duration_ms: exchange.duration.as_secs_f64() * 1000.0,
+            upstream: exchange.upstream,
+            retries: exchange.retries,
+            trace_id: self.trace_id.as_deref(),
+            authz_decision: "allow",
+            authz_rule: "default",
+            bytes_in: None,
+            bytes_out: None,
+            error: response
+                .headers()
+                .get(crate::http::ERROR_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        });
+    }
+}
+
 pub fn write(entry: &Entry) {
     let mut line = match serde_json::to_vec(entry) {
         Ok(line) => line,

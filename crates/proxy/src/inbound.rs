@@ -1,8 +1,8 @@
 //! Inbound HTTP: a request from the mesh (or a plain client) to the local app.
 
-use crate::access_log::{self, Entry};
+use crate::access_log::{Exchange, RequestLog};
 use crate::body::Body;
-use crate::http::{is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, trace_id};
+use crate::http::{is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic};
 use crate::metrics::{Direction, RequestMetrics};
 use crate::outbound::is_grpc;
 use crate::proxy::Proxy;
@@ -30,13 +30,10 @@ pub async fn serve(
     let started = Instant::now();
     let snapshot = proxy.snapshot();
     let own = snapshot.own();
-    let log_fields = proxy.options.access_log.then(|| {
-        (
-            request.method().as_str().to_owned(),
-            request.uri().path().to_owned(),
-            trace_id(request.headers()).map(str::to_owned),
-        )
-    });
+    let log = proxy
+        .options
+        .access_log
+        .then(|| RequestLog::capture(&request));
     let limited = own
         .and_then(|s| s.backend.rate_limit.as_ref())
         .is_some_and(|limiter| !limiter.try_acquire());
@@ -55,29 +52,17 @@ pub async fn serve(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     caller.metrics.record(status, elapsed.as_secs_f64());
-    if let Some((method, path, trace)) = log_fields {
-        access_log::write(&Entry {
-            time: access_log::now_rfc3339(),
+    if let Some(log) = log {
+        let exchange = Exchange {
             direction: "inbound",
             source: &caller.source,
             destination: &proxy.local_label,
             route: None,
-            method: Some(&method),
-            path: Some(&path),
-            status: Some(status),
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: Some(proxy.options.app),
             retries: 0,
-            trace_id: trace.as_deref(),
-            authz_decision: "allow",
-            authz_rule: "default",
-            bytes_in: None,
-            bytes_out: None,
-            error: response
-                .headers()
-                .get(crate::http::ERROR_HEADER)
-                .and_then(|v| v.to_str().ok()),
-        });
+            duration: elapsed,
+        };
+        log.write(exchange, &response);
     }
     Ok(response)
 }

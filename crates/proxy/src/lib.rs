@@ -10,6 +10,7 @@ mod access_log;
 mod admin;
 mod balance;
 mod body;
+mod control_client;
 mod detect;
 mod drain;
 mod http;
@@ -29,11 +30,15 @@ mod tcp;
 mod upgrade;
 mod upstream;
 
-pub use options::{ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding};
+pub use options::{
+    ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
+};
 
+use control_client::ControlClient;
 use listener::Role;
 use proxy::Proxy;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -56,7 +61,9 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     Config(String),
-    #[error("no configuration source: give --local FILE (a control-plane connection comes with `weft control`)")]
+    #[error("--control-plane {url}: {reason}")]
+    ControlPlane { url: String, reason: String },
+    #[error("no configuration source: give --control-plane URL (a running `weft control`) or --local FILE")]
     NoConfigSource,
     #[error("starting the admin server")]
     Admin(#[source] std::io::Error),
@@ -106,9 +113,11 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         }
         tracing::info!(identity = %id, "mutual TLS enabled");
     }
-    let local = options.local.clone().ok_or(ProxyError::NoConfigSource)?;
+    let source = ConfigSource::of(&options)?;
     let proxy = Arc::new(Proxy::new(options, tls));
-    local::load(&proxy, &local).map_err(ProxyError::Config)?;
+    if let ConfigSource::Local(path) = &source {
+        local::load(&proxy, path).map_err(ProxyError::Config)?;
+    }
 
     let options = &proxy.options;
     let admin = std::net::TcpListener::bind(options.admin).map_err(|source| ProxyError::Bind {
@@ -119,6 +128,12 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     })?;
     tracing::info!(listener = "admin", addr = %admin.local_addr().map_err(ProxyError::Admin)?, "listening");
     let inbound = bind(options.inbound, "inbound", "--inbound").await?;
+    let inbound_addr = inbound.local_addr().map_err(|source| ProxyError::Bind {
+        what: "inbound",
+        flag: "--inbound",
+        addr: options.inbound,
+        source,
+    })?;
     let outbound = bind(options.outbound, "outbound", "--outbound").await?;
     let mut bound = Vec::new();
     for binding in &options.upstreams {
@@ -155,7 +170,11 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
             drain.watch(),
         ));
     }
-    let watcher = tokio::spawn(local::watch(proxy.clone(), local));
+    let watcher = match source {
+        ConfigSource::Local(path) => tokio::spawn(local::watch(proxy.clone(), path)),
+        // Listeners are up before the first config arrives; until then `/ready` says no.
+        ConfigSource::ControlPlane(client) => tokio::spawn(client.run(proxy.clone(), inbound_addr)),
+    };
 
     tokio::select! {
         _ = shutdown_signal() => {}
@@ -172,6 +191,28 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         tracing::warn!("drain deadline passed with connections still open; exiting");
     }
     Ok(())
+}
+
+/// Where configuration comes from.
+enum ConfigSource {
+    Local(PathBuf),
+    // Boxed: the client's endpoint settings dwarf a path.
+    ControlPlane(Box<ControlClient>),
+}
+
+impl ConfigSource {
+    fn of(options: &ProxyOptions) -> Result<Self, ProxyError> {
+        match (&options.local, &options.control_plane) {
+            (Some(path), _) => Ok(Self::Local(path.clone())),
+            (None, Some(control)) => ControlClient::new(control)
+                .map(|client| Self::ControlPlane(Box::new(client)))
+                .map_err(|reason| ProxyError::ControlPlane {
+                    url: control.url.clone(),
+                    reason,
+                }),
+            (None, None) => Err(ProxyError::NoConfigSource),
+        }
+    }
 }
 
 /// Resolves when standard input reaches end of file.

@@ -1,5 +1,7 @@
 //! What a proxy is told at start-up (the `weft proxy` flags, parsed by the binary).
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +17,8 @@ pub struct ProxyOptions {
     pub admin: SocketAddr,
     /// `--local FILE`: resources read from a file (or directory) and watched for changes.
     pub local: Option<PathBuf>,
+    /// `--control-plane URL`: configuration pushed by `weft control` (exclusive with `local`).
+    pub control_plane: Option<ControlPlaneOptions>,
     pub tls: Option<TlsFiles>,
     pub upstreams: Vec<UpstreamBinding>,
     /// Ports of the app that are never sniffed (server-speaks-first protocols).
@@ -23,6 +27,30 @@ pub struct ProxyOptions {
     /// Drain and exit when standard input closes (the supervisor holding it went away).
     pub exit_on_stdin_close: bool,
     pub limits: ServerLimits,
+}
+
+/// How this proxy registers with the control plane.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneOptions {
+    /// `http://HOST:PORT` of the control plane's gRPC server.
+    pub url: String,
+    /// From `--token-file`; proves the proxy may join once identities are issued.
+    pub token: Option<JoinToken>,
+    /// Where other proxies reach this one, if not the inbound listener's own address.
+    pub advertise: Option<SocketAddr>,
+    /// This workload's labels (such as `version`), which routes and balancers can select on.
+    pub labels: BTreeMap<String, String>,
+    pub zone: Option<String>,
+}
+
+/// A secret: shown as `JoinToken(..)` so it never reaches a log through `Debug`.
+#[derive(Clone)]
+pub struct JoinToken(pub String);
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinToken(..)")
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -7,12 +7,11 @@
 //!   -> response header filter -> metrics + access log
 //! ```
 
-use crate::access_log::{self, Entry};
+use crate::access_log::{Exchange, RequestLog};
 use crate::balance::Outcome;
 use crate::body::Body;
 use crate::http::{
-    authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, trace_id,
-    OVERLOADED_HEADER,
+    authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, OVERLOADED_HEADER,
 };
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
@@ -77,41 +76,26 @@ pub async fn serve(
             }
         }
     };
-    let log_fields = proxy.options.access_log.then(|| {
-        (
-            request.method().as_str().to_owned(),
-            request.uri().path().to_owned(),
-            trace_id(request.headers()).map(str::to_owned),
-        )
-    });
+    let log = proxy
+        .options
+        .access_log
+        .then(|| RequestLog::capture(&request));
     let mut served = Served::default();
     let response = route_request(&proxy, route, prefix, request.map(Body::from), &mut served).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     route.metrics.record(status, elapsed.as_secs_f64());
-    if let Some((method, path, trace)) = log_fields {
-        access_log::write(&Entry {
-            time: access_log::now_rfc3339(),
+    if let Some(log) = log {
+        let exchange = Exchange {
             direction: "outbound",
             source: &proxy.local_label,
             destination: &service.backend.label,
             route: Some(&route.name),
-            method: Some(&method),
-            path: Some(&path),
-            status: Some(status),
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: served.upstream,
             retries: served.retries,
-            trace_id: trace.as_deref(),
-            authz_decision: "allow",
-            authz_rule: "default",
-            bytes_in: None,
-            bytes_out: None,
-            error: response
-                .headers()
-                .get(crate::http::ERROR_HEADER)
-                .and_then(|v| v.to_str().ok()),
-        });
+            duration: elapsed,
+        };
+        log.write(exchange, &response);
     }
     Ok(response)
 }

@@ -265,13 +265,28 @@ impl Route {
             .map(|m| m.prefix())
     }
 
-    /// A backend chosen by weight; `None` when the route has no backend with weight.
+    /// A backend chosen by weight, among the backends that have endpoints: a split keeps
+    /// working when one side has none left (all failed their health checks), instead of
+    /// failing its share of requests. `None` when the route has no backend with weight.
     pub fn pick_backend(&self) -> Option<&Arc<Backend>> {
         if self.total_weight == 0 {
             return None;
         }
-        let mut ticket = fastrand::u64(..self.total_weight);
-        for candidate in &self.backends {
+        let has_endpoints = |b: &&WeightedBackend| !b.backend.balancer.endpoints().is_empty();
+        let live: u64 = self
+            .backends
+            .iter()
+            .filter(has_endpoints)
+            .map(|b| u64::from(b.weight))
+            .sum();
+        // With no endpoints anywhere, pick as configured and let the request fail clearly.
+        let (total, usable): (u64, &dyn Fn(&&WeightedBackend) -> bool) = if live > 0 {
+            (live, &has_endpoints)
+        } else {
+            (self.total_weight, &|_| true)
+        };
+        let mut ticket = fastrand::u64(..total);
+        for candidate in self.backends.iter().filter(usable) {
             let weight = u64::from(candidate.weight);
             if ticket < weight {
                 return Some(&candidate.backend);

@@ -2,7 +2,10 @@
 //! flags and call into the library crates.
 
 mod cert_cmd;
+mod client_cmd;
+mod control_cmd;
 mod demo_cmd;
+mod fleet_cmd;
 mod proxy_cmd;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +26,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the control plane: the resource store and the REST API.
+    Control(control_cmd::ControlArgs),
+    /// Create or update resources from YAML or JSON files, all or nothing.
+    Apply(client_cmd::ApplyArgs),
+    /// Show resources: a table, or the documents with -o yaml|json.
+    Get(client_cmd::GetArgs),
+    /// Delete a resource.
+    Delete(client_cmd::DeleteArgs),
+    /// List the proxies connected to the control plane: identity, config version, health.
+    Proxies(fleet_cmd::ProxiesArgs),
+    /// Is the control plane up, are its proxies connected, healthy and in sync? Exits
+    /// non-zero with hints when not.
+    Check(fleet_cmd::CheckArgs),
     /// Run a sample mesh with sidecars and traffic on loopback: the first thing to try.
     Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
@@ -53,6 +69,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
+        Command::Control(args) => control_cmd::run(args),
+        Command::Apply(args) => client_cmd::apply(args),
+        Command::Get(args) => client_cmd::get(args),
+        Command::Delete(args) => client_cmd::delete(args),
+        Command::Proxies(args) => fleet_cmd::proxies(args),
+        Command::Check(args) => fleet_cmd::check(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Cert { cmd } => cert_cmd::run(cmd),

@@ -2,13 +2,18 @@
 
 use anyhow::Context;
 use clap::Args;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use weft_proxy::{ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding};
+use weft_proxy::{
+    ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
+};
 
 #[derive(Args)]
-#[command(after_help = "Example (local mode, no control plane):\n  \
+#[command(after_help = "Example (with a control plane):\n  \
+    weft proxy --service web --app 127.0.0.1:8080 --control-plane http://127.0.0.1:7443\n\n\
+    Example (local mode, no control plane):\n  \
     weft proxy --service web --app 127.0.0.1:8080 --local mesh.yaml \\\n    \
     --cert web.pem --key web-key.pem --ca ca.pem\n\n\
     The app sends requests to the outbound listener with the target service as Host\n\
@@ -37,6 +42,24 @@ pub struct ProxyArgs {
     /// it when it changes (or on SIGHUP).
     #[arg(long, value_name = "FILE")]
     local: Option<PathBuf>,
+    /// Get configuration from a control plane (`weft control`'s gRPC address): register
+    /// this workload, receive config live, report the app's health. Keeps serving the last
+    /// config while the control plane is away.
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    control_plane: Option<String>,
+    /// File holding the join token for the control plane.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    token_file: Option<PathBuf>,
+    /// The address other proxies use to reach this one (default: the inbound listener's
+    /// address; 127.0.0.1 with its port when it listens on every interface).
+    #[arg(long, value_name = "ADDR", requires = "control_plane")]
+    advertise: Option<SocketAddr>,
+    /// A label of this workload, e.g. `--label version=v2`. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, requires = "control_plane")]
+    label: Vec<(String, String)>,
+    /// The zone (failure domain) this workload runs in.
+    #[arg(long, requires = "control_plane")]
+    zone: Option<String>,
     /// This workload's certificate (PEM, may include the chain). Turns on mutual TLS:
     /// inbound then refuses plaintext.
     #[arg(long, requires_all = ["key", "ca"])]
@@ -104,6 +127,13 @@ fn parse_upstream(value: &str) -> Result<UpstreamBinding, String> {
     })
 }
 
+fn parse_label(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err("expected KEY=VALUE, e.g. version=v2".into()),
+    }
+}
+
 /// `500ms`, `10s`, `2m`, `1h`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let split = value
@@ -129,6 +159,21 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
         _ => None,
     };
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the join token from {}", path.display()))?;
+            Some(JoinToken(text.trim().to_string()))
+        }
+        None => None,
+    };
+    let control_plane = args.control_plane.map(|url| ControlPlaneOptions {
+        url,
+        token,
+        advertise: args.advertise,
+        labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
+        zone: args.zone,
+    });
     let options = ProxyOptions {
         service: args.service,
         namespace: args.namespace,
@@ -137,6 +182,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         outbound: args.outbound,
         admin: args.admin,
         local: args.local,
+        control_plane,
         tls,
         upstreams: args.upstream,
         opaque_ports: args.opaque_ports,

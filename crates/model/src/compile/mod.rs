@@ -2,10 +2,13 @@
 
 mod policy;
 mod routes;
+mod workloads;
+
+pub use workloads::{compile_with_workloads, Workload};
 
 use crate::catalog::{Catalog, ServiceKey};
-use crate::config::{EndpointConfig, PortConfig, ProxyConfig, ServiceConfig};
-use crate::resources::{Resource, ServiceSpec, TrustDomain};
+use crate::config::{EndpointConfig, HealthCheckConfig, PortConfig, ProxyConfig, ServiceConfig};
+use crate::resources::{HealthCheckSpec, Resource, ServiceSpec, TrustDomain};
 
 /// Compiles `resources` into the configuration a proxy runs.
 ///
@@ -13,6 +16,11 @@ use crate::resources::{Resource, ServiceSpec, TrustDomain};
 /// nothing: routes and policies for missing Services are left out, and so are backends
 /// and mirrors that name one.
 pub fn compile(resources: &[Resource]) -> ProxyConfig {
+    versioned(unversioned(resources))
+}
+
+/// The config without its version, so callers that add to it hash it only once.
+fn unversioned(resources: &[Resource]) -> ProxyConfig {
     let catalog = Catalog::new(resources);
     let trust_domain = catalog
         .mesh
@@ -37,15 +45,29 @@ pub fn compile(resources: &[Resource]) -> ProxyConfig {
             endpoints: endpoints(&trust_domain, key, spec),
             routes: routes::compile(&catalog, key),
             policy: policy::compile(catalog.policies.get(&key).map(|(_, spec)| *spec)),
+            health_check: spec.health_check.as_ref().map(health_check),
         })
         .collect();
-    let mut config = ProxyConfig {
+    ProxyConfig {
         version: String::new(),
         trust_domain: trust_domain.to_string(),
         services,
-    };
+    }
+}
+
+fn versioned(mut config: ProxyConfig) -> ProxyConfig {
     config.version = version_of(&config);
     config
+}
+
+fn health_check(spec: &HealthCheckSpec) -> HealthCheckConfig {
+    HealthCheckConfig {
+        http_path: spec.http.as_ref().map(|http| http.path.to_string()),
+        interval_ms: spec.interval.as_millis(),
+        timeout_ms: spec.timeout.as_millis(),
+        unhealthy_threshold: spec.unhealthy_threshold.get(),
+        healthy_threshold: spec.healthy_threshold.get(),
+    }
 }
 
 fn endpoints(

@@ -364,3 +364,19 @@ fn references_to_missing_services_are_dropped() {
         (2, 25, 250)
     );
 }
+
+#[test]
+fn health_checks_are_carried_for_the_proxies_that_probe() {
+    let config = compile_text(&testdata::all());
+    let check = service(&config, "bookinfo", "reviews")
+        .health_check
+        .as_ref()
+        .expect("reviews declares a health check");
+    assert_eq!(check.http_path.as_deref(), Some("/healthz"));
+    assert_eq!((check.interval_ms, check.timeout_ms), (5_000, 1_000));
+    assert_eq!((check.unhealthy_threshold, check.healthy_threshold), (3, 1));
+    assert_eq!(
+        service(&config, "bookinfo", "reviews-v1").health_check,
+        None
+    );
+}

@@ -1,0 +1,226 @@
+//! One proxy's stream: its Hello registers it, its answers are recorded, and every new
+//! generation is sent to it, as an endpoints-only update when it runs that update's base
+//! and as a full config otherwise.
+//!
+//! Each session reads the latest generation from a `watch` channel, so a slow proxy skips
+//! the generations it had no time for instead of queueing them, and never holds up others.
+
+use super::publisher::Generation;
+use super::registry::{Registration, Registry};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tonic::{Status, Streaming};
+use weft_api::v1::proxy_message::Message;
+use weft_api::v1::{ControlMessage, Hello, ProxyMessage};
+
+/// A proxy that opens a stream and says nothing is dropped after this long.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
+
+/// What every session shares.
+#[derive(Clone)]
+pub(super) struct Shared {
+    pub registry: Arc<Registry>,
+    pub generations: watch::Receiver<Option<Arc<Generation>>>,
+    /// Becomes true when the server shuts down: streams end so it can finish.
+    pub closing: watch::Receiver<bool>,
+    /// Until then, proxies that already run a config are not sent a new one (see
+    /// `DiscoveryOptions::warmup`).
+    pub warmup_until: Instant,
+}
+
+pub(super) async fn run(shared: Shared, mut inbound: Streaming<ProxyMessage>, out: Outbound) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(ProxyMessage {
+            message: Some(Message::Hello(hello)),
+        }))) => hello,
+        Ok(Ok(Some(_))) => {
+            let status = Status::invalid_argument("the first message must be Hello");
+            let _ = out.send(Err(status)).await;
+            return;
+        }
+        // The proxy went away before saying anything.
+        Ok(Ok(None) | Err(_)) => return,
+        Err(_) => {
+            let status = Status::deadline_exceeded("no Hello within 10 s");
+            let _ = out.send(Err(status)).await;
+            return;
+        }
+    };
+    let registration = match shared.registry.register(&hello) {
+        Ok(registration) => registration,
+        Err(status) => {
+            let _ = out.send(Err(status)).await;
+            return;
+        }
+    };
+    tracing::info!(
+        proxy = %hello.proxy_id,
+        service = %hello.service,
+        namespace = %hello.namespace,
+        address = %hello.inbound_address,
+        "proxy connected"
+    );
+    let mut session = Session::new(&hello, registration, out);
+    let end = session.serve(shared, inbound).await;
+    match end {
+        End::Closed => tracing::info!(proxy = %hello.proxy_id, "proxy disconnected"),
+        End::Status(status) => {
+            tracing::info!(proxy = %hello.proxy_id, reason = %status.message(), "ending proxy stream");
+            let _ = session.out.send(Err(status)).await;
+        }
+    }
+}
+
+enum End {
+    /// The proxy closed or broke the stream.
+    Closed,
+    /// The control plane ends it, telling the proxy why.
+    Status(Status),
+}
+
+struct Session {
+    registration: Registration,
+    out: Outbound,
+    /// The version the proxy runs, as far as its answers tell.
+    running: Option<String>,
+    /// The version it will run once it has applied what it was sent.
+    expected: Option<String>,
+    /// The last message sent: its version, and whether it was an endpoints-only update.
+    last_sent: Option<(String, bool)>,
+}
+
+impl Session {
+    fn new(hello: &Hello, registration: Registration, out: Outbound) -> Self {
+        let running = (!hello.running_version.is_empty()).then(|| hello.running_version.clone());
+        Self {
+            registration,
+            out,
+            expected: running.clone(),
+            running,
+            last_sent: None,
+        }
+    }
+
+    async fn serve(&mut self, mut shared: Shared, mut inbound: Streaming<ProxyMessage>) -> End {
+        // A proxy that already runs a config, connecting while the control plane's registry
+        // is still refilling after a restart, would be sent a view missing the endpoints of
+        // proxies that have not reconnected yet: it keeps what it has until the warm-up ends.
+        let mut held = self.running.is_some() && Instant::now() < shared.warmup_until;
+        let current = shared.generations.borrow_and_update().clone();
+        if let (false, Some(generation)) = (held, current) {
+            if !self.push(&generation, false).await {
+                return End::Closed;
+            }
+        }
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Err(end) = self.answer(message, &shared).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) | Err(_) => return End::Closed,
+                },
+                changed = shared.generations.changed(), if !held => {
+                    if changed.is_err() {
+                        return End::Status(Status::unavailable("the control plane is shutting down; reconnect"));
+                    }
+                    let generation = shared.generations.borrow_and_update().clone();
+                    if let Some(generation) = generation {
+                        if !self.push(&generation, false).await {
+                            return End::Closed;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(shared.warmup_until), if held => {
+                    held = false;
+                    let generation = shared.generations.borrow_and_update().clone();
+                    if let Some(generation) = generation {
+                        if !self.push(&generation, false).await {
+                            return End::Closed;
+                        }
+                    }
+                }
+                () = self.registration.replaced() => {
+                    return End::Status(Status::aborted("this proxy id connected again on a newer stream"));
+                }
+                _ = shared.closing.changed() => {
+                    return End::Status(Status::unavailable("the control plane is shutting down; reconnect"));
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the proxy.
+    async fn answer(&mut self, message: ProxyMessage, shared: &Shared) -> Result<(), End> {
+        match message.message {
+            Some(Message::Ack(ack)) => {
+                self.registration.ack(&ack.version);
+                self.running = Some(ack.version);
+            }
+            Some(Message::Nack(nack)) => {
+                let delta = self
+                    .last_sent
+                    .as_ref()
+                    .is_some_and(|(version, delta)| *delta && *version == nack.version);
+                if self.expected.as_deref() == Some(nack.version.as_str()) {
+                    self.expected = self.running.clone();
+                }
+                if delta {
+                    // Most likely the proxy was not on the update's base after all: a full
+                    // config settles it, and its answer to that is the one worth recording.
+                    tracing::debug!(proxy = %self.registration.id(), reason = %nack.reason, "endpoints update refused; sending the full config");
+                    let current = shared.generations.borrow().clone();
+                    if let Some(generation) = current {
+                        if !self.push(&generation, true).await {
+                            return Err(End::Closed);
+                        }
+                    }
+                } else {
+                    tracing::warn!(proxy = %self.registration.id(), version = %nack.version, reason = %nack.reason, "proxy rejected its config");
+                    self.registration.nack(&nack.version, &nack.reason);
+                }
+            }
+            Some(Message::Health(health)) => {
+                self.registration.health(health.healthy, &health.detail);
+            }
+            Some(Message::Hello(_)) => {
+                return Err(End::Status(Status::invalid_argument(
+                    "Hello may be sent only once per stream",
+                )));
+            }
+            None => {
+                return Err(End::Status(Status::invalid_argument(
+                    "empty message: expected Ack, Nack or Health",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `generation` unless the proxy will run it already. False if the stream is gone.
+    async fn push(&mut self, generation: &Generation, full_only: bool) -> bool {
+        if self.expected.as_deref() == Some(generation.version.as_str()) {
+            return true;
+        }
+        // An update applies only on top of its base, so only when the proxy has confirmed
+        // running the base and has nothing else in flight.
+        let delta = generation.delta.as_ref().filter(|delta| {
+            !full_only
+                && self.running.as_deref() == Some(delta.base_version.as_str())
+                && self.expected == self.running
+        });
+        let (message, is_delta) = match delta {
+            Some(delta) => (delta.message.clone(), true),
+            None => (generation.full.clone(), false),
+        };
+        self.expected = Some(generation.version.clone());
+        self.last_sent = Some((generation.version.clone(), is_delta));
+        self.out.send(Ok(message)).await.is_ok()
+    }
+}

@@ -1,0 +1,164 @@
+//! `weft control`: opens the store and serves the REST API until SIGTERM or SIGINT.
+//!
+//! [`run`] is the whole command. Its pieces are public so more servers can join it: open
+//! a [`ControlPlane`], [`bind`] each listener, and serve each until one [`Shutdown`].
+
+use crate::api::{self, ApiState, NoStatus, StatusSource};
+use crate::discovery::DiscoveryServer;
+use crate::store::{RedbStore, Store, StoreError};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct ControlOptions {
+    /// Where the store keeps its file (`weft.redb`).
+    pub data_dir: PathBuf,
+    /// The REST API.
+    pub api_addr: SocketAddr,
+    /// The gRPC server proxies connect to.
+    pub grpc_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} for the {what} server ({flag}): {source}; pick a free address with {flag}")]
+    Bind {
+        what: &'static str,
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {what} server failed: {source}")]
+    Serve {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving proxies (gRPC)")]
+    Grpc(#[source] tonic::transport::Error),
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// The control plane's shared parts.
+pub struct ControlPlane {
+    pub store: Arc<dyn Store>,
+    /// Where resource status comes from; [`NoStatus`] until the discovery server sets it.
+    pub status: Arc<dyn StatusSource>,
+}
+
+impl ControlPlane {
+    /// Opens (or creates) the store under `options.data_dir`. Blocks on disk I/O.
+    pub fn open(options: &ControlOptions) -> Result<ControlPlane, ControlError> {
+        let store = RedbStore::open(&options.data_dir)?;
+        let set = store.subscribe().borrow().clone();
+        tracing::info!(
+            path = %store.path().display(),
+            revision = set.revision,
+            resources = set.resources.len(),
+            "store opened"
+        );
+        Ok(ControlPlane {
+            store: Arc::new(store),
+            status: Arc::new(NoStatus),
+        })
+    }
+
+    /// The REST API; merge more routes into it before serving.
+    pub fn api_router(&self) -> Router {
+        api::router(ApiState {
+            store: self.store.clone(),
+            status: self.status.clone(),
+        })
+    }
+}
+
+/// Binds `addr` and logs `listening listener=<what> addr=<bound address>` (the real port
+/// when `addr` asks for port 0: tests and scripts read it from the log).
+pub async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, ControlError> {
+    let bind_error = |source| ControlError::Bind {
+        what,
+        flag,
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    tracing::info!(listener = what, addr = %local, "listening");
+    Ok(listener)
+}
+
+/// Serves the REST API until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve_api(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ControlError::Serve {
+            what: "api",
+            source,
+        })
+}
+
+/// Resolves, in every clone, once SIGTERM or SIGINT arrives.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Installs the handlers now, so a signal that comes early is not missed.
+    pub fn on_signals() -> Result<Shutdown, ControlError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutting down");
+            let _ = tx.send(true);
+        });
+        Ok(Shutdown(rx))
+    }
+
+    pub async fn wait(mut self) {
+        // An error means the sender is gone, which only happens after it signalled.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// `weft control`: the store, the REST API and the discovery server that pushes config to
+/// proxies, until SIGTERM or SIGINT.
+pub async fn run(options: ControlOptions) -> Result<(), ControlError> {
+    let shutdown = Shutdown::on_signals()?;
+    let mut plane = ControlPlane::open(&options)?;
+    let (discovery, registry) = DiscoveryServer::new(plane.store.subscribe());
+    plane.status = registry.clone();
+    let api = bind(options.api_addr, "api", "--api-addr").await?;
+    let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;
+    let router = plane.api_router().merge(crate::fleet::router(registry));
+    let (api, grpc) = tokio::join!(
+        serve_api(api, router, shutdown.clone().wait()),
+        crate::discovery::serve(grpc, discovery, shutdown.wait()),
+    );
+    api?;
+    grpc.map_err(ControlError::Grpc)?;
+    tracing::info!("stopped");
+    Ok(())
+}

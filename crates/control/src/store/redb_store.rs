@@ -1,0 +1,279 @@
+//! The embedded store: one redb file, `<data-dir>/weft.redb`.
+//!
+//! Each change is one redb write transaction committed with immediate durability, so when
+//! a write is acknowledged it is on disk, and a crash at any moment (even `kill -9`
+//! mid-commit) leaves either the old state or the new one. The committed state is also
+//! held in memory: reads answer from it and never wait for a commit.
+
+use super::plan::{self, Plan, Snapshot, Write};
+use super::{
+    Applied, ApplyItem, Deleted, ResourceKey, Store, StoreError, StoreFuture, StoredResource,
+};
+use crate::resource_set::ResourceSet;
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use tokio::sync::watch;
+use weft_model::resources::Kind;
+
+/// (kind, namespace, name) -> (resourceVersion, document as JSON).
+const RESOURCES: TableDefinition<(&str, &str, &str), (u64, &str)> =
+    TableDefinition::new("resources");
+/// The store's own counters; only `revision` so far.
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const REVISION: &str = "revision";
+/// Small values other subsystems keep (the CA root, for instance).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The embedded [`Store`]. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct RedbStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    /// Held by a writer from planning to publishing, so changes are planned against the
+    /// latest commit and published in commit order.
+    writer: Mutex<()>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    published: watch::Sender<Arc<ResourceSet>>,
+}
+
+impl RedbStore {
+    /// The database file's name inside the data directory.
+    pub const FILE_NAME: &'static str = "weft.redb";
+
+    /// Opens `<data_dir>/weft.redb`, creating the directory and the file if needed, and
+    /// loads every stored resource. Blocks on disk I/O.
+    pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
+        let path = data_dir.join(Self::FILE_NAME);
+        let open_error = |message: String| StoreError::Open {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|err| {
+            open_error(format!(
+                "cannot create the directory {}: {err}; choose another --data-dir",
+                data_dir.display()
+            ))
+        })?;
+        let db = Database::create(&path).map_err(|err| {
+            open_error(match err {
+                DatabaseError::DatabaseAlreadyOpen => "another process has it open; is another \
+                    `weft control` running with this --data-dir?"
+                    .to_owned(),
+                other => format!("{other}; check the file's permissions and the disk"),
+            })
+        })?;
+        create_tables(&db).map_err(|err| open_error(err.to_string()))?;
+        let snapshot = read_all(&db).map_err(open_error)?;
+        let (published, _) = watch::channel(Arc::new(snapshot.resource_set()));
+        Ok(RedbStore {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                writer: Mutex::new(()),
+                snapshot: RwLock::new(Arc::new(snapshot)),
+                published,
+            }),
+        })
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `op` on a blocking thread: it waits for the disk.
+    fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || op(&inner))
+                .await
+                .map_err(|err| StoreError::Backend(format!("the write was interrupted: {err}")))?
+        })
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.inner.current()
+    }
+}
+
+impl Store for RedbStore {
+    fn apply(&self, batch: Vec<ApplyItem>) -> StoreFuture<'_, Applied> {
+        self.blocking(move |inner| {
+            let _writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let (plan, applied) = plan::apply(&inner.current(), batch)?;
+            inner.commit(plan)?;
+            Ok(applied)
+        })
+    }
+
+    fn delete(&self, key: ResourceKey, expected_version: Option<u64>) -> StoreFuture<'_, Deleted> {
+        self.blocking(move |inner| {
+            let _writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let (plan, deleted) = plan::delete(&inner.current(), key, expected_version)?;
+            inner.commit(plan)?;
+            Ok(deleted)
+        })
+    }
+
+    fn get(&self, key: ResourceKey) -> StoreFuture<'_, Option<StoredResource>> {
+        let found = self.current().entries.get(&key).map(|e| (**e).clone());
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn list(&self, kind: Option<Kind>) -> StoreFuture<'_, Vec<StoredResource>> {
+        let snapshot = self.current();
+        let found = snapshot
+            .entries
+            .values()
+            .filter(|entry| kind.is_none_or(|kind| entry.key.kind == kind))
+            .map(|entry| (**entry).clone())
+            .collect();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Arc<ResourceSet>> {
+        self.inner.published.subscribe()
+    }
+
+    fn get_meta(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
+        self.blocking(move |inner| {
+            let read = || -> Result<_, redb::Error> {
+                let txn = inner.db.begin_read()?;
+                let table = txn.open_table(META)?;
+                let value = table.get(key.as_str())?;
+                Ok(value.map(|v| v.value().to_vec()))
+            };
+            read().map_err(backend)
+        })
+    }
+
+    fn put_meta(&self, key: String, value: Vec<u8>) -> StoreFuture<'_, ()> {
+        self.blocking(move |inner| {
+            let write = || -> Result<(), redb::Error> {
+                let mut txn = inner.db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                txn.open_table(META)?
+                    .insert(key.as_str(), value.as_slice())?;
+                txn.commit()?;
+                Ok(())
+            };
+            write().map_err(backend)
+        })
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Persists the plan's writes in one transaction, then makes its snapshot current and
+    /// publishes it. Called with `writer` held.
+    fn commit(&self, plan: Plan) -> Result<(), StoreError> {
+        if plan.writes.is_empty() {
+            return Ok(());
+        }
+        let persist = || -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut rows = txn.open_table(RESOURCES)?;
+                for write in &plan.writes {
+                    match write {
+                        Write::Put(entry) => {
+                            // `Value`'s Display is its compact JSON.
+                            let json = entry.document.to_string();
+                            rows.insert(row_key(&entry.key), (entry.resource_version, &*json))?;
+                        }
+                        Write::Remove(key) => {
+                            rows.remove(row_key(key))?;
+                        }
+                    }
+                }
+                txn.open_table(COUNTERS)?
+                    .insert(REVISION, plan.next.revision)?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        persist().map_err(backend)?;
+        let next = Arc::new(plan.next);
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next.clone();
+        self.published.send_replace(Arc::new(next.resource_set()));
+        Ok(())
+    }
+}
+
+fn row_key(key: &ResourceKey) -> (&str, &str, &str) {
+    (key.kind.as_str(), &key.namespace, &key.name)
+}
+
+fn backend(err: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(err.into().to_string())
+}
+
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(RESOURCES)?;
+    txn.open_table(COUNTERS)?;
+    txn.open_table(META)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Loads every row, re-reading each document with the model (`Resource` is not stored).
+fn read_all(db: &Database) -> Result<Snapshot, String> {
+    let txn = db.begin_read().map_err(|err| err.to_string())?;
+    let counters = txn.open_table(COUNTERS).map_err(|err| err.to_string())?;
+    let revision = counters
+        .get(REVISION)
+        .map_err(|err| err.to_string())?
+        .map_or(0, |v| v.value());
+    let rows = txn.open_table(RESOURCES).map_err(|err| err.to_string())?;
+    let mut snapshot = Snapshot {
+        revision,
+        ..Snapshot::default()
+    };
+    for row in rows.iter().map_err(|err| err.to_string())? {
+        let (key, value) = row.map_err(|err| err.to_string())?;
+        let (kind, namespace, name) = key.value();
+        let (resource_version, json) = value.value();
+        let entry = load_row(json, resource_version).map_err(|why| {
+            format!(
+                "the stored {kind} {namespace}/{name} no longer loads: {why}; run the weft \
+                 version that wrote it, or move the file away to start empty"
+            )
+        })?;
+        snapshot.entries.insert(entry.key.clone(), Arc::new(entry));
+    }
+    Ok(snapshot)
+}
+
+fn load_row(json: &str, resource_version: u64) -> Result<StoredResource, String> {
+    let document = serde_json::from_str(json).map_err(|err| err.to_string())?;
+    let mut resources = weft_model::load_str("stored", json).map_err(|err| err.to_string())?;
+    let (Some(mut resource), None) = (resources.pop(), resources.pop()) else {
+        return Err("expected one resource in the row".to_owned());
+    };
+    resource.location = plan::stored_location();
+    Ok(StoredResource {
+        key: ResourceKey::of(&resource),
+        resource_version,
+        document,
+        resource,
+    })
+}

@@ -1,0 +1,331 @@
+//! `--control-plane` mode: the proxy registers with `weft control` over one gRPC stream
+//! (`proto/weft/v1/discovery.proto`), applies the configs it is pushed, answers each with
+//! ACK or NACK, and reports its app's health.
+//!
+//! The control plane is never on the request path: the config in force keeps serving while
+//! the stream is down, and the proxy reconnects with jittered exponential backoff, says
+//! Hello again (with the version it runs, so an unchanged control plane sends nothing) and
+//! resyncs.
+
+mod health;
+
+#[cfg(test)]
+mod tests;
+
+use crate::options::ControlPlaneOptions;
+use crate::proxy::Proxy;
+use health::HealthReport;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Endpoint;
+use weft_api::v1::discovery_client::DiscoveryClient;
+use weft_api::v1::{control_message, proxy_message};
+use weft_api::v1::{Ack, Endpoints, Health, Hello, Nack, ProxyMessage};
+use weft_model::config::{EndpointConfig, ProxyConfig};
+
+/// Reconnect delays grow from the first to the last, doubling, each jittered.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_LAST: Duration = Duration::from_secs(5);
+/// A control plane that does not accept within this is treated as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 pings notice a control plane that vanished without closing the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// tonic's 4 MiB default would refuse the full config of a large mesh.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The control-plane connection of one proxy, ready to run.
+pub struct ControlClient {
+    endpoint: Endpoint,
+    options: ControlPlaneOptions,
+}
+
+impl ControlClient {
+    /// Checks the URL, so a typo fails at start-up rather than in the reconnect loop.
+    pub fn new(options: &ControlPlaneOptions) -> Result<Self, String> {
+        let url = options.url.as_str();
+        if url.starts_with("https://") {
+            return Err(
+                "TLS to the control plane comes with certificate issuance; use http:// on a \
+                 trusted network for now"
+                    .to_owned(),
+            );
+        }
+        if !url.starts_with("http://") {
+            return Err("expected http://HOST:PORT, e.g. http://127.0.0.1:7443".to_owned());
+        }
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("not a valid URL: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+        Ok(Self {
+            endpoint,
+            options: options.clone(),
+        })
+    }
+
+    /// Runs until the proxy exits. `inbound` is the inbound listener's bound address.
+    pub async fn run(self, proxy: Arc<Proxy>, inbound: SocketAddr) {
+        let address = advertised(inbound, self.options.advertise);
+        let hello = Hello {
+            proxy_id: format!(
+                "{}.{}@{address}",
+                proxy.options.service, proxy.options.namespace
+            ),
+            service: proxy.options.service.clone(),
+            namespace: proxy.options.namespace.clone(),
+            inbound_address: address.to_string(),
+            labels: self.options.labels.clone().into_iter().collect(),
+            zone: self.options.zone.clone(),
+            token: self
+                .options
+                .token
+                .as_ref()
+                .map(|token| token.0.clone())
+                .unwrap_or_default(),
+            running_version: String::new(),
+        };
+        tracing::info!(url = %self.options.url, proxy = %hello.proxy_id, %address, "registering with the control plane");
+        let mut health = health::spawn(proxy.clone());
+        let mut backoff = Backoff::default();
+        loop {
+            let mut progressed = false;
+            let result =
+                session(&self.endpoint, &proxy, &hello, &mut health, &mut progressed).await;
+            if progressed {
+                backoff = Backoff::default();
+            }
+            let delay = backoff.next_delay();
+            match result {
+                Ok(()) => tracing::info!(?delay, "the control plane closed the stream; the config in force keeps serving; reconnecting"),
+                Err(error) => tracing::warn!(%error, ?delay, "no stream to the control plane; the config in force, if any, keeps serving; reconnecting"),
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Where peers reach this proxy: `--advertise`, or the inbound listener's address. A
+/// listener on every interface (0.0.0.0 or ::) has no single address to give, so it
+/// advertises loopback for now: right for a mesh on one host; a mesh across hosts passes
+/// `--advertise` until addresses are discovered from the host's interfaces.
+fn advertised(inbound: SocketAddr, advertise: Option<SocketAddr>) -> SocketAddr {
+    match advertise {
+        Some(address) => address,
+        None if inbound.ip().is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), inbound.port())
+        }
+        None => inbound,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connecting: {}", with_causes(.0))]
+    Connect(#[from] tonic::transport::Error),
+    #[error("{}: {}", .0.code(), .0.message())]
+    Stream(#[from] tonic::Status),
+    #[error("the health checker stopped")]
+    HealthGone,
+}
+
+/// `error: cause: cause`: tonic's transport error alone says only "transport error".
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}
+
+/// One stream, from Hello until it ends. `progressed` is set once the control plane has
+/// sent something, which resets the backoff.
+async fn session(
+    endpoint: &Endpoint,
+    proxy: &Proxy,
+    hello: &Hello,
+    health: &mut watch::Receiver<HealthReport>,
+    progressed: &mut bool,
+) -> Result<(), SessionError> {
+    let channel = endpoint.connect().await?;
+    let (outbound, queued) = mpsc::channel(8);
+    let running = proxy.snapshot();
+    let hello = Hello {
+        running_version: if running.generation > 0 {
+            running.config.version.clone()
+        } else {
+            String::new()
+        },
+        ..hello.clone()
+    };
+    drop(running);
+    let report = health.borrow_and_update().clone();
+    // The receiver is right here, so these two sends cannot fail or wait.
+    let _ = outbound.try_send(message(proxy_message::Message::Hello(hello)));
+    let _ = outbound.try_send(health_message(report));
+    let queued = futures_util::stream::unfold(queued, |mut queued| async move {
+        queued.recv().await.map(|message| (message, queued))
+    });
+    let mut inbound = DiscoveryClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .connect(queued)
+        .await?
+        .into_inner();
+    tracing::info!("connected to the control plane");
+    loop {
+        tokio::select! {
+            received = inbound.message() => {
+                let Some(received) = received? else {
+                    return Ok(());
+                };
+                *progressed = true;
+                if let Some(answer) = answer(proxy, received.message) {
+                    if outbound.send(message(answer)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            changed = health.changed() => {
+                changed.map_err(|_| SessionError::HealthGone)?;
+                let report = health.borrow_and_update().clone();
+                if outbound.send(health_message(report)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn message(body: proxy_message::Message) -> ProxyMessage {
+    ProxyMessage {
+        message: Some(body),
+    }
+}
+
+fn health_message(report: HealthReport) -> ProxyMessage {
+    message(proxy_message::Message::Health(Health {
+        healthy: report.healthy,
+        detail: report.detail,
+    }))
+}
+
+/// Applies one pushed message; the answer is an Ack or a Nack with the reason.
+fn answer(
+    proxy: &Proxy,
+    received: Option<control_message::Message>,
+) -> Option<proxy_message::Message> {
+    let (version, result) = match received {
+        Some(control_message::Message::Config(full)) => {
+            let result = serde_json::from_slice::<ProxyConfig>(&full.config_json)
+                .map_err(|e| format!("the config is not valid JSON: {e}"))
+                .and_then(|config| {
+                    if config.version == full.version {
+                        install(proxy, config)
+                    } else {
+                        Err(format!("the config says version {}", config.version))
+                    }
+                });
+            (full.version, result)
+        }
+        Some(control_message::Message::Endpoints(update)) => {
+            let version = update.version.clone();
+            (
+                version,
+                patch(proxy, update).and_then(|c| install(proxy, c)),
+            )
+        }
+        None => {
+            // A message kind newer than this proxy: nothing to apply, nothing to answer.
+            tracing::warn!("ignoring a control-plane message of an unknown kind");
+            return None;
+        }
+    };
+    Some(match result {
+        Ok(()) => proxy_message::Message::Ack(Ack { version }),
+        Err(reason) => {
+            proxy.metrics.config_rejected();
+            tracing::error!(%version, %reason, "configuration rejected; the previous configuration stays in force");
+            proxy_message::Message::Nack(Nack { version, reason })
+        }
+    })
+}
+
+/// The running config with the update's endpoints in place.
+fn patch(proxy: &Proxy, update: Endpoints) -> Result<ProxyConfig, String> {
+    let running = proxy.snapshot();
+    if running.generation == 0 || running.config.version != update.base_version {
+        return Err(format!(
+            "the endpoints update applies to version {}, but this proxy runs {}",
+            update.base_version,
+            if running.generation == 0 {
+                "none"
+            } else {
+                &running.config.version
+            }
+        ));
+    }
+    let mut config = ProxyConfig::clone(&running.config);
+    drop(running);
+    for changed in update.services {
+        let endpoints: Vec<EndpointConfig> = serde_json::from_slice(&changed.endpoints_json)
+            .map_err(|e| {
+                format!(
+                    "endpoints of {}/{} are not valid JSON: {e}",
+                    changed.namespace, changed.service
+                )
+            })?;
+        let service = config
+            .services
+            .iter_mut()
+            .find(|s| s.name == changed.service && s.namespace == changed.namespace)
+            .ok_or_else(|| {
+                format!(
+                    "the update names service {}/{}, which the config does not have",
+                    changed.namespace, changed.service
+                )
+            })?;
+        service.endpoints = endpoints;
+    }
+    config.version = update.version;
+    Ok(config)
+}
+
+/// Swaps `config` in, unless it is the one already running (a resync after reconnecting
+/// must not reset the running snapshot and its counters).
+fn install(proxy: &Proxy, config: ProxyConfig) -> Result<(), String> {
+    let running = proxy.snapshot();
+    if running.generation > 0 && running.config.version == config.version {
+        return Ok(());
+    }
+    drop(running);
+    let version = config.version.clone();
+    let generation = proxy.apply(config)?;
+    tracing::info!(%version, generation, "configuration applied");
+    Ok(())
+}
+
+/// Exponential backoff with jitter between `BACKOFF_FIRST` and `BACKOFF_LAST`: each
+/// delay is drawn from the upper half of its step, so a fleet of proxies that lost the
+/// same control plane does not return to it in lockstep.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = BACKOFF_FIRST
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(BACKOFF_LAST);
+        self.attempt += 1;
+        let floor = (ceiling / 2).max(BACKOFF_FIRST);
+        floor + (ceiling - floor).mul_f64(fastrand::f64())
+    }
+}

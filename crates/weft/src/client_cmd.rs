@@ -1,0 +1,420 @@
+//! `weft apply`, `weft get`, `weft delete`: client commands against the control plane's
+//! REST API (see `weft_control::api`).
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weft_control::api::FILES_CONTENT_TYPE;
+
+/// A large apply is parsed, validated and committed well within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// The control plane's REST API.
+    #[arg(long, env = "WEFT_API", default_value = "http://127.0.0.1:7080")]
+    pub(crate) api: String,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Everything given is applied at once, or nothing is: an error in one \
+    document leaves every resource as it was.\n\nExamples:\n  weft apply -f routes.yaml\n  \
+    weft apply -f mesh/            # every *.yaml, *.yml and *.json in it, in name order\n  \
+    cat route.yaml | weft apply -f -"
+)]
+pub struct ApplyArgs {
+    /// A YAML or JSON file, a directory of them, or `-` for standard input. Repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// Service, HTTPRoute, GRPCRoute, TrafficPolicy, AuthorizationPolicy or Mesh (any case,
+    /// singular or plural).
+    kind: String,
+    /// One resource; without it, all of this kind.
+    name: Option<String>,
+    /// The namespace: of NAME (default `default`), or the only one to list (default all).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Print the documents instead of a table; YAML applies back as is.
+    #[arg(short, long)]
+    output: Option<Output>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Yaml,
+    Json,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// The resource's kind (any case, singular or plural).
+    kind: String,
+    name: String,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    for path in &args.files {
+        read_input(path, &mut files)?;
+    }
+    let body = json!({ "files": files }).to_string();
+    let client = ApiClient::new(&args.api.api)?;
+    let reply = client.send(
+        Method::POST,
+        "/api/v1/apply",
+        Some(FILES_CONTENT_TYPE),
+        body.into(),
+    )?;
+    if !reply.status.is_success() {
+        let errors = reply.errors();
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        let why = if reply.status == StatusCode::CONFLICT {
+            "a resource changed since it was read"
+        } else {
+            "the input is not valid"
+        };
+        bail!(
+            "nothing was applied: {why} ({} {})",
+            errors.len(),
+            if errors.len() == 1 { "error" } else { "errors" }
+        );
+    }
+    let answer = reply.json()?;
+    for resource in answer["applied"].as_array().into_iter().flatten() {
+        println!(
+            "{} {}",
+            resource_path(resource, &resource["namespace"], &resource["name"]),
+            text(&resource["result"])
+        );
+    }
+    print_warnings(&answer);
+    Ok(())
+}
+
+pub fn get(args: GetArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.api.api)?;
+    let output = match args.output {
+        Some(Output::Yaml) => "yaml",
+        _ => "json",
+    };
+    let path = match &args.name {
+        Some(name) => format!(
+            "/api/v1/resources/{}/{}/{}?output={output}",
+            encode(&args.kind),
+            encode(args.namespace.as_deref().unwrap_or("default")),
+            encode(name)
+        ),
+        None => {
+            let mut path = format!("/api/v1/resources?kind={}", encode(&args.kind));
+            if let Some(namespace) = &args.namespace {
+                path.push_str(&format!("&namespace={}", encode(namespace)));
+            }
+            path.push_str(&format!("&output={output}"));
+            path
+        }
+    };
+    let reply = client
+        .send(Method::GET, &path, None, Bytes::new())?
+        .success()?;
+    match args.output {
+        Some(Output::Yaml) => print!("{}", String::from_utf8_lossy(&reply.body)),
+        Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&reply.json()?)?),
+        None => {
+            let answer = reply.json()?;
+            let items = match args.name {
+                Some(_) => vec![answer],
+                None => answer["items"].as_array().cloned().unwrap_or_default(),
+            };
+            if items.is_empty() {
+                eprintln!("no {} found", args.kind);
+            } else {
+                print_table(&items);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.api.api)?;
+    let path = format!(
+        "/api/v1/resources/{}/{}/{}",
+        encode(&args.kind),
+        encode(&args.namespace),
+        encode(&args.name)
+    );
+    let answer = client
+        .send(Method::DELETE, &path, None, Bytes::new())?
+        .success()?
+        .json()?;
+    let deleted = &answer["deleted"];
+    println!(
+        "{} deleted",
+        resource_path(deleted, &deleted["namespace"], &deleted["name"])
+    );
+    print_warnings(&answer);
+    Ok(())
+}
+
+/// Adds the file, the directory's resource files (in name order) or standard input.
+fn read_input(path: &Path, files: &mut Vec<Value>) -> anyhow::Result<()> {
+    let mut add = |name: String, content: String| {
+        files.push(json!({"name": name, "content": content}));
+    };
+    if path == Path::new("-") {
+        let mut content = String::new();
+        std::io::stdin()
+            .read_to_string(&mut content)
+            .context("reading standard input")?;
+        add("stdin".to_owned(), content);
+        return Ok(());
+    }
+    if !path.is_dir() {
+        let content = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        add(path.display().to_string(), content);
+        return Ok(());
+    }
+    let mut found = Vec::new();
+    let entries =
+        std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for entry in entries {
+        let file = entry
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .path();
+        let wanted = file
+            .extension()
+            .and_then(|ext| ext.to_str())
+            .is_some_and(|ext| matches!(ext, "yaml" | "yml" | "json"));
+        if wanted && file.is_file() {
+            found.push(file);
+        }
+    }
+    if found.is_empty() {
+        bail!(
+            "{} holds no *.yaml, *.yml or *.json files; point -f at the files to apply",
+            path.display()
+        );
+    }
+    found.sort();
+    for file in found {
+        let content = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        add(file.display().to_string(), content);
+    }
+    Ok(())
+}
+
+/// `httproute/default/reviews`, as results are printed.
+fn resource_path(resource: &Value, namespace: &Value, name: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        text(&resource["kind"]).to_ascii_lowercase(),
+        text(namespace),
+        text(name)
+    )
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("-")
+}
+
+fn print_warnings(answer: &Value) {
+    for warning in answer["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", text(warning));
+    }
+}
+
+fn print_table(items: &[Value]) {
+    let rows: Vec<[&str; 4]> = items
+        .iter()
+        .map(|item| {
+            let metadata = &item["metadata"];
+            [
+                text(&metadata["namespace"]),
+                text(&metadata["name"]),
+                text(&metadata["resourceVersion"]),
+                text(&item["status"]["summary"]),
+            ]
+        })
+        .collect();
+    let header = ["NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("{}", cells.join("   ").trim_end());
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// One HTTP/1.1 request per command, on a current-thread runtime.
+pub(crate) struct ApiClient {
+    api: String,
+    authority: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+pub(crate) struct Reply {
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl ApiClient {
+    pub(crate) fn new(api: &str) -> anyhow::Result<ApiClient> {
+        let api = api.trim_end_matches('/').to_owned();
+        let uri: Uri = api
+            .parse()
+            .map_err(|_| anyhow!("--api {api:?} is not a URL; use http://HOST:PORT"))?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) => Ok(ApiClient {
+                authority: authority.to_string(),
+                api,
+                runtime: tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the runtime")?,
+            }),
+            (Some("https"), _) => bail!("--api {api}: https is not supported yet; use http://"),
+            _ => bail!("--api {api:?} is not an http URL; use http://HOST:PORT"),
+        }
+    }
+
+    pub(crate) fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.authority);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let request = request.body(Full::new(body))?;
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(&self.authority)
+                .await
+                .map_err(|err| {
+                    self.unreachable(match err.kind() {
+                        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                        _ => err.to_string(),
+                    })
+                })?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|err| self.unreachable(err.to_string()))?;
+            tokio::spawn(connection);
+            let response = sender.send_request(request).await.with_context(|| {
+                format!("the control plane at {} dropped the request", self.api)
+            })?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .with_context(|| format!("reading the answer from {}", self.api))?
+                .to_bytes();
+            Ok(Reply { status, body })
+        };
+        self.runtime
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
+            .map_err(|_| {
+                anyhow!(
+                    "the control plane at {} did not answer within {}s; check its log",
+                    self.api,
+                    REQUEST_TIMEOUT.as_secs()
+                )
+            })?
+    }
+
+    fn unreachable(&self, why: String) -> anyhow::Error {
+        anyhow!(
+            "cannot reach the control plane at {}: {why} — is `weft control` running? \
+             (set --api or WEFT_API)",
+            self.api
+        )
+    }
+}
+
+impl Reply {
+    /// Turns an error answer into an error that carries its messages.
+    pub(crate) fn success(self) -> anyhow::Result<Reply> {
+        if self.status.is_success() {
+            Ok(self)
+        } else {
+            Err(anyhow!(self.errors().join("\n")))
+        }
+    }
+
+    pub(crate) fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_slice(&self.body).map_err(|_| self.unexpected())
+    }
+
+    /// The messages of an error answer.
+    fn errors(&self) -> Vec<String> {
+        let parsed: Option<Vec<String>> = serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["errors"].clone()).ok());
+        parsed.unwrap_or_else(|| vec![self.unexpected().to_string()])
+    }
+
+    fn unexpected(&self) -> anyhow::Error {
+        anyhow!(
+            "unexpected answer ({}): {}; is --api pointing at `weft control`?",
+            self.status,
+            String::from_utf8_lossy(&self.body).trim()
+        )
+    }
+}

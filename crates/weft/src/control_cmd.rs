@@ -1,0 +1,41 @@
+//! `weft control`: flags to `ControlOptions`, and the runtime the control plane runs on.
+
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use weft_control::server::{self, ControlOptions};
+
+#[derive(Args)]
+#[command(after_help = "Example:\n  weft control --data-dir /var/lib/weft\n  \
+    weft apply -f mesh/          # then, from another shell\n  \
+    weft get httproutes")]
+pub struct ControlArgs {
+    /// Where the control plane keeps its state (the store file, weft.redb).
+    #[arg(long, default_value = "./weft-data")]
+    data_dir: PathBuf,
+    /// REST API for `weft apply/get/delete` and the dashboard.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    api_addr: SocketAddr,
+    /// gRPC server the proxies connect to.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    grpc_addr: SocketAddr,
+}
+
+pub fn run(args: ControlArgs) -> anyhow::Result<()> {
+    let options = ControlOptions {
+        data_dir: args.data_dir,
+        api_addr: args.api_addr,
+        grpc_addr: args.grpc_addr,
+    };
+    // Two workers: the API and the config push share a small, busy-when-it-matters load,
+    // and the store's commits wait for the disk on blocking threads, not on these.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("weft-control")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(server::run(options))?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `weft proxies` and `weft check`: what the mesh's proxies run, and whether all is well.
+
+use crate::client_cmd::{ApiArgs, ApiClient};
+use bytes::Bytes;
+use clap::Args;
+use http::Method;
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct ProxiesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+fn fetch(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
+    ApiClient::new(&api.api)?
+        .send(Method::GET, path, None, Bytes::new())?
+        .success()?
+        .json()
+}
+
+pub fn proxies(args: ProxiesArgs) -> anyhow::Result<()> {
+    let answer = fetch(&args.api, "/api/v1/proxies")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let proxies = answer["proxies"].as_array().cloned().unwrap_or_default();
+    if proxies.is_empty() {
+        eprintln!("no proxies connected");
+        return Ok(());
+    }
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let rows: Vec<[String; 7]> = proxies
+        .iter()
+        .map(|p| {
+            [
+                text(&p["service"]),
+                text(&p["namespace"]),
+                text(&p["inboundAddress"]),
+                p["ackedVersion"].as_str().unwrap_or("-").to_owned(),
+                if p["inSync"] == true { "yes" } else { "no" }.to_owned(),
+                if p["healthy"] == true { "yes" } else { "no" }.to_owned(),
+                text(&p["lastSeen"]),
+            ]
+        })
+        .collect();
+    let header = [
+        "SERVICE",
+        "NAMESPACE",
+        "ADDRESS",
+        "VERSION",
+        "IN SYNC",
+        "HEALTHY",
+        "LAST SEEN",
+    ];
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    Ok(())
+}
+
+/// Exits non-zero when anything needs attention, so scripts can gate on it.
+pub fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let verdict = fetch(&args.api, "/api/v1/check")?;
+    println!("✔ control plane reachable at {}", args.api.api);
+    let proxies = verdict["proxies"].as_u64().unwrap_or(0);
+    println!(
+        "{} {proxies} proxies connected, {} in sync, {} healthy",
+        if verdict["ok"] == true { "✔" } else { "✖" },
+        verdict["inSync"],
+        verdict["healthy"]
+    );
+    for problem in verdict["problems"].as_array().into_iter().flatten() {
+        println!("✖ {}", problem["problem"].as_str().unwrap_or_default());
+        println!("    hint: {}", problem["hint"].as_str().unwrap_or_default());
+    }
+    for hint in verdict["hints"].as_array().into_iter().flatten() {
+        println!("  hint: {}", hint.as_str().unwrap_or_default());
+    }
+    if verdict["ok"] == true {
+        println!("all good");
+        Ok(())
+    } else {
+        anyhow::bail!("the mesh needs attention (see above)")
+    }
+}

@@ -1,0 +1,261 @@
+//! Weft as a mesh: proxies register with `weft control`, get their configuration pushed
+//! live, and keep serving when the control plane goes away.
+
+mod support;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+const SERVICES: &str = r#"
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: reviews}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: reviews-v1}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: reviews-v2}
+spec:
+  ports: [{port: 80, protocol: http}]
+"#;
+
+fn split(v1: u32, v2: u32) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: reviews}}\nspec:\n  parentRefs: [{{kind: Service, name: reviews}}]\n  rules:\n    - backendRefs:\n        - {{name: reviews-v1, weight: {v1}}}\n        - {{name: reviews-v2, weight: {v2}}}\n"
+    )
+}
+
+struct Mesh {
+    dir: TempDir,
+    certs: Certs,
+    control: ControlPlane,
+    v1: HttpBackend,
+    v2: HttpBackend,
+    _v1_proxy: Proxy,
+    _v2_proxy: Proxy,
+    web: Proxy,
+}
+
+async fn mesh() -> Mesh {
+    let dir = TempDir::new("mesh-mode");
+    let certs = Certs::new(dir.path(), &["web", "reviews-v1", "reviews-v2"]);
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(&format!("{SERVICES}---\n{}", split(100, 0)));
+    let v1 = HttpBackend::start("reviews-v1").await;
+    let v2 = HttpBackend::start("reviews-v2").await;
+    let v1_proxy = ProxySpec::mesh("reviews-v1", v1.addr, control.grpc_url())
+        .tls(&certs)
+        .start();
+    let v2_proxy = ProxySpec::mesh("reviews-v2", v2.addr, control.grpc_url())
+        .tls(&certs)
+        .start();
+    let web = ProxySpec::mesh("web", "127.0.0.1:9".parse().unwrap(), control.grpc_url())
+        .tls(&certs)
+        .start();
+    let mesh = Mesh {
+        dir,
+        certs,
+        control,
+        v1,
+        v2,
+        _v1_proxy: v1_proxy,
+        _v2_proxy: v2_proxy,
+        web,
+    };
+    // Both versions registered and reachable before a test starts.
+    mesh.apply_and_wait(50, 50).await;
+    mesh
+}
+
+impl Mesh {
+    /// Applies a split and waits until traffic shows both sides of it as expected.
+    async fn apply_and_wait(&self, v1: u32, v2: u32) {
+        self.control.apply(&split(v1, v2));
+        let mut client = Http1Client::connect(self.web.outbound).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut seen = (0, 0);
+            for _ in 0..40 {
+                match client.get("reviews", "/").await.map(|a| a.body) {
+                    Ok(b) if b == "reviews-v1" => seen.0 += 1,
+                    Ok(b) if b == "reviews-v2" => seen.1 += 1,
+                    _ => {}
+                }
+            }
+            let ok = (v1 == 0) == (seen.0 == 0) && (v2 == 0) == (seen.1 == 0);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "split {v1}/{v2} never showed in traffic: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Steady load from 4 connections until stopped; returns (requests, failures).
+fn steady_load(
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let done = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..4 {
+            let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+            workers.push(tokio::spawn(async move {
+                let mut c = Http1Client::connect(addr).await;
+                while !stop.load(Ordering::SeqCst) {
+                    match c.get("reviews", "/").await {
+                        Ok(a) if a.status == 200 => {}
+                        _ => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for w in workers {
+            w.await.unwrap();
+        }
+        (done.load(Ordering::SeqCst), failed.load(Ordering::SeqCst))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_splits_reach_traffic_under_load_with_zero_failures() {
+    let m = mesh().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(m.web.outbound, stop.clone());
+    for (v1, v2) in [(100, 0), (0, 100), (90, 10), (100, 0)] {
+        m.apply_and_wait(v1, v2).await;
+    }
+    // The last split is 100/0: v2 gets nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v2_before = m.v2.count();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (done, failed) = load.await.unwrap();
+    assert_eq!(failed, 0, "of {done} requests");
+    assert!(done > 200, "{done}");
+    assert_eq!(m.v2.count(), v2_before);
+
+    // What the proxies run is visible: every proxy in sync with the latest config.
+    let proxies = m.control.weft(&["proxies"]);
+    let text = String::from_utf8_lossy(&proxies.stdout);
+    assert!(proxies.status.success(), "{text}");
+    for service in ["web", "reviews-v1", "reviews-v2"] {
+        assert!(text.contains(service), "{text}");
+    }
+    let route = m
+        .control
+        .weft(&["get", "httproute", "reviews", "-o", "json"]);
+    let route: serde_json::Value = serde_json::from_slice(&route.stdout).unwrap();
+    assert_eq!(route["status"]["proxies"], 3, "{route}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_app_leaves_rotation_and_returns() {
+    let mut m = mesh().await;
+    m.apply_and_wait(50, 50).await;
+    let v2_addr = m.v2.addr;
+    drop(std::mem::replace(
+        &mut m.v2,
+        HttpBackend::start("placeholder").await,
+    ));
+    // Its proxy notices (health check) and the control plane takes it out of rotation.
+    let mut client = Http1Client::connect(m.web.outbound).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut all_ok = true;
+        for _ in 0..50 {
+            all_ok &= client
+                .get("reviews", "/")
+                .await
+                .is_ok_and(|a| a.status == 200);
+        }
+        if all_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead endpoint never left rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Back on the same address: it returns to rotation.
+    m.v2 = HttpBackend::start_at("reviews-v2", v2_addr).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = client.get("reviews", "/").await.unwrap();
+        if answer.body == "reviews-v2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the endpoint never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_ride_out_a_control_plane_crash_and_resync() {
+    let m = mesh().await;
+    let Mesh {
+        dir,
+        certs: _certs,
+        control,
+        v1: _v1,
+        v2,
+        _v1_proxy,
+        _v2_proxy,
+        web,
+    } = m;
+    let grpc = control.grpc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(web.outbound, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    control.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (done, failed) = load.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "of {done} requests while the control plane was down"
+    );
+    assert!(done > 100);
+
+    // Back on the same address and data: proxies reconnect, and new changes reach them.
+    let control = ControlPlane::start(&dir.path().join("data"), Some(grpc));
+    control.apply(&split(0, 100));
+    let mut client = Http1Client::connect(web.outbound).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let before = v2.count();
+    loop {
+        let answer = client.get("reviews", "/").await.unwrap();
+        if answer.body == "reviews-v2" && v2.count() > before + 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxies never resynced after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
