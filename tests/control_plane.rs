@@ -48,6 +48,7 @@ struct Mesh {
     _v1_proxy: Proxy,
     _v2_proxy: Proxy,
     web: Proxy,
+    _web_app: HttpBackend,
 }
 
 async fn mesh() -> Mesh {
@@ -63,7 +64,8 @@ async fn mesh() -> Mesh {
     let v2_proxy = ProxySpec::mesh("reviews-v2", v2.addr, control.grpc_url())
         .tls(&certs)
         .start();
-    let web = ProxySpec::mesh("web", "127.0.0.1:9".parse().unwrap(), control.grpc_url())
+    let web_app = HttpBackend::start("web").await;
+    let web = ProxySpec::mesh("web", web_app.addr, control.grpc_url())
         .tls(&certs)
         .start();
     let mesh = Mesh {
@@ -75,6 +77,7 @@ async fn mesh() -> Mesh {
         _v1_proxy: v1_proxy,
         _v2_proxy: v2_proxy,
         web,
+        _web_app: web_app,
     };
     // Both versions registered and reachable before a test starts.
     mesh.apply_and_wait(50, 50).await;
@@ -226,6 +229,7 @@ async fn proxies_ride_out_a_control_plane_crash_and_resync() {
         _v1_proxy,
         _v2_proxy,
         web,
+        _web_app,
     } = m;
     let grpc = control.grpc;
     let stop = Arc::new(AtomicBool::new(false));
@@ -258,4 +262,53 @@ async fn proxies_ride_out_a_control_plane_crash_and_resync() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_gives_a_verdict_and_explains_problems() {
+    let mut m = mesh().await;
+    let out = m.control.weft(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("3 proxies connected, 3 in sync, 3 healthy"),
+        "{text}"
+    );
+    assert!(text.contains("all good"), "{text}");
+
+    // The app behind reviews-v2 dies: check fails, names it, and says what to do.
+    drop(std::mem::replace(
+        &mut m.v2,
+        HttpBackend::start("placeholder").await,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let out = m.control.weft(&["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "check never noticed the dead app:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(text.contains("reviews-v2.default"), "{text}");
+    assert!(text.contains("fails its health check"), "{text}");
+    assert!(text.contains("hint:"), "{text}");
+    let proxies = m.control.weft(&["proxies"]);
+    let table = String::from_utf8_lossy(&proxies.stdout);
+    let v2_row = table
+        .lines()
+        .find(|l| l.starts_with("reviews-v2"))
+        .unwrap_or_default();
+    assert!(
+        v2_row.contains(" no "),
+        "reviews-v2 shows as unhealthy: {table}"
+    );
 }

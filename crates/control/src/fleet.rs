@@ -28,10 +28,8 @@ async fn check(State(registry): State<Arc<Registry>>) -> Json<Value> {
 fn verdict(proxies: &[ProxyInfo]) -> Value {
     let mut problems = Vec::new();
     for p in proxies {
-        let who = format!(
-            "{} ({}.{} at {})",
-            p.id, p.service, p.namespace, p.inbound_address
-        );
+        // The id is `service.namespace@address`: all an operator needs to find it.
+        let who = &p.id;
         if !p.healthy {
             problems.push(json!({
                 "problem": format!("{who}: its app fails its health check: {}", p.health_detail),
