@@ -2,7 +2,7 @@
 //! live, and keep serving when the control plane goes away.
 
 mod support;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
@@ -112,42 +112,11 @@ impl Mesh {
     }
 }
 
-/// Steady load from 4 connections until stopped; returns (requests, failures).
-fn steady_load(
-    addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(u64, u64)> {
-    tokio::spawn(async move {
-        let done = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let mut workers = Vec::new();
-        for _ in 0..4 {
-            let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
-            workers.push(tokio::spawn(async move {
-                let mut c = Http1Client::connect(addr).await;
-                while !stop.load(Ordering::SeqCst) {
-                    match c.get("reviews", "/").await {
-                        Ok(a) if a.status == 200 => {}
-                        _ => {
-                            failed.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-            }));
-        }
-        for w in workers {
-            w.await.unwrap();
-        }
-        (done.load(Ordering::SeqCst), failed.load(Ordering::SeqCst))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applied_splits_reach_traffic_under_load_with_zero_failures() {
     let m = mesh().await;
     let stop = Arc::new(AtomicBool::new(false));
-    let load = steady_load(m.web.outbound, stop.clone());
+    let load = steady_load(m.web.outbound, "reviews", stop.clone());
     for (v1, v2) in [(100, 0), (0, 100), (90, 10), (100, 0)] {
         m.apply_and_wait(v1, v2).await;
     }
@@ -233,7 +202,7 @@ async fn proxies_ride_out_a_control_plane_crash_and_resync() {
     } = m;
     let grpc = control.grpc;
     let stop = Arc::new(AtomicBool::new(false));
-    let load = steady_load(web.outbound, stop.clone());
+    let load = steady_load(web.outbound, "reviews", stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     control.kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -7,11 +7,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const WORKLOADS: [&str; 5] = ["loadgen", "frontend", "reviews-v1", "reviews-v2", "ratings"];
+const WORKLOADS: [&str; 6] = [
+    "loadgen",
+    "frontend",
+    "catalog",
+    "reviews-v1",
+    "reviews-v2",
+    "ratings",
+];
 
-const EDGES: [&str; 4] = [
+const EDGES: [&str; 5] = [
     "loadgen.default -> frontend.default",
     "frontend.default -> reviews.default",
+    "frontend.default -> catalog.default",
     "reviews-v1.default -> ratings.default",
     "reviews-v2.default -> ratings.default",
 ];
@@ -116,11 +124,11 @@ fn demo_measures_every_edge_and_leaves_nothing_behind() {
         );
     }
 
-    let mesh_file = stdout
-        .split_whitespace()
-        .find(|word| word.ends_with("mesh.yaml"))
-        .unwrap_or_else(|| panic!("the demo did not say where its mesh file is:\n{stdout}"));
-    let workdir = Path::new(mesh_file).parent().unwrap();
+    let workdir = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("Demo files:"))
+        .map(|rest| Path::new(rest.trim()))
+        .unwrap_or_else(|| panic!("the demo did not say where its files are:\n{stdout}"));
     assert!(!workdir.exists(), "{} was not removed", workdir.display());
     let leftovers = processes_mentioning(&workdir.display().to_string());
     assert!(

@@ -3,7 +3,7 @@
 //! graceful drain on SIGTERM.
 
 mod support;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
@@ -43,25 +43,7 @@ async fn reload_under_load_drops_nothing_and_bad_files_change_nothing() {
     let proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, failures, done, addr) =
-            (stop.clone(), failures.clone(), done.clone(), proxy.outbound);
-        load.push(tokio::spawn(async move {
-            let mut c = Http1Client::connect(addr).await;
-            while !stop.load(Ordering::SeqCst) {
-                match c.get("reviews", "/").await {
-                    Ok(a) if a.status == 200 => {}
-                    _ => {
-                        failures.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
+    let load = steady_load(proxy.outbound, "reviews", stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (a, b) in [(0, 100), (50, 50), (100, 0), (0, 100)] {
         std::fs::write(&config, format!("{services}{}", split(a, b))).unwrap();
@@ -77,16 +59,9 @@ async fn reload_under_load_drops_nothing_and_bad_files_change_nothing() {
     std::fs::write(&config, bad).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);
-    for task in load {
-        task.await.unwrap();
-    }
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "of {} requests",
-        done.load(Ordering::SeqCst)
-    );
-    assert!(done.load(Ordering::SeqCst) > 500);
+    let (done, failed) = load.await.unwrap();
+    assert_eq!(failed, 0, "of {done} requests");
+    assert!(done > 500);
     assert!(
         v2.count() > v2_before,
         "the last good config (all to v2) kept serving"

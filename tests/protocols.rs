@@ -62,7 +62,9 @@ async fn grpc_unary_calls_and_errors_pass_through() {
         .await
         .unwrap();
     let mut grpc = HealthClient::new(channel);
-    for _ in 0..20 {
+    // Well past h2's per-connection allowance of 100 empty DATA frames: a proxy that
+    // forwarded each call's empty frame would have the peer close the connection.
+    for _ in 0..300 {
         let reply = grpc
             .check(HealthCheckRequest {
                 service: "catalog".into(),
@@ -83,7 +85,7 @@ async fn grpc_unary_calls_and_errors_pass_through() {
             "weft_http_requests_total",
             &[("direction", "inbound"), ("source", "client.default")]
         ),
-        21.0
+        301.0
     );
 }
 
@@ -275,7 +277,7 @@ spec:
         .await
         .unwrap();
     let mut grpc = HealthClient::new(channel);
-    for i in 0..20 {
+    for i in 0..150 {
         let reply = grpc
             .check(HealthCheckRequest {
                 service: "catalog".into(),
@@ -283,10 +285,14 @@ spec:
             .await;
         assert!(reply.is_ok(), "call {i}: {reply:?}");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 40, "each call took two tries");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        300,
+        "each call took two tries"
+    );
     assert_eq!(
         client.metric("weft_retries_total", &[("destination", "catalog.default")]),
-        20.0
+        150.0
     );
 }
 

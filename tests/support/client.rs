@@ -6,6 +6,8 @@ use hyper::client::conn::{http1, http2};
 use hyper::{HeaderMap, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::net::TcpStream;
 
 pub struct Answer {
@@ -103,4 +105,36 @@ impl Http2Client {
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }
+}
+
+/// GETs to `host` from 4 keep-alive connections until `stop`; returns (requests, non-200s).
+pub fn steady_load(
+    addr: SocketAddr,
+    host: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let done = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..4 {
+            let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+            workers.push(tokio::spawn(async move {
+                let mut c = Http1Client::connect(addr).await;
+                while !stop.load(Ordering::SeqCst) {
+                    match c.get(host, "/").await {
+                        Ok(a) if a.status == 200 => {}
+                        _ => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for w in workers {
+            w.await.unwrap();
+        }
+        (done.load(Ordering::SeqCst), failed.load(Ordering::SeqCst))
+    })
 }

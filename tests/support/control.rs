@@ -1,13 +1,10 @@
 //! Starting and owning `weft control`, and driving it with the client commands.
 
-use super::process::{weft_bin, ChildGuard};
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use super::process::{weft_bin, ChildGuard, LoggedChild};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 pub struct ControlPlane {
     pub child: ChildGuard,
@@ -17,64 +14,36 @@ pub struct ControlPlane {
     pub logs: Arc<Mutex<Vec<String>>>,
 }
 
-fn field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
-    let rest = &line[start..];
-    let end = rest.find(' ').unwrap_or(rest.len());
-    Some(rest[..end].trim_matches('"'))
-}
-
 impl ControlPlane {
     /// Starts `weft control` on `data_dir`; `grpc` pins the proxies' address (so a restart
     /// can come back where the proxies expect it), or `None` for a port from the OS.
     pub fn start(data_dir: &Path, grpc: Option<SocketAddr>) -> ControlPlane {
         let grpc_arg = grpc.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-        let mut child = ChildGuard(
-            Command::new(weft_bin())
-                .args(["control", "--data-dir", data_dir.to_str().unwrap()])
-                .args([
-                    "--api-addr",
-                    "127.0.0.1:0",
-                    "--grpc-addr",
-                    &grpc_arg,
-                    "--log",
-                    "info",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("starting weft control"),
-        );
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.0.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
+        let args: Vec<String> = [
+            "control",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--api-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            &grpc_arg,
+            "--log",
+            "info",
+        ]
+        .map(String::from)
+        .to_vec();
+        let process = LoggedChild::spawn(&args);
+        let found = process.listeners(|found| {
+            ["api", "grpc"]
+                .iter()
+                .all(|name| found.iter().any(|(n, _)| n == name))
         });
-        let mut found: HashMap<String, SocketAddr> = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(found.contains_key("api") && found.contains_key("grpc")) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
-                panic!("weft control did not start; logs:\n{logs}");
-            };
-            if line.contains("listening") {
-                if let (Some(which), Some(addr)) = (field(&line, "listener"), field(&line, "addr"))
-                {
-                    found.insert(which.to_string(), addr.parse().unwrap());
-                }
-            }
-        }
+        let named = |name: &str| found.iter().find(|(n, _)| n == name).unwrap().1;
+        let (child, logs) = (process.child, process.logs);
         ControlPlane {
             child,
-            api: found["api"],
-            grpc: found["grpc"],
+            api: named("api"),
+            grpc: named("grpc"),
             data_dir: data_dir.to_path_buf(),
             logs,
         }

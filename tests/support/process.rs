@@ -187,6 +187,78 @@ fn field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
     Some(rest[..end].trim_matches('"'))
 }
 
+/// A `weft` process whose stderr (logs) and stdout lines are collected as they come.
+pub struct LoggedChild {
+    pub child: ChildGuard,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+}
+
+fn collect_lines(
+    pipe: impl std::io::Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    tx: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.clone());
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+impl LoggedChild {
+    pub fn spawn(args: &[String]) -> LoggedChild {
+        let child = Command::new(weft_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting weft");
+        let mut child = ChildGuard(child);
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        collect_lines(child.0.stderr.take().unwrap(), logs.clone(), Some(tx));
+        collect_lines(child.0.stdout.take().unwrap(), stdout.clone(), None);
+        LoggedChild {
+            child,
+            logs,
+            stdout,
+            lines,
+        }
+    }
+
+    /// Reads `listening listener=NAME addr=ADDR` log lines until `enough` says so.
+    pub fn listeners(
+        &self,
+        enough: impl Fn(&[(String, SocketAddr)]) -> bool,
+    ) -> Vec<(String, SocketAddr)> {
+        let mut found = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !enough(&found) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                let logs = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("weft did not start listening; logs:\n{logs}");
+            };
+            if line.contains("listening") {
+                if let (Some(which), Some(addr)) = (field(&line, "listener"), field(&line, "addr"))
+                {
+                    found.push((which.to_string(), addr.parse().unwrap()));
+                }
+            }
+        }
+        found
+    }
+}
+
 impl Proxy {
     fn start(spec: ProxySpec) -> Proxy {
         let mut args: Vec<String> = vec![
@@ -214,65 +286,29 @@ impl Proxy {
             args.extend(certs.flags(spec.service));
         }
         args.extend(spec.extra);
-        let child = Command::new(weft_bin())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting weft proxy");
-        let mut child = ChildGuard(child);
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.0.stderr.take().unwrap();
-        let log_sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log_sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let out = child.0.stdout.take().unwrap();
-        let out_sink = stdout.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                out_sink.lock().unwrap().push(line);
-            }
-        });
-        let mut found: HashMap<String, SocketAddr> = HashMap::new();
-        let mut upstreams = Vec::new();
         let expected_upstreams = args.iter().filter(|a| *a == "--upstream").count();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while found.len() < 3 || upstreams.len() < expected_upstreams {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(remaining) {
-                Ok(line) => line,
-                Err(_) => panic!(
-                    "weft proxy did not start; logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                ),
-            };
-            if line.contains("listening") {
-                if let (Some(which), Some(addr)) = (field(&line, "listener"), field(&line, "addr"))
-                {
-                    let addr: SocketAddr = addr.parse().unwrap();
-                    if which == "upstream" {
-                        upstreams.push(addr);
-                    } else {
-                        found.insert(which.to_string(), addr);
-                    }
-                }
-            }
-        }
+        let process = LoggedChild::spawn(&args);
+        let found = process.listeners(|found| {
+            let named = |name: &str| found.iter().any(|(n, _)| n == name);
+            let upstreams = found.iter().filter(|(n, _)| n == "upstream").count();
+            named("inbound")
+                && named("outbound")
+                && named("admin")
+                && upstreams >= expected_upstreams
+        });
+        let named = |name: &str| found.iter().find(|(n, _)| n == name).unwrap().1;
         let proxy = Proxy {
-            child,
-            inbound: found["inbound"],
-            outbound: found["outbound"],
-            admin: found["admin"],
-            upstreams,
-            logs,
-            stdout,
+            inbound: named("inbound"),
+            outbound: named("outbound"),
+            admin: named("admin"),
+            upstreams: found
+                .iter()
+                .filter(|(n, _)| n == "upstream")
+                .map(|(_, a)| *a)
+                .collect(),
+            logs: process.logs,
+            stdout: process.stdout,
+            child: process.child,
         };
         proxy.wait_ready();
         proxy

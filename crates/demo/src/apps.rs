@@ -1,7 +1,9 @@
-//! The sample apps, after Istio's bookinfo: a frontend, two versions of reviews and a
-//! ratings service. Each is a small HTTP server that calls the next one through its own
-//! sidecar, as a real service would, so every hop crosses the mesh.
+//! The sample apps, after Istio's bookinfo: a frontend, a catalog (gRPC, see
+//! [`crate::catalog`]), two versions of reviews and a ratings service. Each is a small
+//! server that calls the next one through its own sidecar, as a real service would, so
+//! every hop crosses the mesh.
 
+use crate::catalog::{self, CatalogCaller, CatalogServerHandle};
 use crate::http_client::HttpClient;
 use crate::topology::Workload;
 use crate::DemoError;
@@ -77,7 +79,8 @@ impl ReviewsVersion {
 }
 
 pub enum SampleApp {
-    Frontend(Outbound),
+    /// Calls the catalog (gRPC) and reviews (HTTP) for every page.
+    Frontend(Outbound, CatalogCaller),
     Reviews(ReviewsVersion, Outbound),
     Ratings,
     /// The load generator's workload: nothing calls it, but its sidecar needs an app.
@@ -85,27 +88,42 @@ pub enum SampleApp {
 }
 
 impl SampleApp {
-    pub fn new(workload: Workload, mesh: Outbound) -> Self {
-        match workload {
+    /// `None` for the catalog, which is a gRPC server rather than a [`SampleApp`].
+    pub fn new(workload: Workload, mesh: Outbound) -> Option<Self> {
+        Some(match workload {
             Workload::Loadgen => SampleApp::Idle,
-            Workload::Frontend => SampleApp::Frontend(mesh),
+            Workload::Frontend => {
+                let catalog = CatalogCaller::new(mesh.sidecar);
+                SampleApp::Frontend(mesh, catalog)
+            }
+            Workload::Catalog => return None,
             Workload::ReviewsV1 => SampleApp::Reviews(ReviewsVersion::V1, mesh),
             Workload::ReviewsV2 => SampleApp::Reviews(ReviewsVersion::V2, mesh),
             Workload::Ratings => SampleApp::Ratings,
-        }
+        })
     }
 
     async fn handle(&self) -> Response<Full<Bytes>> {
         match self {
-            SampleApp::Frontend(mesh) => match mesh.call("reviews").await {
-                Ok(review) => page(
-                    StatusCode::OK,
-                    format!(
-                        "Weft demo bookstore\n  book:   The Comedy of Errors\n  review: {review}\n"
+            SampleApp::Frontend(mesh, catalog) => {
+                let ids: Vec<&str> = catalog::item_ids().collect();
+                let id = ids[fastrand::usize(..ids.len())];
+                let (item, review) = tokio::join!(catalog.item(id), mesh.call("reviews"));
+                match (item, review) {
+                    (Ok(item), Ok(review)) => page(
+                        StatusCode::OK,
+                        format!(
+                            "Weft demo bookstore\n  book:   {} (${}.{:02})\n  review: {review}\n",
+                            item.name,
+                            item.price_cents / 100,
+                            item.price_cents % 100
+                        ),
                     ),
-                ),
-                Err(problem) => page(StatusCode::BAD_GATEWAY, format!("frontend: {problem}\n")),
-            },
+                    (Err(problem), _) | (_, Err(problem)) => {
+                        page(StatusCode::BAD_GATEWAY, format!("frontend: {problem}\n"))
+                    }
+                }
+            }
             SampleApp::Reviews(version, mesh) => {
                 tokio::time::sleep(version.work_time()).await;
                 if version.fails_now() {
@@ -162,17 +180,33 @@ pub async fn bind(workload: Workload) -> Result<(TcpListener, SocketAddr), DemoE
 }
 
 /// A running app; dropping it stops the app and closes its connections.
-pub struct AppServer {
-    task: JoinHandle<()>,
+pub enum AppServer {
+    Http(JoinHandle<()>),
+    /// Held only to be dropped: that stops the gRPC server.
+    Grpc {
+        _server: CatalogServerHandle,
+    },
 }
 
 impl Drop for AppServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let AppServer::Http(task) = self {
+            task.abort();
+        }
     }
 }
 
-pub fn serve(listener: TcpListener, app: SampleApp) -> AppServer {
+/// Serves `workload`'s app on `listener`; `mesh` is how it reaches other services.
+pub fn start(workload: Workload, listener: TcpListener, mesh: Outbound) -> AppServer {
+    match SampleApp::new(workload, mesh) {
+        Some(app) => serve(listener, app),
+        None => AppServer::Grpc {
+            _server: catalog::serve(listener),
+        },
+    }
+}
+
+fn serve(listener: TcpListener, app: SampleApp) -> AppServer {
     let app = Arc::new(app);
     let task = tokio::spawn(async move {
         // Owning the connections here means aborting this task closes them all.
@@ -201,5 +235,5 @@ pub fn serve(listener: TcpListener, app: SampleApp) -> AppServer {
             });
         }
     });
-    AppServer { task }
+    AppServer::Http(task)
 }

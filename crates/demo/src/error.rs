@@ -31,6 +31,8 @@ pub enum DemoError {
         problem: String,
         log: String,
     },
+    #[error("the demo's control plane: {0}")]
+    ControlPlane(String),
     #[error("interrupted while the mesh was starting; everything it started has been stopped")]
     Interrupted,
 }

@@ -1,7 +1,7 @@
 //! What the demo prints once the mesh is up: where everything is, and what to try.
 
 use crate::sidecar::SidecarAddrs;
-use crate::topology::{Workload, SPLIT};
+use crate::topology::{self, Workload, OTHER_SPLIT, SPLIT};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +17,10 @@ pub struct WorkloadInfo {
 
 pub struct Guide {
     pub workloads: Vec<WorkloadInfo>,
-    pub mesh_file: PathBuf,
+    /// The control plane's REST API, for `weft ... --api`.
+    pub api: String,
+    /// The demo's temporary directory (certificates, the control plane's store).
+    pub workdir: PathBuf,
     /// The outbound listener curl can use to reach the frontend through the mesh.
     pub entry: SocketAddr,
     pub rps: u32,
@@ -28,10 +31,13 @@ impl fmt::Display for Guide {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Weft demo: {} workloads on loopback, each with its own sidecar (weft proxy);\n\
-             sidecars talk to each other over mutual TLS.\n",
+            "Weft demo: a control plane and {} workloads on loopback, each with its own sidecar\n\
+             (weft proxy) that gets its config from the control plane; sidecars talk to each\n\
+             other over mutual TLS.\n",
             self.workloads.len()
         )?;
+        writeln!(f, "Control plane API: {}", self.api)?;
+        writeln!(f, "Demo files:        {}\n", self.workdir.display())?;
         let row = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| {
             let [name, app, inbound, outbound, admin, pid] = cells;
             writeln!(
@@ -83,16 +89,26 @@ impl fmt::Display for Guide {
             .collect();
         writeln!(
             f,
-            "\nloadgen sends {} requests/s to frontend; reviews traffic goes {}.",
+            "\nloadgen sends {} requests/s to frontend, which calls catalog (gRPC) and reviews\n\
+             (HTTP); reviews traffic goes {}.",
             self.rps,
             split.join(", ")
         )?;
+        let api = &self.api;
+        writeln!(f, "\nAsk the control plane:")?;
+        writeln!(f, "  weft proxies --api {api}")?;
+        writeln!(f, "  weft check --api {api}")?;
+        writeln!(f, "  weft get httproutes --api {api}")?;
+        writeln!(f, "  weft get grpcroutes --api {api}")?;
         writeln!(
             f,
-            "Change the split live: edit the reviews-split route in\n  {}\n\
-             and save; every sidecar reloads it within a second.\n",
-            self.mesh_file.display()
+            "\nChange the split live (every sidecar has it within a second; the summary shows it):"
         )?;
+        writeln!(f, "  weft apply -f - --api {api} <<'EOF'")?;
+        for line in topology::split_route(&OTHER_SPLIT).lines() {
+            writeln!(f, "  {line}")?;
+        }
+        writeln!(f, "  EOF\n")?;
         match self.duration {
             Some(duration) => writeln!(
                 f,

@@ -1,9 +1,10 @@
 //! The one HTTP client the demo uses: for the apps calling each other through their
-//! sidecars, for the load generator, and for the sidecars' admin endpoints.
+//! sidecars, for the load generator, for the sidecars' admin endpoints and for the control
+//! plane's API.
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -35,7 +36,7 @@ pub struct Reply {
 /// sidecars see realistic traffic rather than a connection per request.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Empty<Bytes>>,
+    inner: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Default for HttpClient {
@@ -54,7 +55,25 @@ impl HttpClient {
     pub async fn get(&self, to: SocketAddr, host: &str, path: &str) -> Result<Reply, CallError> {
         let request = Request::get(format!("http://{to}{path}"))
             .header(header::HOST, host)
-            .body(Empty::new())?;
+            .body(Full::default())?;
+        self.send(request).await
+    }
+
+    /// `POST path` with `body` of `content_type` to `to`.
+    pub async fn post(
+        &self,
+        to: SocketAddr,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> Result<Reply, CallError> {
+        let request = Request::post(format!("http://{to}{path}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))?;
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Reply, CallError> {
         let call = async {
             let response = self.inner.request(request).await?;
             let status = response.status();

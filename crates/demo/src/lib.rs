@@ -1,15 +1,18 @@
 //! `weft demo`: a sample mesh on loopback for a first look at Weft.
 //!
-//! Sample apps (a frontend, two versions of reviews, ratings) and a load generator run in
-//! this process; each gets a real `weft proxy` sidecar as a child process, in local mode
-//! with certificates from a throwaway CA, so every hop is mutual TLS and measured. Every
-//! port comes from the OS. When the demo ends it summarises what the sidecars measured and
-//! stops every process it started.
+//! A control plane, sample apps (a frontend, a gRPC catalog, two versions of reviews,
+//! ratings) and a load generator run in this process; each app gets a real `weft proxy`
+//! sidecar as a child process that registers with the control plane and gets its config
+//! from it, with certificates from a throwaway CA, so every hop is mutual TLS and measured.
+//! Every port comes from the OS. When the demo ends it summarises what the sidecars
+//! measured and stops every process it started.
 
 #![forbid(unsafe_code)]
 
 mod apps;
+mod catalog;
 mod certs;
+mod control;
 mod error;
 mod guide;
 mod http_client;

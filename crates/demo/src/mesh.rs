@@ -1,52 +1,49 @@
 //! The sample mesh as a whole: started in order, watched while it runs, stopped in order.
 //!
 //! ```text
-//! start: temp dir + CA -> bind app ports -> spawn sidecars (mesh file without endpoints)
-//!        -> learn their addresses -> ready -> full mesh file -> every sidecar reloaded
-//!        -> apps serve -> load starts
+//! start: temp dir + CA -> control plane (in process) -> apply the resources
+//!        -> bind app ports -> spawn sidecars (--control-plane) -> learn their addresses
+//!        -> apps serve -> every sidecar registered, healthy and in sync -> load starts
 //! run:   scrape /metrics every second (the last scrape survives a sidecar that exits on
 //!        Ctrl-C) and watch that no sidecar died
 //! stop:  load stops -> final scrape -> summary -> SIGTERM, then SIGKILL, to sidecars
-//!        -> apps stop -> temp dir removed
+//!        -> apps stop -> control plane stops -> temp dir removed
 //! ```
 
-use crate::apps::{self, AppServer, Outbound, SampleApp};
+use crate::apps::{self, AppServer, Outbound};
 use crate::certs::DemoCa;
+use crate::control::ControlPlaneHandle;
 use crate::guide::{Guide, WorkloadInfo};
 use crate::http_client::HttpClient;
 use crate::loadgen::LoadGenerator;
 use crate::sidecar::{self, Sidecar, SidecarSpec};
 use crate::signals::StopSignal;
 use crate::summary::Summary;
-use crate::topology::{self, Workload};
+use crate::topology::{self, Workload, NAMESPACE};
 use crate::workdir::WorkDir;
 use crate::{DemoError, DemoOptions};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-const MESH_FILE: &str = "mesh.yaml";
-/// Sidecars poll the mesh file every half second.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// If a sidecar has not reloaded by then, the file is written again: one that took its
-/// first look at the file only after the rewrite would otherwise never notice it.
-const RELOAD_NUDGE: Duration = Duration::from_secs(2);
+/// A sidecar's app passes its first health check within about two seconds; the control
+/// plane then pushes the new endpoints within milliseconds.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
 const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct SampleMesh {
     // Fields drop in this order, which is the order things must stop in if `stop` never
-    // runs: load, sidecars (killed on drop), apps, then the directory they used.
+    // runs: load, sidecars (killed on drop), apps, the control plane, then the directory
+    // they used.
     loadgen: Option<LoadGenerator>,
     sidecars: Vec<Sidecar>,
     /// Each app's address, with the server that stops when dropped.
     apps: Vec<(SocketAddr, AppServer)>,
-    /// Only held so it is removed last.
-    _workdir: WorkDir,
-    mesh_file: PathBuf,
+    control: Option<ControlPlaneHandle>,
+    workdir: WorkDir,
     /// Where requests enter the mesh: the load generator's sidecar's outbound listener.
     entry: SocketAddr,
     client: HttpClient,
@@ -59,7 +56,10 @@ impl SampleMesh {
     pub async fn start(options: &DemoOptions) -> Result<Self, DemoError> {
         let workdir = WorkDir::create()?;
         let ca = DemoCa::create(&workdir)?;
-        let mesh_file = workdir.write(MESH_FILE, &topology::mesh_file(&[]))?;
+        let client = HttpClient::default();
+        let control = ControlPlaneHandle::start(&workdir.path().join("control")).await?;
+        control.apply(&client, &topology::resources()).await?;
+        let control_url = control.grpc_url();
         let show_logs = Arc::new(AtomicBool::new(false));
 
         let mut listeners = Vec::new();
@@ -71,7 +71,7 @@ impl SampleMesh {
                 workload,
                 app,
                 certs: &certs,
-                mesh_file: &mesh_file,
+                control_plane: &control_url,
             };
             starting.push(sidecar::spawn(&options.weft_bin, &spec, show_logs.clone())?);
             listeners.push((listener, app));
@@ -80,12 +80,7 @@ impl SampleMesh {
         for sidecar in starting {
             sidecars.push(sidecar.listening().await?);
         }
-        let client = HttpClient::default();
-        for sidecar in &sidecars {
-            sidecar.wait_ready(&client).await?;
-        }
-        apply_full_mesh_file(&workdir, &sidecars, &client).await?;
-
+        // The apps serve from here on, so their sidecars' health checks pass.
         let apps = sidecars
             .iter()
             .zip(listeners)
@@ -94,25 +89,29 @@ impl SampleMesh {
                     client: client.clone(),
                     sidecar: sidecar.addrs.outbound,
                 };
-                let server = apps::serve(listener, SampleApp::new(sidecar.workload, outbound));
-                (addr, server)
+                (addr, apps::start(sidecar.workload, listener, outbound))
             })
             .collect();
+        for sidecar in &sidecars {
+            sidecar.wait_ready(&client).await?;
+        }
+        wait_until_registered(&control, &mut sidecars, &client).await?;
+
         let entry = sidecars
             .iter()
             .find(|sidecar| sidecar.workload == Workload::Loadgen)
             .map(|sidecar| sidecar.addrs.outbound)
             .expect("Workload::ALL includes the load generator");
         let loadgen = LoadGenerator::start(client.clone(), entry, options.rps);
-        // From here on, what the sidecars log is news to the user (an edit of the file).
+        // From here on, what the sidecars log is news to the user (an applied change).
         show_logs.store(true, Ordering::Relaxed);
         let scrapes = vec![None; sidecars.len()];
         Ok(SampleMesh {
             loadgen: Some(loadgen),
             sidecars,
             apps,
-            _workdir: workdir,
-            mesh_file,
+            control: Some(control),
+            workdir,
             entry,
             client,
             scrapes,
@@ -134,7 +133,12 @@ impl SampleMesh {
             .collect();
         Guide {
             workloads,
-            mesh_file: self.mesh_file.clone(),
+            api: self
+                .control
+                .as_ref()
+                .map(ControlPlaneHandle::api_url)
+                .unwrap_or_default(),
+            workdir: self.workdir.path().to_owned(),
             entry: self.entry,
             rps: options.rps,
             duration: options.duration,
@@ -161,7 +165,7 @@ impl SampleMesh {
                 () = timer => return Ok(()),
                 _ = ticks.tick() => {
                     self.scrape().await;
-                    if let Some(error) = self.dead_sidecar() {
+                    if let Some(error) = dead_sidecar(&mut self.sidecars) {
                         // Ctrl-C in a terminal reaches the sidecars too (they share the
                         // demo's process group) and one may exit just before the demo
                         // handles its own signal: that is a stop, not a failure.
@@ -171,13 +175,6 @@ impl SampleMesh {
                 }
             }
         }
-    }
-
-    fn dead_sidecar(&mut self) -> Option<DemoError> {
-        self.sidecars.iter_mut().find_map(|sidecar| {
-            let status = sidecar.exit_status()?;
-            Some(sidecar.failed(format!("exited unexpectedly ({status})")))
-        })
     }
 
     /// Keeps each sidecar's latest `/metrics`; one that does not answer keeps its last.
@@ -203,52 +200,75 @@ impl SampleMesh {
             traffic_for,
         );
         sidecar::shutdown(std::mem::take(&mut self.sidecars)).await;
+        self.apps.clear();
+        if let Some(control) = self.control.take() {
+            control.stop().await;
+        }
         summary
     }
 }
 
-/// Writes the mesh file with every sidecar's inbound address, and waits until each sidecar
-/// runs it: until its `/config` version is no longer the one it started with.
-async fn apply_full_mesh_file(
-    workdir: &WorkDir,
-    sidecars: &[Sidecar],
+fn dead_sidecar(sidecars: &mut [Sidecar]) -> Option<DemoError> {
+    sidecars.iter_mut().find_map(|sidecar| {
+        let status = sidecar.exit_status()?;
+        Some(sidecar.failed(format!("exited unexpectedly ({status})")))
+    })
+}
+
+/// Waits until the control plane lists every sidecar as healthy and running the latest
+/// config, twice in a row (a registration that has just turned healthy is compiled into a
+/// new config a moment later), so the first requests already find every endpoint.
+async fn wait_until_registered(
+    control: &ControlPlaneHandle,
+    sidecars: &mut [Sidecar],
     client: &HttpClient,
 ) -> Result<(), DemoError> {
-    let mut first_versions = Vec::new();
-    for sidecar in sidecars {
-        first_versions.push(sidecar.config_version(client).await);
-    }
-    let endpoints: Vec<(&str, SocketAddr)> = sidecars
-        .iter()
-        .map(|sidecar| (sidecar.workload.service(), sidecar.addrs.inbound))
-        .collect();
-    let full = topology::mesh_file(&endpoints);
-    workdir.write(MESH_FILE, &full)?;
-    let started = Instant::now();
-    let mut nudged = false;
-    let mut waiting: Vec<(&Sidecar, Option<String>)> =
-        sidecars.iter().zip(first_versions).collect();
-    while !waiting.is_empty() {
-        let mut still_waiting = Vec::new();
-        for (sidecar, first) in waiting {
-            let now = sidecar.config_version(client).await;
-            if now.is_none() || now == first {
-                still_waiting.push((sidecar, first));
-            }
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let mut settled_on: Option<String> = None;
+    loop {
+        if let Some(error) = dead_sidecar(sidecars) {
+            return Err(error);
         }
-        waiting = still_waiting;
-        if let Some((sidecar, _)) = waiting.first() {
-            if started.elapsed() > RELOAD_TIMEOUT {
-                return Err(sidecar.failed(format!(
-                    "did not load the full mesh file within {RELOAD_TIMEOUT:?}"
-                )));
+        let proxies = control.proxies(client).await.unwrap_or_default();
+        let waiting_for: Vec<&Sidecar> = sidecars
+            .iter()
+            .filter(|sidecar| !proxies.iter().any(|p| is_ready(p, sidecar)))
+            .collect();
+        let mut versions = proxies
+            .iter()
+            .filter_map(|p| p.get("ackedVersion")?.as_str());
+        let version = versions.next().map(str::to_owned);
+        let one_version = version.is_some() && versions.all(|v| Some(v) == version.as_deref());
+        if waiting_for.is_empty() && one_version {
+            if settled_on.is_some() && settled_on == version {
+                return Ok(());
             }
-            if !nudged && started.elapsed() > RELOAD_NUDGE {
-                workdir.write(MESH_FILE, &full)?;
-                nudged = true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            settled_on = version;
+        } else {
+            settled_on = None;
         }
+        if Instant::now() > deadline {
+            return Err(match waiting_for.first() {
+                Some(sidecar) => sidecar.failed(format!(
+                    "was not registered with the control plane (healthy and in sync) within \
+                     {REGISTER_TIMEOUT:?}"
+                )),
+                None => DemoError::ControlPlane(format!(
+                    "its proxies did not settle on one config within {REGISTER_TIMEOUT:?}"
+                )),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    Ok(())
+}
+
+/// Whether `proxy` (an entry of `GET /api/v1/proxies`) is `sidecar`, healthy and in sync.
+fn is_ready(proxy: &serde_json::Value, sidecar: &Sidecar) -> bool {
+    let text = |field: &str| proxy.get(field).and_then(serde_json::Value::as_str);
+    let flag = |field: &str| proxy.get(field).and_then(serde_json::Value::as_bool);
+    text("service") == Some(sidecar.workload.service())
+        && text("namespace") == Some(NAMESPACE)
+        && text("inboundAddress") == Some(&sidecar.addrs.inbound.to_string())
+        && flag("healthy") == Some(true)
+        && flag("inSync") == Some(true)
 }

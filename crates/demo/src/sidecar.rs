@@ -22,7 +22,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// A loaded machine can be slow to start five processes at once.
+/// A loaded machine can be slow to start six processes at once.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the proxies get to drain after SIGTERM before they are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +44,8 @@ pub struct SidecarSpec<'a> {
     pub workload: Workload,
     pub app: SocketAddr,
     pub certs: &'a CertFiles,
-    pub mesh_file: &'a Path,
+    /// The control plane's gRPC URL (`--control-plane`).
+    pub control_plane: &'a str,
 }
 
 /// The last lines a sidecar logged.
@@ -95,7 +96,7 @@ pub struct Sidecar {
 }
 
 /// Starts `weft proxy` for one workload. `show_logs` is shared by all sidecars: once it is
-/// set, their warnings, errors and config reloads are shown on the demo's stderr.
+/// set, their warnings, errors and config changes are shown on the demo's stderr.
 pub fn spawn(
     weft_bin: &Path,
     spec: &SidecarSpec<'_>,
@@ -173,8 +174,11 @@ fn proxy_args(spec: &SidecarSpec<'_>) -> Vec<OsString> {
     .collect();
     args.push("--app".into());
     args.push(spec.app.to_string().into());
+    // Registers the workload; the control plane makes it an endpoint once its app is up.
+    args.push("--control-plane".into());
+    args.push(spec.control_plane.into());
+    // Certificates still come from files; the control plane's CA comes later.
     for (flag, path) in [
-        ("--local", spec.mesh_file),
         ("--cert", &spec.certs.cert),
         ("--key", &spec.certs.key),
         ("--ca", &spec.certs.ca),
@@ -269,13 +273,6 @@ impl Sidecar {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(self.failed(format!("was not ready after {START_TIMEOUT:?}")))
-    }
-
-    /// The `version` of the configuration in force, from `/config`.
-    pub async fn config_version(&self, client: &HttpClient) -> Option<String> {
-        let body = self.admin(client, "/config").await?;
-        let config: serde_json::Value = serde_json::from_str(&body).ok()?;
-        Some(config.get("version")?.as_str()?.to_owned())
     }
 
     pub async fn metrics(&self, client: &HttpClient) -> Option<String> {

@@ -1,8 +1,9 @@
-//! The demo's scratch directory: certificates and the mesh file, removed when the demo ends.
+//! The demo's scratch directory: certificates and the control plane's store, removed when
+//! the demo ends.
 
 use crate::DemoError;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct WorkDir {
@@ -28,6 +29,10 @@ impl WorkDir {
                 source,
             })?;
         Ok(WorkDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Writes `name` by writing a sibling and renaming it over, so a sidecar polling the file

@@ -69,7 +69,14 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+            Body::Streaming(incoming) => loop {
+                // Empty DATA frames carry nothing and count against the peer's h2 limit.
+                match Pin::new(&mut *incoming).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame)))
+                        if frame.data_ref().is_some_and(Bytes::is_empty) => {}
+                    polled => return polled,
+                }
+            },
             Body::Replay(replay) => Pin::new(replay).poll_frame(cx),
         }
     }

@@ -103,7 +103,15 @@ impl http_body::Body for ReplayBody {
             this.trailers_sent = true;
             return Poll::Ready(shared.trailers.clone().map(|t| Ok(Frame::trailers(t))));
         }
-        match Pin::new(&mut shared.source).poll_frame(cx) {
+        let polled = loop {
+            match Pin::new(&mut shared.source).poll_frame(cx) {
+                // An empty DATA frame carries nothing; forwarding it would cost the peer's
+                // per-connection allowance of empty frames (h2 closes the connection).
+                Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => {}
+                polled => break polled,
+            }
+        };
+        match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 shared.ended = true;
@@ -133,10 +141,14 @@ impl http_body::Body for ReplayBody {
         }
     }
 
+    /// True as soon as nothing is left for this try, so the last DATA frame carries
+    /// END_STREAM (instead of an extra empty frame after it).
     fn is_end_stream(&self) -> bool {
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let copy_sent = shared.overflowed || self.cursor >= shared.frames.len();
-        shared.ended && copy_sent && self.trailers_sent
+        let source_done = shared.ended || shared.source.is_end_stream();
+        let trailers_pending = shared.trailers.is_some() && !self.trailers_sent;
+        source_done && copy_sent && !trailers_pending
     }
 
     fn size_hint(&self) -> SizeHint {

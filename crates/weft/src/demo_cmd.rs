@@ -6,10 +6,13 @@ use std::time::Duration;
 
 #[derive(Args)]
 #[command(
-    after_help = "Starts a sample mesh on loopback: a frontend, two versions of reviews \
-    and ratings, each with its own sidecar, plus a load generator. It prints where \
-    everything is, and when it stops (Ctrl-C or --duration) a per-edge summary of \
-    requests, success rate and latency. Every process it starts is stopped at exit."
+    after_help = "Starts a sample mesh on loopback: a control plane (state in a temporary \
+    directory), a frontend calling a gRPC catalog and two versions of reviews (split 90/10 \
+    by an HTTPRoute) which call ratings, each with its own sidecar connected to the control \
+    plane, plus a load generator. It prints where everything is and the commands to try \
+    (weft proxies/check/get/apply --api ...), and when it stops (Ctrl-C or --duration) a \
+    per-edge summary of requests, success rate and latency. Every process it starts is \
+    stopped at exit."
 )]
 pub struct DemoArgs {
     /// Stop after this long (e.g. 30s, 5m) instead of waiting for Ctrl-C.

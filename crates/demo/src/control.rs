@@ -1,0 +1,180 @@
+//! The demo's control plane, run in this process (the same pieces `weft control` is made
+//! of) with its store in the demo's temporary directory. In-process, it cannot outlive the
+//! demo, however the demo ends; and binding port 0 here tells the demo both addresses
+//! without reading any log.
+
+use crate::http_client::HttpClient;
+use crate::DemoError;
+use http::StatusCode;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use weft_control::discovery::{self, DiscoveryServer};
+use weft_control::server::{ControlOptions, ControlPlane};
+
+/// How long the API and the gRPC server get to finish once told to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct ControlPlaneHandle {
+    /// The REST API (`weft apply/get/proxies/check --api`).
+    pub api: SocketAddr,
+    /// Where proxies connect (`weft proxy --control-plane`).
+    pub grpc: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ControlPlaneHandle {
+    /// Opens the store under `data_dir` and serves the API and the discovery server on
+    /// loopback ports the OS picks.
+    pub async fn start(data_dir: &Path) -> Result<Self, DemoError> {
+        let failed = |problem: String| DemoError::ControlPlane(problem);
+        let listen = |what: &'static str| async move {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| failed(format!("cannot listen for its {what} server: {e}")))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| failed(format!("no address for its {what} server: {e}")))?;
+            Ok::<_, DemoError>((listener, addr))
+        };
+        let (api_listener, api) = listen("API").await?;
+        let (grpc_listener, grpc) = listen("gRPC").await?;
+        let options = ControlOptions {
+            data_dir: data_dir.to_owned(),
+            api_addr: api,
+            grpc_addr: grpc,
+        };
+        let mut plane = tokio::task::spawn_blocking(move || ControlPlane::open(&options))
+            .await
+            .map_err(|e| failed(format!("opening the store panicked: {e}")))?
+            .map_err(|e| failed(e.to_string()))?;
+        let (discovery, registry) = DiscoveryServer::new(plane.store.subscribe());
+        plane.status = registry.clone();
+        let router = plane
+            .api_router()
+            .merge(weft_control::fleet::router(registry));
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let api_stop = until_stopped(stopped.clone());
+        let grpc_stop = until_stopped(stopped);
+        let task = tokio::spawn(async move {
+            let (api, grpc) = tokio::join!(
+                weft_control::server::serve_api(api_listener, router, api_stop),
+                discovery::serve(grpc_listener, discovery, grpc_stop),
+            );
+            if let Err(error) = api {
+                tracing::warn!(%error, "the demo's control plane API failed");
+            }
+            if let Err(error) = grpc {
+                tracing::warn!(%error, "the demo's control plane gRPC server failed");
+            }
+            // The store (and its file) closes here, with the servers that held it.
+            drop(plane);
+        });
+        Ok(ControlPlaneHandle {
+            api,
+            grpc,
+            stop,
+            task,
+        })
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// `POST /api/v1/apply`: all of `yaml` is stored, or nothing and the API's reasons.
+    pub async fn apply(&self, client: &HttpClient, yaml: &str) -> Result<(), DemoError> {
+        let reply = client
+            .post(
+                self.api,
+                "/api/v1/apply",
+                "application/yaml",
+                yaml.to_owned(),
+            )
+            .await
+            .map_err(|e| DemoError::ControlPlane(format!("applying the demo's resources: {e}")))?;
+        if reply.status == StatusCode::OK {
+            return Ok(());
+        }
+        Err(DemoError::ControlPlane(format!(
+            "refused the demo's resources ({}): {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        )))
+    }
+
+    /// `GET /api/v1/proxies`: the connected proxies as the API lists them.
+    pub async fn proxies(&self, client: &HttpClient) -> Option<Vec<serde_json::Value>> {
+        let reply = client
+            .get(self.api, "127.0.0.1", "/api/v1/proxies")
+            .await
+            .ok()?;
+        if !reply.status.is_success() {
+            return None;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+        body.get("proxies")?.as_array().cloned()
+    }
+
+    /// Stops both servers (proxies still connected see their streams end) and closes the
+    /// store.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        if tokio::time::timeout(STOP_TIMEOUT, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the demo's control plane did not stop in time");
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for ControlPlaneHandle {
+    fn drop(&mut self) {
+        // Only does anything when `stop` did not run (an early return): the servers and
+        // the store go with the task.
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_demo_resources_apply_and_the_control_plane_stops() {
+        let dir = crate::workdir::WorkDir::create().unwrap();
+        let client = HttpClient::default();
+        let control = ControlPlaneHandle::start(&dir.path().join("control"))
+            .await
+            .unwrap();
+        control
+            .apply(&client, &crate::topology::resources())
+            .await
+            .unwrap();
+        let refused = control
+            .apply(&client, "kind: Nonsense\nmetadata: {name: x}\n")
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("refused"), "{refused}");
+        assert_eq!(control.proxies(&client).await, Some(Vec::new()));
+        let api = control.api;
+        control.stop().await;
+        assert!(
+            tokio::net::TcpStream::connect(api).await.is_err(),
+            "the API stopped listening"
+        );
+    }
+}
