@@ -15,8 +15,9 @@ use std::io::IsTerminal;
 #[command(name = "weft", version, about = "Weft service mesh", long_about = None)]
 struct Cli {
     /// Log filter, e.g. `info`, `debug`, `weft_proxy=debug` (also RUST_LOG).
-    #[arg(long, global = true, env = "WEFT_LOG", default_value = "info")]
-    log: String,
+    /// [default: info; `warn` for `weft demo`, whose own output is the point]
+    #[arg(long, global = true, env = "WEFT_LOG")]
+    log: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -67,7 +68,11 @@ fn init_logging(filter: &str, json: bool) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_json);
+    let default_log = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_log), cli.log_json);
     let result = match cli.command {
         Command::Control(args) => control_cmd::run(args),
         Command::Apply(args) => client_cmd::apply(args),
