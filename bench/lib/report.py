@@ -415,8 +415,15 @@ and flags the report if it sees any.
             w(f"- {x}")
         w("")
 
+    # bench/control-plane.sh owns a section of the same file; keep it across data-plane runs.
+    kept = ""
+    marker = "## Control plane: config push at scale"
+    if os.path.exists(out_path):
+        previous = read(out_path)
+        if marker in previous:
+            kept = "\n\n" + previous[previous.index(marker):].rstrip() + "\n"
     with open(out_path, "w") as f:
-        f.write("\n".join(L).rstrip() + "\n")
+        f.write("\n".join(L).rstrip() + "\n" + kept)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@
 //! and the time from the flip until every one of the N proxies has received the resulting
 //! message is one round. Prints one JSON object on stdout; progress goes to stderr.
 //!
+//! `--join all` starts every proxy at once (as after a control-plane restart);
+//! `--join by-service` starts one service's proxies at a time and lets the fleet settle in
+//! between (as in a rollout), so no single push carries every endpoint to every proxy;
+//! `--join unhealthy-first` starts every proxy at once without a health report (an empty
+//! first config), then reports one service's proxies healthy at a time. `--endpoints E`
+//! makes only the first E proxies healthy, i.e. endpoints.
+//!
 //! Configs are not parsed, only counted: this measures the control plane and the transport,
 //! not JSON decoding in the proxies.
 
@@ -40,6 +47,9 @@ struct Args {
     /// Namespace of every proxy (and of the Services).
     #[arg(long, default_value = "default")]
     namespace: String,
+    /// Proxies that report themselves healthy, i.e. endpoints (the first E); default N.
+    #[arg(long)]
+    endpoints: Option<usize>,
     /// Endpoint changes to time (M).
     #[arg(long, default_value_t = 20)]
     rounds: usize,
@@ -55,9 +65,67 @@ struct Args {
     /// Give up on any one phase (start, settle, a round) after this long.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// How the fleet joins before the changes are timed.
+    #[arg(long, value_enum, default_value = "all")]
+    join: Join,
     /// PID of the control plane, to report its VmRSS and VmHWM at the end.
     #[arg(long)]
     control_pid: Option<u32>,
+}
+
+/// How the fleet joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Join {
+    /// Every proxy at once, as after a control-plane restart.
+    All,
+    /// The proxies of one service at a time, the fleet settling in between, as in a
+    /// rollout: each step changes the endpoints of one service only.
+    ByService,
+    /// Every proxy at once but not yet healthy, so its first config carries no endpoints;
+    /// then one service's proxies at a time report healthy, the fleet settling in between.
+    UnhealthyFirst,
+}
+
+/// A proxy about to open its stream: index, Hello, whether it reports itself healthy at
+/// once, and both ends of its outbound queue.
+type Opening = (
+    usize,
+    Hello,
+    bool,
+    mpsc::Sender<ProxyMessage>,
+    mpsc::Receiver<ProxyMessage>,
+);
+
+/// Opens one connection and starts the streams of `proxies` on it.
+async fn open(
+    endpoint: Endpoint,
+    opening: Arc<Semaphore>,
+    proxies: Vec<Opening>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let permit = opening.acquire_owned().await;
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(error) => {
+            for (index, ..) in proxies {
+                let _ = events.send(Event::Ended(index, format!("connect: {error:?}")));
+            }
+            return;
+        }
+    };
+    drop(permit);
+    for (index, hello, healthy, tx, rx) in proxies {
+        let events = events.clone();
+        tokio::spawn(proxy(
+            index,
+            channel.clone(),
+            hello,
+            healthy,
+            tx,
+            rx,
+            events,
+        ));
+    }
 }
 
 /// What the proxies' tasks report to the main task.
@@ -104,6 +172,7 @@ async fn run(args: Args) -> Result<()> {
     let quiet = Duration::from_millis(args.quiet_ms);
     let (events, mut inbox) = mpsc::unbounded_channel();
     let trigger_index = args.proxies;
+    let endpoints = args.endpoints.unwrap_or(args.proxies).min(args.proxies);
     let (trigger_tx, trigger_rx) = mpsc::channel(8);
     let mut trigger_parts = Some((trigger_tx.clone(), trigger_rx));
 
@@ -117,74 +186,89 @@ async fn run(args: Args) -> Result<()> {
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
     let opening = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    // The trigger goes last, in the last group, so it joins after the measured proxies.
-    let indices: Vec<usize> = (0..=args.proxies).collect();
-    for group in indices.chunks(args.streams_per_connection) {
-        let proxies: Vec<(
-            usize,
-            Hello,
-            mpsc::Sender<ProxyMessage>,
-            mpsc::Receiver<ProxyMessage>,
-        )> = group
-            .iter()
-            .map(|&index| {
-                let (tx, rx) = if index == trigger_index {
-                    trigger_parts.take().expect("one trigger")
-                } else {
-                    mpsc::channel(8)
-                };
-                (index, hello(index, &args), tx, rx)
-            })
-            .collect();
-        let endpoint = endpoint.clone();
-        let opening = opening.clone();
-        let events = events.clone();
-        tokio::spawn(async move {
-            let permit = opening.acquire_owned().await;
-            let channel = match endpoint.connect().await {
-                Ok(channel) => channel,
-                Err(error) => {
-                    for (index, ..) in proxies {
-                        let _ = events.send(Event::Ended(index, format!("connect: {error:?}")));
-                    }
-                    return;
-                }
-            };
-            drop(permit);
-            for (index, hello, tx, rx) in proxies {
-                tokio::spawn(proxy(index, channel.clone(), hello, tx, rx, events.clone()));
-            }
-        });
-    }
-    drop(events);
-
+    // The trigger joins last, on its own, after the measured proxies.
+    let mut batches: Vec<Vec<usize>> = match args.join {
+        Join::All | Join::UnhealthyFirst => vec![(0..args.proxies).collect()],
+        Join::ByService => (0..args.services)
+            .map(|service| (service..args.proxies).step_by(args.services).collect())
+            .collect(),
+    };
+    batches.push(vec![trigger_index]);
     let mut fleet = Fleet::new(args.proxies + 1);
-    // Phase 1: every measured proxy connected and sent its first config.
-    let mut all_connected = None;
-    while fleet.first_received < args.proxies || fleet.connected < args.proxies + 1 {
-        let event = next(&mut inbox, started + patience, "the fleet to start").await?;
-        fleet.record(&event)?;
-        if all_connected.is_none() && fleet.connected == args.proxies + 1 {
-            all_connected = Some(started.elapsed());
+    // With --join unhealthy-first, each proxy's outbound queue, to report it healthy later.
+    let mut senders: Vec<Option<mpsc::Sender<ProxyMessage>>> = vec![None; args.proxies + 1];
+    let mut begun = 0;
+    let mut all_connected = Duration::ZERO;
+    for batch in batches.iter().filter(|batch| !batch.is_empty()) {
+        for group in batch.chunks(args.streams_per_connection) {
+            let proxies: Vec<Opening> = group
+                .iter()
+                .map(|&index| {
+                    let (tx, rx) = if index == trigger_index {
+                        trigger_parts.take().expect("one trigger")
+                    } else {
+                        mpsc::channel(8)
+                    };
+                    if args.join == Join::UnhealthyFirst {
+                        senders[index] = Some(tx.clone());
+                    }
+                    let healthy = index == trigger_index
+                        || (args.join != Join::UnhealthyFirst && index < endpoints);
+                    (index, hello(index, &args), healthy, tx, rx)
+                })
+                .collect();
+            tokio::spawn(open(
+                endpoint.clone(),
+                opening.clone(),
+                proxies,
+                events.clone(),
+            ));
+        }
+        begun += batch.len();
+        // Every proxy begun so far connected and sent its first config...
+        while fleet.first_received < begun || fleet.connected < begun {
+            let event = next(&mut inbox, started + patience, "the fleet to start").await?;
+            fleet.record(&event)?;
+            if fleet.connected == args.proxies + 1 {
+                all_connected = started.elapsed();
+            }
+        }
+        // ...and, when joining service by service, the fleet settled before the next.
+        if args.join == Join::ByService {
+            settle(&mut inbox, &mut fleet, begun, quiet, patience).await?;
         }
     }
-    let all_connected = all_connected.unwrap_or_else(|| started.elapsed());
+    drop(events);
     let first_config = fleet
         .first
         .iter()
-        .take(args.proxies)
         .map(|at| at.expect("every proxy has its first config") - started)
         .max()
         .unwrap_or_default();
     eprintln!(
-        "all connected in {:.2} s; all {} had a first config after {:.2} s",
+        "all connected after {:.2} s; all {} had a first config after {:.2} s",
         all_connected.as_secs_f64(),
         args.proxies,
         first_config.as_secs_f64()
     );
     // The proxies joined rotation one after another: wait for the pushes to die down.
     let start_messages = fleet.messages;
-    settle(&mut inbox, &mut fleet, quiet, patience).await?;
+    settle(&mut inbox, &mut fleet, args.proxies + 1, quiet, patience).await?;
+    if args.join == Join::UnhealthyFirst {
+        for service in 0..args.services {
+            for index in (service..endpoints).step_by(args.services) {
+                let sender = senders[index].take().expect("kept for unhealthy-first");
+                sender
+                    .send(message(proxy_message::Message::Health(Health {
+                        healthy: true,
+                        detail: String::new(),
+                    })))
+                    .await
+                    .with_context(|| format!("proxy {index}'s stream is gone"))?;
+            }
+            settle(&mut inbox, &mut fleet, args.proxies + 1, quiet, patience).await?;
+        }
+    }
     let settled = started.elapsed() - quiet;
     let start_bytes = fleet.bytes;
     let start_total_messages = fleet.messages;
@@ -239,7 +323,7 @@ async fn run(args: Args) -> Result<()> {
             }
         }
         round_times.push(slowest);
-        settle(&mut inbox, &mut fleet, quiet, patience).await?;
+        settle(&mut inbox, &mut fleet, args.proxies + 1, quiet, patience).await?;
         round_bytes += fleet.bytes - before;
         eprintln!(
             "round {}/{}: health -> {healthy}: all {} proxies had it after {:.1} ms",
@@ -261,9 +345,15 @@ async fn run(args: Args) -> Result<()> {
     let report = serde_json::json!({
         "proxies": args.proxies,
         "services": args.services,
+        "endpoints": endpoints,
         "rounds": args.rounds,
         "connections": connections,
         "streams_per_connection": args.streams_per_connection,
+        "join": match args.join {
+            Join::All => "all",
+            Join::ByService => "by-service",
+            Join::UnhealthyFirst => "unhealthy-first",
+        },
         "all_connected_s": secs(all_connected),
         "first_config_all_s": secs(first_config),
         "settled_s": secs(settled),
@@ -322,9 +412,7 @@ impl Fleet {
                 self.bytes += receipt.bytes as u64;
                 if self.first[receipt.index].is_none() {
                     self.first[receipt.index] = Some(receipt.at);
-                    if receipt.index + 1 < self.first.len() {
-                        self.first_received += 1;
-                    }
+                    self.first_received += 1;
                 }
                 self.version[receipt.index] = Some(receipt.version.clone());
             }
@@ -333,17 +421,30 @@ impl Fleet {
         Ok(())
     }
 
-    /// Whether every proxy, the trigger included, was last sent the same version.
-    fn in_step(&self) -> bool {
-        let first = self.version[0].as_ref();
-        first.is_some() && self.version.iter().all(|v| v.as_ref() == first)
+    /// Whether `begun` proxies have been sent something, and all were last sent the same
+    /// version.
+    fn in_step(&self, begun: usize) -> bool {
+        let mut sent = self.version.iter().flatten();
+        let Some(first) = sent.next() else {
+            return begun == 0;
+        };
+        let mut count = 1;
+        for version in sent {
+            if version != first {
+                return false;
+            }
+            count += 1;
+        }
+        count == begun
     }
 }
 
-/// Waits until nothing arrived for `quiet` and every proxy was last sent the same version.
+/// Waits until nothing arrived for `quiet` and the `begun` proxies were all last sent the
+/// same version.
 async fn settle(
     inbox: &mut mpsc::UnboundedReceiver<Event>,
     fleet: &mut Fleet,
+    begun: usize,
     quiet: Duration,
     patience: Duration,
 ) -> Result<()> {
@@ -352,7 +453,7 @@ async fn settle(
         match tokio::time::timeout(quiet, inbox.recv()).await {
             Ok(Some(event)) => fleet.record(&event)?,
             Ok(None) => bail!("every proxy task ended"),
-            Err(_) if fleet.in_step() => return Ok(()),
+            Err(_) if fleet.in_step(begun) => return Ok(()),
             Err(_) => {}
         }
         if Instant::now() > deadline {
@@ -379,6 +480,7 @@ async fn proxy(
     index: usize,
     channel: Channel,
     hello: Hello,
+    healthy: bool,
     outbound: mpsc::Sender<ProxyMessage>,
     queued: mpsc::Receiver<ProxyMessage>,
     events: mpsc::UnboundedSender<Event>,
@@ -386,14 +488,15 @@ async fn proxy(
     let ended = |why: String| {
         let _ = events.send(Event::Ended(index, why));
     };
+    let health = proxy_message::Message::Health(Health {
+        healthy: true,
+        detail: String::new(),
+    });
     let opening = [
-        proxy_message::Message::Hello(hello),
-        proxy_message::Message::Health(Health {
-            healthy: true,
-            detail: String::new(),
-        }),
+        Some(proxy_message::Message::Hello(hello)),
+        healthy.then_some(health),
     ];
-    for body in opening {
+    for body in opening.into_iter().flatten() {
         if outbound.send(message(body)).await.is_err() {
             return;
         }
