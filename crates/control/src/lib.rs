@@ -2,8 +2,10 @@
 //! connected proxies, and the discovery server that compiles and pushes their config.
 
 pub mod api;
+pub mod ca;
 pub mod discovery;
 pub mod fleet;
 pub mod resource_set;
 pub mod server;
 pub mod store;
+pub mod tokens;

@@ -4,8 +4,10 @@
 //! a [`ControlPlane`], [`bind`] each listener, and serve each until one [`Shutdown`].
 
 use crate::api::{self, ApiState, NoStatus, StatusSource};
+use crate::ca::{CaError, CaSource, MeshCa};
 use crate::discovery::DiscoveryServer;
 use crate::store::{RedbStore, Store, StoreError};
+use crate::tokens::TokenStore;
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +30,8 @@ pub struct ControlOptions {
 pub enum ControlError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
     #[error("cannot listen on {addr} for the {what} server ({flag}): {source}; pick a free address with {flag}")]
     Bind {
         what: &'static str,
@@ -78,6 +82,15 @@ impl ControlPlane {
             store: self.store.clone(),
             status: self.status.clone(),
         })
+    }
+
+    /// Loads (or, on first start, generates and stores) the CA root, and returns the
+    /// identity routes: `GET /api/v1/ca` and the join tokens (`/api/v1/tokens`).
+    pub async fn identity_router(&self, source: &CaSource) -> Result<Router, ControlError> {
+        let resources = self.store.subscribe().borrow().clone();
+        let ca = MeshCa::load_or_create(&*self.store, source, &resources).await?;
+        let tokens = TokenStore::new(self.store.clone());
+        Ok(crate::ca::router(Arc::new(ca)).merge(crate::tokens::router(Arc::new(tokens))))
     }
 }
 
@@ -146,13 +159,22 @@ impl Shutdown {
 /// `weft control`: the store, the REST API and the discovery server that pushes config to
 /// proxies, until SIGTERM or SIGINT.
 pub async fn run(options: ControlOptions) -> Result<(), ControlError> {
+    run_with_ca(options, CaSource::Store).await
+}
+
+/// [`run`], with the CA root from `ca` (the store's, or the operator's files).
+pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), ControlError> {
     let shutdown = Shutdown::on_signals()?;
     let mut plane = ControlPlane::open(&options)?;
+    let identity = plane.identity_router(&ca).await?;
     let (discovery, registry) = DiscoveryServer::new(plane.store.subscribe());
     plane.status = registry.clone();
     let api = bind(options.api_addr, "api", "--api-addr").await?;
     let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;
-    let router = plane.api_router().merge(crate::fleet::router(registry));
+    let router = plane
+        .api_router()
+        .merge(crate::fleet::router(registry))
+        .merge(identity);
     let (api, grpc) = tokio::join!(
         serve_api(api, router, shutdown.clone().wait()),
         crate::discovery::serve(grpc, discovery, shutdown.wait()),

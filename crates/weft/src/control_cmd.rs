@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use weft_control::ca::CaSource;
 use weft_control::server::{self, ControlOptions};
 
 #[derive(Args)]
@@ -20,9 +21,20 @@ pub struct ControlArgs {
     /// gRPC server the proxies connect to.
     #[arg(long, default_value = "127.0.0.1:7443")]
     grpc_addr: SocketAddr,
+    /// The mesh's CA certificate (PEM), a root or an intermediate of your own PKI, instead
+    /// of the root the control plane generates on first start and keeps in its store.
+    #[arg(long, requires = "ca_key", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// The private key of --ca-cert (unencrypted PKCS#8 PEM).
+    #[arg(long, requires = "ca_cert", value_name = "FILE")]
+    ca_key: Option<PathBuf>,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
+    let ca = match (args.ca_cert, args.ca_key) {
+        (Some(cert), Some(key)) => CaSource::Files { cert, key },
+        _ => CaSource::Store,
+    };
     let options = ControlOptions {
         data_dir: args.data_dir,
         api_addr: args.api_addr,
@@ -36,6 +48,6 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(server::run(options))?;
+    runtime.block_on(server::run_with_ca(options, ca))?;
     Ok(())
 }

@@ -7,6 +7,7 @@ mod control_cmd;
 mod demo_cmd;
 mod fleet_cmd;
 mod proxy_cmd;
+mod token_cmd;
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -49,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cert_cmd::CertCommand,
     },
+    /// Create or revoke join tokens: what a proxy presents to get its identity.
+    Token {
+        #[command(subcommand)]
+        cmd: token_cmd::TokenCommand,
+    },
 }
 
 fn init_logging(filter: &str, json: bool) {
@@ -83,6 +89,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Cert { cmd } => cert_cmd::run(cmd),
+        Command::Token { cmd } => token_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

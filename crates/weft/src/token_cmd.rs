@@ -1,0 +1,119 @@
+//! `weft token create|revoke`: join tokens, through the control plane's REST API (see
+//! `weft_control::tokens`).
+
+use crate::client_cmd::{ApiArgs, ApiClient};
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::Method;
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token for one service. The token goes to stdout (give it to that
+    /// service's proxy, e.g. in its --token-file); its id and expiry go to stderr.
+    #[command(
+        after_help = "Examples:\n  weft token create --service web > web.token\n  \
+        weft token create --service api --namespace shop --ttl 10m --single-use"
+    )]
+    Create(CreateArgs),
+    /// Revoke a join token by its id (printed by `weft token create`): proxies can no
+    /// longer use it to get a certificate.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The service the token lets a proxy act as.
+    #[arg(long)]
+    service: String,
+    /// The service's namespace.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// How long the token can be used, e.g. 1h, 30m, 90s.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// The token works once: a second proxy presenting it is refused.
+    #[arg(long)]
+    single_use: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// The token's id.
+    id: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create(args) => create(args),
+        TokenCommand::Revoke(args) => revoke(args),
+    }
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.api.api)?;
+    let body = json!({
+        "service": args.service,
+        "namespace": args.namespace,
+        "ttl": args.ttl,
+        "singleUse": args.single_use,
+    });
+    let answer = client
+        .send(
+            Method::POST,
+            "/api/v1/tokens",
+            Some("application/json"),
+            Bytes::from(body.to_string()),
+        )?
+        .success()
+        .context("creating the join token")?
+        .json()?;
+    let field = |name: &str| {
+        answer[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("the control plane's answer has no {name:?}: {answer}"))
+    };
+    let token = field("token")?;
+    eprintln!(
+        "join token {} for {}.{}{}, expires {}",
+        field("id")?,
+        field("service")?,
+        field("namespace")?,
+        if args.single_use { " (single use)" } else { "" },
+        field("expiresAt")?
+    );
+    println!("{token}");
+    Ok(())
+}
+
+fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.api.api)?;
+    let id: String = args
+        .id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    if id.is_empty() || id != args.id {
+        anyhow::bail!(
+            "{:?} is not a token id; ids are the hex digits `weft token create` prints",
+            args.id
+        );
+    }
+    client
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            None,
+            Bytes::new(),
+        )?
+        .success()
+        .context("revoking the join token")?;
+    println!("join token {id} revoked");
+    Ok(())
+}
