@@ -5,6 +5,7 @@ pub mod api;
 pub mod ca;
 pub mod discovery;
 pub mod fleet;
+pub mod identity;
 pub mod resource_set;
 pub mod server;
 pub mod store;

@@ -6,6 +6,7 @@
 use crate::api::{self, ApiState, NoStatus, StatusSource};
 use crate::ca::{CaError, CaSource, MeshCa};
 use crate::discovery::DiscoveryServer;
+use crate::identity::IdentityService;
 use crate::store::{RedbStore, Store, StoreError};
 use crate::tokens::TokenStore;
 use axum::Router;
@@ -87,10 +88,22 @@ impl ControlPlane {
     /// Loads (or, on first start, generates and stores) the CA root, and returns the
     /// identity routes: `GET /api/v1/ca` and the join tokens (`/api/v1/tokens`).
     pub async fn identity_router(&self, source: &CaSource) -> Result<Router, ControlError> {
-        let resources = self.store.subscribe().borrow().clone();
-        let ca = MeshCa::load_or_create(&*self.store, source, &resources).await?;
-        let tokens = TokenStore::new(self.store.clone());
-        Ok(crate::ca::router(Arc::new(ca)).merge(crate::tokens::router(Arc::new(tokens))))
+        Ok(self.identity(source).await?.0)
+    }
+
+    /// [`Self::identity_router`], and the gRPC service that signs proxies' certificates
+    /// with the same CA and join tokens.
+    pub async fn identity(
+        &self,
+        source: &CaSource,
+    ) -> Result<(Router, IdentityService), ControlError> {
+        let resources = self.store.subscribe();
+        let current = resources.borrow().clone();
+        let ca = Arc::new(MeshCa::load_or_create(&*self.store, source, &current).await?);
+        let tokens = Arc::new(TokenStore::new(self.store.clone()));
+        let service = IdentityService::new(ca.clone(), tokens.clone(), resources);
+        let router = crate::ca::router(ca).merge(crate::tokens::router(tokens));
+        Ok((router, service))
     }
 }
 
@@ -166,7 +179,7 @@ pub async fn run(options: ControlOptions) -> Result<(), ControlError> {
 pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), ControlError> {
     let shutdown = Shutdown::on_signals()?;
     let mut plane = ControlPlane::open(&options)?;
-    let identity = plane.identity_router(&ca).await?;
+    let (identity, signer) = plane.identity(&ca).await?;
     let (discovery, registry) = DiscoveryServer::new(plane.store.subscribe());
     plane.status = registry.clone();
     let api = bind(options.api_addr, "api", "--api-addr").await?;
@@ -177,7 +190,7 @@ pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), Co
         .merge(identity);
     let (api, grpc) = tokio::join!(
         serve_api(api, router, shutdown.clone().wait()),
-        crate::discovery::serve(grpc, discovery, shutdown.wait()),
+        crate::discovery::serve_with_identity(grpc, discovery, Some(signer), shutdown.wait()),
     );
     api?;
     grpc.map_err(ControlError::Grpc)?;

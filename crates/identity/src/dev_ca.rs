@@ -7,7 +7,8 @@ use crate::{format_utc, IdentityError, SpiffeId};
 use rcgen::{
     BasicConstraints, BmpString, CertificateParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, Ia5String, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    PrintableString, SanType, TeletexString, UniversalString, PKCS_ECDSA_P256_SHA256,
+    PrintableString, PublicKeyData, SanType, SignatureAlgorithm, TeletexString, UniversalString,
+    PKCS_ECDSA_P256_SHA256,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -15,7 +16,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 use x509_parser::asn1_rs::Tag;
 use x509_parser::certificate::X509Certificate;
+use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::X509Name;
 
@@ -45,6 +48,65 @@ pub struct IssuedCert {
     pub key_pem: String,
     /// The certificate's expiry, to the second.
     pub not_after: SystemTime,
+}
+
+/// A certificate signed for a key the CA never saw: the answer to a CSR.
+#[derive(Clone, Debug)]
+pub struct SignedCert {
+    pub cert_pem: String,
+    /// The certificate's expiry, to the second.
+    pub not_after: SystemTime,
+}
+
+/// Makes a fresh ECDSA P-256 key and a certificate signing request for `id` signed with it.
+/// Returns the key (PKCS#8 PEM), which stays with the caller, and the CSR (PEM).
+pub fn generate_csr(id: &SpiffeId) -> Result<(String, String), IdentityError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, id.service());
+    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(id.to_string())?)];
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((key.serialize_pem(), csr))
+}
+
+/// The public key of a CSR, in the form rcgen signs: the raw EC point of a P-256 key.
+struct CsrPublicKey(Vec<u8>);
+
+impl PublicKeyData for CsrPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+/// Checks a CSR's self-signature and takes its public key, which must be ECDSA P-256.
+/// Nothing else in the CSR is used.
+fn csr_public_key(csr_pem: &str) -> Result<CsrPublicKey, IdentityError> {
+    let invalid = |detail: String| IdentityError::InvalidCsr(detail);
+    let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|err| invalid(format!("no PEM 'CERTIFICATE REQUEST' block: {err}")))?;
+    let (_, csr) = X509CertificationRequest::from_der(der.as_ref())
+        .map_err(|err| invalid(format!("unparseable: {err}")))?;
+    csr.verify_signature()
+        .map_err(|err| invalid(format!("its signature does not verify: {err}")))?;
+    let spki = &csr.certification_request_info.subject_pki;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|params| params.as_oid().ok());
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY || curve != Some(OID_EC_P256) {
+        return Err(invalid(
+            "its key is not ECDSA P-256, the only kind this CA signs".to_owned(),
+        ));
+    }
+    Ok(CsrPublicKey(spki.subject_public_key.data.to_vec()))
 }
 
 impl CertificateAuthority {
@@ -188,6 +250,59 @@ impl CertificateAuthority {
         }
 
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert_pem = self.sign_leaf(id, &key, not_before, not_after)?;
+        Ok(IssuedCert {
+            cert_pem,
+            key_pem: key.serialize_pem(),
+            not_after: from_unix_seconds(unix_seconds(not_after)),
+        })
+    }
+
+    /// Signs a certificate for `id`, valid from a minute ago for `ttl`, for the public key
+    /// of `csr_pem` (PEM PKCS#10, ECDSA P-256, its signature checked). Only the key is taken
+    /// from the CSR: its subject, SANs and extensions are ignored, and the certificate gets
+    /// `id` and the same usages as [`CertificateAuthority::issue`]. The caller decides which
+    /// `id` the requester may have.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        id: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<SignedCert, IdentityError> {
+        let public_key = csr_public_key(csr_pem)?;
+        let now = SystemTime::now();
+        let not_after = now.checked_add(ttl).ok_or_else(|| {
+            IdentityError::InvalidValidity(format!("a lifetime of {ttl:?} is too long"))
+        })?;
+        let cert_pem = self.sign_leaf(id, &public_key, now - CLOCK_SKEW, not_after)?;
+        Ok(SignedCert {
+            cert_pem,
+            not_after: from_unix_seconds(unix_seconds(not_after)),
+        })
+    }
+
+    fn sign_leaf(
+        &self,
+        id: &SpiffeId,
+        public_key: &impl PublicKeyData,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<String, IdentityError> {
+        if let Some(ca_trust_domain) = &self.trust_domain {
+            if id.trust_domain() != ca_trust_domain {
+                return Err(IdentityError::TrustDomainMismatch {
+                    id: id.clone(),
+                    ca_trust_domain: ca_trust_domain.clone(),
+                });
+            }
+        }
+        if unix_seconds(not_after) <= unix_seconds(not_before) {
+            return Err(IdentityError::InvalidValidity(format!(
+                "it would end at {} before it starts at {}",
+                format_utc(not_after),
+                format_utc(not_before)
+            )));
+        }
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
@@ -202,12 +317,8 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         params.not_before = offset_date_time(not_before)?;
         params.not_after = offset_date_time(not_after)?;
-        let cert = params.signed_by(&key, &self.signer, &self.key)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            not_after: from_unix_seconds(unix_seconds(not_after)),
-        })
+        let cert = params.signed_by(public_key, &self.signer, &self.key)?;
+        Ok(cert.pem())
     }
 }
 
@@ -435,5 +546,69 @@ mod tests {
             .issue_with_validity(&web(), now - 2 * hour, now - hour)
             .unwrap();
         assert!(parse_svid(&leaf(&issued)).unwrap().not_after < now);
+    }
+
+    #[test]
+    fn sign_csr_takes_only_the_key_and_sets_the_id_itself() {
+        let ca = CertificateAuthority::generate("weft.local").unwrap();
+        let other = SpiffeId::parse("spiffe://weft.local/ns/default/svc/admin").unwrap();
+        // The CSR asks for another identity; the CA names the id it was told to.
+        let (key_pem, csr_pem) = generate_csr(&other).unwrap();
+        let signed = ca
+            .sign_csr(&csr_pem, &web(), Duration::from_secs(3600))
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(signed.cert_pem.as_bytes()).unwrap();
+        assert_eq!(parse_svid(&der).unwrap().id, web());
+        let identity =
+            crate::TlsIdentity::from_pem(&signed.cert_pem, &key_pem, ca.cert_pem()).unwrap();
+        assert_eq!(identity.id(), &web());
+    }
+
+    #[test]
+    fn sign_csr_refuses_garbage_and_a_tampered_request() {
+        let ca = CertificateAuthority::generate("weft.local").unwrap();
+        let hour = Duration::from_secs(3600);
+        assert!(matches!(
+            ca.sign_csr("not a csr", &web(), hour),
+            Err(IdentityError::InvalidCsr(_))
+        ));
+        let (_, csr_pem) = generate_csr(&web()).unwrap();
+        let mut der =
+            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        let b64 = {
+            // Re-wrap the tampered DER as PEM.
+            const TABLE: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = String::new();
+            for chunk in der.chunks(3) {
+                let n = chunk.len();
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..4 {
+                    if i <= n {
+                        out.push(TABLE[((v >> (18 - 6 * i)) & 63) as usize] as char);
+                    } else {
+                        out.push('=');
+                    }
+                }
+            }
+            out
+        };
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n"
+        );
+        assert!(matches!(
+            ca.sign_csr(&tampered, &web(), hour),
+            Err(IdentityError::InvalidCsr(_))
+        ));
     }
 }

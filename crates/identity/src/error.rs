@@ -87,6 +87,9 @@ pub enum IdentityError {
         ca_trust_domain: String,
     },
 
+    #[error("invalid certificate signing request: {0}")]
+    InvalidCsr(String),
+
     #[error("invalid certificate validity: {0}")]
     InvalidValidity(String),
 

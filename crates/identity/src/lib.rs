@@ -17,7 +17,7 @@ mod timestamp;
 mod tls;
 mod verify;
 
-pub use dev_ca::{CertificateAuthority, IssuedCert};
+pub use dev_ca::{generate_csr, CertificateAuthority, IssuedCert, SignedCert};
 pub use error::IdentityError;
 pub use spiffe::SpiffeId;
 pub use svid::SvidError;

@@ -58,13 +58,52 @@ impl TlsIdentity {
         Ok(identity)
     }
 
+    /// Like [`TlsIdentity::from_files`], from PEM text held in memory: a certificate chain
+    /// issued by the control plane, the key the proxy made for it, and the trust bundle.
+    pub fn from_pem(
+        cert_chain_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<Self, IdentityError> {
+        let cert_label = Path::new("<certificate issued by the control plane>");
+        let key_label = Path::new("<this proxy's private key>");
+        let ca_label = Path::new("<trust bundle from the control plane>");
+        let identity = TlsIdentity::build(
+            parse_certs(cert_chain_pem.as_bytes(), cert_label)?,
+            parse_key(key_pem.as_bytes(), key_label)?,
+            parse_certs(ca_pem.as_bytes(), ca_label)?,
+            cert_label,
+            key_label,
+            ca_label,
+        )?;
+        identity.check_usable_at(cert_label, ca_label, SystemTime::now())?;
+        Ok(identity)
+    }
+
     /// Everything `from_files` checks except what depends on the time, which tests skip to
     /// build identities with expired certificates.
     fn load(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Result<Self, IdentityError> {
-        let chain = read_certs(cert_path)?;
-        let key = read_key(key_path)?;
+        TlsIdentity::build(
+            read_certs(cert_path)?,
+            read_key(key_path)?,
+            read_certs(ca_path)?,
+            cert_path,
+            key_path,
+            ca_path,
+        )
+    }
+
+    /// Builds an identity from parsed parts; the paths only name them in errors.
+    fn build(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        ca_certs: Vec<CertificateDer<'static>>,
+        cert_path: &Path,
+        key_path: &Path,
+        ca_path: &Path,
+    ) -> Result<Self, IdentityError> {
         let mut roots = RootCertStore::empty();
-        for root in read_certs(ca_path)? {
+        for root in ca_certs {
             roots
                 .add(root)
                 .map_err(|err| IdentityError::InvalidTrustAnchor {
@@ -251,7 +290,11 @@ fn malformed(path: &Path) -> impl Fn(pem::Error) -> IdentityError + '_ {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
-    let certs = CertificateDer::pem_slice_iter(&read_file(path)?)
+    parse_certs(&read_file(path)?, path)
+}
+
+fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(malformed(path))?;
     if certs.is_empty() {
@@ -263,7 +306,11 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
-    PrivateKeyDer::from_pem_slice(&read_file(path)?).map_err(|err| match err {
+    parse_key(&read_file(path)?, path)
+}
+
+fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|err| match err {
         pem::Error::NoItemsFound => IdentityError::NoPrivateKey {
             path: path.to_owned(),
         },

@@ -21,8 +21,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 use weft_api::v1::discovery_client::DiscoveryClient;
+use weft_api::v1::identity_client::IdentityClient;
 use weft_api::v1::{control_message, proxy_message};
-use weft_api::v1::{Ack, Endpoints, Health, Hello, Nack, ProxyMessage};
+use weft_api::v1::{Ack, Endpoints, Health, Hello, Nack, ProxyMessage, SignRequest, SignResponse};
+use weft_identity::{generate_csr, SpiffeId, TlsIdentity};
 use weft_model::config::{EndpointConfig, ProxyConfig};
 
 /// Reconnect delays grow from the first to the last, doubling, each jittered.
@@ -105,6 +107,101 @@ impl ControlClient {
                 Err(error) => tracing::warn!(%error, ?delay, "no stream to the control plane; the config in force, if any, keeps serving; reconnecting"),
             }
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Why one attempt to get a certificate failed.
+enum SignError {
+    /// The control plane is not reachable (yet): try again.
+    Retry(String),
+    /// The control plane answered no: trying again cannot help.
+    Refused(String),
+}
+
+impl ControlClient {
+    /// Whether a join token was given (`--token-file`), so this proxy can ask for a certificate.
+    pub fn has_token(&self) -> bool {
+        self.options.token.is_some()
+    }
+
+    /// Obtains this proxy's workload certificate: makes an ECDSA P-256 key (which never
+    /// leaves the process), sends a CSR with the join token to `weft.v1.Identity/Sign`, and
+    /// builds the TLS identity from the answer. Retries with backoff while the control plane
+    /// is unreachable; a refusal (a token for another service, expired, revoked or already
+    /// used) is final.
+    pub async fn issue_identity(
+        &self,
+        service: &str,
+        namespace: &str,
+    ) -> Result<TlsIdentity, String> {
+        let token = self
+            .options
+            .token
+            .as_ref()
+            .ok_or("no join token: pass --token-file")?;
+        // The CA names the certificate itself; the id in the CSR is only informative.
+        let requested =
+            SpiffeId::new("weft.local", namespace, service).map_err(|e| e.to_string())?;
+        let (key_pem, csr_pem) =
+            generate_csr(&requested).map_err(|e| format!("cannot make a key pair: {e}"))?;
+        let request = SignRequest {
+            service: service.to_owned(),
+            namespace: namespace.to_owned(),
+            token: token.0.trim().to_owned(),
+            csr_pem,
+        };
+        let mut backoff = Backoff::default();
+        loop {
+            match self.sign_once(request.clone()).await {
+                Ok(answer) => {
+                    return TlsIdentity::from_pem(
+                        &answer.cert_chain_pem,
+                        &key_pem,
+                        &answer.trust_bundle_pem,
+                    )
+                    .map_err(|e| {
+                        format!("the certificate the control plane issued is unusable: {e}")
+                    });
+                }
+                Err(SignError::Refused(reason)) => {
+                    return Err(format!(
+                        "the control plane refused to issue a certificate for service {service} in namespace {namespace}: {reason}"
+                    ));
+                }
+                Err(SignError::Retry(error)) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, ?delay, "cannot get a certificate from the control plane yet; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn sign_once(&self, request: SignRequest) -> Result<SignResponse, SignError> {
+        let channel = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| SignError::Retry(e.to_string()))?;
+        match IdentityClient::new(channel).sign(request).await {
+            Ok(answer) => Ok(answer.into_inner()),
+            Err(status) => match status.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Cancelled
+                | tonic::Code::Aborted
+                | tonic::Code::ResourceExhausted => {
+                    Err(SignError::Retry(status.message().to_owned()))
+                }
+                tonic::Code::Unimplemented => Err(SignError::Refused(
+                    "this control plane does not issue certificates; give --cert, --key and --ca instead"
+                        .to_owned(),
+                )),
+                _ => Err(SignError::Refused(status.message().to_owned())),
+            },
         }
     }
 }

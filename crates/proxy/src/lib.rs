@@ -94,13 +94,30 @@ async fn bind(
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains.
 pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
-    let tls = match &options.tls {
-        Some(files) => Some(Arc::new(weft_identity::TlsIdentity::from_files(
+    let source = ConfigSource::of(&options)?;
+    let tls = match (&options.tls, &source) {
+        (Some(files), _) => Some(Arc::new(weft_identity::TlsIdentity::from_files(
             &files.cert,
             &files.key,
             &files.ca,
         )?)),
-        None => None,
+        // No certificate files but a join token: the control plane issues one, before any
+        // listener starts. (Renewal before expiry is not done yet.)
+        (None, ConfigSource::ControlPlane(client)) if client.has_token() => {
+            let issue = client.issue_identity(&options.service, &options.namespace);
+            let identity = tokio::select! {
+                identity = issue => identity.map_err(|reason| ProxyError::ControlPlane {
+                    url: options.control_plane.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
+                    reason,
+                })?,
+                _ = shutdown_signal() => {
+                    tracing::info!("stopped before a certificate was issued");
+                    return Ok(());
+                }
+            };
+            Some(Arc::new(identity))
+        }
+        _ => None,
     };
     if let Some(identity) = &tls {
         let id = identity.id();
@@ -113,7 +130,6 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         }
         tracing::info!(identity = %id, "mutual TLS enabled");
     }
-    let source = ConfigSource::of(&options)?;
     let proxy = Arc::new(Proxy::new(options, tls));
     if let ConfigSource::Local(path) = &source {
         local::load(&proxy, path).map_err(ProxyError::Config)?;

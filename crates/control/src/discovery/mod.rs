@@ -150,12 +150,23 @@ pub async fn serve(
     server: DiscoveryServer,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with_identity(listener, server, None, shutdown).await
+}
+
+/// [`serve`], with the Identity service (certificate signing) on the same server when given.
+pub async fn serve_with_identity(
+    listener: TcpListener,
+    server: DiscoveryServer,
+    identity: Option<crate::identity::IdentityService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let closer = server.clone();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(server.into_service())
+        .add_optional_service(identity.map(crate::identity::IdentityService::into_service))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             closer.close_streams();

@@ -1,0 +1,171 @@
+//! The Identity gRPC service (`weft.v1.Identity/Sign`): a proxy sends a CSR with its join
+//! token and gets a workload certificate for its service and the trust bundle.
+//!
+//! The token must be for exactly the service and namespace asked for; a single-use token is
+//! consumed. The certificate names `spiffe://<trust-domain>/ns/<namespace>/svc/<service>`
+//! whatever the CSR says, lasting the `Mesh` resource's `certificateTTL` (24 h by default).
+
+use crate::ca::{MeshCa, DEFAULT_TRUST_DOMAIN};
+use crate::resource_set::ResourceSet;
+use crate::tokens::TokenStore;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use weft_api::v1::identity_server::{self, Identity};
+use weft_api::v1::{SignRequest, SignResponse};
+use weft_identity::SpiffeId;
+use weft_model::resources::Spec;
+
+/// A workload certificate's lifetime when no `Mesh` resource sets one.
+pub const DEFAULT_CERTIFICATE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Signs workload certificates. Cheap to clone.
+#[derive(Clone)]
+pub struct IdentityService {
+    ca: Arc<MeshCa>,
+    tokens: Arc<TokenStore>,
+    resources: watch::Receiver<Arc<ResourceSet>>,
+}
+
+impl IdentityService {
+    pub fn new(
+        ca: Arc<MeshCa>,
+        tokens: Arc<TokenStore>,
+        resources: watch::Receiver<Arc<ResourceSet>>,
+    ) -> Self {
+        Self {
+            ca,
+            tokens,
+            resources,
+        }
+    }
+
+    /// The tonic service, to add to a `tonic::transport::Server`.
+    pub fn into_service(self) -> identity_server::IdentityServer<Self> {
+        identity_server::IdentityServer::new(self)
+    }
+
+    /// The `Mesh` resource's `certificateTTL`, or [`DEFAULT_CERTIFICATE_TTL`].
+    fn certificate_ttl(&self) -> Duration {
+        self.resources
+            .borrow()
+            .resources
+            .iter()
+            .find_map(|r| match &r.spec {
+                Spec::Mesh(mesh) => Some(Duration::from_millis(mesh.certificate_ttl.as_millis())),
+                _ => None,
+            })
+            .unwrap_or(DEFAULT_CERTIFICATE_TTL)
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+        let request = request.into_inner();
+        let trust_domain = self.ca.trust_domain().unwrap_or(DEFAULT_TRUST_DOMAIN);
+        let id = SpiffeId::new(trust_domain, &request.namespace, &request.service)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        self.tokens
+            .verify_and_consume(&request.token, &request.service, &request.namespace)
+            .await
+            .map_err(|err| {
+                tracing::warn!(identity = %id, error = %err, "refused a certificate request");
+                Status::permission_denied(err.to_string())
+            })?;
+        let ttl = self.certificate_ttl();
+        let signed = self
+            .ca
+            .authority()
+            .sign_csr(&request.csr_pem, &id, ttl)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let not_after_unix = signed
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        tracing::info!(identity = %id, ?ttl, "issued a workload certificate");
+        Ok(Response::new(SignResponse {
+            cert_chain_pem: signed.cert_pem,
+            trust_bundle_pem: self.ca.trust_bundle_pem().to_owned(),
+            not_after_unix,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CaSource;
+    use crate::store::tests::ScratchDir;
+    use crate::store::{RedbStore, Store};
+
+    async fn service(dir: &ScratchDir) -> (IdentityService, Arc<TokenStore>) {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let resources = store.subscribe();
+        let current = resources.borrow().clone();
+        let ca = MeshCa::load_or_create(&*store, &CaSource::Store, &current)
+            .await
+            .unwrap();
+        let tokens = Arc::new(TokenStore::new(store));
+        (
+            IdentityService::new(Arc::new(ca), tokens.clone(), resources),
+            tokens,
+        )
+    }
+
+    fn request(service: &str, token: &str) -> Request<SignRequest> {
+        let asked = SpiffeId::parse("spiffe://weft.local/ns/default/svc/admin").unwrap();
+        let (_, csr_pem) = weft_identity::generate_csr(&asked).unwrap();
+        Request::new(SignRequest {
+            service: service.to_owned(),
+            namespace: "default".to_owned(),
+            token: token.to_owned(),
+            csr_pem,
+        })
+    }
+
+    #[tokio::test]
+    async fn signs_for_the_token_identity_and_refuses_reuse_and_other_services() {
+        let dir = ScratchDir::new("identity-sign");
+        let (service, tokens) = service(&dir).await;
+        let ttl = Duration::from_secs(600);
+        let single = tokens.create("web", "default", ttl, true).await.unwrap();
+
+        let refused = service
+            .sign(request("api", &single.token))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("not api"),
+            "{}",
+            refused.message()
+        );
+
+        let answer = service
+            .sign(request("web", &single.token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.trust_bundle_pem.contains("BEGIN CERTIFICATE"));
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let left = answer.not_after_unix - now;
+        assert!((86_000..=86_400).contains(&left), "{left}");
+
+        let reused = service
+            .sign(request("web", &single.token))
+            .await
+            .unwrap_err();
+        assert_eq!(reused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            reused.message().contains("single-use"),
+            "{}",
+            reused.message()
+        );
+    }
+}
