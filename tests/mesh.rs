@@ -204,3 +204,37 @@ fn a_certificate_for_another_service_is_refused_at_start() {
     );
     assert!(stderr.contains("--service web"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_mode_serves_plaintext_and_labels_it() {
+    let dir = TempDir::new("permissive");
+    let certs = Certs::new(dir.path(), &["api"]);
+    let backend = HttpBackend::start("api-backend").await;
+    let mesh = "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: mesh}\nspec:\n  mtls: {mode: permissive}\n---\n";
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &format!("{mesh}{}", plain_service("api", "http", &[])),
+    );
+    let server = ProxySpec::new("api", backend.addr, &config)
+        .tls(&certs)
+        .start();
+    let mut plain = Http1Client::connect(server.inbound).await;
+    assert_eq!(plain.get("api", "/").await.unwrap().body, "api-backend");
+    assert_eq!(
+        server.metric(
+            "weft_http_requests_total",
+            &[("direction", "inbound"), ("source", "plaintext")]
+        ),
+        1.0
+    );
+    // Back to strict (the default) and plaintext is refused again.
+    std::fs::write(&config, plain_service("api", "http", &[])).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let mut again = Http1Client::connect(server.inbound).await;
+    assert!(again.get("api", "/").await.is_err());
+    assert_eq!(
+        server.metric("weft_rejected_total", &[("reason", "plaintext")]),
+        1.0
+    );
+}

@@ -16,7 +16,27 @@ pub struct ProxyConfig {
     pub version: String,
     /// SPIFFE trust domain, `weft.local` unless a `Mesh` resource says otherwise.
     pub trust_domain: String,
+    /// Whether inbound accepts plaintext (from the `Mesh` resource); strict unless it says so.
+    #[serde(default, skip_serializing_if = "MtlsMode::is_strict")]
+    pub mtls_mode: MtlsMode,
     pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// A proxy with an identity refuses plaintext on inbound.
+    #[default]
+    Strict,
+    /// Plaintext is accepted too, and labelled `source="plaintext"` in metrics and logs, so
+    /// operators can see what still has to join the mesh.
+    Permissive,
+}
+
+impl MtlsMode {
+    pub fn is_strict(&self) -> bool {
+        *self == MtlsMode::Strict
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

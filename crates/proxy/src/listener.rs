@@ -167,9 +167,21 @@ impl Connection {
                 .await;
         };
         if detected != Detected::Tls {
-            // mTLS is required once the proxy has an identity: plaintext is refused.
-            proxy.metrics.reject(Direction::Inbound, "plaintext");
-            return;
+            // With an identity, plaintext is refused unless the mesh is in permissive mode
+            // (migration), where it is served but labelled so it stands out in metrics.
+            if proxy.snapshot().config.mtls_mode.is_strict() {
+                proxy.metrics.reject(Direction::Inbound, "plaintext");
+                return;
+            }
+            let source: Arc<str> = Arc::from("plaintext");
+            let caller = Arc::new(Caller {
+                metrics: proxy.inbound_metrics(&source),
+                source,
+            });
+            let io: BoxIo = Box::new(Rewind::new(prefix, stream));
+            return self
+                .serve_inbound(detected, io, caller, app_is_opaque)
+                .await;
         }
         let handshake = acceptor.accept(Rewind::new(prefix, stream));
         let tls = match tokio::time::timeout(limits.header_read_timeout, handshake).await {

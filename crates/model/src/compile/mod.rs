@@ -7,7 +7,9 @@ mod workloads;
 pub use workloads::{compile_with_workloads, Workload};
 
 use crate::catalog::{Catalog, ServiceKey};
-use crate::config::{EndpointConfig, HealthCheckConfig, PortConfig, ProxyConfig, ServiceConfig};
+use crate::config::{
+    EndpointConfig, HealthCheckConfig, MtlsMode, PortConfig, ProxyConfig, ServiceConfig,
+};
 use crate::resources::{HealthCheckSpec, Resource, ServiceSpec, TrustDomain};
 
 /// Compiles `resources` into the configuration a proxy runs.
@@ -48,9 +50,14 @@ fn unversioned(resources: &[Resource]) -> ProxyConfig {
             health_check: spec.health_check.as_ref().map(health_check),
         })
         .collect();
+    let mtls_mode = match catalog.mesh.map(|mesh| mesh.mtls.mode) {
+        Some(crate::resources::MtlsMode::Permissive) => MtlsMode::Permissive,
+        _ => MtlsMode::Strict,
+    };
     ProxyConfig {
         version: String::new(),
         trust_domain: trust_domain.to_string(),
+        mtls_mode,
         services,
     }
 }
