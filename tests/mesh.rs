@@ -82,7 +82,7 @@ async fn http1_crosses_the_mtls_hop_with_identities() {
         .metrics()
         .contains("weft_http_request_duration_seconds_bucket"));
 
-    let log = p.client.access_log();
+    let log = p.client.access_log(21);
     assert_eq!(log.len(), 21, "{log:?}");
     let entry: serde_json::Value = serde_json::from_str(&log[0]).unwrap();
     assert_eq!(entry["direction"], "outbound");

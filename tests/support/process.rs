@@ -343,8 +343,17 @@ impl Proxy {
         self.logs.lock().unwrap().join("\n")
     }
 
-    pub fn access_log(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
+    /// The access log once it holds `lines` lines (or after 5 s): the proxy writes each line
+    /// as a request ends, and a thread reads the pipe, so the last lines may trail the answer.
+    pub fn access_log(&self, lines: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.stdout.lock().unwrap().clone();
+            if log.len() >= lines || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn signal(&self, signal: &str) {
