@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The transport helper `DiscoveryClient::connect(url)` would clash with the client
         // method of the `Connect` rpc; clients build a `Channel` and call `new` instead.
         .build_transport(false)
+        // Small stream buffers: see src/codec.rs.
+        .codec_path("crate::codec::WeftCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

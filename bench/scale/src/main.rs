@@ -25,9 +25,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
 use weft_api::v1::{control_message, proxy_message, Ack, ControlMessage, Health, Hello};
 use weft_api::v1::{ProxyMessage, ServiceEndpoints};
+
+/// The largest message a simulated proxy accepts once its parts are joined, as a real one.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -510,14 +514,20 @@ async fn proxy(
         Err(status) => return ended(format!("Connect: {status}")),
     };
     let _ = events.send(Event::Connected);
+    let mut assembler = Assembler::new(MAX_MESSAGE_BYTES);
     loop {
-        let body = match inbound.message().await {
+        let received = match inbound.message().await {
             Ok(Some(ControlMessage {
-                message: Some(body),
-            })) => body,
+                message: Some(received),
+            })) => received,
             Ok(Some(_)) => continue,
             Ok(None) => return ended("closed by the control plane".to_owned()),
             Err(status) => return ended(status.to_string()),
+        };
+        let body = match assembler.push(received) {
+            Ok(Some(body)) => body,
+            Ok(None) => continue,
+            Err(error) => return ended(error.to_string()),
         };
         let at = Instant::now();
         let (version, delta, bytes) = match body {
@@ -532,6 +542,7 @@ async fn proxy(
                     .sum();
                 (update.version, true, bytes)
             }
+            control_message::Message::Part(_) => unreachable!("the assembler joins parts"),
         };
         let ack = message(proxy_message::Message::Ack(Ack {
             version: version.clone(),

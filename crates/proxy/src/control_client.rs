@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
+use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
 use weft_api::v1::identity_client::IdentityClient;
 use weft_api::v1::{control_message, proxy_message};
@@ -35,7 +36,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// HTTP/2 pings notice a control plane that vanished without closing the connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// tonic's 4 MiB default would refuse the full config of a large mesh.
+/// The largest config accepted, once its parts are joined.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The control-plane connection of one proxy, ready to run.
@@ -228,6 +229,9 @@ enum SessionError {
     Stream(#[from] tonic::Status),
     #[error("the health checker stopped")]
     HealthGone,
+    /// The stream is out of step; a new one starts clean with a full config.
+    #[error("{0}; reconnecting")]
+    Parts(weft_api::parts::PartError),
 }
 
 /// `error: cause: cause`: tonic's transport error alone says only "transport error".
@@ -271,11 +275,11 @@ async fn session(
         queued.recv().await.map(|message| (message, queued))
     });
     let mut inbound = DiscoveryClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .connect(queued)
         .await?
         .into_inner();
     tracing::info!("connected to the control plane");
+    let mut assembler = Assembler::new(MAX_MESSAGE_BYTES);
     loop {
         tokio::select! {
             received = inbound.message() => {
@@ -283,7 +287,17 @@ async fn session(
                     return Ok(());
                 };
                 *progressed = true;
-                if let Some(answer) = answer(proxy, received.message) {
+                let Some(received) = received.message else {
+                    // A message kind newer than this proxy: nothing to apply or answer.
+                    tracing::warn!("ignoring a control-plane message of an unknown kind");
+                    continue;
+                };
+                let whole = match assembler.push(received) {
+                    Ok(Some(whole)) => whole,
+                    Ok(None) => continue,
+                    Err(error) => return Err(SessionError::Parts(error)),
+                };
+                if let Some(answer) = answer(proxy, whole) {
                     if outbound.send(message(answer)).await.is_err() {
                         return Ok(());
                     }
@@ -314,12 +328,9 @@ fn health_message(report: HealthReport) -> ProxyMessage {
 }
 
 /// Applies one pushed message; the answer is an Ack or a Nack with the reason.
-fn answer(
-    proxy: &Proxy,
-    received: Option<control_message::Message>,
-) -> Option<proxy_message::Message> {
+fn answer(proxy: &Proxy, received: control_message::Message) -> Option<proxy_message::Message> {
     let (version, result) = match received {
-        Some(control_message::Message::Config(full)) => {
+        control_message::Message::Config(full) => {
             let result = serde_json::from_slice::<ProxyConfig>(&full.config_json)
                 .map_err(|e| format!("the config is not valid JSON: {e}"))
                 .and_then(|config| {
@@ -331,18 +342,15 @@ fn answer(
                 });
             (full.version, result)
         }
-        Some(control_message::Message::Endpoints(update)) => {
+        control_message::Message::Endpoints(update) => {
             let version = update.version.clone();
             (
                 version,
                 patch(proxy, update).and_then(|c| install(proxy, c)),
             )
         }
-        None => {
-            // A message kind newer than this proxy: nothing to apply, nothing to answer.
-            tracing::warn!("ignoring a control-plane message of an unknown kind");
-            return None;
-        }
+        // The assembler hands over whole messages only.
+        control_message::Message::Part(_) => return None,
     };
     Some(match result {
         Ok(()) => proxy_message::Message::Ack(Ack { version }),

@@ -9,8 +9,10 @@
 //! ```text
 //! store ──watch<ResourceSet>──┐
 //!                             ├─> publisher ──watch<Generation>──> session per proxy ──> stream
-//! registry ──endpoints changed┘   (debounced                      (full config, or endpoints
-//!     ^                            compile)                         only if it runs the base)
+//! registry ──endpoints changed┘   (debounced                      (endpoints-only updates
+//!     ^                            compile)                         from what it will run, or
+//!     |                                                             the full config; large
+//!     |                                                             messages in parts)
 //!     └──────────── Hello, Health, Ack, Nack ─────────────────────────────┘
 //! ```
 
@@ -37,8 +39,9 @@ use weft_api::v1::{ControlMessage, ProxyMessage};
 
 use crate::resource_set::ResourceSet;
 
-/// Messages queued for one stream before the session waits for the proxy to read; a
-/// session sends at most one per generation, so a few are plenty.
+/// Messages queued for one stream before the session waits for the proxy to read. Queued
+/// messages share their payloads with every other stream, so this bounds little memory;
+/// it only lets a session hand over a few parts or updates at once.
 const STREAM_QUEUE: usize = 4;
 
 /// HTTP/2 pings find proxies that vanished without closing their connection (a host that

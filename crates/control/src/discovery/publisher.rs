@@ -12,25 +12,39 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use weft_api::parts;
 use weft_api::v1::control_message::Message;
 use weft_api::v1::{Config, ControlMessage, Endpoints, ServiceEndpoints};
 use weft_model::config::{ProxyConfig, ServiceConfig};
 use weft_model::Workload;
 
 /// One compiled config, ready to send: every proxy's stream clones these messages, whose
-/// payloads are reference-counted buffers.
+/// payloads are reference-counted slices of buffers encoded once.
 pub(super) struct Generation {
     pub version: String,
-    pub full: ControlMessage,
-    /// Set when only endpoints changed since the previous generation.
-    pub delta: Option<Delta>,
+    /// The full config as sent: one message, or its parts.
+    pub full: Vec<ControlMessage>,
+    pub full_bytes: usize,
+    /// The endpoints-only updates that led here, oldest first, as long as nothing but
+    /// endpoints changed (at most [`MAX_UPDATE_CHAIN`]): a proxy on any update's base catches
+    /// up by receiving that update and the ones after it. Empty when more than endpoints
+    /// changed since the previous generation.
+    pub updates: Vec<Arc<Update>>,
 }
 
-pub(super) struct Delta {
-    /// The version this update applies to: the previous generation's.
+/// An endpoints-only update from one version to the next.
+pub(super) struct Update {
+    /// The version this update applies to.
     pub base_version: String,
-    pub message: ControlMessage,
+    pub version: String,
+    /// The update as sent: one message, or its parts.
+    pub messages: Vec<ControlMessage>,
+    pub bytes: usize,
 }
+
+/// How many consecutive updates a generation keeps for proxies that fell behind. A proxy
+/// further behind gets the full config, as does one for which the updates add up to more.
+const MAX_UPDATE_CHAIN: usize = 32;
 
 pub(super) type Generations = watch::Sender<Option<Arc<Generation>>>;
 
@@ -40,7 +54,7 @@ pub(super) async fn run(
     generations: Generations,
     debounce: Duration,
 ) {
-    let mut previous: Option<Arc<ProxyConfig>> = None;
+    let mut previous: Option<(Arc<ProxyConfig>, Arc<Generation>)> = None;
     loop {
         let set = resources.borrow_and_update().clone();
         let workloads = registry.workloads();
@@ -55,11 +69,12 @@ pub(super) async fn run(
                 tracing::debug!(
                     version = %generation.version,
                     revision = set.revision,
-                    incremental = generation.delta.is_some(),
+                    incremental = !generation.updates.is_empty(),
                     "publishing proxy config"
                 );
-                generations.send_replace(Some(Arc::new(generation)));
-                previous = Some(config);
+                let generation = Arc::new(generation);
+                generations.send_replace(Some(generation.clone()));
+                previous = Some((config, generation));
             }
             Ok(Compiled::Unchanged(version)) => registry.published(&set, &version),
             Err(error) => tracing::error!(
@@ -99,50 +114,68 @@ enum Compiled {
 fn compile(
     set: &ResourceSet,
     workloads: &[Workload],
-    previous: Option<Arc<ProxyConfig>>,
+    previous: Option<(Arc<ProxyConfig>, Arc<Generation>)>,
 ) -> Compiled {
     let config = weft_model::compile_with_workloads(&set.resources, workloads);
-    let previous = previous.as_deref();
-    if previous.is_some_and(|p| p.version == config.version) {
+    if previous
+        .as_ref()
+        .is_some_and(|(p, _)| p.version == config.version)
+    {
         return Compiled::Unchanged(config.version);
     }
     let json = serde_json::to_vec(&config).expect("a ProxyConfig always serializes to JSON");
-    let full = ControlMessage {
+    let full_bytes = json.len();
+    let full = parts::split(ControlMessage {
         message: Some(Message::Config(Config {
             version: config.version.clone(),
             config_json: Bytes::from(json),
         })),
-    };
-    let delta = previous.and_then(|previous| {
-        let changed = endpoint_changes(previous, &config)?;
-        let services = changed
-            .into_iter()
-            .map(|service| ServiceEndpoints {
-                service: service.name.clone(),
-                namespace: service.namespace.clone(),
-                endpoints_json: Bytes::from(
-                    serde_json::to_vec(&service.endpoints)
-                        .expect("endpoints always serialize to JSON"),
-                ),
-            })
-            .collect();
-        Some(Delta {
-            base_version: previous.version.clone(),
-            message: ControlMessage {
-                message: Some(Message::Endpoints(Endpoints {
-                    version: config.version.clone(),
-                    base_version: previous.version.clone(),
-                    services,
-                })),
-            },
-        })
     });
+    let updates = previous
+        .and_then(|(old, old_generation)| {
+            let update = endpoints_update(&old, &config)?;
+            let keep = old_generation.updates.len().min(MAX_UPDATE_CHAIN - 1);
+            let mut updates =
+                old_generation.updates[old_generation.updates.len() - keep..].to_vec();
+            updates.push(Arc::new(update));
+            Some(updates)
+        })
+        .unwrap_or_default();
     let generation = Generation {
         version: config.version.clone(),
         full,
-        delta,
+        full_bytes,
+        updates,
     };
     Compiled::Changed(Arc::new(config), generation)
+}
+
+/// The update from `old` to `new`, if nothing but endpoints changed.
+fn endpoints_update(old: &ProxyConfig, new: &ProxyConfig) -> Option<Update> {
+    let services: Vec<ServiceEndpoints> = endpoint_changes(old, new)?
+        .into_iter()
+        .map(|service| ServiceEndpoints {
+            service: service.name.clone(),
+            namespace: service.namespace.clone(),
+            endpoints_json: Bytes::from(
+                serde_json::to_vec(&service.endpoints).expect("endpoints always serialize to JSON"),
+            ),
+        })
+        .collect();
+    let bytes = services.iter().map(|s| s.endpoints_json.len()).sum();
+    let messages = parts::split(ControlMessage {
+        message: Some(Message::Endpoints(Endpoints {
+            version: new.version.clone(),
+            base_version: old.version.clone(),
+            services,
+        })),
+    });
+    Some(Update {
+        base_version: old.version.clone(),
+        version: new.version.clone(),
+        messages,
+        bytes,
+    })
 }
 
 /// The services whose endpoints differ, if nothing but endpoints differs (and something

@@ -1,12 +1,13 @@
 //! One proxy's stream: its Hello registers it, its answers are recorded, and every new
-//! generation is sent to it, as an endpoints-only update when it runs that update's base
-//! and as a full config otherwise.
+//! generation is sent to it, as endpoints-only updates when the proxy runs (or is about to
+//! run) their base and as a full config otherwise.
 //!
 //! Each session reads the latest generation from a `watch` channel, so a slow proxy skips
 //! the generations it had no time for instead of queueing them, and never holds up others.
 
 use super::publisher::Generation;
 use super::registry::{Registration, Registry};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -87,10 +88,17 @@ struct Session {
     out: Outbound,
     /// The version the proxy runs, as far as its answers tell.
     running: Option<String>,
-    /// The version it will run once it has applied what it was sent.
-    expected: Option<String>,
-    /// The last message sent: its version, and whether it was an endpoints-only update.
-    last_sent: Option<(String, bool)>,
+    /// What was sent and not yet answered, oldest first: the proxy answers every message
+    /// (a message sent in parts once), in order.
+    in_flight: VecDeque<Sent>,
+    /// The last full config the proxy refused: not worth sending it again.
+    refused: Option<String>,
+}
+
+struct Sent {
+    version: String,
+    /// An endpoints-only update, which applies only on top of its base.
+    update: bool,
 }
 
 impl Session {
@@ -99,10 +107,18 @@ impl Session {
         Self {
             registration,
             out,
-            expected: running.clone(),
             running,
-            last_sent: None,
+            in_flight: VecDeque::new(),
+            refused: None,
         }
+    }
+
+    /// The version the proxy will run once it has applied everything sent.
+    fn expected(&self) -> Option<&str> {
+        self.in_flight
+            .back()
+            .map(|sent| sent.version.as_str())
+            .or(self.running.as_deref())
     }
 
     async fn serve(&mut self, mut shared: Shared, mut inbound: Streaming<ProxyMessage>) -> End {
@@ -160,23 +176,20 @@ impl Session {
     async fn answer(&mut self, message: ProxyMessage, shared: &Shared) -> Result<(), End> {
         match message.message {
             Some(Message::Ack(ack)) => {
+                self.in_flight.pop_front();
                 self.registration.ack(&ack.version);
                 self.running = Some(ack.version);
             }
             Some(Message::Nack(nack)) => {
-                let delta = self
-                    .last_sent
-                    .as_ref()
-                    .is_some_and(|(version, delta)| *delta && *version == nack.version);
-                if self.expected.as_deref() == Some(nack.version.as_str()) {
-                    self.expected = self.running.clone();
-                }
-                if delta {
+                let update = self.in_flight.pop_front().is_some_and(|sent| sent.update);
+                if update {
                     // Most likely the proxy was not on the update's base after all: a full
-                    // config settles it, and its answer to that is the one worth recording.
+                    // config settles it (and every update sent after this one, which it
+                    // will refuse too), and its answer to that is the one worth recording.
                     tracing::debug!(proxy = %self.registration.id(), reason = %nack.reason, "endpoints update refused; sending the full config");
+                    let full_in_flight = self.in_flight.iter().any(|sent| !sent.update);
                     let current = shared.generations.borrow().clone();
-                    if let Some(generation) = current {
+                    if let (false, Some(generation)) = (full_in_flight, current) {
                         if !self.push(&generation, true).await {
                             return Err(End::Closed);
                         }
@@ -184,6 +197,7 @@ impl Session {
                 } else {
                     tracing::warn!(proxy = %self.registration.id(), version = %nack.version, reason = %nack.reason, "proxy rejected its config");
                     self.registration.nack(&nack.version, &nack.reason);
+                    self.refused = Some(nack.version);
                 }
             }
             Some(Message::Health(health)) => {
@@ -203,24 +217,54 @@ impl Session {
         Ok(())
     }
 
-    /// Sends `generation` unless the proxy will run it already. False if the stream is gone.
+    /// Sends `generation` unless the proxy will run it already: the endpoints-only updates
+    /// from what the proxy will run when it has them all and they are smaller, else the full
+    /// config (always when `full_only`). False if the stream is gone.
     async fn push(&mut self, generation: &Generation, full_only: bool) -> bool {
-        if self.expected.as_deref() == Some(generation.version.as_str()) {
+        if full_only {
+            if self.refused.as_deref() == Some(generation.version.as_str()) {
+                return true;
+            }
+        } else if self.expected() == Some(generation.version.as_str()) {
             return true;
         }
-        // An update applies only on top of its base, so only when the proxy has confirmed
-        // running the base and has nothing else in flight.
-        let delta = generation.delta.as_ref().filter(|delta| {
-            !full_only
-                && self.running.as_deref() == Some(delta.base_version.as_str())
-                && self.expected == self.running
-        });
-        let (message, is_delta) = match delta {
-            Some(delta) => (delta.message.clone(), true),
-            None => (generation.full.clone(), false),
+        let catch_up = match self.expected() {
+            Some(expected) if !full_only => generation
+                .updates
+                .iter()
+                .position(|update| update.base_version == expected)
+                .map(|from| &generation.updates[from..])
+                .filter(|updates| {
+                    updates.iter().map(|u| u.bytes).sum::<usize>() < generation.full_bytes
+                }),
+            _ => None,
         };
-        self.expected = Some(generation.version.clone());
-        self.last_sent = Some((generation.version.clone(), is_delta));
-        self.out.send(Ok(message)).await.is_ok()
+        match catch_up {
+            Some(updates) => {
+                for update in updates {
+                    if !self.send(&update.messages, &update.version, true).await {
+                        return false;
+                    }
+                }
+                true
+            }
+            None => {
+                self.send(&generation.full, &generation.version, false)
+                    .await
+            }
+        }
+    }
+
+    async fn send(&mut self, messages: &[ControlMessage], version: &str, update: bool) -> bool {
+        self.in_flight.push_back(Sent {
+            version: version.to_owned(),
+            update,
+        });
+        for message in messages {
+            if self.out.send(Ok(message.clone())).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }

@@ -296,6 +296,44 @@ async fn endpoint_updates_patch_the_running_config_on_their_base_only() {
 }
 
 #[tokio::test]
+async fn a_config_sent_in_parts_is_joined_and_answered_once() {
+    let (proxy, mut opened) = start(closed_port()).await;
+    let mut stream = next_stream(&mut opened).await;
+    stream.hello().await;
+    // Padding in a label makes the config span several parts.
+    let mut config = config();
+    let padding = "x".repeat(3 * weft_api::parts::PART_BYTES);
+    config.services[0].ports[0].name = Some(padding.clone());
+    let parts = weft_api::parts::split(ControlMessage {
+        message: Some(full(&config)),
+    });
+    assert!(parts.len() > 3, "{} parts", parts.len());
+    for part in parts {
+        stream.push(part.message.unwrap()).await;
+    }
+    assert_eq!(
+        stream.answer().await,
+        proxy_message::Message::Ack(Ack {
+            version: config.version.clone()
+        })
+    );
+    assert_eq!(
+        proxy.snapshot().config.services[0].ports[0].name.as_deref(),
+        Some(padding.as_str())
+    );
+
+    // Parts that do not make a message end the stream; the next one starts clean.
+    stream
+        .push(control_message::Message::Part(weft_api::v1::Part {
+            data: Bytes::from_static(b"\xff\xff\xff"),
+            last: true,
+        }))
+        .await;
+    let mut stream = next_stream(&mut opened).await;
+    assert_eq!(stream.hello().await.running_version, config.version);
+}
+
+#[tokio::test]
 async fn keeps_its_config_and_resyncs_when_the_stream_breaks() {
     let (proxy, mut opened) = start(closed_port()).await;
     let mut stream = next_stream(&mut opened).await;

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Streaming};
+use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
 use weft_api::v1::{control_message, proxy_message};
 use weft_api::v1::{Ack, ControlMessage, Health, Hello, Nack, ProxyMessage};
@@ -140,6 +141,9 @@ enum Received {
 struct FakeProxy {
     to_server: mpsc::Sender<ProxyMessage>,
     from_server: Streaming<ControlMessage>,
+    assembler: Assembler,
+    /// How many of the messages received came in parts.
+    parted: usize,
     config: Option<ProxyConfig>,
 }
 
@@ -164,6 +168,8 @@ impl FakeProxy {
         Ok(Self {
             to_server,
             from_server,
+            assembler: Assembler::new(usize::MAX),
+            parted: 0,
             config: None,
         })
     }
@@ -196,15 +202,24 @@ impl FakeProxy {
         .await;
     }
 
-    /// The next message, or `None` if none comes within `wait`.
-    async fn recv_within(&mut self, wait: Duration) -> Option<ControlMessage> {
-        match tokio::time::timeout(wait, self.from_server.message()).await {
-            Ok(message) => Some(
-                message
-                    .expect("the stream stays healthy")
-                    .expect("the stream stays open"),
-            ),
-            Err(_) => None,
+    /// The next message, its parts joined, or `None` if none comes within `wait`.
+    async fn recv_within(&mut self, wait: Duration) -> Option<control_message::Message> {
+        tokio::time::timeout(wait, self.next_message())
+            .await
+            .ok()
+            .map(|message| message.expect("the stream stays open"))
+    }
+
+    /// The next message, its parts joined; `None` once the stream ends. Cancel-safe: parts
+    /// received so far stay in the assembler.
+    async fn next_message(&mut self) -> Option<control_message::Message> {
+        loop {
+            let received = self.from_server.message().await.ok()??.message?;
+            let part = matches!(received, control_message::Message::Part(_));
+            if let Some(whole) = self.assembler.push(received).expect("parts join") {
+                self.parted += usize::from(part);
+                return Some(whole);
+            }
         }
     }
 
@@ -237,8 +252,8 @@ impl FakeProxy {
         }
     }
 
-    fn apply(&mut self, message: ControlMessage) -> Received {
-        match message.message.expect("a message body") {
+    fn apply(&mut self, message: control_message::Message) -> Received {
+        match message {
             control_message::Message::Config(full) => {
                 let config: ProxyConfig = serde_json::from_slice(&full.config_json).unwrap();
                 assert_eq!(config.version, full.version);
@@ -270,6 +285,7 @@ impl FakeProxy {
                     services,
                 }
             }
+            control_message::Message::Part(_) => unreachable!("recv_within joins parts"),
         }
     }
 
@@ -494,6 +510,66 @@ async fn a_refused_endpoints_update_is_followed_by_the_full_config() {
         .until("web in sync", |r| listed(r, "web-1").in_sync)
         .await;
     assert!(listed(&harness.registry, "web-1").last_nack.is_none());
+}
+
+#[tokio::test]
+async fn endpoint_updates_follow_each_other_without_waiting_for_answers() {
+    let harness = Harness::start().await;
+    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
+    web.sync_until("own endpoint", |p| {
+        has_endpoints(p, "web", &["127.0.0.1:9001"])
+    })
+    .await;
+    harness
+        .until("web in sync", |r| r.proxies().iter().all(|p| p.in_sync))
+        .await;
+    // Two endpoint changes, a debounce apart; web answers neither until both are in.
+    let api = harness.proxy("api-1", "api", "127.0.0.1:9002").await;
+    let first = web.receive().await;
+    let Received::Endpoints { version, .. } = first else {
+        panic!("expected an endpoints update, got {first:?}");
+    };
+    api.health(false).await;
+    let second = web.receive().await;
+    assert!(
+        matches!(&second, Received::Endpoints { base, .. } if *base == version),
+        "the second update applies on the first: {second:?}"
+    );
+    assert!(web.endpoints("api").is_empty());
+    web.ack(&version).await;
+    let latest = web.version().to_owned();
+    web.ack(&latest).await;
+    harness
+        .until("web in sync", |r| listed(r, "web-1").in_sync)
+        .await;
+    assert_eq!(web.parted, 0, "small messages go whole");
+}
+
+#[tokio::test]
+async fn a_config_larger_than_a_part_arrives_in_parts() {
+    let harness = Harness::start().await;
+    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
+    web.sync_until("own endpoint", |p| {
+        has_endpoints(p, "web", &["127.0.0.1:9001"])
+    })
+    .await;
+    let many: String = (0..300)
+        .map(|n| {
+            format!(
+                "---\napiVersion: weft.dev/v1alpha1\nkind: Service\n\
+                 metadata: {{name: many-{n}}}\nspec: {{ports: [{{port: 9000}}]}}\n"
+            )
+        })
+        .collect();
+    harness.publish(resources(2, &format!("{SERVICES}{many}")));
+    let received = web.sync().await;
+    assert!(matches!(received, Received::Full { .. }), "{received:?}");
+    assert_eq!(web.parted, 1, "the full config came in parts");
+    assert!(web.has_service("many-299") && web.has_service("api"));
+    assert_eq!(web.endpoints("web"), ["127.0.0.1:9001"]);
+    harness
+        .until("web in sync", |r| listed(r, "web-1").in_sync)
+        .await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use super::{hello, message, resources, FakeProxy, Harness, PATIENCE, SERVICES};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use weft_api::v1::{control_message, proxy_message, Ack, ControlMessage};
+use weft_api::v1::{control_message, proxy_message, Ack};
 
 const PROXIES: usize = 1_000;
 
@@ -81,14 +81,12 @@ async fn an_endpoint_change_reaches_1000_proxies() {
 /// Acknowledges everything, as a proxy that applies it would, and reports each receipt.
 /// Configs are not parsed: this measures the control plane, not JSON decoding.
 async fn answer(index: usize, mut proxy: FakeProxy, receipts: mpsc::UnboundedSender<Receipt>) {
-    while let Ok(Some(ControlMessage {
-        message: Some(body),
-    })) = proxy.from_server.message().await
-    {
+    while let Some(body) = proxy.next_message().await {
         let at = Instant::now();
         let (version, update) = match body {
             control_message::Message::Config(full) => (full.version, false),
             control_message::Message::Endpoints(update) => (update.version, true),
+            control_message::Message::Part(_) => unreachable!("recv_within joins parts"),
         };
         let _ = receipts.send((index, at, update));
         let ack = proxy_message::Message::Ack(Ack { version });
