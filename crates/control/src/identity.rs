@@ -9,7 +9,7 @@ use crate::ca::{MeshCa, DEFAULT_TRUST_DOMAIN};
 use crate::resource_set::ResourceSet;
 use crate::tokens::TokenStore;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use weft_api::v1::identity_server::{self, Identity};
@@ -46,6 +46,25 @@ impl IdentityService {
         identity_server::IdentityServer::new(self)
     }
 
+    /// A renewal's proof: the current certificate is this CA's, valid, names `id`, and its
+    /// key signed the CSR.
+    fn verify_renewal(&self, request: &SignRequest, id: &SpiffeId) -> Result<(), String> {
+        let current = weft_identity::verify_renewal(
+            self.ca.trust_bundle_pem(),
+            &request.current_chain_pem,
+            &request.csr_pem,
+            &request.renewal_signature,
+            SystemTime::now(),
+        )
+        .map_err(|err| err.to_string())?;
+        if current != *id {
+            return Err(format!(
+                "the current certificate names {current}; it can renew only that identity, not {id}"
+            ));
+        }
+        Ok(())
+    }
+
     /// The `Mesh` resource's `certificateTTL`, or [`DEFAULT_CERTIFICATE_TTL`].
     fn certificate_ttl(&self) -> Duration {
         self.resources
@@ -67,13 +86,19 @@ impl Identity for IdentityService {
         let trust_domain = self.ca.trust_domain().unwrap_or(DEFAULT_TRUST_DOMAIN);
         let id = SpiffeId::new(trust_domain, &request.namespace, &request.service)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
-        self.tokens
-            .verify_and_consume(&request.token, &request.service, &request.namespace)
-            .await
-            .map_err(|err| {
-                tracing::warn!(identity = %id, error = %err, "refused a certificate request");
-                Status::permission_denied(err.to_string())
-            })?;
+        let renewal = !request.renewal_signature.is_empty();
+        let authorized = if renewal {
+            self.verify_renewal(&request, &id)
+        } else {
+            self.tokens
+                .verify_and_consume(&request.token, &request.service, &request.namespace)
+                .await
+                .map_err(|err| err.to_string())
+        };
+        authorized.map_err(|reason| {
+            tracing::warn!(identity = %id, renewal, %reason, "refused a certificate request");
+            Status::permission_denied(reason)
+        })?;
         let ttl = self.certificate_ttl();
         let signed = self
             .ca
@@ -85,7 +110,7 @@ impl Identity for IdentityService {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or_default();
-        tracing::info!(identity = %id, ?ttl, "issued a workload certificate");
+        tracing::info!(identity = %id, ?ttl, renewal, "issued a workload certificate");
         Ok(Response::new(SignResponse {
             cert_chain_pem: signed.cert_pem,
             trust_bundle_pem: self.ca.trust_bundle_pem().to_owned(),
@@ -123,6 +148,7 @@ mod tests {
             namespace: "default".to_owned(),
             token: token.to_owned(),
             csr_pem,
+            ..Default::default()
         })
     }
 
@@ -167,5 +193,67 @@ mod tests {
             "{}",
             reused.message()
         );
+    }
+
+    #[tokio::test]
+    async fn a_valid_certificate_renews_itself_without_a_token() {
+        let dir = ScratchDir::new("identity-renew");
+        let (service, tokens) = service(&dir).await;
+        let token = tokens
+            .create("web", "default", Duration::from_secs(600), true)
+            .await
+            .unwrap();
+        let id = SpiffeId::parse("spiffe://weft.local/ns/default/svc/web").unwrap();
+        let (key_pem, csr_pem) = weft_identity::generate_csr(&id).unwrap();
+        let first = service
+            .sign(Request::new(SignRequest {
+                service: "web".into(),
+                namespace: "default".into(),
+                token: token.token,
+                csr_pem,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let current = weft_identity::TlsIdentity::from_pem(
+            &first.cert_chain_pem,
+            &key_pem,
+            &first.trust_bundle_pem,
+        )
+        .unwrap();
+
+        let renewal = |service_name: &str| {
+            let (_, csr_pem) = weft_identity::generate_csr(&id).unwrap();
+            let renewal_signature = weft_identity::sign_renewal(&current, &csr_pem).unwrap();
+            Request::new(SignRequest {
+                service: service_name.into(),
+                namespace: "default".into(),
+                csr_pem,
+                current_chain_pem: first.cert_chain_pem.clone(),
+                renewal_signature: renewal_signature.into(),
+                ..Default::default()
+            })
+        };
+        let renewed = service.sign(renewal("web")).await.unwrap().into_inner();
+        assert!(renewed.cert_chain_pem.contains("BEGIN CERTIFICATE"));
+        assert_ne!(renewed.cert_chain_pem, first.cert_chain_pem);
+
+        // A certificate renews only its own identity.
+        let refused = service.sign(renewal("api")).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("only that identity"),
+            "{}",
+            refused.message()
+        );
+
+        // A signature that does not match is refused.
+        let mut forged = renewal("web").into_inner();
+        let mut signature = forged.renewal_signature.to_vec();
+        signature[10] ^= 0xff;
+        forged.renewal_signature = signature.into();
+        let refused = service.sign(Request::new(forged)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     }
 }

@@ -87,6 +87,17 @@ pub enum IdentityError {
         ca_trust_domain: String,
     },
 
+    #[error(
+        "the renewed certificate names {to}, not {from}: a proxy renews its own identity only"
+    )]
+    IdentityChanged {
+        from: Box<SpiffeId>,
+        to: Box<SpiffeId>,
+    },
+
+    #[error("certificate renewal refused: {0}")]
+    Renewal(String),
+
     #[error("invalid certificate signing request: {0}")]
     InvalidCsr(String),
 

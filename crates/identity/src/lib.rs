@@ -11,7 +11,9 @@
 
 mod dev_ca;
 mod error;
+mod renewal;
 mod spiffe;
+mod summary;
 mod svid;
 mod timestamp;
 mod tls;
@@ -19,7 +21,9 @@ mod verify;
 
 pub use dev_ca::{generate_csr, CertificateAuthority, IssuedCert, SignedCert};
 pub use error::IdentityError;
+pub use renewal::{sign_renewal, verify_renewal};
 pub use spiffe::SpiffeId;
+pub use summary::{fingerprint, parse_pem, to_pem, CertSummary};
 pub use svid::SvidError;
 pub use timestamp::format_utc;
 pub use tls::{peer_identity, TlsIdentity};

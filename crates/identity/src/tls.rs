@@ -4,16 +4,22 @@ use crate::svid::parse_svid;
 use crate::timestamp::format_utc;
 use crate::verify::{ExpectedPeerVerifier, SpiffeClientVerifier};
 use crate::{IdentityError, SpiffeId};
+use arc_swap::ArcSwap;
+use rustls::client::ResolvesClientCert;
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, Resumption};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
-    ParsedCertificate, ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier,
+    ClientHello, ParsedCertificate, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    WebPkiClientVerifier,
 };
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    ClientConfig, CommonState, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,24 +34,42 @@ static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
 /// each entry is a few hundred bytes, which keeps the proxy's memory budget safe.
 const SESSION_CACHE_ENTRIES: usize = 256;
 
-/// A workload's certificate chain, private key and trust bundle, checked to fit together.
+/// A workload's certificate chain, private key and trust bundle, checked to fit together,
+/// and the rustls configs built on them.
 ///
-/// It is an immutable value: rotating a certificate means building a new `TlsIdentity` and
-/// new configs from it, which callers swap in atomically (for example behind an
-/// `arc_swap::ArcSwap`). Connections already established keep the config they started with.
+/// The material can be replaced while in use ([`TlsIdentity::renew`]): every config built
+/// from this identity reads the current certificate and bundle at each handshake, so a
+/// renewed certificate or a new root takes effect on the next connection, with no config
+/// rebuilt and no session cache lost, while connections already established carry on.
+/// Clones share the material.
 #[derive(Clone)]
 pub struct TlsIdentity {
     id: SpiffeId,
-    not_before: SystemTime,
-    not_after: SystemTime,
-    certified_key: Arc<CertifiedKey>,
-    roots: Arc<RootCertStore>,
-    client_verifier: Arc<dyn ClientCertVerifier>,
+    live: Arc<ArcSwap<Material>>,
     // Shared by every server config of this identity so a ticket issued on one listener
     // resumes on another.
     ticketer: Arc<dyn ProducesTickets>,
     provider: Arc<CryptoProvider>,
 }
+
+/// One certificate chain, its key and the trust bundle, checked to fit together.
+pub(crate) struct Material {
+    /// When this material was built: certificates are backdated for clock skew, so renewal
+    /// is timed from here, not from `not_before`.
+    received: SystemTime,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    pub(crate) certified_key: Arc<CertifiedKey>,
+    pub(crate) roots: Arc<RootCertStore>,
+    bundle: Vec<CertificateDer<'static>>,
+    /// rustls's chain verification of client certificates against `roots`.
+    pub(crate) webpki_client_verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// Names for PEM held in memory, in errors.
+const ISSUED_CERT: &str = "<certificate issued by the control plane>";
+const OWN_KEY: &str = "<this proxy's private key>";
+const BUNDLE: &str = "<trust bundle from the control plane>";
 
 impl TlsIdentity {
     /// Loads and cross-checks PEM files: `cert` holds the workload certificate first, then any
@@ -65,140 +89,97 @@ impl TlsIdentity {
         key_pem: &str,
         ca_pem: &str,
     ) -> Result<Self, IdentityError> {
-        let cert_label = Path::new("<certificate issued by the control plane>");
-        let key_label = Path::new("<this proxy's private key>");
-        let ca_label = Path::new("<trust bundle from the control plane>");
-        let identity = TlsIdentity::build(
-            parse_certs(cert_chain_pem.as_bytes(), cert_label)?,
-            parse_key(key_pem.as_bytes(), key_label)?,
-            parse_certs(ca_pem.as_bytes(), ca_label)?,
-            cert_label,
-            key_label,
-            ca_label,
-        )?;
-        identity.check_usable_at(cert_label, ca_label, SystemTime::now())?;
+        let (id, material) = Material::from_pem(cert_chain_pem, key_pem, ca_pem)?;
+        let identity = TlsIdentity::new(id, material)?;
+        identity.check_usable_at(Path::new(ISSUED_CERT), Path::new(BUNDLE), SystemTime::now())?;
         Ok(identity)
+    }
+
+    /// Replaces the certificate, key and trust bundle, checked as [`TlsIdentity::from_pem`]
+    /// checks them. The certificate must name the same workload: a proxy renews its own
+    /// identity, it never becomes another. On error nothing changes.
+    pub fn renew(
+        &self,
+        cert_chain_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), IdentityError> {
+        let (id, material) = Material::from_pem(cert_chain_pem, key_pem, ca_pem)?;
+        if id != self.id {
+            return Err(IdentityError::IdentityChanged {
+                from: Box::new(self.id.clone()),
+                to: Box::new(id),
+            });
+        }
+        check_usable(
+            &material,
+            &self.provider,
+            Path::new(ISSUED_CERT),
+            Path::new(BUNDLE),
+            SystemTime::now(),
+        )?;
+        self.live.store(Arc::new(material));
+        Ok(())
+    }
+
+    /// Replaces the trust bundle only, keeping the certificate: how a proxy learns a new
+    /// root before its own certificate is re-issued under it. The certificate must still
+    /// chain to the new bundle. On error nothing changes.
+    pub fn trust(&self, ca_pem: &str) -> Result<(), IdentityError> {
+        let current = self.live.load();
+        let ca_label = Path::new(BUNDLE);
+        let mut material = Material::build(
+            &self.provider,
+            current.certified_key.clone(),
+            parse_certs(ca_pem.as_bytes(), ca_label)?,
+            ca_label,
+            current.not_before,
+            current.not_after,
+        )?;
+        // The certificate is the same, so is its renewal time.
+        material.received = current.received;
+        check_usable(
+            &material,
+            &self.provider,
+            Path::new(ISSUED_CERT),
+            ca_label,
+            SystemTime::now(),
+        )?;
+        self.live.store(Arc::new(material));
+        Ok(())
     }
 
     /// Everything `from_files` checks except what depends on the time, which tests skip to
     /// build identities with expired certificates.
     fn load(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Result<Self, IdentityError> {
-        TlsIdentity::build(
+        let (id, material) = Material::parse(
             read_certs(cert_path)?,
             read_key(key_path)?,
             read_certs(ca_path)?,
             cert_path,
             key_path,
             ca_path,
-        )
+        )?;
+        TlsIdentity::new(id, material)
     }
 
-    /// Builds an identity from parsed parts; the paths only name them in errors.
-    fn build(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        ca_certs: Vec<CertificateDer<'static>>,
-        cert_path: &Path,
-        key_path: &Path,
-        ca_path: &Path,
-    ) -> Result<Self, IdentityError> {
-        let mut roots = RootCertStore::empty();
-        for root in ca_certs {
-            roots
-                .add(root)
-                .map_err(|err| IdentityError::InvalidTrustAnchor {
-                    path: ca_path.to_owned(),
-                    detail: err.to_string(),
-                })?;
-        }
-        let roots = Arc::new(roots);
-
-        // The ring provider is passed to every builder, so no process-wide default is needed.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certified_key =
-            CertifiedKey::from_der(chain, key, &provider).map_err(|err| match err {
-                rustls::Error::InconsistentKeys(_) => IdentityError::KeyMismatch {
-                    cert: cert_path.to_owned(),
-                    key: key_path.to_owned(),
-                },
-                other => IdentityError::UnusableKey {
-                    path: key_path.to_owned(),
-                    detail: other.to_string(),
-                },
-            })?;
-        let svid = parse_svid(&certified_key.cert[0]).map_err(|problem| {
-            IdentityError::InvalidCertificate {
-                path: cert_path.to_owned(),
-                problem,
-            }
-        })?;
-
-        let webpki_verifier =
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .build()
-                .map_err(|err| IdentityError::InvalidTrustAnchor {
-                    path: ca_path.to_owned(),
-                    detail: err.to_string(),
-                })?;
+    fn new(id: SpiffeId, material: Material) -> Result<Self, IdentityError> {
         let ticketer = rustls::crypto::ring::Ticketer::new().map_err(IdentityError::TicketKeys)?;
-
         Ok(TlsIdentity {
-            id: svid.id,
-            not_before: svid.not_before,
-            not_after: svid.not_after,
-            certified_key: Arc::new(certified_key),
-            roots,
-            client_verifier: Arc::new(SpiffeClientVerifier::new(webpki_verifier)),
+            id,
+            live: Arc::new(ArcSwap::from_pointee(material)),
             ticketer,
-            provider,
+            provider: provider(),
         })
     }
 
-    /// Refuses a certificate peers would refuse: outside its validity, or not chaining to the
-    /// bundle in either role (the proxy is a TLS server inbound and a TLS client outbound).
     fn check_usable_at(
         &self,
         cert_path: &Path,
         ca_path: &Path,
         now: SystemTime,
     ) -> Result<(), IdentityError> {
-        if now < self.not_before {
-            return Err(IdentityError::NotYetValid {
-                path: cert_path.to_owned(),
-                at: format_utc(self.not_before),
-            });
-        }
-        if now > self.not_after {
-            return Err(IdentityError::Expired {
-                path: cert_path.to_owned(),
-                at: format_utc(self.not_after),
-            });
-        }
-
-        let untrusted = |err: rustls::Error| IdentityError::Untrusted {
-            cert: cert_path.to_owned(),
-            ca: ca_path.to_owned(),
-            detail: err.to_string(),
-        };
-        let (leaf, intermediates) = self
-            .certified_key
-            .cert
-            .split_first()
-            .expect("load() read at least one certificate");
-        let now = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
-        let parsed = ParsedCertificate::try_from(leaf).map_err(untrusted)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )
-        .map_err(untrusted)?;
-        self.client_verifier
-            .verify_client_cert(leaf, intermediates, now)
-            .map_err(untrusted)?;
-        Ok(())
+        check_usable(&self.live.load(), &self.provider, cert_path, ca_path, now)
     }
 
     /// The workload this certificate names.
@@ -206,21 +187,63 @@ impl TlsIdentity {
         &self.id
     }
 
-    /// When the certificate expires (to the second), for rotation and the admin `/certs` page.
+    /// When the current certificate became valid (to the second).
+    pub fn not_before(&self) -> SystemTime {
+        self.live.load().not_before
+    }
+
+    /// When the current certificate expires (to the second), for renewal and `/certs`.
     pub fn not_after(&self) -> SystemTime {
-        self.not_after
+        self.live.load().not_after
+    }
+
+    /// The current certificate chain, leaf first.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.live.load().certified_key.cert.clone()
+    }
+
+    /// The current certificate chain as PEM, leaf first.
+    pub fn chain_pem(&self) -> String {
+        crate::to_pem(&self.live.load().certified_key.cert)
+    }
+
+    /// The roots trusted now.
+    pub fn bundle(&self) -> Vec<CertificateDer<'static>> {
+        self.live.load().bundle.clone()
+    }
+
+    /// When to renew: halfway from when the certificate arrived to its expiry, as
+    /// short-lived certificates should be, leaving the other half to retry in if the
+    /// control plane is away.
+    pub fn renew_at(&self) -> SystemTime {
+        let material = self.live.load();
+        let left = material
+            .not_after
+            .duration_since(material.received)
+            .unwrap_or_default();
+        material.received + left / 2
+    }
+
+    /// The current private key's signer, to prove possession of this identity (renewal).
+    pub fn signing_key(&self) -> Arc<dyn rustls::sign::SigningKey> {
+        self.live.load().certified_key.key.clone()
     }
 
     /// Config for the inbound side: every client must present a certificate that chains to
-    /// the trust bundle and carries a SPIFFE id; read it with [`peer_identity`]. A client that
-    /// offers ALPN but none of `alpn` is refused by rustls; one that offers none gets through
-    /// with no protocol agreed.
+    /// the trust bundle and carries a SPIFFE id of this identity's trust domain; read it
+    /// with [`peer_identity`]. A client that offers ALPN but none of `alpn` is refused by
+    /// rustls; one that offers none gets through with no protocol agreed.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        let verifier = SpiffeClientVerifier::new(
+            self.live.clone(),
+            self.id.trust_domain().to_owned(),
+            self.provider.signature_verification_algorithms,
+        );
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(PROTOCOL_VERSIONS)
             .expect("the ring provider supports TLS 1.2 and 1.3")
-            .with_client_cert_verifier(self.client_verifier.clone())
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified_key.clone())));
+            .with_client_cert_verifier(Arc::new(verifier))
+            .with_cert_resolver(Arc::new(LiveCertificate(self.live.clone())));
         // Tickets resume TLS 1.3 (and 1.2) without server state; the cache covers TLS 1.2
         // clients that resume by session id instead.
         config.ticketer = self.ticketer.clone();
@@ -239,7 +262,7 @@ impl TlsIdentity {
     /// config, and this config only ever verified `expected_peer`.
     pub fn client_config(&self, expected_peer: &SpiffeId, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let verifier = ExpectedPeerVerifier::new(
-            self.roots.clone(),
+            self.live.clone(),
             expected_peer.clone(),
             self.provider.signature_verification_algorithms,
         );
@@ -248,13 +271,193 @@ impl TlsIdentity {
             .expect("the ring provider supports TLS 1.2 and 1.3")
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
-                self.certified_key.clone(),
-            )));
+            .with_client_cert_resolver(Arc::new(LiveCertificate(self.live.clone())));
         config.resumption = Resumption::in_memory_sessions(SESSION_CACHE_ENTRIES);
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Arc::new(config)
     }
+}
+
+/// The identity's current certificate, for rustls to present at each handshake.
+#[derive(Debug)]
+struct LiveCertificate(Arc<ArcSwap<Material>>);
+
+impl ResolvesServerCert for LiveCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load().certified_key.clone())
+    }
+}
+
+impl ResolvesClientCert for LiveCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load().certified_key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Material")
+            .field("not_after", &format_utc(self.not_after))
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    // The ring provider is passed to every builder, so no process-wide default is needed.
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Material {
+    fn from_pem(
+        cert_chain_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(SpiffeId, Material), IdentityError> {
+        let (cert_label, key_label, ca_label) = (
+            Path::new(ISSUED_CERT),
+            Path::new(OWN_KEY),
+            Path::new(BUNDLE),
+        );
+        Material::parse(
+            parse_certs(cert_chain_pem.as_bytes(), cert_label)?,
+            parse_key(key_pem.as_bytes(), key_label)?,
+            parse_certs(ca_pem.as_bytes(), ca_label)?,
+            cert_label,
+            key_label,
+            ca_label,
+        )
+    }
+
+    /// Builds material from parsed parts; the paths only name them in errors.
+    fn parse(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        ca_certs: Vec<CertificateDer<'static>>,
+        cert_path: &Path,
+        key_path: &Path,
+        ca_path: &Path,
+    ) -> Result<(SpiffeId, Material), IdentityError> {
+        let provider = provider();
+        let certified_key =
+            CertifiedKey::from_der(chain, key, &provider).map_err(|err| match err {
+                rustls::Error::InconsistentKeys(_) => IdentityError::KeyMismatch {
+                    cert: cert_path.to_owned(),
+                    key: key_path.to_owned(),
+                },
+                other => IdentityError::UnusableKey {
+                    path: key_path.to_owned(),
+                    detail: other.to_string(),
+                },
+            })?;
+        let svid = parse_svid(&certified_key.cert[0]).map_err(|problem| {
+            IdentityError::InvalidCertificate {
+                path: cert_path.to_owned(),
+                problem,
+            }
+        })?;
+        let material = Material::build(
+            &provider,
+            Arc::new(certified_key),
+            ca_certs,
+            ca_path,
+            svid.not_before,
+            svid.not_after,
+        )?;
+        Ok((svid.id, material))
+    }
+
+    fn build(
+        provider: &Arc<CryptoProvider>,
+        certified_key: Arc<CertifiedKey>,
+        bundle: Vec<CertificateDer<'static>>,
+        ca_path: &Path,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Material, IdentityError> {
+        let mut roots = RootCertStore::empty();
+        for root in &bundle {
+            roots
+                .add(root.clone())
+                .map_err(|err| IdentityError::InvalidTrustAnchor {
+                    path: ca_path.to_owned(),
+                    detail: err.to_string(),
+                })?;
+        }
+        let roots = Arc::new(roots);
+        let webpki_client_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|err| IdentityError::InvalidTrustAnchor {
+                    path: ca_path.to_owned(),
+                    detail: err.to_string(),
+                })?;
+        Ok(Material {
+            received: SystemTime::now(),
+            not_before,
+            not_after,
+            certified_key,
+            roots,
+            bundle,
+            webpki_client_verifier,
+        })
+    }
+}
+
+/// Refuses a certificate peers would refuse: outside its validity, or not chaining to the
+/// bundle in either role (the proxy is a TLS server inbound and a TLS client outbound).
+fn check_usable(
+    material: &Material,
+    provider: &CryptoProvider,
+    cert_path: &Path,
+    ca_path: &Path,
+    now: SystemTime,
+) -> Result<(), IdentityError> {
+    if now < material.not_before {
+        return Err(IdentityError::NotYetValid {
+            path: cert_path.to_owned(),
+            at: format_utc(material.not_before),
+        });
+    }
+    if now > material.not_after {
+        return Err(IdentityError::Expired {
+            path: cert_path.to_owned(),
+            at: format_utc(material.not_after),
+        });
+    }
+
+    let untrusted = |err: rustls::Error| IdentityError::Untrusted {
+        cert: cert_path.to_owned(),
+        ca: ca_path.to_owned(),
+        detail: err.to_string(),
+    };
+    let (leaf, intermediates) = material
+        .certified_key
+        .cert
+        .split_first()
+        .expect("parsing read at least one certificate");
+    let now = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let parsed = ParsedCertificate::try_from(leaf).map_err(untrusted)?;
+    verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        &material.roots,
+        intermediates,
+        now,
+        provider.signature_verification_algorithms.all,
+    )
+    .map_err(untrusted)?;
+    material
+        .webpki_client_verifier
+        .verify_client_cert(leaf, intermediates, now)
+        .map_err(untrusted)?;
+    Ok(())
 }
 
 impl fmt::Debug for TlsIdentity {
@@ -262,7 +465,7 @@ impl fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsIdentity")
             .field("id", &self.id)
-            .field("not_after", &format_utc(self.not_after))
+            .field("not_after", &format_utc(self.not_after()))
             .finish_non_exhaustive()
     }
 }

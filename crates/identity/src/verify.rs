@@ -4,7 +4,9 @@
 //! webpki functions; these types only add the identity rules a mesh needs.
 
 use crate::svid::{parse_svid, SvidError};
+use crate::tls::Material;
 use crate::SpiffeId;
+use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
@@ -12,8 +14,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore,
-    SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
 };
 use std::sync::Arc;
 
@@ -28,6 +29,12 @@ pub(crate) enum PeerIdentityError {
     #[error("peer presented {presented}, expected {expected}")]
     Mismatch {
         expected: SpiffeId,
+        presented: SpiffeId,
+    },
+
+    #[error("peer presented {presented}, from trust domain {}, not {expected}", presented.trust_domain())]
+    ForeignTrustDomain {
+        expected: String,
         presented: SpiffeId,
     },
 }
@@ -48,21 +55,22 @@ impl From<PeerIdentityError> for Error {
 
 /// Client side: accepts a server whose chain leads to the trust bundle and whose certificate
 /// names exactly the workload we meant to reach.
+/// The bundle is read at each handshake, so a new root applies at once.
 #[derive(Debug)]
 pub(crate) struct ExpectedPeerVerifier {
-    roots: Arc<RootCertStore>,
+    live: Arc<ArcSwap<Material>>,
     expected: SpiffeId,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ExpectedPeerVerifier {
     pub(crate) fn new(
-        roots: Arc<RootCertStore>,
+        live: Arc<ArcSwap<Material>>,
         expected: SpiffeId,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Self {
         ExpectedPeerVerifier {
-            roots,
+            live,
             expected,
             algorithms,
         }
@@ -83,7 +91,7 @@ impl ServerCertVerifier for ExpectedPeerVerifier {
         let cert = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            &self.live.load().roots,
             intermediates,
             now,
             self.algorithms.all,
@@ -124,17 +132,28 @@ impl ServerCertVerifier for ExpectedPeerVerifier {
     }
 }
 
-/// Server side: rustls's `WebPkiClientVerifier` (client certificate required), plus the rule
-/// that the certificate carries a SPIFFE id, so every accepted connection has a peer identity
-/// for authorization to use.
+/// Server side: rustls's `WebPkiClientVerifier` (client certificate required) over the
+/// current bundle, plus the rules that the certificate carries a SPIFFE id and that it is of
+/// this mesh's trust domain, so every accepted connection has a peer identity that
+/// authorization can trust.
 #[derive(Debug)]
 pub(crate) struct SpiffeClientVerifier {
-    webpki: Arc<dyn ClientCertVerifier>,
+    live: Arc<ArcSwap<Material>>,
+    trust_domain: String,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl SpiffeClientVerifier {
-    pub(crate) fn new(webpki: Arc<dyn ClientCertVerifier>) -> Self {
-        SpiffeClientVerifier { webpki }
+    pub(crate) fn new(
+        live: Arc<ArcSwap<Material>>,
+        trust_domain: String,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Self {
+        SpiffeClientVerifier {
+            live,
+            trust_domain,
+            algorithms,
+        }
     }
 }
 
@@ -147,8 +166,10 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         true
     }
 
+    /// No hints: a workload has exactly one certificate to offer, and hints would have to
+    /// outlive a bundle that can change under them.
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.webpki.root_hint_subjects()
+        &[]
     }
 
     fn verify_client_cert(
@@ -157,10 +178,21 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .webpki
-            .verify_client_cert(end_entity, intermediates, now)?;
-        parse_svid(end_entity).map_err(PeerIdentityError::NotAnSvid)?;
+        let verified = self.live.load().webpki_client_verifier.verify_client_cert(
+            end_entity,
+            intermediates,
+            now,
+        )?;
+        let presented = parse_svid(end_entity)
+            .map_err(PeerIdentityError::NotAnSvid)?
+            .id;
+        if presented.trust_domain() != self.trust_domain {
+            return Err(PeerIdentityError::ForeignTrustDomain {
+                expected: self.trust_domain.clone(),
+                presented,
+            }
+            .into());
+        }
         Ok(verified)
     }
 
@@ -170,7 +202,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -179,10 +211,10 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }

@@ -88,9 +88,28 @@ async fn handle(
         }
         "/certs" => match &proxy.tls {
             Some(identity) => {
+                let describe = |der: &rustls::pki_types::CertificateDer<'_>| {
+                    weft_identity::CertSummary::of(der).map(|c| {
+                        serde_json::json!({
+                            "subject": c.subject,
+                            "issuer": c.issuer,
+                            "spiffe_id": c.spiffe_id,
+                            "not_before": weft_identity::format_utc(c.not_before),
+                            "not_after": weft_identity::format_utc(c.not_after),
+                            "sha256": c.sha256,
+                        })
+                    })
+                };
+                let chain: Vec<_> = identity.chain().iter().filter_map(describe).collect();
+                let bundle: Vec<_> = identity.bundle().iter().filter_map(describe).collect();
                 let body = serde_json::json!({
                     "identity": identity.id().to_string(),
                     "not_after": weft_identity::format_utc(identity.not_after()),
+                    // Certificates from files are the operator's to replace.
+                    "renews_at": proxy.options.tls.is_none()
+                        .then(|| weft_identity::format_utc(identity.renew_at())),
+                    "chain": chain,
+                    "trust_bundle": bundle,
                 });
                 text(StatusCode::OK, "application/json", format!("{body:#}\n"))
             }

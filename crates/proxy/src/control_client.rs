@@ -12,12 +12,13 @@ mod health;
 #[cfg(test)]
 mod tests;
 
+use crate::metrics::Metrics;
 use crate::options::ControlPlaneOptions;
 use crate::proxy::Proxy;
 use health::HealthReport;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 use weft_api::parts::Assembler;
@@ -40,6 +41,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The control-plane connection of one proxy, ready to run.
+#[derive(Clone)]
 pub struct ControlClient {
     endpoint: Endpoint,
     options: ControlPlaneOptions,
@@ -151,6 +153,7 @@ impl ControlClient {
             namespace: namespace.to_owned(),
             token: token.0.trim().to_owned(),
             csr_pem,
+            ..Default::default()
         };
         let mut backoff = Backoff::default();
         loop {
@@ -177,6 +180,70 @@ impl ControlClient {
                 }
             }
         }
+    }
+
+    /// Keeps `identity` valid: at about half its certificate's lifetime, makes a new key
+    /// and gets it certified, proving possession of the current certificate, and swaps it
+    /// in; connections keep running and new handshakes use the new certificate. Retries
+    /// with backoff while the control plane is away. Runs until the proxy exits.
+    pub async fn keep_renewed(&self, identity: Arc<TlsIdentity>, metrics: &Metrics) {
+        loop {
+            metrics.certificate_expiry(identity.not_after());
+            let wait = identity
+                .renew_at()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            let mut backoff = Backoff::default();
+            loop {
+                match self.renew(&identity).await {
+                    Ok(()) => {
+                        metrics.certificate_renewed(true);
+                        tracing::info!(
+                            identity = %identity.id(),
+                            not_after = %weft_identity::format_utc(identity.not_after()),
+                            "certificate renewed"
+                        );
+                        break;
+                    }
+                    Err(error) => {
+                        metrics.certificate_renewed(false);
+                        let left = identity
+                            .not_after()
+                            .duration_since(SystemTime::now())
+                            .unwrap_or_default();
+                        let delay = backoff.next_delay().min(left.max(BACKOFF_FIRST));
+                        if left.is_zero() {
+                            tracing::error!(%error, identity = %identity.id(), "the certificate has expired and cannot be renewed; peers refuse this proxy until it is restarted with a new join token");
+                        } else {
+                            tracing::warn!(%error, ?delay, ?left, "certificate renewal failed; retrying before it expires");
+                        }
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew(&self, identity: &TlsIdentity) -> Result<(), String> {
+        let (key_pem, csr_pem) =
+            generate_csr(identity.id()).map_err(|e| format!("cannot make a key pair: {e}"))?;
+        let renewal_signature =
+            weft_identity::sign_renewal(identity, &csr_pem).map_err(|e| e.to_string())?;
+        let request = SignRequest {
+            service: identity.id().service().to_owned(),
+            namespace: identity.id().namespace().to_owned(),
+            csr_pem,
+            current_chain_pem: identity.chain_pem(),
+            renewal_signature: renewal_signature.into(),
+            ..Default::default()
+        };
+        let answer = self.sign_once(request).await.map_err(|e| match e {
+            SignError::Retry(reason) | SignError::Refused(reason) => reason,
+        })?;
+        identity
+            .renew(&answer.cert_chain_pem, &key_pem, &answer.trust_bundle_pem)
+            .map_err(|e| format!("the renewed certificate is unusable: {e}"))
     }
 
     async fn sign_once(&self, request: SignRequest) -> Result<SignResponse, SignError> {

@@ -102,7 +102,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
             &files.ca,
         )?)),
         // No certificate files but a join token: the control plane issues one, before any
-        // listener starts. (Renewal before expiry is not done yet.)
+        // listener starts, and renews it at half-life (below).
         (None, ConfigSource::ControlPlane(client)) if client.has_token() => {
             let issue = client.issue_identity(&options.service, &options.namespace);
             let identity = tokio::select! {
@@ -186,10 +186,19 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
             drain.watch(),
         ));
     }
+    if let Some(identity) = &proxy.tls {
+        proxy.metrics.certificate_expiry(identity.not_after());
+    }
     let watcher = match source {
         ConfigSource::Local(path) => tokio::spawn(local::watch(proxy.clone(), path)),
         // Listeners are up before the first config arrives; until then `/ready` says no.
-        ConfigSource::ControlPlane(client) => tokio::spawn(client.run(proxy.clone(), inbound_addr)),
+        ConfigSource::ControlPlane(client) => {
+            if let (Some(identity), true) = (&proxy.tls, proxy.options.tls.is_none()) {
+                let (client, identity, proxy) = (client.clone(), identity.clone(), proxy.clone());
+                tokio::spawn(async move { client.keep_renewed(identity, &proxy.metrics).await });
+            }
+            tokio::spawn(client.run(proxy.clone(), inbound_addr))
+        }
     };
 
     tokio::select! {

@@ -108,6 +108,8 @@ pub struct Metrics {
     ejections: Family<EndpointLabels, Counter>,
     config_version: Family<VersionLabels, Gauge>,
     config_reloads: Family<ResultLabels, Counter>,
+    certificate_expiry: Gauge,
+    certificate_renewals: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,6 +132,8 @@ impl Metrics {
         let ejections = Family::default();
         let config_version = Family::default();
         let config_reloads = Family::default();
+        let certificate_expiry = Gauge::default();
+        let certificate_renewals = Family::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "weft_http_requests",
@@ -173,6 +177,16 @@ impl Metrics {
             "Configuration loads, by result",
             config_reloads.clone(),
         );
+        registry.register(
+            "weft_certificate_expiry_timestamp_seconds",
+            "When this proxy's workload certificate expires, in seconds since the Unix epoch",
+            certificate_expiry.clone(),
+        );
+        registry.register(
+            "weft_certificate_renewals",
+            "Workload certificate renewals, by result",
+            certificate_renewals.clone(),
+        );
         Self {
             registry,
             requests,
@@ -184,6 +198,8 @@ impl Metrics {
             ejections,
             config_version,
             config_reloads,
+            certificate_expiry,
+            certificate_renewals,
         }
     }
 
@@ -270,6 +286,22 @@ impl Metrics {
             .set(generation);
         self.config_reloads
             .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+    }
+
+    pub fn certificate_expiry(&self, not_after: std::time::SystemTime) {
+        let seconds = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.certificate_expiry
+            .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+    }
+
+    pub fn certificate_renewed(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.certificate_renewals
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

@@ -232,7 +232,9 @@ impl Session {
             Some(expected) if !full_only => generation
                 .updates
                 .iter()
-                .position(|update| update.base_version == expected)
+                // Versions are content hashes, so one can recur (an endpoint that leaves and
+                // returns): the latest update from it is the shortest way to the current one.
+                .rposition(|update| update.base_version == expected)
                 .map(|from| &generation.updates[from..])
                 .filter(|updates| {
                     updates.iter().map(|u| u.bytes).sum::<usize>() < generation.full_bytes

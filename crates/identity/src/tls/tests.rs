@@ -10,6 +10,7 @@ use rcgen::{
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::ServerName;
+use rustls::sign::SingleCertAndKey;
 use rustls::{
     AlertDescription, CertificateError, ClientConnection, Connection, Error, HandshakeKind,
     ProtocolVersion, ServerConnection,
@@ -107,7 +108,7 @@ fn custom_client(
     certificate: Option<Arc<SingleCertAndKey>>,
 ) -> Arc<ClientConfig> {
     let verifier = ExpectedPeerVerifier::new(
-        trusting.roots.clone(),
+        trusting.live.clone(),
         expected.clone(),
         trusting.provider.signature_verification_algorithms,
     );
@@ -124,7 +125,7 @@ fn custom_client(
 
 fn own_certificate(identity: &TlsIdentity) -> Option<Arc<SingleCertAndKey>> {
     Some(Arc::new(SingleCertAndKey::from(
-        identity.certified_key.clone(),
+        identity.live.load().certified_key.clone(),
     )))
 }
 
@@ -350,7 +351,7 @@ fn without_its_key(identity: &TlsIdentity) -> Arc<SingleCertAndKey> {
         .key_provider
         .load_private_key(key)
         .unwrap();
-    let stolen = CertifiedKey::new(identity.certified_key.cert.clone(), key);
+    let stolen = CertifiedKey::new(identity.live.load().certified_key.cert.clone(), key);
     Arc::new(SingleCertAndKey::from(stolen))
 }
 
@@ -362,7 +363,11 @@ fn refuses_a_server_that_does_not_hold_its_certificates_key() {
     let impostor = ServerConfig::builder_with_provider(api.provider.clone())
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .unwrap()
-        .with_client_cert_verifier(api.client_verifier.clone())
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(
+            api.live.clone(),
+            "weft.local".to_owned(),
+            api.provider.signature_verification_algorithms,
+        )))
         .with_cert_resolver(without_its_key(&api));
     let impostor = Arc::new(impostor);
 
@@ -743,4 +748,82 @@ async fn loopback_tcp_handshake_with_tokio_rustls() {
     let (client_seen_by_server, alpn) = server.await.unwrap();
     assert_eq!(client_seen_by_server, Some(id("web")));
     assert_eq!(alpn.as_deref(), Some(H2));
+}
+
+#[test]
+fn renewal_and_new_roots_apply_to_configs_already_built() {
+    let old_ca = CertificateAuthority::generate("weft.local").unwrap();
+    let web = identity(&old_ca, "web");
+    let api = identity(&old_ca, "api");
+    let client = web.client_config(api.id(), &[]);
+    let server = api.server_config(&[]);
+    handshake(client.clone(), server.clone()).assert_ok();
+
+    // A new root joins the bundle, and api is re-issued under it: the configs built
+    // before carry on, now presenting and accepting the new certificate.
+    let new_ca = CertificateAuthority::generate("weft.local").unwrap();
+    let both = format!("{}{}", old_ca.cert_pem(), new_ca.cert_pem());
+    web.trust(&both).unwrap();
+    let reissued = new_ca.issue(api.id(), HOUR).unwrap();
+    api.renew(&reissued.cert_pem, &reissued.key_pem, &both)
+        .unwrap();
+    handshake(client.clone(), server.clone()).assert_ok();
+    // (That one may have resumed the earlier session; a new client sees a full handshake.)
+    let outcome = handshake(web.client_config(api.id(), &[]), server.clone());
+    outcome.assert_ok();
+    let presented = &outcome.client.peer_certificates().unwrap()[0];
+    assert_eq!(*presented, crate::parse_pem(&reissued.cert_pem)[0]);
+    assert_eq!(api.bundle().len(), 2);
+
+    // Retiring the old root: a bundle the identity's own certificate does not chain to is
+    // refused, and changes nothing; once re-issued, it can drop the old root.
+    let err = web.trust(new_ca.cert_pem()).unwrap_err();
+    assert!(matches!(err, IdentityError::Untrusted { .. }), "{err}");
+    assert_eq!(web.bundle().len(), 2);
+    let reissued = new_ca.issue(web.id(), HOUR).unwrap();
+    web.renew(&reissued.cert_pem, &reissued.key_pem, new_ca.cert_pem())
+        .unwrap();
+    api.trust(new_ca.cert_pem()).unwrap();
+    handshake(client.clone(), server.clone()).assert_ok();
+
+    // A peer still on the old root is now refused.
+    let stale = identity(&old_ca, "web");
+    handshake(stale.client_config(api.id(), &[]), server).assert_refused();
+}
+
+#[test]
+fn renewal_to_another_identity_is_refused_and_changes_nothing() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let web = identity(&ca, "web");
+    let before = web.chain();
+    let other = ca.issue(&id("api"), HOUR).unwrap();
+    let err = web
+        .renew(&other.cert_pem, &other.key_pem, ca.cert_pem())
+        .unwrap_err();
+    assert!(
+        matches!(err, IdentityError::IdentityChanged { .. }),
+        "{err}"
+    );
+    assert_eq!(web.chain(), before);
+}
+
+#[test]
+fn refuses_a_client_of_another_trust_domain_under_the_same_root() {
+    let raw = RawCa::root();
+    let authority = raw.as_authority();
+    let api = {
+        let dir = TempDir::new();
+        let issued = authority.issue(&id("api"), HOUR).unwrap();
+        load(&issued_files(&dir, "api", &issued, &raw.cert.pem())).unwrap()
+    };
+    let foreign = {
+        let dir = TempDir::new();
+        let other = SpiffeId::new("other.example", "default", "web").unwrap();
+        let issued = authority.issue(&other, HOUR).unwrap();
+        load(&issued_files(&dir, "foreign", &issued, &raw.cert.pem())).unwrap()
+    };
+    let outcome = handshake(foreign.client_config(api.id(), &[]), api.server_config(&[]));
+    outcome.assert_refused();
+    let error = outcome.server_error.unwrap().to_string();
+    assert!(error.contains("trust domain other.example"), "{error}");
 }

@@ -543,6 +543,17 @@ async fn endpoint_updates_follow_each_other_without_waiting_for_answers() {
         .until("web in sync", |r| listed(r, "web-1").in_sync)
         .await;
     assert_eq!(web.parted, 0, "small messages go whole");
+
+    // api returns: the config is the one web ran before, which it is not sent again from
+    // there; it gets one update, and nothing more.
+    api.health(true).await;
+    let back = web.sync().await;
+    assert!(matches!(back, Received::Endpoints { .. }), "{back:?}");
+    assert_eq!(web.endpoints("api"), ["127.0.0.1:9002"]);
+    assert!(
+        web.recv_within(Duration::from_millis(300)).await.is_none(),
+        "one change, one message"
+    );
 }
 
 #[tokio::test]
