@@ -7,18 +7,27 @@
 //! given and not written to the store.
 //!
 //! `GET /api/v1/ca` answers the trust bundle (PEM) and the expiry of each root in it.
+//!
+//! A generated root rotates with no outage (`weft ca rotate`): a new root signs from then
+//! on while the old one stays in the bundle; proxies get the two-root bundle in their config
+//! and renew at once; when every connected proxy holds a certificate from the new root, the
+//! old root is retired (see `rotation.rs`).
 
 use crate::resource_set::ResourceSet;
 use crate::store::{Store, StoreError};
+use arc_swap::ArcSwap;
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 use weft_identity::{format_utc, CertificateAuthority, IdentityError};
+use weft_model::config::TrustConfig;
 use weft_model::resources::Spec;
 
 /// The `meta` key the generated root is kept under.
@@ -76,14 +85,106 @@ pub enum CaError {
 struct StoredRoot {
     cert_pem: String,
     key_pem: String,
+    /// Roots replaced by `weft ca rotate`, still trusted until every proxy holds a
+    /// certificate from the new one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    retiring: Vec<String>,
+}
+
+/// One root of the trust bundle.
+#[derive(Clone, Debug)]
+pub struct Root {
+    pub cert_pem: String,
+    pub not_after: SystemTime,
+    pub sha256: String,
+}
+
+impl Root {
+    fn of(cert_pem: &str) -> Result<Root, String> {
+        let der = weft_identity::parse_pem(cert_pem)
+            .into_iter()
+            .next()
+            .ok_or("no PEM certificate")?;
+        Ok(Root {
+            cert_pem: cert_pem.to_owned(),
+            not_after: not_after(cert_pem)?,
+            sha256: weft_identity::fingerprint(&der),
+        })
+    }
+}
+
+/// The signer and the roots in force; replaced whole on rotation.
+struct CaState {
+    signer: Arc<CertificateAuthority>,
+    signing_root: Root,
+    /// Older roots still trusted while a rotation completes.
+    retiring: Vec<Root>,
+}
+
+impl CaState {
+    fn new(signer: CertificateAuthority, retiring: &[String]) -> Result<CaState, String> {
+        Ok(CaState {
+            signing_root: Root::of(signer.cert_pem())?,
+            signer: Arc::new(signer),
+            retiring: retiring
+                .iter()
+                .map(|pem| Root::of(pem))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Retiring roots first, then the signing root.
+    fn bundle_pem(&self) -> String {
+        let mut bundle: String = self.retiring.iter().map(|r| r.cert_pem.as_str()).collect();
+        bundle.push_str(&self.signing_root.cert_pem);
+        bundle
+    }
+
+    fn trust(&self) -> TrustConfig {
+        TrustConfig {
+            bundle_pem: self.bundle_pem(),
+            signing_root: self.signing_root.sha256.clone(),
+        }
+    }
+
+    fn stored(&self) -> StoredRoot {
+        StoredRoot {
+            cert_pem: self.signer.cert_pem().to_owned(),
+            key_pem: self.signer.key_pem().to_owned(),
+            retiring: self.retiring.iter().map(|r| r.cert_pem.clone()).collect(),
+        }
+    }
+}
+
+/// Why a rotation cannot start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error(
+        "this CA was supplied with --ca-cert and --ca-key; rotate it in the PKI it comes from \
+         and restart the control plane with the new files"
+    )]
+    Supplied,
+    #[error("a rotation is already in progress: {0}")]
+    InProgress(String),
+    #[error("no rotation is in progress")]
+    NotRotating,
+    #[error("cannot generate the new root: {0}")]
+    Generate(#[source] Box<IdentityError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The mesh's CA: the root that signs, and the trust bundle proxies are given.
 pub struct MeshCa {
-    ca: CertificateAuthority,
+    state: ArcSwap<CaState>,
     /// `generated` or `supplied`.
     origin: &'static str,
-    not_after: SystemTime,
+    /// Rotation keeps it: a new root is for the same trust domain.
+    trust_domain: Option<String>,
+    /// The bundle proxies are sent, in their config.
+    trust: watch::Sender<TrustConfig>,
+    /// Rotations and retirements one at a time.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl MeshCa {
@@ -105,11 +206,12 @@ impl MeshCa {
                         source: Box::new(source),
                     }
                 })?;
-                let mesh_ca = MeshCa::new(ca, "supplied").map_err(|detail| CaError::Invalid {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    source: Box::new(IdentityError::InvalidCa(detail)),
-                })?;
+                let mesh_ca =
+                    MeshCa::new(ca, &[], "supplied").map_err(|detail| CaError::Invalid {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        source: Box::new(IdentityError::InvalidCa(detail)),
+                    })?;
                 tracing::info!(cert = %cert.display(), trust_domain = mesh_ca.trust_domain(), "using the supplied CA");
                 Ok(mesh_ca)
             }
@@ -119,9 +221,11 @@ impl MeshCa {
                         .map_err(|err| CaError::Corrupt(err.to_string()))?;
                     let ca = CertificateAuthority::from_pem(&stored.cert_pem, &stored.key_pem)
                         .map_err(|err| CaError::Corrupt(err.to_string()))?;
-                    let mesh_ca = MeshCa::new(ca, "generated").map_err(CaError::Corrupt)?;
+                    let mesh_ca =
+                        MeshCa::new(ca, &stored.retiring, "generated").map_err(CaError::Corrupt)?;
                     tracing::info!(
                         trust_domain = mesh_ca.trust_domain(),
+                        roots = 1 + stored.retiring.len(),
                         "loaded the CA root from the store"
                     );
                     return Ok(mesh_ca);
@@ -129,17 +233,11 @@ impl MeshCa {
                 let trust_domain = mesh_trust_domain(resources);
                 let ca = CertificateAuthority::generate(&trust_domain)
                     .map_err(|err| CaError::Generate(Box::new(err)))?;
-                let stored = StoredRoot {
-                    cert_pem: ca.cert_pem().to_owned(),
-                    key_pem: ca.key_pem().to_owned(),
-                };
-                let bytes = serde_json::to_vec(&stored)
-                    .map_err(|err| CaError::Corrupt(format!("encoding the root: {err}")))?;
-                store.put_meta(ROOT_META_KEY.to_owned(), bytes).await?;
-                let mesh_ca = MeshCa::new(ca, "generated").map_err(CaError::Corrupt)?;
+                let mesh_ca = MeshCa::new(ca, &[], "generated").map_err(CaError::Corrupt)?;
+                mesh_ca.persist(store, &mesh_ca.state.load()).await?;
                 tracing::info!(
                     trust_domain = %trust_domain,
-                    not_after = %format_utc(mesh_ca.not_after),
+                    not_after = %format_utc(mesh_ca.not_after()),
                     "generated a new CA root and kept it in the store"
                 );
                 Ok(mesh_ca)
@@ -147,47 +245,139 @@ impl MeshCa {
         }
     }
 
-    fn new(ca: CertificateAuthority, origin: &'static str) -> Result<MeshCa, String> {
-        let not_after = not_after(ca.cert_pem())?;
+    fn new(
+        ca: CertificateAuthority,
+        retiring: &[String],
+        origin: &'static str,
+    ) -> Result<MeshCa, String> {
+        let trust_domain = ca.trust_domain().map(str::to_owned);
+        let state = CaState::new(ca, retiring)?;
+        let (trust, _) = watch::channel(state.trust());
         Ok(MeshCa {
-            ca,
+            state: ArcSwap::from_pointee(state),
             origin,
-            not_after,
+            trust_domain,
+            trust,
+            changing: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// The CA that signs workload certificates.
-    pub fn authority(&self) -> &CertificateAuthority {
-        &self.ca
+    async fn persist(&self, store: &dyn Store, state: &CaState) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(&state.stored()).expect("the root always encodes");
+        store.put_meta(ROOT_META_KEY.to_owned(), bytes).await
+    }
+
+    /// Writes `state` to the store, then puts it in force and tells the proxies.
+    async fn switch(&self, store: &dyn Store, state: CaState) -> Result<(), StoreError> {
+        self.persist(store, &state).await?;
+        self.trust.send_replace(state.trust());
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Starts a root rotation: a new root (same trust domain) signs from now on, and the
+    /// old one stays in the bundle until [`Self::retire`]. Proxies get the two-root bundle in
+    /// their config and, seeing their certificate is not from the signing root, renew at
+    /// once.
+    pub async fn rotate(&self, store: &dyn Store) -> Result<(), RotationError> {
+        if self.origin == "supplied" {
+            return Err(RotationError::Supplied);
+        }
+        let _one_at_a_time = self.changing.lock().await;
+        let current = self.state.load_full();
+        if !current.retiring.is_empty() {
+            return Err(RotationError::InProgress(
+                "the old root is retired once every connected proxy holds a certificate \
+                 from the new one; `weft check` shows how many still do not"
+                    .to_owned(),
+            ));
+        }
+        let trust_domain = self.trust_domain().unwrap_or(DEFAULT_TRUST_DOMAIN);
+        let signer = CertificateAuthority::generate(trust_domain)
+            .map_err(|err| RotationError::Generate(Box::new(err)))?;
+        let state = CaState::new(signer, std::slice::from_ref(&current.signing_root.cert_pem))
+            .map_err(|err| RotationError::Generate(Box::new(IdentityError::InvalidCa(err))))?;
+        let (old, new) = (
+            current.signing_root.sha256.clone(),
+            state.signing_root.sha256.clone(),
+        );
+        self.switch(store, state).await?;
+        tracing::info!(%old, %new, "root rotation started: the new root signs from now on");
+        Ok(())
+    }
+
+    /// Ends a rotation: drops the retiring roots from the bundle. Call it only once every
+    /// proxy holds a certificate from the signing root, or the others lose the mesh.
+    pub async fn retire(&self, store: &dyn Store) -> Result<(), RotationError> {
+        let _one_at_a_time = self.changing.lock().await;
+        let current = self.state.load_full();
+        if current.retiring.is_empty() {
+            return Err(RotationError::NotRotating);
+        }
+        let state = CaState {
+            signer: current.signer.clone(),
+            signing_root: current.signing_root.clone(),
+            retiring: Vec::new(),
+        };
+        self.switch(store, state).await?;
+        tracing::info!(
+            retired = current.retiring.len(),
+            "root rotation complete: the old root is no longer trusted"
+        );
+        Ok(())
+    }
+
+    /// The CA that signs workload certificates now.
+    pub fn authority(&self) -> Arc<CertificateAuthority> {
+        self.state.load().signer.clone()
     }
 
     /// The trust domain the root is for; `None` for a supplied CA that names none.
     pub fn trust_domain(&self) -> Option<&str> {
-        self.ca.trust_domain()
+        self.trust_domain.as_deref()
     }
 
     /// The roots workloads trust, PEM.
-    pub fn trust_bundle_pem(&self) -> &str {
-        self.ca.cert_pem()
+    pub fn trust_bundle_pem(&self) -> String {
+        self.state.load().bundle_pem()
     }
 
-    /// When the root expires.
+    /// The bundle as proxies get it in their config; changes on rotation.
+    pub fn trust(&self) -> watch::Receiver<TrustConfig> {
+        self.trust.subscribe()
+    }
+
+    /// The fingerprint of the root that signs now, and of the ones being retired.
+    pub fn roots(&self) -> (Root, Vec<Root>) {
+        let state = self.state.load();
+        (state.signing_root.clone(), state.retiring.clone())
+    }
+
+    /// When the signing root expires.
     pub fn not_after(&self) -> SystemTime {
-        self.not_after
+        self.state.load().signing_root.not_after
     }
 
     /// The answer of `GET /api/v1/ca`.
     pub fn view(&self) -> Value {
-        let not_after = format_utc(self.not_after);
-        json!({
-            "trustBundle": self.trust_bundle_pem(),
-            "trustDomain": self.trust_domain(),
-            "notAfter": not_after,
-            "roots": [{
+        let state = self.state.load();
+        let root = |root: &Root, role: &str| {
+            json!({
+                "role": role,
                 "origin": self.origin,
                 "trustDomain": self.trust_domain(),
-                "notAfter": not_after,
-            }],
+                "notAfter": format_utc(root.not_after),
+                "sha256": root.sha256,
+            })
+        };
+        let mut roots: Vec<Value> = state.retiring.iter().map(|r| root(r, "retiring")).collect();
+        roots.push(root(&state.signing_root, "signing"));
+        json!({
+            "trustBundle": state.bundle_pem(),
+            "trustDomain": self.trust_domain(),
+            "notAfter": format_utc(state.signing_root.not_after),
+            "rotating": !state.retiring.is_empty(),
+            "roots": roots,
         })
     }
 }
@@ -201,13 +391,31 @@ impl std::fmt::Debug for MeshCa {
     }
 }
 
-/// `GET /api/v1/ca`.
-pub fn router(ca: Arc<MeshCa>) -> Router {
-    Router::new().route("/api/v1/ca", get(show)).with_state(ca)
+/// `GET /api/v1/ca`, and `POST /api/v1/ca/rotate` to start a root rotation.
+pub fn router(ca: Arc<MeshCa>, store: Arc<dyn Store>) -> Router {
+    Router::new()
+        .route("/api/v1/ca", get(show))
+        .route("/api/v1/ca/rotate", post(rotate))
+        .with_state((ca, store))
 }
 
-async fn show(State(ca): State<Arc<MeshCa>>) -> Json<Value> {
+async fn show(State((ca, _)): State<(Arc<MeshCa>, Arc<dyn Store>)>) -> Json<Value> {
     Json(ca.view())
+}
+
+async fn rotate(
+    State((ca, store)): State<(Arc<MeshCa>, Arc<dyn Store>)>,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    match ca.rotate(&*store).await {
+        Ok(()) => Ok(Json(ca.view())),
+        Err(err) => {
+            let status = match err {
+                RotationError::Supplied | RotationError::InProgress(_) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err((status, Json(json!({ "error": err.to_string() }))))
+        }
+    }
 }
 
 /// The `Mesh` resource's trust domain, or [`DEFAULT_TRUST_DOMAIN`].

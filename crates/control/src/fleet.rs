@@ -1,26 +1,99 @@
 //! Fleet views for operators: the connected proxies (`weft proxies`) and one verdict on
 //! the whole mesh (`weft check`), computed here so every client gets the same answer.
 
+use crate::ca::MeshCa;
 use crate::discovery::{ProxyInfo, Registry};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use weft_identity::format_utc;
 
-pub fn router(registry: Arc<Registry>) -> Router {
+/// A proxy certificate this close to expiry has missed its renewal (at half-life).
+const CERTIFICATE_WARNING: Duration = Duration::from_secs(10 * 60);
+/// A root this close to expiry should be rotated.
+const ROOT_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Clone)]
+struct Fleet {
+    registry: Arc<Registry>,
+    /// `None` when the control plane issues no certificates (the demo's).
+    ca: Option<Arc<MeshCa>>,
+}
+
+pub fn router(registry: Arc<Registry>, ca: Option<Arc<MeshCa>>) -> Router {
     Router::new()
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/check", get(check))
-        .with_state(registry)
+        .with_state(Fleet { registry, ca })
 }
 
-async fn proxies(State(registry): State<Arc<Registry>>) -> Json<Value> {
-    Json(json!({ "proxies": registry.proxies() }))
+async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
+    Json(json!({ "proxies": fleet.registry.proxies() }))
 }
 
-async fn check(State(registry): State<Arc<Registry>>) -> Json<Value> {
-    Json(verdict(&registry.proxies()))
+async fn check(State(fleet): State<Fleet>) -> Json<Value> {
+    let proxies = fleet.registry.proxies();
+    let mut verdict = verdict(&proxies);
+    verdict["warnings"] = Value::from(identity_warnings(
+        &proxies,
+        fleet.ca.as_deref(),
+        SystemTime::now(),
+    ));
+    Json(verdict)
+}
+
+/// Certificates and roots near expiry, and a root rotation under way: nothing is broken
+/// yet, but an operator should know.
+fn identity_warnings(proxies: &[ProxyInfo], ca: Option<&MeshCa>, now: SystemTime) -> Vec<Value> {
+    let mut warnings = Vec::new();
+    for p in proxies {
+        let Some(certificate) = &p.certificate else {
+            continue;
+        };
+        let left = certificate
+            .not_after
+            .duration_since(now)
+            .unwrap_or_default();
+        if left < CERTIFICATE_WARNING {
+            warnings.push(json!({
+                "warning": format!(
+                    "{}: its certificate {} at {}",
+                    p.id,
+                    if left.is_zero() { "expired" } else { "expires" },
+                    format_utc(certificate.not_after)
+                ),
+                "hint": "it should have renewed at half its lifetime; its log says why it could not (control plane unreachable, certificate no longer trusted)",
+            }));
+        }
+    }
+    let Some(ca) = ca else {
+        return warnings;
+    };
+    let (signing, retiring) = ca.roots();
+    if signing.not_after.duration_since(now).unwrap_or_default() < ROOT_WARNING {
+        warnings.push(json!({
+            "warning": format!("the CA root expires at {}", format_utc(signing.not_after)),
+            "hint": "run `weft ca rotate` well before then: proxies move to a new root with no outage",
+        }));
+    }
+    if !retiring.is_empty() {
+        let progress = crate::rotation::progress(proxies, &signing.sha256);
+        let mut waiting: Vec<&str> = progress.pending.iter().map(String::as_str).collect();
+        waiting.truncate(5);
+        warnings.push(json!({
+            "warning": format!(
+                "root rotation in progress: {} of {} proxies hold a certificate from the new root{}",
+                progress.done,
+                progress.done + progress.pending.len(),
+                if waiting.is_empty() { String::new() } else { format!("; waiting for {}", waiting.join(", ")) }
+            ),
+            "hint": "the old root stays trusted until every proxy has renewed, which they do at once; it is then retired by itself",
+        }));
+    }
+    warnings
 }
 
 /// Problems, each with what to do about it. No proxies is not a problem in itself (a

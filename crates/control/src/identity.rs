@@ -50,7 +50,7 @@ impl IdentityService {
     /// key signed the CSR.
     fn verify_renewal(&self, request: &SignRequest, id: &SpiffeId) -> Result<(), String> {
         let current = weft_identity::verify_renewal(
-            self.ca.trust_bundle_pem(),
+            &self.ca.trust_bundle_pem(),
             &request.current_chain_pem,
             &request.csr_pem,
             &request.renewal_signature,
@@ -113,7 +113,7 @@ impl Identity for IdentityService {
         tracing::info!(identity = %id, ?ttl, renewal, "issued a workload certificate");
         Ok(Response::new(SignResponse {
             cert_chain_pem: signed.cert_pem,
-            trust_bundle_pem: self.ca.trust_bundle_pem().to_owned(),
+            trust_bundle_pem: self.ca.trust_bundle_pem(),
             not_after_unix,
         }))
     }

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod fleet;
 pub mod identity;
 pub mod resource_set;
+pub mod rotation;
 pub mod server;
 pub mod store;
 pub mod tokens;

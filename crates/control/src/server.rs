@@ -5,7 +5,7 @@
 
 use crate::api::{self, ApiState, NoStatus, StatusSource};
 use crate::ca::{CaError, CaSource, MeshCa};
-use crate::discovery::DiscoveryServer;
+use crate::discovery::{DiscoveryOptions, DiscoveryServer};
 use crate::identity::IdentityService;
 use crate::store::{RedbStore, Store, StoreError};
 use crate::tokens::TokenStore;
@@ -85,26 +85,26 @@ impl ControlPlane {
         })
     }
 
-    /// Loads (or, on first start, generates and stores) the CA root, and returns the
-    /// identity routes: `GET /api/v1/ca` and the join tokens (`/api/v1/tokens`).
-    pub async fn identity_router(&self, source: &CaSource) -> Result<Router, ControlError> {
-        Ok(self.identity(source).await?.0)
-    }
-
-    /// [`Self::identity_router`], and the gRPC service that signs proxies' certificates
-    /// with the same CA and join tokens.
-    pub async fn identity(
-        &self,
-        source: &CaSource,
-    ) -> Result<(Router, IdentityService), ControlError> {
+    /// Loads (or, on first start, generates and stores) the CA root, and returns it with
+    /// the identity routes (`GET /api/v1/ca`, `POST /api/v1/ca/rotate`, the join tokens) and
+    /// the gRPC service that signs proxies' certificates.
+    pub async fn identity(&self, source: &CaSource) -> Result<Identity, ControlError> {
         let resources = self.store.subscribe();
         let current = resources.borrow().clone();
         let ca = Arc::new(MeshCa::load_or_create(&*self.store, source, &current).await?);
         let tokens = Arc::new(TokenStore::new(self.store.clone()));
-        let service = IdentityService::new(ca.clone(), tokens.clone(), resources);
-        let router = crate::ca::router(ca).merge(crate::tokens::router(tokens));
-        Ok((router, service))
+        let signer = IdentityService::new(ca.clone(), tokens.clone(), resources);
+        let router =
+            crate::ca::router(ca.clone(), self.store.clone()).merge(crate::tokens::router(tokens));
+        Ok(Identity { ca, router, signer })
     }
+}
+
+/// The control plane's CA and what serves it.
+pub struct Identity {
+    pub ca: Arc<MeshCa>,
+    pub router: Router,
+    pub signer: IdentityService,
 }
 
 /// Binds `addr` and logs `listening listener=<what> addr=<bound address>` (the real port
@@ -179,18 +179,33 @@ pub async fn run(options: ControlOptions) -> Result<(), ControlError> {
 pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), ControlError> {
     let shutdown = Shutdown::on_signals()?;
     let mut plane = ControlPlane::open(&options)?;
-    let (identity, signer) = plane.identity(&ca).await?;
-    let (discovery, registry) = DiscoveryServer::new(plane.store.subscribe());
+    let identity = plane.identity(&ca).await?;
+    let discovery_options = DiscoveryOptions {
+        trust: Some(identity.ca.trust()),
+        ..DiscoveryOptions::default()
+    };
+    let (discovery, registry) =
+        DiscoveryServer::with_options(plane.store.subscribe(), discovery_options);
     plane.status = registry.clone();
+    tokio::spawn(crate::rotation::retire_when_done(
+        identity.ca.clone(),
+        registry.clone(),
+        plane.store.clone(),
+    ));
     let api = bind(options.api_addr, "api", "--api-addr").await?;
     let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;
     let router = plane
         .api_router()
-        .merge(crate::fleet::router(registry))
-        .merge(identity);
+        .merge(crate::fleet::router(registry, Some(identity.ca.clone())))
+        .merge(identity.router);
     let (api, grpc) = tokio::join!(
         serve_api(api, router, shutdown.clone().wait()),
-        crate::discovery::serve_with_identity(grpc, discovery, Some(signer), shutdown.wait()),
+        crate::discovery::serve_with_identity(
+            grpc,
+            discovery,
+            Some(identity.signer),
+            shutdown.wait()
+        ),
     );
     api?;
     grpc.map_err(ControlError::Grpc)?;

@@ -56,7 +56,7 @@ impl ControlPlaneHandle {
         plane.status = registry.clone();
         let router = plane
             .api_router()
-            .merge(weft_control::fleet::router(registry));
+            .merge(weft_control::fleet::router(registry, None));
         let (stop, stopped) = watch::channel(false);
         let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;

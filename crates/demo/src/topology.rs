@@ -140,7 +140,7 @@ mod tests {
                 zone: None,
             })
             .collect();
-        let config = weft_model::compile_with_workloads(&resources, &workloads);
+        let config = weft_model::compile_with_workloads(&resources, &workloads, None);
         let service = |name: &str| config.services.iter().find(|s| s.name == name).unwrap();
         assert!(
             !service("reviews").routes.is_empty(),

@@ -23,7 +23,7 @@ pub use dev_ca::{generate_csr, CertificateAuthority, IssuedCert, SignedCert};
 pub use error::IdentityError;
 pub use renewal::{sign_renewal, verify_renewal};
 pub use spiffe::SpiffeId;
-pub use summary::{fingerprint, parse_pem, to_pem, CertSummary};
+pub use summary::{fingerprint, issuing_root, parse_pem, to_pem, CertSummary};
 pub use svid::SvidError;
 pub use timestamp::format_utc;
 pub use tls::{peer_identity, TlsIdentity};

@@ -99,3 +99,48 @@ mod tests {
         );
     }
 }
+
+/// The fingerprint of the root in `bundle_pem` that `chain_pem` (leaf first, then any
+/// intermediates) chains to now; `None` if none does, or the chain has expired.
+pub fn issuing_root(chain_pem: &str, bundle_pem: &str) -> Option<String> {
+    use rustls::client::verify_server_cert_signed_by_trust_anchor;
+    use rustls::pki_types::UnixTime;
+    use rustls::server::ParsedCertificate;
+    let chain = parse_pem(chain_pem);
+    let (leaf, intermediates) = chain.split_first()?;
+    let parsed = ParsedCertificate::try_from(leaf).ok()?;
+    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    let now = UnixTime::now();
+    parse_pem(bundle_pem).into_iter().find_map(|root| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone()).ok()?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &roots,
+            intermediates,
+            now,
+            algorithms.all,
+        )
+        .ok()?;
+        Some(fingerprint(&root))
+    })
+}
+
+#[cfg(test)]
+mod issuing_root_tests {
+    use super::*;
+    use crate::{CertificateAuthority, SpiffeId};
+
+    #[test]
+    fn finds_the_root_a_chain_comes_from() {
+        let old = CertificateAuthority::generate("weft.local").unwrap();
+        let new = CertificateAuthority::generate("weft.local").unwrap();
+        let bundle = format!("{}{}", old.cert_pem(), new.cert_pem());
+        let id = SpiffeId::new("weft.local", "default", "web").unwrap();
+        let issued = new.issue(&id, Duration::from_secs(60)).unwrap();
+        let new_root = fingerprint(&parse_pem(new.cert_pem())[0]);
+        assert_eq!(issuing_root(&issued.cert_pem, &bundle), Some(new_root));
+        assert_eq!(issuing_root(&issued.cert_pem, old.cert_pem()), None);
+        assert_eq!(issuing_root("not pem", &bundle), None);
+    }
+}

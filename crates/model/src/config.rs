@@ -19,7 +19,20 @@ pub struct ProxyConfig {
     /// Whether inbound accepts plaintext (from the `Mesh` resource); strict unless it says so.
     #[serde(default, skip_serializing_if = "MtlsMode::is_strict")]
     pub mtls_mode: MtlsMode,
+    /// The roots proxies trust, from the control plane's CA (absent in local mode, where
+    /// `--ca` gives them). Several while a root rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustConfig>,
     pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustConfig {
+    /// Every root to trust, PEM.
+    pub bundle_pem: String,
+    /// SHA-256 (hex) of the root that signs certificates now. A proxy whose certificate
+    /// comes from another root asks for a new one at once, so an old root can be retired.
+    pub signing_root: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,6 @@ mod health;
 #[cfg(test)]
 mod tests;
 
-use crate::metrics::Metrics;
 use crate::options::ControlPlaneOptions;
 use crate::proxy::Proxy;
 use health::HealthReport;
@@ -25,9 +24,10 @@ use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
 use weft_api::v1::identity_client::IdentityClient;
 use weft_api::v1::{control_message, proxy_message};
-use weft_api::v1::{Ack, Endpoints, Health, Hello, Nack, ProxyMessage, SignRequest, SignResponse};
+use weft_api::v1::{Ack, Certificate, Endpoints, Health, Hello, Nack, ProxyMessage};
+use weft_api::v1::{SignRequest, SignResponse};
 use weft_identity::{generate_csr, SpiffeId, TlsIdentity};
-use weft_model::config::{EndpointConfig, ProxyConfig};
+use weft_model::config::{EndpointConfig, ProxyConfig, TrustConfig};
 
 /// Reconnect delays grow from the first to the last, doubling, each jittered.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -186,19 +186,26 @@ impl ControlClient {
     /// and gets it certified, proving possession of the current certificate, and swaps it
     /// in; connections keep running and new handshakes use the new certificate. Retries
     /// with backoff while the control plane is away. Runs until the proxy exits.
-    pub async fn keep_renewed(&self, identity: Arc<TlsIdentity>, metrics: &Metrics) {
+    pub async fn keep_renewed(&self, proxy: Arc<Proxy>, identity: Arc<TlsIdentity>) {
+        let metrics = &proxy.metrics;
         loop {
             metrics.certificate_expiry(identity.not_after());
             let wait = identity
                 .renew_at()
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = proxy.renew_now.notified() => {
+                    tracing::info!("renewing now: the control plane signs with a new root");
+                }
+            }
             let mut backoff = Backoff::default();
             loop {
                 match self.renew(&identity).await {
                     Ok(()) => {
                         metrics.certificate_renewed(true);
+                        proxy.certificate_changed.send_modify(|n| *n += 1);
                         tracing::info!(
                             identity = %identity.id(),
                             not_after = %weft_identity::format_utc(identity.not_after()),
@@ -335,9 +342,13 @@ async fn session(
     };
     drop(running);
     let report = health.borrow_and_update().clone();
-    // The receiver is right here, so these two sends cannot fail or wait.
+    // The receiver is right here, so these sends cannot fail or wait.
     let _ = outbound.try_send(message(proxy_message::Message::Hello(hello)));
     let _ = outbound.try_send(health_message(report));
+    let mut certificate_changed = proxy.certificate_changed.subscribe();
+    if let Some(report) = certificate_message(proxy) {
+        let _ = outbound.try_send(report);
+    }
     let queued = futures_util::stream::unfold(queued, |mut queued| async move {
         queued.recv().await.map(|message| (message, queued))
     });
@@ -377,6 +388,13 @@ async fn session(
                     return Ok(());
                 }
             }
+            Ok(()) = certificate_changed.changed() => {
+                if let Some(report) = certificate_message(proxy) {
+                    if outbound.send(report).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
         }
     }
 }
@@ -385,6 +403,14 @@ fn message(body: proxy_message::Message) -> ProxyMessage {
     ProxyMessage {
         message: Some(body),
     }
+}
+
+/// The certificate in force, for the control plane; `None` without mutual TLS.
+fn certificate_message(proxy: &Proxy) -> Option<ProxyMessage> {
+    let identity = proxy.tls.as_ref()?;
+    Some(message(proxy_message::Message::Certificate(Certificate {
+        chain_pem: identity.chain_pem(),
+    })))
 }
 
 fn health_message(report: HealthReport) -> ProxyMessage {
@@ -477,9 +503,40 @@ fn install(proxy: &Proxy, config: ProxyConfig) -> Result<(), String> {
         return Ok(());
     }
     drop(running);
+    // Certificates from files (--cert/--key/--ca) are the operator's: only issued ones
+    // follow the control plane's roots.
+    let issued = proxy.options.tls.is_none();
+    if let (Some(identity), Some(trust), true) = (&proxy.tls, &config.trust, issued) {
+        adopt_trust(proxy, identity, trust)?;
+    }
     let version = config.version.clone();
     let generation = proxy.apply(config)?;
     tracing::info!(%version, generation, "configuration applied");
+    Ok(())
+}
+
+/// Trusts the control plane's bundle, if it changed, and asks for a new certificate at
+/// once if the current one is not from the root that signs now (a root rotation).
+fn adopt_trust(proxy: &Proxy, identity: &TlsIdentity, trust: &TrustConfig) -> Result<(), String> {
+    let bundle = weft_identity::parse_pem(&trust.bundle_pem);
+    if identity.bundle() != bundle {
+        identity
+            .trust(&trust.bundle_pem)
+            .map_err(|e| format!("cannot adopt the trust bundle: {e}"))?;
+        tracing::info!(roots = bundle.len(), "trust bundle updated");
+    }
+    let chain = identity.chain_pem();
+    let signing_root: Vec<_> = bundle
+        .iter()
+        .filter(|root| weft_identity::fingerprint(root) == trust.signing_root)
+        .map(|root| weft_identity::to_pem(std::slice::from_ref(root)))
+        .collect();
+    let from_signing_root = signing_root
+        .first()
+        .is_some_and(|root| weft_identity::issuing_root(&chain, root).is_some());
+    if !from_signing_root {
+        proxy.renew_now.notify_one();
+    }
     Ok(())
 }
 

@@ -195,7 +195,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         ConfigSource::ControlPlane(client) => {
             if let (Some(identity), true) = (&proxy.tls, proxy.options.tls.is_none()) {
                 let (client, identity, proxy) = (client.clone(), identity.clone(), proxy.clone());
-                tokio::spawn(async move { client.keep_renewed(identity, &proxy.metrics).await });
+                tokio::spawn(async move { client.keep_renewed(proxy, identity).await });
             }
             tokio::spawn(client.run(proxy.clone(), inbound_addr))
         }

@@ -30,6 +30,10 @@ pub struct Proxy {
     inbound_metrics: Mutex<HashMap<Arc<str>, Arc<RequestMetrics>>>,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// Bumped whenever the certificate in force changes, so the control plane hears of it.
+    pub certificate_changed: tokio::sync::watch::Sender<u64>,
+    /// Wakes the renewal task early: the control plane signs with a new root.
+    pub renew_now: tokio::sync::Notify,
 }
 
 impl Proxy {
@@ -58,6 +62,8 @@ impl Proxy {
             inbound_metrics: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            certificate_changed: tokio::sync::watch::Sender::new(0),
+            renew_now: tokio::sync::Notify::new(),
         }
     }
 

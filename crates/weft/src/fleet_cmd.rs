@@ -44,9 +44,10 @@ pub fn proxies(args: ProxiesArgs) -> anyhow::Result<()> {
             .map(str::to_owned)
             .unwrap_or_else(|| v.to_string())
     };
-    let rows: Vec<[String; 7]> = proxies
+    let rows: Vec<[String; 9]> = proxies
         .iter()
         .map(|p| {
+            let certificate = &p["certificate"];
             [
                 text(&p["service"]),
                 text(&p["namespace"]),
@@ -54,6 +55,8 @@ pub fn proxies(args: ProxiesArgs) -> anyhow::Result<()> {
                 p["ackedVersion"].as_str().unwrap_or("-").to_owned(),
                 if p["inSync"] == true { "yes" } else { "no" }.to_owned(),
                 if p["healthy"] == true { "yes" } else { "no" }.to_owned(),
+                certificate["spiffeId"].as_str().unwrap_or("-").to_owned(),
+                certificate["notAfter"].as_str().unwrap_or("-").to_owned(),
                 text(&p["lastSeen"]),
             ]
         })
@@ -65,6 +68,8 @@ pub fn proxies(args: ProxiesArgs) -> anyhow::Result<()> {
         "VERSION",
         "IN SYNC",
         "HEALTHY",
+        "IDENTITY",
+        "CERT EXPIRES",
         "LAST SEEN",
     ];
     let widths: Vec<usize> = (0..header.len())
@@ -105,6 +110,10 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     for problem in verdict["problems"].as_array().into_iter().flatten() {
         println!("✖ {}", problem["problem"].as_str().unwrap_or_default());
         println!("    hint: {}", problem["hint"].as_str().unwrap_or_default());
+    }
+    for warning in verdict["warnings"].as_array().into_iter().flatten() {
+        println!("! {}", warning["warning"].as_str().unwrap_or_default());
+        println!("    hint: {}", warning["hint"].as_str().unwrap_or_default());
     }
     for hint in verdict["hints"].as_array().into_iter().flatten() {
         println!("  hint: {}", hint.as_str().unwrap_or_default());

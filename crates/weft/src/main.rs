@@ -1,6 +1,7 @@
 //! `weft`: the one binary for every role (see DESIGN.md). Commands are thin: they parse
 //! flags and call into the library crates.
 
+mod ca_cmd;
 mod cert_cmd;
 mod client_cmd;
 mod control_cmd;
@@ -50,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cert_cmd::CertCommand,
     },
+    /// Show or rotate the control plane's CA root.
+    Ca {
+        #[command(subcommand)]
+        cmd: ca_cmd::CaCommand,
+    },
     /// Create or revoke join tokens: what a proxy presents to get its identity.
     Token {
         #[command(subcommand)]
@@ -88,6 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => fleet_cmd::check(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
+        Command::Ca { cmd } => ca_cmd::run(cmd),
         Command::Cert { cmd } => cert_cmd::run(cmd),
         Command::Token { cmd } => token_cmd::run(cmd),
     };

@@ -24,7 +24,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use registry::{ProxyInfo, Registry, Rejection};
+pub use registry::{ProxyCertificate, ProxyInfo, Registry, Rejection};
 
 use futures_util::stream::BoxStream;
 use std::future::Future;
@@ -38,6 +38,7 @@ use weft_api::v1::discovery_server::{self, Discovery};
 use weft_api::v1::{ControlMessage, ProxyMessage};
 
 use crate::resource_set::ResourceSet;
+use weft_model::config::TrustConfig;
 
 /// Messages queued for one stream before the session waits for the proxy to read. Queued
 /// messages share their payloads with every other stream, so this bounds little memory;
@@ -60,6 +61,9 @@ pub struct DiscoveryOptions {
     /// longest reconnect delay (5 s) plus their connect timeout (1 s). Proxies with no
     /// config get one at once.
     pub warmup: Duration,
+    /// The CA's trust bundle, sent to proxies in their config; none when the control plane
+    /// issues no certificates.
+    pub trust: Option<watch::Receiver<TrustConfig>>,
 }
 
 impl Default for DiscoveryOptions {
@@ -67,6 +71,7 @@ impl Default for DiscoveryOptions {
         Self {
             debounce: Duration::from_millis(20),
             warmup: Duration::from_secs(7),
+            trust: None,
         }
     }
 }
@@ -95,6 +100,7 @@ impl DiscoveryServer {
         let (generations, generations_rx) = watch::channel(None);
         tokio::spawn(publisher::run(
             resources,
+            options.trust.clone(),
             registry.clone(),
             generations,
             options.debounce,
@@ -106,6 +112,7 @@ impl DiscoveryServer {
                 generations: generations_rx,
                 closing: closing_rx,
                 warmup_until: tokio::time::Instant::now() + options.warmup,
+                trust: options.trust,
             },
             closing: Arc::new(closing),
         };

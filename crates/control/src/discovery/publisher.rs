@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use weft_api::parts;
 use weft_api::v1::control_message::Message;
 use weft_api::v1::{Config, ControlMessage, Endpoints, ServiceEndpoints};
-use weft_model::config::{ProxyConfig, ServiceConfig};
+use weft_model::config::{ProxyConfig, ServiceConfig, TrustConfig};
 use weft_model::Workload;
 
 /// One compiled config, ready to send: every proxy's stream clones these messages, whose
@@ -50,6 +50,7 @@ pub(super) type Generations = watch::Sender<Option<Arc<Generation>>>;
 
 pub(super) async fn run(
     mut resources: watch::Receiver<Arc<ResourceSet>>,
+    mut trust: Option<watch::Receiver<TrustConfig>>,
     registry: Arc<Registry>,
     generations: Generations,
     debounce: Duration,
@@ -57,12 +58,14 @@ pub(super) async fn run(
     let mut previous: Option<(Arc<ProxyConfig>, Arc<Generation>)> = None;
     loop {
         let set = resources.borrow_and_update().clone();
+        let bundle = trust.as_mut().map(|t| t.borrow_and_update().clone());
         let workloads = registry.workloads();
         let (compile_set, base) = (set.clone(), previous.clone());
         // Compiling and serializing a large mesh takes milliseconds of CPU: off the
         // runtime's workers, so streams keep moving meanwhile.
         let compiled =
-            tokio::task::spawn_blocking(move || compile(&compile_set, &workloads, base)).await;
+            tokio::task::spawn_blocking(move || compile(&compile_set, &workloads, bundle, base))
+                .await;
         match compiled {
             Ok(Compiled::Changed(config, generation)) => {
                 registry.published(&set, &config.version);
@@ -83,7 +86,15 @@ pub(super) async fn run(
                 "compiling the proxy config failed; proxies keep the previous one"
             ),
         }
-        if !continue_after(&mut resources, &registry, &generations, debounce).await {
+        if !continue_after(
+            &mut resources,
+            trust.as_mut(),
+            &registry,
+            &generations,
+            debounce,
+        )
+        .await
+        {
             return;
         }
     }
@@ -93,14 +104,27 @@ pub(super) async fn run(
 /// to publish to, or the store has gone away.
 async fn continue_after(
     resources: &mut watch::Receiver<Arc<ResourceSet>>,
+    trust: Option<&mut watch::Receiver<TrustConfig>>,
     registry: &Registry,
     generations: &Generations,
     debounce: Duration,
 ) -> bool {
     tokio::time::sleep(debounce).await;
+    let trust_changed = async {
+        match trust {
+            // A CA that went away changes nothing more.
+            Some(trust) => {
+                if trust.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         changed = resources.changed() => changed.is_ok(),
         () = registry.endpoints_changed() => true,
+        () = trust_changed => true,
         () = generations.closed() => false,
     }
 }
@@ -114,9 +138,10 @@ enum Compiled {
 fn compile(
     set: &ResourceSet,
     workloads: &[Workload],
+    trust: Option<TrustConfig>,
     previous: Option<(Arc<ProxyConfig>, Arc<Generation>)>,
 ) -> Compiled {
-    let config = weft_model::compile_with_workloads(&set.resources, workloads);
+    let config = weft_model::compile_with_workloads(&set.resources, workloads, trust);
     if previous
         .as_ref()
         .is_some_and(|(p, _)| p.version == config.version)
@@ -181,7 +206,20 @@ fn endpoints_update(old: &ProxyConfig, new: &ProxyConfig) -> Option<Update> {
 /// The services whose endpoints differ, if nothing but endpoints differs (and something
 /// does).
 fn endpoint_changes<'a>(old: &ProxyConfig, new: &'a ProxyConfig) -> Option<Vec<&'a ServiceConfig>> {
-    if old.trust_domain != new.trust_domain || old.services.len() != new.services.len() {
+    // Destructured so a field added to ProxyConfig fails to compile here instead of going
+    // missing from endpoint-only updates.
+    let ProxyConfig {
+        version: _,
+        trust_domain,
+        mtls_mode,
+        trust,
+        services,
+    } = old;
+    if *trust_domain != new.trust_domain
+        || *mtls_mode != new.mtls_mode
+        || *trust != new.trust
+        || services.len() != new.services.len()
+    {
         return None;
     }
     let mut changed = Vec::new();

@@ -47,6 +47,20 @@ pub struct ProxyInfo {
     pub in_sync: bool,
     /// The last config it refused, kept after later successes so an operator can see it.
     pub last_nack: Option<Rejection>,
+    /// Its workload certificate, as it last reported it; `None` without mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<ProxyCertificate>,
+}
+
+/// A proxy's workload certificate, as the control plane understood its report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyCertificate {
+    pub spiffe_id: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub not_after: SystemTime,
+    /// SHA-256 of the trust-bundle root it chains to; `None` if it chains to none of them.
+    pub root: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -89,6 +103,7 @@ struct Entry {
     last_nack: Option<Rejection>,
     /// A NACK came after the last ACK: the proxy refuses the config it was last sent.
     rejecting: bool,
+    certificate: Option<ProxyCertificate>,
 }
 
 impl Registry {
@@ -126,6 +141,7 @@ impl Registry {
                 acked_version: entry.acked.clone(),
                 in_sync: current.is_some() && entry.acked.as_deref() == current,
                 last_nack: entry.last_nack.clone(),
+                certificate: entry.certificate.clone(),
             })
             .collect();
         proxies.sort_by(|a, b| a.id.cmp(&b.id));
@@ -206,6 +222,7 @@ impl Registry {
             acked: (!hello.running_version.is_empty()).then(|| hello.running_version.clone()),
             last_nack: None,
             rejecting: false,
+            certificate: None,
         };
         if let Some(old) = state.proxies.insert(hello.proxy_id.clone(), entry) {
             old.replaced.notify_one();
@@ -340,6 +357,12 @@ impl Registration {
                 reason: reason.to_owned(),
             });
             entry.rejecting = true;
+        });
+    }
+
+    pub fn certificate(&self, certificate: ProxyCertificate) {
+        self.registry.update(self, |entry| {
+            entry.certificate = Some(certificate);
         });
     }
 

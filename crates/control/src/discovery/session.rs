@@ -6,7 +6,7 @@
 //! the generations it had no time for instead of queueing them, and never holds up others.
 
 use super::publisher::Generation;
-use super::registry::{Registration, Registry};
+use super::registry::{ProxyCertificate, Registration, Registry};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tonic::{Status, Streaming};
 use weft_api::v1::proxy_message::Message;
 use weft_api::v1::{ControlMessage, Hello, ProxyMessage};
+use weft_model::config::TrustConfig;
 
 /// A proxy that opens a stream and says nothing is dropped after this long.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +32,20 @@ pub(super) struct Shared {
     /// Until then, proxies that already run a config are not sent a new one (see
     /// `DiscoveryOptions::warmup`).
     pub warmup_until: Instant,
+    /// The CA's trust bundle, to tell which root a proxy's certificate comes from.
+    pub trust: Option<watch::Receiver<TrustConfig>>,
+}
+
+/// A reported certificate chain, summarized: its leaf's identity and expiry, and which root
+/// of `bundle` it chains to.
+fn describe(chain_pem: &str, bundle: Option<&str>) -> Option<ProxyCertificate> {
+    let leaf = weft_identity::parse_pem(chain_pem).into_iter().next()?;
+    let summary = weft_identity::CertSummary::of(&leaf)?;
+    Some(ProxyCertificate {
+        spiffe_id: summary.spiffe_id,
+        not_after: summary.not_after,
+        root: bundle.and_then(|bundle| weft_identity::issuing_root(chain_pem, bundle)),
+    })
 }
 
 pub(super) async fn run(shared: Shared, mut inbound: Streaming<ProxyMessage>, out: Outbound) {
@@ -202,6 +217,15 @@ impl Session {
             }
             Some(Message::Health(health)) => {
                 self.registration.health(health.healthy, &health.detail);
+            }
+            Some(Message::Certificate(certificate)) => {
+                let bundle = shared.trust.as_ref().map(|t| t.borrow().bundle_pem.clone());
+                match describe(&certificate.chain_pem, bundle.as_deref()) {
+                    Some(described) => self.registration.certificate(described),
+                    None => {
+                        tracing::warn!(proxy = %self.registration.id(), "the proxy reported a certificate that does not parse")
+                    }
+                }
             }
             Some(Message::Hello(_)) => {
                 return Err(End::Status(Status::invalid_argument(

@@ -58,6 +58,7 @@ fn unversioned(resources: &[Resource]) -> ProxyConfig {
         version: String::new(),
         trust_domain: trust_domain.to_string(),
         mtls_mode,
+        trust: None,
         services,
     }
 }

@@ -1,7 +1,7 @@
 //! Workloads registered with the control plane become endpoints of their Service.
 
 use super::{unversioned, versioned};
-use crate::config::{EndpointConfig, ProxyConfig};
+use crate::config::{EndpointConfig, ProxyConfig, TrustConfig};
 use crate::resources::Resource;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,8 +25,14 @@ pub struct Workload {
 /// so the same registry always compiles to the same version. Left out: workloads of a
 /// service no Service resource declares (nothing could address them), and workloads at an
 /// address the service already lists (a static endpoint, or another workload there).
-pub fn compile_with_workloads(resources: &[Resource], workloads: &[Workload]) -> ProxyConfig {
+/// `trust` is the control plane's trust bundle, part of the config (and its version).
+pub fn compile_with_workloads(
+    resources: &[Resource],
+    workloads: &[Workload],
+    trust: Option<TrustConfig>,
+) -> ProxyConfig {
     let mut config = unversioned(resources);
+    config.trust = trust;
     let mut by_service: HashMap<(&str, &str), Vec<&Workload>> = HashMap::new();
     for workload in workloads {
         by_service
@@ -92,7 +98,10 @@ spec:
     #[test]
     fn without_workloads_it_is_compile() {
         let resources = load_str("mesh.yaml", MESH).unwrap();
-        assert_eq!(compile_with_workloads(&resources, &[]), compile(&resources));
+        assert_eq!(
+            compile_with_workloads(&resources, &[], None),
+            compile(&resources)
+        );
     }
 
     #[test]
@@ -105,7 +114,7 @@ spec:
             workload("db", "127.0.0.1:7300", "v1"),
             workload("web", "10.0.0.1:80", "v1"),
         ];
-        let config = compile_with_workloads(&resources, &workloads);
+        let config = compile_with_workloads(&resources, &workloads, None);
         let web = &config.services[0];
         let addresses: Vec<String> = web
             .endpoints
@@ -127,7 +136,7 @@ spec:
 
         let mut reversed = workloads.to_vec();
         reversed.reverse();
-        assert_eq!(compile_with_workloads(&resources, &reversed), config);
+        assert_eq!(compile_with_workloads(&resources, &reversed, None), config);
         assert_ne!(config.version, compile(&resources).version);
     }
 }
