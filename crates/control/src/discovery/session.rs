@@ -108,6 +108,8 @@ struct Session {
     in_flight: VecDeque<Sent>,
     /// The last full config the proxy refused: not worth sending it again.
     refused: Option<String>,
+    /// A generation was held back until the proxy answers what is in flight.
+    deferred: bool,
 }
 
 struct Sent {
@@ -125,6 +127,7 @@ impl Session {
             running,
             in_flight: VecDeque::new(),
             refused: None,
+            deferred: false,
         }
     }
 
@@ -194,6 +197,7 @@ impl Session {
                 self.in_flight.pop_front();
                 self.registration.ack(&ack.version);
                 self.running = Some(ack.version);
+                self.resume_deferred(shared).await?;
             }
             Some(Message::Nack(nack)) => {
                 let update = self.in_flight.pop_front().is_some_and(|sent| sent.update);
@@ -214,6 +218,7 @@ impl Session {
                     self.registration.nack(&nack.version, &nack.reason);
                     self.refused = Some(nack.version);
                 }
+                self.resume_deferred(shared).await?;
             }
             Some(Message::Health(health)) => {
                 self.registration.health(health.healthy, &health.detail);
@@ -239,6 +244,19 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Sends the generation held back for the proxy's answers, once it has given them all.
+    async fn resume_deferred(&mut self, shared: &Shared) -> Result<(), End> {
+        if !self.deferred || !self.in_flight.is_empty() {
+            return Ok(());
+        }
+        self.deferred = false;
+        let current = shared.generations.borrow().clone();
+        match current {
+            Some(generation) if !self.push(&generation, false).await => Err(End::Closed),
+            _ => Ok(()),
+        }
     }
 
     /// Sends `generation` unless the proxy will run it already: the endpoints-only updates
@@ -272,6 +290,14 @@ impl Session {
                         return false;
                     }
                 }
+                true
+            }
+            // A full config while the proxy still has something to answer: wait for the
+            // answer, then catch up from what it runs. Under churn (a fleet joining at once)
+            // a slow proxy would otherwise be sent one full config per generation it falls
+            // behind, each megabytes in a large mesh.
+            None if !full_only && !self.in_flight.is_empty() => {
+                self.deferred = true;
                 true
             }
             None => {

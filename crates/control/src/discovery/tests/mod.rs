@@ -557,6 +557,31 @@ async fn endpoint_updates_follow_each_other_without_waiting_for_answers() {
 }
 
 #[tokio::test]
+async fn a_full_config_waits_for_the_answer_to_the_one_in_flight() {
+    let harness = Harness::start().await;
+    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
+    web.sync_until("own endpoint", |p| {
+        has_endpoints(p, "web", &["127.0.0.1:9001"])
+    })
+    .await;
+    harness.publish(resources(2, &with_extra_service(1)));
+    let first = web.receive().await;
+    let Received::Full { version } = first else {
+        panic!("expected a full config, got {first:?}");
+    };
+    // Another resource change while web has not answered: nothing is sent yet.
+    harness.publish(resources(3, &with_extra_service(2)));
+    assert!(
+        web.recv_within(Duration::from_millis(300)).await.is_none(),
+        "a second full config was sent before the first was answered"
+    );
+    web.ack(&version).await;
+    let second = web.sync().await;
+    assert!(matches!(second, Received::Full { .. }), "{second:?}");
+    assert!(web.has_service("extra-2"));
+}
+
+#[tokio::test]
 async fn a_config_larger_than_a_part_arrives_in_parts() {
     let harness = Harness::start().await;
     let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
