@@ -1,8 +1,8 @@
 //! The demo's scratch directory: certificates and the control plane's store, removed when
-//! the demo ends.
+//! the demo ends, or by the next demo if this one was killed before it could clean up.
 
 use crate::DemoError;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +28,9 @@ impl WorkDir {
                 path: path.clone(),
                 source,
             })?;
+        if let (Some(parent), Ok(ours)) = (path.parent(), path.symlink_metadata()) {
+            sweep_stale(parent, ours.uid());
+        }
         Ok(WorkDir { path })
     }
 
@@ -48,6 +51,35 @@ impl WorkDir {
                 source,
             })?;
         Ok(path)
+    }
+}
+
+/// Removes what demos killed with SIGKILL left behind: `weft-demo-PID-*` directories of
+/// this user whose process is gone.
+fn sweep_stale(parent: &Path, uid: u32) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("weft-demo-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(metadata) = path.symlink_metadata() else {
+            continue;
+        };
+        if metadata.is_dir() && metadata.uid() == uid && std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(path = %path.display(), "removed the directory of a demo that was killed");
+        }
     }
 }
 
@@ -77,5 +109,23 @@ mod tests {
         assert_eq!(names, ["mesh.yaml"], "no partial file is left behind");
         drop(dir);
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn directories_of_killed_demos_are_swept() {
+        // A pid that was just reaped belongs to no process.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let stale = std::env::temp_dir().join(format!("weft-demo-{gone}-0badc0de"));
+        std::fs::create_dir_all(stale.join("data")).unwrap();
+        let alive = std::env::temp_dir().join(format!("weft-demo-{}-1badc0de", std::process::id()));
+        std::fs::create_dir_all(&alive).unwrap();
+
+        let dir = WorkDir::create().unwrap();
+        assert!(!stale.exists(), "the killed demo's directory is removed");
+        assert!(alive.exists(), "a live demo's directory stays");
+        std::fs::remove_dir_all(&alive).unwrap();
+        drop(dir);
     }
 }

@@ -48,7 +48,7 @@ pub struct TlsIdentity {
     live: Arc<ArcSwap<Material>>,
     // Shared by every server config of this identity so a ticket issued on one listener
     // resumes on another.
-    ticketer: Arc<dyn ProducesTickets>,
+    ticketer: Arc<LiveTicketer>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -118,8 +118,7 @@ impl TlsIdentity {
             Path::new(BUNDLE),
             SystemTime::now(),
         )?;
-        self.live.store(Arc::new(material));
-        Ok(())
+        self.swap(material)
     }
 
     /// Replaces the trust bundle only, keeping the certificate: how a proxy learns a new
@@ -145,6 +144,23 @@ impl TlsIdentity {
             ca_label,
             SystemTime::now(),
         )?;
+        self.swap(material)
+    }
+
+    /// Puts `material` in force. When a root leaves the bundle, session tickets issued so
+    /// far stop working: a resumed session skips certificate checks, so tickets issued
+    /// while the old root was trusted must not outlive it.
+    fn swap(&self, material: Material) -> Result<(), IdentityError> {
+        let dropped_a_root = {
+            let current = self.live.load();
+            current
+                .bundle
+                .iter()
+                .any(|root| !material.bundle.contains(root))
+        };
+        if dropped_a_root {
+            self.ticketer.replace()?;
+        }
         self.live.store(Arc::new(material));
         Ok(())
     }
@@ -164,7 +180,7 @@ impl TlsIdentity {
     }
 
     fn new(id: SpiffeId, material: Material) -> Result<Self, IdentityError> {
-        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(IdentityError::TicketKeys)?;
+        let ticketer = Arc::new(LiveTicketer::new()?);
         Ok(TlsIdentity {
             id,
             live: Arc::new(ArcSwap::from_pointee(material)),
@@ -275,6 +291,48 @@ impl TlsIdentity {
         config.resumption = Resumption::in_memory_sessions(SESSION_CACHE_ENTRIES);
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Arc::new(config)
+    }
+}
+
+/// Session-ticket keys that can be replaced, invalidating every ticket issued so far.
+struct LiveTicketer(ArcSwap<Arc<dyn ProducesTickets>>);
+
+impl LiveTicketer {
+    fn new() -> Result<Self, IdentityError> {
+        Ok(LiveTicketer(ArcSwap::from_pointee(Self::keys()?)))
+    }
+
+    fn keys() -> Result<Arc<dyn ProducesTickets>, IdentityError> {
+        rustls::crypto::ring::Ticketer::new().map_err(IdentityError::TicketKeys)
+    }
+
+    fn replace(&self) -> Result<(), IdentityError> {
+        self.0.store(Arc::new(Self::keys()?));
+        Ok(())
+    }
+}
+
+impl fmt::Debug for LiveTicketer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LiveTicketer")
+    }
+}
+
+impl ProducesTickets for LiveTicketer {
+    fn enabled(&self) -> bool {
+        self.0.load().enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.0.load().lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.0.load().encrypt(plain)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.0.load().decrypt(cipher)
     }
 }
 

@@ -827,3 +827,30 @@ fn refuses_a_client_of_another_trust_domain_under_the_same_root() {
     let error = outcome.server_error.unwrap().to_string();
     assert!(error.contains("trust domain other.example"), "{error}");
 }
+
+#[test]
+fn tickets_from_before_a_root_was_dropped_do_not_resume() {
+    let old_ca = CertificateAuthority::generate("weft.local").unwrap();
+    let new_ca = CertificateAuthority::generate("weft.local").unwrap();
+    let both = format!("{}{}", old_ca.cert_pem(), new_ca.cert_pem());
+    let api = identity(&old_ca, "api");
+    let web = identity(&old_ca, "web");
+    web.trust(&both).unwrap();
+    let reissued = new_ca.issue(api.id(), HOUR).unwrap();
+    api.renew(&reissued.cert_pem, &reissued.key_pem, &both)
+        .unwrap();
+    let server = api.server_config(&[]);
+    let client = web.client_config(api.id(), &[]);
+    handshake(client.clone(), server.clone()).assert_ok();
+    let resumed = handshake(client.clone(), server.clone());
+    resumed.assert_ok();
+    assert_eq!(
+        resumed.client.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+
+    // api drops the old root: web's certificate, still from it, is refused, and so is its
+    // ticket, which would otherwise skip the certificate check.
+    api.trust(new_ca.cert_pem()).unwrap();
+    handshake(client, server).assert_refused();
+}
