@@ -86,6 +86,12 @@ impl Identity for IdentityService {
         let trust_domain = self.ca.trust_domain().unwrap_or(DEFAULT_TRUST_DOMAIN);
         let id = SpiffeId::new(trust_domain, &request.namespace, &request.service)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        if request.namespace == weft_identity::CONTROL_PLANE_NAMESPACE {
+            return Err(Status::permission_denied(format!(
+                "namespace {} is reserved for the control plane's own identity",
+                weft_identity::CONTROL_PLANE_NAMESPACE
+            )));
+        }
         let renewal = !request.renewal_signature.is_empty();
         let authorized = if renewal {
             self.verify_renewal(&request, &id)

@@ -9,5 +9,7 @@ pub mod identity;
 pub mod resource_set;
 pub mod rotation;
 pub mod server;
+pub mod serving;
 pub mod store;
 pub mod tokens;
+pub mod transport;

@@ -5,7 +5,7 @@
 
 use crate::api::{self, ApiState, NoStatus, StatusSource};
 use crate::ca::{CaError, CaSource, MeshCa};
-use crate::discovery::{DiscoveryOptions, DiscoveryServer};
+use crate::discovery::{DiscoveryOptions, DiscoveryServer, GrpcIdentity};
 use crate::identity::IdentityService;
 use crate::store::{RedbStore, Store, StoreError};
 use crate::tokens::TokenStore;
@@ -25,6 +25,8 @@ pub struct ControlOptions {
     pub api_addr: SocketAddr,
     /// The gRPC server proxies connect to.
     pub grpc_addr: SocketAddr,
+    /// Which plain-text proxy connections the gRPC port accepts besides TLS.
+    pub plaintext: crate::transport::Plaintext,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +182,14 @@ pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), Co
     let shutdown = Shutdown::on_signals()?;
     let mut plane = ControlPlane::open(&options)?;
     let identity = plane.identity(&ca).await?;
+    let serving = Arc::new(
+        crate::serving::issue(&identity.ca)
+            .map_err(|err| ControlError::Ca(CaError::Generate(Box::new(err))))?,
+    );
+    tokio::spawn(crate::serving::keep_current(
+        identity.ca.clone(),
+        serving.clone(),
+    ));
     let discovery_options = DiscoveryOptions {
         trust: Some(identity.ca.trust()),
         ..DiscoveryOptions::default()
@@ -203,7 +213,11 @@ pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), Co
         crate::discovery::serve_with_identity(
             grpc,
             discovery,
-            Some(identity.signer),
+            Some(GrpcIdentity {
+                signer: identity.signer,
+                tls: serving,
+                plaintext: options.plaintext,
+            }),
             shutdown.wait()
         ),
     );

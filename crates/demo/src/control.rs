@@ -47,6 +47,7 @@ impl ControlPlaneHandle {
             data_dir: data_dir.to_owned(),
             api_addr: api,
             grpc_addr: grpc,
+            plaintext: weft_control::transport::Plaintext::Loopback,
         };
         let mut plane = tokio::task::spawn_blocking(move || ControlPlane::open(&options))
             .await

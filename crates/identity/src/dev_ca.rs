@@ -398,6 +398,14 @@ fn distinguished_name(name: &X509Name<'_>) -> Result<DistinguishedName, Identity
 }
 
 /// The trust domain of a `spiffe://<trust-domain>` URI SAN, if the CA has one.
+/// The trust domain a root made by Weft names (`spiffe://<trust-domain>`), from its PEM;
+/// `None` for any other certificate.
+pub fn root_trust_domain(pem: &str) -> Option<String> {
+    let der = crate::parse_pem(pem).into_iter().next()?;
+    let (_, cert) = X509Certificate::from_der(&der).ok()?;
+    trust_domain_of(&cert)
+}
+
 fn trust_domain_of(cert: &X509Certificate<'_>) -> Option<String> {
     let san = cert.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|name| match name {

@@ -19,11 +19,21 @@ mod timestamp;
 mod tls;
 mod verify;
 
-pub use dev_ca::{generate_csr, CertificateAuthority, IssuedCert, SignedCert};
+pub use dev_ca::{generate_csr, root_trust_domain, CertificateAuthority, IssuedCert, SignedCert};
 pub use error::IdentityError;
 pub use renewal::{sign_renewal, verify_renewal};
 pub use spiffe::SpiffeId;
 pub use summary::{fingerprint, issuing_root, parse_pem, to_pem, CertSummary};
 pub use svid::SvidError;
 pub use timestamp::format_utc;
-pub use tls::{peer_identity, TlsIdentity};
+pub use tls::{anonymous_client_config, peer_identity, TlsIdentity};
+
+/// The control plane's own identity is `spiffe://<trust-domain>/ns/weft-system/svc/weft-control`;
+/// no workload can be issued a certificate in that namespace.
+pub const CONTROL_PLANE_NAMESPACE: &str = "weft-system";
+pub const CONTROL_PLANE_SERVICE: &str = "weft-control";
+
+/// The control plane's SPIFFE id in `trust_domain`.
+pub fn control_plane_id(trust_domain: &str) -> Result<SpiffeId, IdentityError> {
+    SpiffeId::new(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE)
+}

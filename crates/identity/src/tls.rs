@@ -2,7 +2,7 @@
 
 use crate::svid::parse_svid;
 use crate::timestamp::format_utc;
-use crate::verify::{ExpectedPeerVerifier, SpiffeClientVerifier};
+use crate::verify::{ExpectedPeerVerifier, Roots, SpiffeClientVerifier};
 use crate::{IdentityError, SpiffeId};
 use arc_swap::ArcSwap;
 use rustls::client::ResolvesClientCert;
@@ -250,10 +250,22 @@ impl TlsIdentity {
     /// with [`peer_identity`]. A client that offers ALPN but none of `alpn` is refused by
     /// rustls; one that offers none gets through with no protocol agreed.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        self.build_server_config(alpn, true)
+    }
+
+    /// Like [`TlsIdentity::server_config`], but a client may also come without a
+    /// certificate (then [`peer_identity`] is `None`): the control plane's, where a proxy
+    /// asks for its first certificate before it has one.
+    pub fn server_config_client_optional(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        self.build_server_config(alpn, false)
+    }
+
+    fn build_server_config(&self, alpn: &[&[u8]], client_mandatory: bool) -> Arc<ServerConfig> {
         let verifier = SpiffeClientVerifier::new(
             self.live.clone(),
             self.id.trust_domain().to_owned(),
             self.provider.signature_verification_algorithms,
+            client_mandatory,
         );
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(PROTOCOL_VERSIONS)
@@ -278,7 +290,7 @@ impl TlsIdentity {
     /// config, and this config only ever verified `expected_peer`.
     pub fn client_config(&self, expected_peer: &SpiffeId, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let verifier = ExpectedPeerVerifier::new(
-            self.live.clone(),
+            Roots::Live(self.live.clone()),
             expected_peer.clone(),
             self.provider.signature_verification_algorithms,
         );
@@ -292,6 +304,40 @@ impl TlsIdentity {
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Arc::new(config)
     }
+}
+
+/// A client config with no certificate of its own that accepts only a server chaining to
+/// `bundle_pem` and named exactly `expected_peer`: how a proxy reaches the control plane
+/// before it has a certificate. `bundle_label` names the bundle in errors.
+pub fn anonymous_client_config(
+    bundle_pem: &str,
+    bundle_label: &Path,
+    expected_peer: &SpiffeId,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, IdentityError> {
+    let mut roots = RootCertStore::empty();
+    for root in parse_certs(bundle_pem.as_bytes(), bundle_label)? {
+        roots
+            .add(root)
+            .map_err(|err| IdentityError::InvalidTrustAnchor {
+                path: bundle_label.to_owned(),
+                detail: err.to_string(),
+            })?;
+    }
+    let provider = provider();
+    let verifier = ExpectedPeerVerifier::new(
+        Roots::Fixed(Arc::new(roots)),
+        expected_peer.clone(),
+        provider.signature_verification_algorithms,
+    );
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(Arc::new(config))
 }
 
 /// Session-ticket keys that can be replaced, invalidating every ticket issued so far.

@@ -14,7 +14,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore,
+    SignatureScheme,
 };
 use std::sync::Arc;
 
@@ -55,22 +56,31 @@ impl From<PeerIdentityError> for Error {
 
 /// Client side: accepts a server whose chain leads to the trust bundle and whose certificate
 /// names exactly the workload we meant to reach.
-/// The bundle is read at each handshake, so a new root applies at once.
+/// An identity's bundle is read at each handshake, so a new root applies at once.
 #[derive(Debug)]
 pub(crate) struct ExpectedPeerVerifier {
-    live: Arc<ArcSwap<Material>>,
+    roots: Roots,
     expected: SpiffeId,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
+/// Where a verifier's trusted roots come from.
+#[derive(Debug)]
+pub(crate) enum Roots {
+    /// An identity's current bundle.
+    Live(Arc<ArcSwap<Material>>),
+    /// A bundle given once: how a proxy with no certificate yet checks the control plane.
+    Fixed(Arc<RootCertStore>),
+}
+
 impl ExpectedPeerVerifier {
     pub(crate) fn new(
-        live: Arc<ArcSwap<Material>>,
+        roots: Roots,
         expected: SpiffeId,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Self {
         ExpectedPeerVerifier {
-            live,
+            roots,
             expected,
             algorithms,
         }
@@ -89,9 +99,17 @@ impl ServerCertVerifier for ExpectedPeerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let cert = ParsedCertificate::try_from(end_entity)?;
+        let live;
+        let roots = match &self.roots {
+            Roots::Live(material) => {
+                live = material.load();
+                &live.roots
+            }
+            Roots::Fixed(roots) => roots,
+        };
         verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.live.load().roots,
+            roots,
             intermediates,
             now,
             self.algorithms.all,
@@ -141,6 +159,8 @@ pub(crate) struct SpiffeClientVerifier {
     live: Arc<ArcSwap<Material>>,
     trust_domain: String,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Whether a client without a certificate is refused at the handshake.
+    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
@@ -148,11 +168,13 @@ impl SpiffeClientVerifier {
         live: Arc<ArcSwap<Material>>,
         trust_domain: String,
         algorithms: WebPkiSupportedAlgorithms,
+        mandatory: bool,
     ) -> Self {
         SpiffeClientVerifier {
             live,
             trust_domain,
             algorithms,
+            mandatory,
         }
     }
 }
@@ -163,7 +185,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     /// No hints: a workload has exactly one certificate to offer, and hints would have to

@@ -7,6 +7,7 @@
 //! Hello again (with the version it runs, so an unchanged control plane sends nothing) and
 //! resyncs.
 
+mod connector;
 mod health;
 
 #[cfg(test)]
@@ -14,12 +15,13 @@ mod tests;
 
 use crate::options::ControlPlaneOptions;
 use crate::proxy::Proxy;
+use connector::ControlPlaneTls;
 use health::HealthReport;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
 use weft_api::v1::identity_client::IdentityClient;
@@ -44,24 +46,37 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Clone)]
 pub struct ControlClient {
     endpoint: Endpoint,
+    /// `Some` for an `https://` control plane.
+    tls: Option<ControlPlaneTls>,
     options: ControlPlaneOptions,
 }
 
 impl ControlClient {
-    /// Checks the URL, so a typo fails at start-up rather than in the reconnect loop.
+    /// Checks the URL (and reads `--control-plane-ca`), so a mistake fails at start-up
+    /// rather than in the reconnect loop.
     pub fn new(options: &ControlPlaneOptions) -> Result<Self, String> {
         let url = options.url.as_str();
-        if url.starts_with("https://") {
+        let (authority, tls) = if let Some(authority) = url.strip_prefix("https://") {
+            (
+                authority,
+                Some(ControlPlaneTls::new(options.ca.as_deref())?),
+            )
+        } else if let Some(authority) = url.strip_prefix("http://") {
+            if options.ca.is_some() {
+                return Err(
+                    "--control-plane-ca checks an https:// control plane; this URL is http://"
+                        .to_owned(),
+                );
+            }
+            (authority, None)
+        } else {
             return Err(
-                "TLS to the control plane comes with certificate issuance; use http:// on a \
-                 trusted network for now"
+                "expected https://HOST:PORT (or http:// on this host), e.g. https://127.0.0.1:7443"
                     .to_owned(),
             );
-        }
-        if !url.starts_with("http://") {
-            return Err("expected http://HOST:PORT, e.g. http://127.0.0.1:7443".to_owned());
-        }
-        let endpoint = Endpoint::from_shared(url.to_owned())
+        };
+        // TLS, when wanted, is the connector's job: tonic itself always speaks h2 to it.
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|e| format!("not a valid URL: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -69,8 +84,23 @@ impl ControlClient {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT);
         Ok(Self {
             endpoint,
+            tls,
             options: options.clone(),
         })
+    }
+
+    /// From now on, present `identity` to the control plane and check it by its bundle.
+    pub fn set_identity(&self, identity: Arc<TlsIdentity>) {
+        if let Some(tls) = &self.tls {
+            tls.set_identity(identity);
+        }
+    }
+
+    async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.tls {
+            Some(tls) => self.endpoint.connect_with_connector(tls.clone()).await,
+            None => self.endpoint.connect().await,
+        }
     }
 
     /// Runs until the proxy exits. `inbound` is the inbound listener's bound address.
@@ -86,12 +116,8 @@ impl ControlClient {
             inbound_address: address.to_string(),
             labels: self.options.labels.clone().into_iter().collect(),
             zone: self.options.zone.clone(),
-            token: self
-                .options
-                .token
-                .as_ref()
-                .map(|token| token.0.clone())
-                .unwrap_or_default(),
+            // Proxies authenticate with their certificate; the token only ever goes to Sign.
+            token: String::new(),
             running_version: String::new(),
         };
         tracing::info!(url = %self.options.url, proxy = %hello.proxy_id, %address, "registering with the control plane");
@@ -99,8 +125,7 @@ impl ControlClient {
         let mut backoff = Backoff::default();
         loop {
             let mut progressed = false;
-            let result =
-                session(&self.endpoint, &proxy, &hello, &mut health, &mut progressed).await;
+            let result = session(&self, &proxy, &hello, &mut health, &mut progressed).await;
             if progressed {
                 backoff = Backoff::default();
             }
@@ -255,10 +280,9 @@ impl ControlClient {
 
     async fn sign_once(&self, request: SignRequest) -> Result<SignResponse, SignError> {
         let channel = self
-            .endpoint
             .connect()
             .await
-            .map_err(|e| SignError::Retry(e.to_string()))?;
+            .map_err(|e| SignError::Retry(with_causes(&e)))?;
         match IdentityClient::new(channel).sign(request).await {
             Ok(answer) => Ok(answer.into_inner()),
             Err(status) => match status.code() {
@@ -323,13 +347,13 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 /// One stream, from Hello until it ends. `progressed` is set once the control plane has
 /// sent something, which resets the backoff.
 async fn session(
-    endpoint: &Endpoint,
+    client: &ControlClient,
     proxy: &Proxy,
     hello: &Hello,
     health: &mut watch::Receiver<HealthReport>,
     progressed: &mut bool,
 ) -> Result<(), SessionError> {
-    let channel = endpoint.connect().await?;
+    let channel = client.connect().await?;
     let (outbound, queued) = mpsc::channel(8);
     let running = proxy.snapshot();
     let hello = Hello {

@@ -119,6 +119,9 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         }
         _ => None,
     };
+    if let (Some(identity), ConfigSource::ControlPlane(client)) = (&tls, &source) {
+        client.set_identity(identity.clone());
+    }
     if let Some(identity) = &tls {
         let id = identity.id();
         if id.service() != options.service || id.namespace() != options.namespace {
@@ -229,12 +232,25 @@ impl ConfigSource {
     fn of(options: &ProxyOptions) -> Result<Self, ProxyError> {
         match (&options.local, &options.control_plane) {
             (Some(path), _) => Ok(Self::Local(path.clone())),
-            (None, Some(control)) => ControlClient::new(control)
-                .map(|client| Self::ControlPlane(Box::new(client)))
-                .map_err(|reason| ProxyError::ControlPlane {
+            (None, Some(control)) => {
+                let failed = |reason: String| ProxyError::ControlPlane {
                     url: control.url.clone(),
                     reason,
-                }),
+                };
+                if control.url.starts_with("https://")
+                    && control.ca.is_none()
+                    && options.tls.is_none()
+                {
+                    return Err(failed(
+                        "an https:// control plane is checked against its roots: pass \
+                         --control-plane-ca FILE (the output of `weft ca show --pem`)"
+                            .to_owned(),
+                    ));
+                }
+                ControlClient::new(control)
+                    .map(|client| Self::ControlPlane(Box::new(client)))
+                    .map_err(failed)
+            }
             (None, None) => Err(ProxyError::NoConfigSource),
         }
     }

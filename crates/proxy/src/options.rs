@@ -32,10 +32,13 @@ pub struct ProxyOptions {
 /// How this proxy registers with the control plane.
 #[derive(Clone, Debug)]
 pub struct ControlPlaneOptions {
-    /// `http://HOST:PORT` of the control plane's gRPC server.
+    /// `https://HOST:PORT` (or `http://` on this host) of the control plane's gRPC server.
     pub url: String,
-    /// From `--token-file`; proves the proxy may join once identities are issued.
+    /// From `--token-file`: proves, once, which service this proxy may act as.
     pub token: Option<JoinToken>,
+    /// `--control-plane-ca`: the roots an `https://` control plane is checked by until the
+    /// proxy has a certificate.
+    pub ca: Option<PathBuf>,
     /// Where other proxies reach this one, if not the inbound listener's own address.
     pub advertise: Option<SocketAddr>,
     /// This workload's labels (such as `version`), which routes and balancers can select on.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use weft_control::ca::CaSource;
 use weft_control::server::{self, ControlOptions};
+use weft_control::transport::Plaintext;
 
 #[derive(Args)]
 #[command(after_help = "Example:\n  weft control --data-dir /var/lib/weft\n  \
@@ -28,6 +29,11 @@ pub struct ControlArgs {
     /// The private key of --ca-cert (unencrypted PKCS#8 PEM).
     #[arg(long, requires = "ca_cert", value_name = "FILE")]
     ca_key: Option<PathBuf>,
+    /// Accept plain-text proxy connections on the gRPC port from other hosts too (a
+    /// trusted network). By default proxies on other hosts must use https://, and plain
+    /// text is accepted from this host only.
+    #[arg(long)]
+    allow_plaintext_proxies: bool,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -39,6 +45,11 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         api_addr: args.api_addr,
         grpc_addr: args.grpc_addr,
+        plaintext: if args.allow_plaintext_proxies {
+            Plaintext::Anywhere
+        } else {
+            Plaintext::Loopback
+        },
     };
     // Two workers: the API and the config push share a small, busy-when-it-matters load,
     // and the store's commits wait for the disk on blocking threads, not on these.

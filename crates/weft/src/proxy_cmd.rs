@@ -50,6 +50,10 @@ pub struct ProxyArgs {
     /// File holding the join token for the control plane.
     #[arg(long, value_name = "FILE", requires = "control_plane")]
     token_file: Option<PathBuf>,
+    /// The roots an https:// control plane is checked against until this proxy has its own
+    /// certificate: the output of `weft ca show --pem`.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    control_plane_ca: Option<PathBuf>,
     /// The address other proxies use to reach this one (default: the inbound listener's
     /// address; 127.0.0.1 with its port when it listens on every interface).
     #[arg(long, value_name = "ADDR", requires = "control_plane")]
@@ -170,6 +174,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let control_plane = args.control_plane.map(|url| ControlPlaneOptions {
         url,
         token,
+        ca: args.control_plane_ca,
         advertise: args.advertise,
         labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
         zone: args.zone,

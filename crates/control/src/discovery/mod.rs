@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use weft_api::v1::discovery_server::{self, Discovery};
 use weft_api::v1::{ControlMessage, ProxyMessage};
@@ -144,8 +143,17 @@ impl Discovery for DiscoveryServer {
         if *self.shared.closing.borrow() {
             return Err(Status::unavailable("the control plane is shutting down"));
         }
+        let peer = request
+            .extensions()
+            .get::<crate::transport::ProxyPeer>()
+            .cloned();
         let (out, queued) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(session::run(self.shared.clone(), request.into_inner(), out));
+        tokio::spawn(session::run(
+            self.shared.clone(),
+            peer,
+            request.into_inner(),
+            out,
+        ));
         let stream = futures_util::stream::unfold(queued, |mut queued| async move {
             queued.recv().await.map(|message| (message, queued))
         });
@@ -163,20 +171,38 @@ pub async fn serve(
     serve_with_identity(listener, server, None, shutdown).await
 }
 
-/// [`serve`], with the Identity service (certificate signing) on the same server when given.
+/// What the gRPC port needs to issue identities and speak TLS.
+pub struct GrpcIdentity {
+    /// The Identity service (certificate signing), on the same server.
+    pub signer: crate::identity::IdentityService,
+    /// The control plane's own certificate.
+    pub tls: Arc<weft_identity::TlsIdentity>,
+    pub plaintext: crate::transport::Plaintext,
+}
+
+/// [`serve`], with TLS and the Identity service when `identity` is given (see
+/// `crate::transport` for what is accepted then).
 pub async fn serve_with_identity(
     listener: TcpListener,
     server: DiscoveryServer,
-    identity: Option<crate::identity::IdentityService>,
+    identity: Option<GrpcIdentity>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let closer = server.clone();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (signer, tls, plaintext) = match identity {
+        Some(identity) => (
+            Some(identity.signer),
+            Some(identity.tls),
+            identity.plaintext,
+        ),
+        None => (None, None, crate::transport::Plaintext::Anywhere),
+    };
+    let incoming = crate::transport::incoming(listener, tls, plaintext);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(server.into_service())
-        .add_optional_service(identity.map(crate::identity::IdentityService::into_service))
+        .add_optional_service(signer.map(crate::identity::IdentityService::into_service))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             closer.close_streams();

@@ -7,6 +7,7 @@
 
 use super::publisher::Generation;
 use super::registry::{ProxyCertificate, Registration, Registry};
+use crate::transport::ProxyPeer;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,28 @@ pub(super) struct Shared {
     pub trust: Option<watch::Receiver<TrustConfig>>,
 }
 
+/// Whether the connection may register `hello`'s workload. Over TLS a proxy proves who it
+/// is with the certificate the control plane issued it, and registers only as that
+/// workload; plain text (accepted from loopback only, unless the operator allows more) is
+/// not authenticated.
+fn authorize(peer: Option<&ProxyPeer>, hello: &Hello) -> Result<(), Status> {
+    let Some(peer) = peer else {
+        return Ok(());
+    };
+    match &peer.identity {
+        Some(id) if id.service() == hello.service && id.namespace() == hello.namespace => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!(
+            "this proxy's certificate names {id}; it cannot register as service {} in namespace {}",
+            hello.service, hello.namespace
+        ))),
+        None if peer.tls => Err(Status::unauthenticated(
+            "over TLS a proxy registers with its certificate: get one with a join token first \
+             (weft proxy --token-file)",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A reported certificate chain, summarized: its leaf's identity and expiry, and which root
 /// of `bundle` it chains to.
 fn describe(chain_pem: &str, bundle: Option<&str>) -> Option<ProxyCertificate> {
@@ -48,7 +71,12 @@ fn describe(chain_pem: &str, bundle: Option<&str>) -> Option<ProxyCertificate> {
     })
 }
 
-pub(super) async fn run(shared: Shared, mut inbound: Streaming<ProxyMessage>, out: Outbound) {
+pub(super) async fn run(
+    shared: Shared,
+    peer: Option<ProxyPeer>,
+    mut inbound: Streaming<ProxyMessage>,
+    out: Outbound,
+) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
         Ok(Ok(Some(ProxyMessage {
             message: Some(Message::Hello(hello)),
@@ -66,6 +94,11 @@ pub(super) async fn run(shared: Shared, mut inbound: Streaming<ProxyMessage>, ou
             return;
         }
     };
+    if let Err(status) = authorize(peer.as_ref(), &hello) {
+        tracing::warn!(proxy = %hello.proxy_id, reason = %status.message(), "refused a proxy");
+        let _ = out.send(Err(status)).await;
+        return;
+    }
     let registration = match shared.registry.register(&hello) {
         Ok(registration) => registration,
         Err(status) => {

@@ -108,7 +108,7 @@ fn custom_client(
     certificate: Option<Arc<SingleCertAndKey>>,
 ) -> Arc<ClientConfig> {
     let verifier = ExpectedPeerVerifier::new(
-        trusting.live.clone(),
+        Roots::Live(trusting.live.clone()),
         expected.clone(),
         trusting.provider.signature_verification_algorithms,
     );
@@ -367,6 +367,7 @@ fn refuses_a_server_that_does_not_hold_its_certificates_key() {
             api.live.clone(),
             "weft.local".to_owned(),
             api.provider.signature_verification_algorithms,
+            true,
         )))
         .with_cert_resolver(without_its_key(&api));
     let impostor = Arc::new(impostor);

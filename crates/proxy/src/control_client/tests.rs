@@ -91,6 +91,7 @@ async fn start(app: SocketAddr) -> (Arc<Proxy>, mpsc::UnboundedReceiver<Stream>)
     let control = ControlPlaneOptions {
         url,
         token: Some(JoinToken("s3cret".to_owned())),
+        ca: None,
         advertise: None,
         labels: [("version".to_owned(), "v2".to_owned())].into(),
         zone: Some("zone-b".to_owned()),
@@ -201,7 +202,7 @@ async fn registers_then_applies_and_acknowledges_its_config() {
     assert_eq!(hello.inbound_address, "127.0.0.1:7143");
     assert_eq!(hello.labels["version"], "v2");
     assert_eq!(hello.zone.as_deref(), Some("zone-b"));
-    assert_eq!(hello.token, "s3cret");
+    assert_eq!(hello.token, "", "the join token goes to Sign only");
     assert_eq!(hello.running_version, "");
     assert!(!proxy.is_ready(), "not ready before the first config");
 
@@ -399,19 +400,27 @@ fn bad_urls_are_refused_up_front() {
     let control = |url: &str| ControlPlaneOptions {
         url: url.to_owned(),
         token: None,
+        ca: None,
         advertise: None,
         labels: Default::default(),
         zone: None,
     };
     assert!(ControlClient::new(&control("http://127.0.0.1:7443")).is_ok());
-    let tls = ControlClient::new(&control("https://cp:7443"))
-        .err()
-        .unwrap();
-    assert!(tls.starts_with("TLS to the control plane"), "{tls}");
+    assert!(ControlClient::new(&control("https://cp:7443")).is_ok());
     let bare = ControlClient::new(&control("127.0.0.1:7443"))
         .err()
         .unwrap();
-    assert!(bare.starts_with("expected http://"), "{bare}");
+    assert!(bare.starts_with("expected https://"), "{bare}");
+    let missing = ControlClient::new(&ControlPlaneOptions {
+        ca: Some("/nonexistent/ca.pem".into()),
+        ..control("https://cp:7443")
+    })
+    .err()
+    .unwrap();
+    assert!(
+        missing.contains("--control-plane-ca /nonexistent/ca.pem"),
+        "{missing}"
+    );
 }
 
 #[test]

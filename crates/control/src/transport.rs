@@ -1,0 +1,185 @@
+//! The gRPC port's connections. With a CA, the port speaks TLS with the control plane's own
+//! certificate (client certificates optional, so a proxy can ask for its first one with a
+//! join token); plain text is then accepted from loopback only (development, the demo)
+//! unless allowed from anywhere. The first byte tells the two apart.
+
+use futures_util::Stream;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+use weft_identity::{SpiffeId, TlsIdentity};
+
+/// A client that has not started or finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of every TLS connection (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Who is on the other end of a gRPC connection: in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct ProxyPeer {
+    pub remote: SocketAddr,
+    pub tls: bool,
+    /// The SPIFFE id of the certificate the client presented, if it presented one.
+    pub identity: Option<SpiffeId>,
+}
+
+/// Which plain-text connections the port accepts once it speaks TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Plaintext {
+    /// From this host only.
+    #[default]
+    Loopback,
+    /// From anywhere (a trusted network).
+    Anywhere,
+}
+
+pub enum Conn {
+    Plain(TcpStream, ProxyPeer),
+    Tls(Box<TlsStream<TcpStream>>, ProxyPeer),
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ProxyPeer;
+
+    fn connect_info(&self) -> ProxyPeer {
+        match self {
+            Conn::Plain(_, peer) | Conn::Tls(_, peer) => peer.clone(),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(stream, _) => Pin::new(stream).poll_read(cx, buf),
+            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(stream, _) => Pin::new(stream).poll_write(cx, buf),
+            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(stream, _) => Pin::new(stream).poll_flush(cx),
+            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(stream, _) => Pin::new(stream).poll_shutdown(cx),
+            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The connections `listener` accepts, each sorted out (and its handshake done) on a task
+/// of its own, so a slow client holds up no one. With `tls` the port speaks TLS as the
+/// module says; without, plain text only, from anywhere.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<TlsIdentity>>,
+    plaintext: Plaintext,
+) -> impl Stream<Item = Result<Conn, io::Error>> {
+    let acceptor = tls.map(|identity| {
+        tokio_rustls::TlsAcceptor::from(identity.server_config_client_optional(&[b"h2"]))
+    });
+    let (ready, queue) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, typically: wait rather than spin.
+                    tracing::warn!(%error, "cannot accept a gRPC connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if ready.is_closed() {
+                return;
+            }
+            let _ = stream.set_nodelay(true);
+            let (ready, acceptor) = (ready.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Some(conn) = sort_out(stream, remote, acceptor, plaintext).await {
+                    let _ = ready.send(Ok(conn)).await;
+                }
+            });
+        }
+    });
+    futures_util::stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|conn| (conn, queue))
+    })
+}
+
+async fn sort_out(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    plaintext: Plaintext,
+) -> Option<Conn> {
+    let Some(acceptor) = acceptor else {
+        let peer = ProxyPeer {
+            remote,
+            tls: false,
+            identity: None,
+        };
+        return Some(Conn::Plain(stream, peer));
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        if plaintext == Plaintext::Loopback && !remote.ip().is_loopback() {
+            tracing::warn!(%remote, "refused a plain-text connection from another host: proxies there connect with https:// (or start the control plane with --allow-plaintext-proxies on a trusted network)");
+            return None;
+        }
+        let peer = ProxyPeer {
+            remote,
+            tls: false,
+            identity: None,
+        };
+        return Some(Conn::Plain(stream, peer));
+    }
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::info!(%remote, %error, "refused a TLS connection on the gRPC port");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let identity = weft_identity::peer_identity(tls.get_ref().1);
+    let peer = ProxyPeer {
+        remote,
+        tls: true,
+        identity,
+    };
+    Some(Conn::Tls(Box::new(tls), peer))
+}
