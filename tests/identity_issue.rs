@@ -359,3 +359,63 @@ async fn a_root_rotation_under_load_drops_nothing_and_retires_the_old_root() {
     through_the_mesh(&late, 3).await;
     assert_eq!(trusted_roots(&late), [new_root]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_reach_the_control_plane_over_mutual_tls() {
+    let dir = TempDir::new("identity-cp-tls");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICES);
+    let ca = control.ca_file(dir.path());
+    let over_tls = |service: &str, app: std::net::SocketAddr| {
+        let token = token_file(&control, &dir, service, &["--single-use"]);
+        ProxySpec::mesh(service, app, control.tls_grpc_url())
+            .arg("--control-plane-ca")
+            .arg(ca.to_str().unwrap())
+            .arg("--token-file")
+            .arg(token.to_str().unwrap())
+            .start()
+    };
+    let api_app = HttpBackend::start("api").await;
+    let api = over_tls("api", api_app.addr);
+    let web_app = HttpBackend::start("web").await;
+    let web = over_tls("web", web_app.addr);
+    // Config (and api's endpoint) reached web over the TLS stream, and traffic flows.
+    through_the_mesh(&web, 3).await;
+    // Each registered with the certificate it was issued (single-use tokens, spent on it).
+    let listed = String::from_utf8_lossy(&control.weft(&["proxies"]).stdout).to_string();
+    for service in ["api", "web"] {
+        assert!(
+            listed.contains(&format!("spiffe://weft.local/ns/default/svc/{service}")),
+            "{listed}"
+        );
+    }
+    drop(api);
+
+    // Without the control plane's roots, a proxy says what to pass and stops.
+    let token = token_file(&control, &dir, "web", &[]);
+    let (status, logs) = start_refused("web", web_app.addr, &control.tls_grpc_url(), &token);
+    assert!(!status.success(), "{logs}");
+    assert!(logs.contains("--control-plane-ca"), "{logs}");
+
+    // Roots of another CA: the control plane is not trusted, so nothing is sent to it.
+    let other = dir.path().join("other");
+    let out = run_weft(&["cert", "ca", "--out", other.to_str().unwrap()]);
+    assert!(out.status.success());
+    let impostor_check = ProxySpec::mesh("web", web_app.addr, control.tls_grpc_url())
+        .arg("--control-plane-ca")
+        .arg(other.join("ca.pem").to_str().unwrap())
+        .arg("--token-file")
+        .arg(token.to_str().unwrap());
+    let mut process = LoggedChild::spawn(&impostor_check.args());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = process.logs.lock().unwrap().join("\n");
+        if logs.contains("cannot get a certificate from the control plane yet") {
+            assert!(logs.contains("invalid peer certificate"), "{logs}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal logged:\n{logs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = process.child.0.kill();
+}

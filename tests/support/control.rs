@@ -53,6 +53,24 @@ impl ControlPlane {
         format!("http://{}", self.api)
     }
 
+    /// The gRPC port over TLS: proxies then need `--control-plane-ca` (see `ca_file`).
+    pub fn tls_grpc_url(&self) -> String {
+        format!("https://{}", self.grpc)
+    }
+
+    /// Writes the control plane's trust bundle (`weft ca show --pem`) into `dir`.
+    pub fn ca_file(&self, dir: &Path) -> PathBuf {
+        let out = self.weft(&["ca", "show", "--pem"]);
+        assert!(
+            out.status.success(),
+            "weft ca show --pem: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join("control-plane-ca.pem");
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
     }

@@ -177,6 +177,36 @@ impl<'a> ProxySpec<'a> {
     pub fn start(self) -> Proxy {
         Proxy::start(self)
     }
+
+    /// The `weft proxy` command line, for a test that runs it its own way.
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "proxy".into(),
+            "--service".into(),
+            self.service.into(),
+            "--app".into(),
+            self.app.to_string(),
+            "--inbound".into(),
+            "127.0.0.1:0".into(),
+            "--outbound".into(),
+            "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--log".into(),
+            "info".into(),
+        ];
+        match &self.source {
+            ConfigSource::Local(path) => {
+                args.extend(["--local".into(), path.to_str().unwrap().into()])
+            }
+            ConfigSource::ControlPlane(url) => args.extend(["--control-plane".into(), url.clone()]),
+        }
+        if let Some(certs) = self.certs {
+            args.extend(certs.flags(self.service));
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
 }
 
 /// Pulls `key=value` out of a tracing text line.
@@ -261,31 +291,7 @@ impl LoggedChild {
 
 impl Proxy {
     fn start(spec: ProxySpec) -> Proxy {
-        let mut args: Vec<String> = vec![
-            "proxy".into(),
-            "--service".into(),
-            spec.service.into(),
-            "--app".into(),
-            spec.app.to_string(),
-            "--inbound".into(),
-            "127.0.0.1:0".into(),
-            "--outbound".into(),
-            "127.0.0.1:0".into(),
-            "--admin".into(),
-            "127.0.0.1:0".into(),
-            "--log".into(),
-            "info".into(),
-        ];
-        match &spec.source {
-            ConfigSource::Local(path) => {
-                args.extend(["--local".into(), path.to_str().unwrap().into()])
-            }
-            ConfigSource::ControlPlane(url) => args.extend(["--control-plane".into(), url.clone()]),
-        }
-        if let Some(certs) = spec.certs {
-            args.extend(certs.flags(spec.service));
-        }
-        args.extend(spec.extra);
+        let args = spec.args();
         let expected_upstreams = args.iter().filter(|a| *a == "--upstream").count();
         let process = LoggedChild::spawn(&args);
         let found = process.listeners(|found| {

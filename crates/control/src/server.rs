@@ -214,7 +214,7 @@ pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), Co
             grpc,
             discovery,
             Some(GrpcIdentity {
-                signer: identity.signer,
+                signer: Some(identity.signer),
                 tls: serving,
                 plaintext: options.plaintext,
             }),

@@ -174,7 +174,7 @@ pub async fn serve(
 /// What the gRPC port needs to issue identities and speak TLS.
 pub struct GrpcIdentity {
     /// The Identity service (certificate signing), on the same server.
-    pub signer: crate::identity::IdentityService,
+    pub signer: Option<crate::identity::IdentityService>,
     /// The control plane's own certificate.
     pub tls: Arc<weft_identity::TlsIdentity>,
     pub plaintext: crate::transport::Plaintext,
@@ -190,11 +190,7 @@ pub async fn serve_with_identity(
 ) -> Result<(), tonic::transport::Error> {
     let closer = server.clone();
     let (signer, tls, plaintext) = match identity {
-        Some(identity) => (
-            Some(identity.signer),
-            Some(identity.tls),
-            identity.plaintext,
-        ),
+        Some(identity) => (identity.signer, Some(identity.tls), identity.plaintext),
         None => (None, None, crate::transport::Plaintext::Anywhere),
     };
     let incoming = crate::transport::incoming(listener, tls, plaintext);

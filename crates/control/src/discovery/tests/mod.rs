@@ -2,6 +2,7 @@
 //! `watch` channel playing the store.
 
 mod scale;
+mod tls;
 
 use super::{serve, DiscoveryOptions, DiscoveryServer, Registry};
 use crate::resource_set::ResourceSet;
