@@ -381,8 +381,10 @@ async fn proxies_reach_the_control_plane_over_mutual_tls() {
     let web = over_tls("web", web_app.addr);
     // Config (and api's endpoint) reached web over the TLS stream, and traffic flows.
     through_the_mesh(&web, 3).await;
-    // Each registered with the certificate it was issued (single-use tokens, spent on it).
-    let listed = String::from_utf8_lossy(&control.weft(&["proxies"]).stdout).to_string();
+    // Each registered with the certificate it was issued (single-use tokens, spent on it);
+    // `weft get proxies` lists identities and expiries.
+    let listed = String::from_utf8_lossy(&control.weft(&["get", "proxies"]).stdout).to_string();
+    assert!(listed.contains("CERT EXPIRES"), "{listed}");
     for service in ["api", "web"] {
         assert!(
             listed.contains(&format!("spiffe://weft.local/ns/default/svc/{service}")),

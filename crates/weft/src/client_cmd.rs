@@ -119,6 +119,10 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
+    // Proxies are not resources, but `get` is where people look for them.
+    if matches!(args.kind.to_ascii_lowercase().as_str(), "proxies" | "proxy") {
+        return crate::fleet_cmd::print_proxies(&args.api, args.output.is_some());
+    }
     let client = ApiClient::new(&args.api.api)?;
     let output = match args.output {
         Some(Output::Yaml) => "yaml",

@@ -29,8 +29,13 @@ fn fetch(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
 }
 
 pub fn proxies(args: ProxiesArgs) -> anyhow::Result<()> {
-    let answer = fetch(&args.api, "/api/v1/proxies")?;
-    if args.json {
+    print_proxies(&args.api, args.json)
+}
+
+/// `weft proxies`, also reached as `weft get proxies`.
+pub fn print_proxies(api: &ApiArgs, json: bool) -> anyhow::Result<()> {
+    let answer = fetch(api, "/api/v1/proxies")?;
+    if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
