@@ -860,7 +860,8 @@ main() {
   fi
 
   local out="$RUN_DIR/benchmarks.md"
-  python3 "$REPORT" "$RUN_DIR" "$out"
+  # The docs file's other sections (control plane, TLS handshakes) are carried over.
+  python3 "$REPORT" "$RUN_DIR" "$out" "$DOCS_OUT"
   if [[ -n $DOCS_OUT ]]; then cp "$out" "$DOCS_OUT"; log "report: $DOCS_OUT"; else log "report: $out (quick run: docs/ untouched)"; fi
   log "raw results: $RUN_DIR"
 

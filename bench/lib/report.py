@@ -192,6 +192,7 @@ def tls_line(run, p):
 
 def main():
     run_dir, out_path = sys.argv[1], sys.argv[2]
+    keep_from = sys.argv[3] if len(sys.argv) > 3 else None
     R = Run(run_dir)
     P = R.params
     m = lambda f: read(os.path.join(run_dir, "meta", f))  # noqa: E731
@@ -415,11 +416,12 @@ and flags the report if it sees any.
             w(f"- {x}")
         w("")
 
-    # bench/control-plane.sh owns a section of the same file; keep it across data-plane runs.
+    # bench/control-plane.sh and bench/tls.sh own the sections from this heading on, in the
+    # docs file the report replaces (`keep_from`); keep them across data-plane runs.
     kept = ""
     marker = "## Control plane: config push at scale"
-    if os.path.exists(out_path):
-        previous = read(out_path)
+    if keep_from and os.path.exists(keep_from):
+        previous = read(keep_from)
         if marker in previous:
             kept = "\n\n" + previous[previous.index(marker):].rstrip() + "\n"
     with open(out_path, "w") as f:

@@ -143,11 +143,17 @@ pub async fn serve_api(
         })
 }
 
-/// Resolves, in every clone, once SIGTERM or SIGINT arrives.
+/// Resolves, in every clone, once SIGTERM or SIGINT arrives (or, from [`Shutdown::on`], once
+/// told to).
 #[derive(Clone)]
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
+    /// Resolves once `stop` turns true (or its sender is gone).
+    pub fn on(stop: watch::Receiver<bool>) -> Shutdown {
+        Shutdown(stop)
+    }
+
     /// Installs the handlers now, so a signal that comes early is not missed.
     pub fn on_signals() -> Result<Shutdown, ControlError> {
         use tokio::signal::unix::{signal, SignalKind};
@@ -180,16 +186,30 @@ pub async fn run(options: ControlOptions) -> Result<(), ControlError> {
 /// [`run`], with the CA root from `ca` (the store's, or the operator's files).
 pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), ControlError> {
     let shutdown = Shutdown::on_signals()?;
-    let mut plane = ControlPlane::open(&options)?;
-    let identity = plane.identity(&ca).await?;
+    let plane = ControlPlane::open(&options)?;
+    let api = bind(options.api_addr, "api", "--api-addr").await?;
+    let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;
+    serve(plane, api, grpc, &ca, options.plaintext, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Everything a control plane runs, on listeners already bound, until `shutdown`: the CA
+/// (and the certificate of the gRPC port, kept current), the REST API, and the discovery
+/// and Identity services on the gRPC port.
+pub async fn serve(
+    mut plane: ControlPlane,
+    api: TcpListener,
+    grpc: TcpListener,
+    ca: &CaSource,
+    plaintext: crate::transport::Plaintext,
+    shutdown: Shutdown,
+) -> Result<(), ControlError> {
+    let identity = plane.identity(ca).await?;
     let serving = Arc::new(
         crate::serving::issue(&identity.ca)
             .map_err(|err| ControlError::Ca(CaError::Generate(Box::new(err))))?,
     );
-    tokio::spawn(crate::serving::keep_current(
-        identity.ca.clone(),
-        serving.clone(),
-    ));
     let discovery_options = DiscoveryOptions {
         trust: Some(identity.ca.trust()),
         ..DiscoveryOptions::default()
@@ -197,13 +217,17 @@ pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), Co
     let (discovery, registry) =
         DiscoveryServer::with_options(plane.store.subscribe(), discovery_options);
     plane.status = registry.clone();
-    tokio::spawn(crate::rotation::retire_when_done(
-        identity.ca.clone(),
-        registry.clone(),
-        plane.store.clone(),
-    ));
-    let api = bind(options.api_addr, "api", "--api-addr").await?;
-    let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;
+    let background = [
+        tokio::spawn(crate::serving::keep_current(
+            identity.ca.clone(),
+            serving.clone(),
+        )),
+        tokio::spawn(crate::rotation::retire_when_done(
+            identity.ca.clone(),
+            registry.clone(),
+            plane.store.clone(),
+        )),
+    ];
     let router = plane
         .api_router()
         .merge(crate::fleet::router(registry, Some(identity.ca.clone())))
@@ -216,13 +240,14 @@ pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), Co
             Some(GrpcIdentity {
                 signer: Some(identity.signer),
                 tls: serving,
-                plaintext: options.plaintext,
+                plaintext,
             }),
             shutdown.wait()
         ),
     );
+    for task in background {
+        task.abort();
+    }
     api?;
-    grpc.map_err(ControlError::Grpc)?;
-    tracing::info!("stopped");
-    Ok(())
+    grpc.map_err(ControlError::Grpc)
 }

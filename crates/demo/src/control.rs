@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weft_control::discovery::{self, DiscoveryServer};
-use weft_control::server::{ControlOptions, ControlPlane};
+use weft_control::ca::CaSource;
+use weft_control::server::{ControlOptions, ControlPlane, Shutdown};
+use weft_control::transport::Plaintext;
 
 /// How long the API and the gRPC server get to finish once told to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,36 +48,29 @@ impl ControlPlaneHandle {
             data_dir: data_dir.to_owned(),
             api_addr: api,
             grpc_addr: grpc,
-            plaintext: weft_control::transport::Plaintext::Loopback,
+            plaintext: Plaintext::Loopback,
         };
-        let mut plane = tokio::task::spawn_blocking(move || ControlPlane::open(&options))
+        let plane = tokio::task::spawn_blocking(move || ControlPlane::open(&options))
             .await
             .map_err(|e| failed(format!("opening the store panicked: {e}")))?
             .map_err(|e| failed(e.to_string()))?;
-        let (discovery, registry) = DiscoveryServer::new(plane.store.subscribe());
-        plane.status = registry.clone();
-        let router = plane
-            .api_router()
-            .merge(weft_control::fleet::router(registry, None));
         let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let api_stop = until_stopped(stopped.clone());
-        let grpc_stop = until_stopped(stopped);
+        // The same pieces as `weft control`: a CA kept in the store, TLS on the gRPC port
+        // (plain text from this host too), certificates for proxies that bring a token.
         let task = tokio::spawn(async move {
-            let (api, grpc) = tokio::join!(
-                weft_control::server::serve_api(api_listener, router, api_stop),
-                discovery::serve(grpc_listener, discovery, grpc_stop),
-            );
-            if let Err(error) = api {
-                tracing::warn!(%error, "the demo's control plane API failed");
+            let served = weft_control::server::serve(
+                plane,
+                api_listener,
+                grpc_listener,
+                &CaSource::Store,
+                Plaintext::Loopback,
+                Shutdown::on(stopped),
+            )
+            .await;
+            if let Err(error) = served {
+                tracing::warn!(%error, "the demo's control plane failed");
             }
-            if let Err(error) = grpc {
-                tracing::warn!(%error, "the demo's control plane gRPC server failed");
-            }
-            // The store (and its file) closes here, with the servers that held it.
-            drop(plane);
+            // The store (and its file) closed with the servers that held it.
         });
         Ok(ControlPlaneHandle {
             api,
@@ -90,8 +84,52 @@ impl ControlPlaneHandle {
         format!("http://{}", self.api)
     }
 
+    /// Where proxies connect, over TLS.
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("https://{}", self.grpc)
+    }
+
+    /// `GET /api/v1/ca`: the roots proxies check the control plane against.
+    pub async fn trust_bundle(&self, client: &HttpClient) -> Result<String, DemoError> {
+        let reply = client
+            .get(self.api, "127.0.0.1", "/api/v1/ca")
+            .await
+            .map_err(|e| DemoError::ControlPlane(format!("reading its CA: {e}")))?;
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        body["trustBundle"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| DemoError::ControlPlane(format!("no trust bundle in {body}")))
+    }
+
+    /// `POST /api/v1/tokens`: a single-use join token for one service's sidecar.
+    pub async fn join_token(
+        &self,
+        client: &HttpClient,
+        service: &str,
+    ) -> Result<String, DemoError> {
+        let request = serde_json::json!({
+            "service": service,
+            "namespace": crate::topology::NAMESPACE,
+            "ttl": "10m",
+            "singleUse": true,
+        });
+        let reply = client
+            .post(
+                self.api,
+                "/api/v1/tokens",
+                "application/json",
+                request.to_string(),
+            )
+            .await
+            .map_err(|e| DemoError::ControlPlane(format!("creating a join token: {e}")))?;
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        body["token"].as_str().map(str::to_owned).ok_or_else(|| {
+            DemoError::ControlPlane(format!(
+                "refused a join token for {service} ({}): {body}",
+                reply.status
+            ))
+        })
     }
 
     /// `POST /api/v1/apply`: all of `yaml` is stored, or nothing and the API's reasons.

@@ -10,8 +10,6 @@ pub enum DemoError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("making the demo's certificates: {0}")]
-    Certificates(#[from] weft_identity::IdentityError),
     #[error("starting the {app} app: {source}")]
     App {
         app: &'static str,

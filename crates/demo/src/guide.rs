@@ -32,8 +32,8 @@ impl fmt::Display for Guide {
         writeln!(
             f,
             "Weft demo: a control plane and {} workloads on loopback, each with its own sidecar\n\
-             (weft proxy) that gets its config from the control plane; sidecars talk to each\n\
-             other over mutual TLS.\n",
+             (weft proxy) that gets its config from the control plane, and its certificate from\n\
+             the control plane's CA with a join token; sidecars talk to each other over mutual TLS.\n",
             self.workloads.len()
         )?;
         writeln!(f, "Control plane API: {}", self.api)?;
@@ -82,6 +82,7 @@ impl fmt::Display for Guide {
             )?;
             writeln!(f, "  curl http://{}/metrics", frontend.sidecar.admin)?;
             writeln!(f, "  curl http://{}/config", frontend.sidecar.admin)?;
+            writeln!(f, "  curl http://{}/certs", frontend.sidecar.admin)?;
         }
         let split: Vec<String> = SPLIT
             .iter()
@@ -100,6 +101,10 @@ impl fmt::Display for Guide {
         writeln!(f, "  weft check --api {api}")?;
         writeln!(f, "  weft get httproutes --api {api}")?;
         writeln!(f, "  weft get grpcroutes --api {api}")?;
+        writeln!(
+            f,
+            "  weft ca rotate --api {api}   # a new root, with no outage"
+        )?;
         writeln!(
             f,
             "\nChange the split live (every sidecar has it within a second; the summary shows it):"

@@ -3,7 +3,8 @@
 //! A control plane, sample apps (a frontend, a gRPC catalog, two versions of reviews,
 //! ratings) and a load generator run in this process; each app gets a real `weft proxy`
 //! sidecar as a child process that registers with the control plane and gets its config
-//! from it, with certificates from a throwaway CA, so every hop is mutual TLS and measured.
+//! from it over TLS, with a certificate the control plane's CA issues it for a join token,
+//! so every hop is mutual TLS and measured.
 //! Every port comes from the OS. When the demo ends it summarises what the sidecars
 //! measured and stops every process it started.
 
@@ -11,7 +12,6 @@
 
 mod apps;
 mod catalog;
-mod certs;
 mod control;
 mod error;
 mod guide;

@@ -1,8 +1,9 @@
 //! The sample mesh as a whole: started in order, watched while it runs, stopped in order.
 //!
 //! ```text
-//! start: temp dir + CA -> control plane (in process) -> apply the resources
-//!        -> bind app ports -> spawn sidecars (--control-plane) -> learn their addresses
+//! start: temp dir -> control plane (in process, with its CA) -> apply the resources
+//!        -> a join token per sidecar -> bind app ports -> spawn sidecars (--control-plane,
+//!        certificates issued to them) -> learn their addresses
 //!        -> apps serve -> every sidecar registered, healthy and in sync -> load starts
 //! run:   scrape /metrics every second (the last scrape survives a sidecar that exits on
 //!        Ctrl-C) and watch that no sidecar died
@@ -11,7 +12,6 @@
 //! ```
 
 use crate::apps::{self, AppServer, Outbound};
-use crate::certs::DemoCa;
 use crate::control::ControlPlaneHandle;
 use crate::guide::{Guide, WorkloadInfo};
 use crate::http_client::HttpClient;
@@ -55,23 +55,28 @@ pub struct SampleMesh {
 impl SampleMesh {
     pub async fn start(options: &DemoOptions) -> Result<Self, DemoError> {
         let workdir = WorkDir::create()?;
-        let ca = DemoCa::create(&workdir)?;
         let client = HttpClient::default();
         let control = ControlPlaneHandle::start(&workdir.path().join("control")).await?;
         control.apply(&client, &topology::resources()).await?;
         let control_url = control.grpc_url();
+        let control_ca = workdir.write(
+            "control-plane-ca.pem",
+            &control.trust_bundle(&client).await?,
+        )?;
         let show_logs = Arc::new(AtomicBool::new(false));
 
         let mut listeners = Vec::new();
         let mut starting = Vec::new();
         for workload in Workload::ALL {
             let (listener, app) = apps::bind(workload).await?;
-            let certs = ca.issue(&workdir, workload.service())?;
+            let token = control.join_token(&client, workload.service()).await?;
+            let token_file = workdir.write(&format!("{}.token", workload.service()), &token)?;
             let spec = SidecarSpec {
                 workload,
                 app,
-                certs: &certs,
                 control_plane: &control_url,
+                control_plane_ca: &control_ca,
+                token_file: &token_file,
             };
             starting.push(sidecar::spawn(&options.weft_bin, &spec, show_logs.clone())?);
             listeners.push((listener, app));

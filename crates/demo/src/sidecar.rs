@@ -4,7 +4,6 @@
 //! [`Sidecar`] (an early return, a cancelled start, a panic unwinding) kills the process;
 //! [`shutdown`] is the orderly way, SIGTERM first so each proxy drains.
 
-use crate::certs::CertFiles;
 use crate::http_client::HttpClient;
 use crate::proxy_log::{self, LogLine};
 use crate::topology::{Workload, NAMESPACE};
@@ -43,9 +42,12 @@ pub struct SidecarAddrs {
 pub struct SidecarSpec<'a> {
     pub workload: Workload,
     pub app: SocketAddr,
-    pub certs: &'a CertFiles,
     /// The control plane's gRPC URL (`--control-plane`).
     pub control_plane: &'a str,
+    /// Its roots (`--control-plane-ca`).
+    pub control_plane_ca: &'a Path,
+    /// This sidecar's single-use join token (`--token-file`).
+    pub token_file: &'a Path,
 }
 
 /// The last lines a sidecar logged.
@@ -177,11 +179,11 @@ fn proxy_args(spec: &SidecarSpec<'_>) -> Vec<OsString> {
     // Registers the workload; the control plane makes it an endpoint once its app is up.
     args.push("--control-plane".into());
     args.push(spec.control_plane.into());
-    // Certificates still come from files; the control plane's CA comes later.
+    // The sidecar makes its own key and gets its certificate from the control plane's CA
+    // with the token, over TLS checked against the CA; it renews it by itself.
     for (flag, path) in [
-        ("--cert", &spec.certs.cert),
-        ("--key", &spec.certs.key),
-        ("--ca", &spec.certs.ca),
+        ("--control-plane-ca", spec.control_plane_ca),
+        ("--token-file", spec.token_file),
     ] {
         args.push(flag.into());
         args.push(path.into());

@@ -14,7 +14,6 @@
 use std::fmt::Write;
 
 pub const NAMESPACE: &str = "default";
-pub const TRUST_DOMAIN: &str = "weft.local";
 
 /// A workload: an app and its sidecar, named after the Service it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
