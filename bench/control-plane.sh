@@ -236,7 +236,7 @@ w("")
 w("### What keeps memory flat")
 w("")
 w("A stream's buffers keep the capacity of the most they ever held, and the control plane "
-  "holds one stream per proxy. Two things keep that small. Large messages (a full config "
+  "holds one stream per proxy. Three things keep that small. Large messages (a full config "
   "carries every endpoint, about 150 bytes each here) are encoded once and sent as 8 KiB "
   "parts that every stream shares, and the gRPC codec's buffers start at 4 KiB and yield at "
   "8 KiB, so no stream ever holds a whole config. And endpoint changes reach a proxy as "
