@@ -176,9 +176,10 @@ async fn refused_clients_are_counted_and_a_mesh_client_is_served() {
             "a client with {what} was served"
         );
     }
-    let rejected = proxy.metric(
+    let rejected = proxy.metric_reaching(
         "weft_rejected_total",
         &[("direction", "inbound"), ("reason", "tls_handshake")],
+        4.0,
     );
     assert_eq!(rejected, 4.0, "{}", proxy.metrics());
 
@@ -187,9 +188,10 @@ async fn refused_clients_are_counted_and_a_mesh_client_is_served() {
         "the mesh client was refused; logs:\n{}",
         proxy.logs.lock().unwrap().join("\n")
     );
-    let inbound = proxy.metric(
+    let inbound = proxy.metric_reaching(
         "weft_http_requests_total",
         &[("direction", "inbound"), ("source", "web.default")],
+        1.0,
     );
     assert_eq!(inbound, 1.0, "{}", proxy.metrics());
 }

@@ -58,7 +58,7 @@ async fn http1_crosses_the_mtls_hop_with_identities() {
     assert_eq!(p.backend.count(), 21);
 
     // The server proxy knows who called, from the client's certificate.
-    let inbound = p.server.metric(
+    let inbound = p.server.metric_reaching(
         "weft_http_requests_total",
         &[
             ("direction", "inbound"),
@@ -66,15 +66,17 @@ async fn http1_crosses_the_mtls_hop_with_identities() {
             ("destination", "api.default"),
             ("status_code", "200"),
         ],
+        21.0,
     );
     assert_eq!(inbound, 21.0, "{}", p.server.metrics());
-    let outbound = p.client.metric(
+    let outbound = p.client.metric_reaching(
         "weft_http_requests_total",
         &[
             ("direction", "outbound"),
             ("source", "web.default"),
             ("destination", "api.default"),
         ],
+        21.0,
     );
     assert_eq!(outbound, 21.0);
     assert!(p

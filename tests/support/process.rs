@@ -345,6 +345,19 @@ impl Proxy {
         metric_sum(&self.metrics(), name, labels)
     }
 
+    /// The metric once it reaches `value` (or after 5 s): a proxy may count an exchange a
+    /// moment after the client has seen its end.
+    pub fn metric_reaching(&self, name: &str, labels: &[(&str, &str)], value: f64) -> f64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.metric(name, labels);
+            if now >= value || std::time::Instant::now() > deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
