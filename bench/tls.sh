@@ -235,24 +235,6 @@ cat "$section"
 if [[ -n $DOCS_OUT ]]; then
   # Replaces this section (from its heading to the next "## " heading, or the end) and
   # leaves the rest, which bench/run.sh and bench/control-plane.sh own, as it is.
-  python3 - "$DOCS_OUT" "$section" "$HEADING" <<'PY'
-import sys
-path, section, heading = sys.argv[1:]
-new = open(section).read().rstrip("\n") + "\n"
-try:
-    lines = open(path).read().split("\n")
-except FileNotFoundError:
-    lines = []
-start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-if start is None:
-    text = "\n".join(lines).rstrip("\n")
-    text = (text + "\n\n" if text else "") + new
-else:
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    before = "\n".join(lines[:start]).rstrip("\n")
-    after = "\n".join(lines[end:]).strip("\n")
-    text = (before + "\n\n" if before else "") + new + ("\n" + after + "\n" if after else "")
-open(path, "w").write(text)
-PY
+  python3 "$BENCH_DIR/lib/replace_section.py" "$DOCS_OUT" "$section" "$HEADING"
   log "report: ${DOCS_OUT}"
 fi

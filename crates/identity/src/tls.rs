@@ -5,21 +5,15 @@ use crate::timestamp::format_utc;
 use crate::verify::{ExpectedPeerVerifier, Roots, SpiffeClientVerifier};
 use crate::{IdentityError, SpiffeId};
 use arc_swap::ArcSwap;
-use rustls::client::ResolvesClientCert;
+use live::{LiveCertificate, LiveTicketer};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, Resumption};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{
-    ClientHello, ParsedCertificate, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
-    WebPkiClientVerifier,
-};
+use rustls::server::{ParsedCertificate, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    ClientConfig, CommonState, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedProtocolVersion,
-};
+use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -340,72 +334,6 @@ pub fn anonymous_client_config(
     Ok(Arc::new(config))
 }
 
-/// Session-ticket keys that can be replaced, invalidating every ticket issued so far.
-struct LiveTicketer(ArcSwap<Arc<dyn ProducesTickets>>);
-
-impl LiveTicketer {
-    fn new() -> Result<Self, IdentityError> {
-        Ok(LiveTicketer(ArcSwap::from_pointee(Self::keys()?)))
-    }
-
-    fn keys() -> Result<Arc<dyn ProducesTickets>, IdentityError> {
-        rustls::crypto::ring::Ticketer::new().map_err(IdentityError::TicketKeys)
-    }
-
-    fn replace(&self) -> Result<(), IdentityError> {
-        self.0.store(Arc::new(Self::keys()?));
-        Ok(())
-    }
-}
-
-impl fmt::Debug for LiveTicketer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LiveTicketer")
-    }
-}
-
-impl ProducesTickets for LiveTicketer {
-    fn enabled(&self) -> bool {
-        self.0.load().enabled()
-    }
-
-    fn lifetime(&self) -> u32 {
-        self.0.load().lifetime()
-    }
-
-    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.0.load().encrypt(plain)
-    }
-
-    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        self.0.load().decrypt(cipher)
-    }
-}
-
-/// The identity's current certificate, for rustls to present at each handshake.
-#[derive(Debug)]
-struct LiveCertificate(Arc<ArcSwap<Material>>);
-
-impl ResolvesServerCert for LiveCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load().certified_key.clone())
-    }
-}
-
-impl ResolvesClientCert for LiveCertificate {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load().certified_key.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
 impl fmt::Debug for Material {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Material")
@@ -625,5 +553,6 @@ fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, Identity
     })
 }
 
+mod live;
 #[cfg(test)]
 mod tests;
