@@ -11,14 +11,17 @@ use weft_proxy::{
 };
 
 #[derive(Args)]
-#[command(after_help = "Example (with a control plane):\n  \
-    weft proxy --service web --app 127.0.0.1:8080 --control-plane http://127.0.0.1:7443\n\n\
+#[command(
+    after_help = "Example (with a control plane; the proxy gets its certificate with the token):\n  \
+    weft proxy --service web --app 127.0.0.1:8080 --control-plane https://10.0.0.5:7443 \\\n    \
+    --control-plane-ca ca.pem --token-file web.token\n\n\
     Example (local mode, no control plane):\n  \
     weft proxy --service web --app 127.0.0.1:8080 --local mesh.yaml \\\n    \
     --cert web.pem --key web-key.pem --ca ca.pem\n\n\
     The app sends requests to the outbound listener with the target service as Host\n\
     (e.g. `curl -H 'Host: reviews' http://127.0.0.1:7140/`); the mesh reaches the app\n\
-    through the inbound listener.")]
+    through the inbound listener."
+)]
 pub struct ProxyArgs {
     /// The service this workload belongs to.
     #[arg(long)]
