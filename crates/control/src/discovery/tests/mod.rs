@@ -98,6 +98,19 @@ impl Harness {
         proxy
     }
 
+    /// `web-1` (service web at 127.0.0.1:9001), healthy, running a config with its own
+    /// endpoint, and recorded as in sync: the starting point of most tests.
+    async fn settled_web(&self) -> FakeProxy {
+        let mut web = self.proxy("web-1", "web", "127.0.0.1:9001").await;
+        web.sync_until("own endpoint", |p| {
+            has_endpoints(p, "web", &["127.0.0.1:9001"])
+        })
+        .await;
+        self.until("web in sync", |r| r.proxies().iter().all(|p| p.in_sync))
+            .await;
+        web
+    }
+
     /// Waits until the registry satisfies `ready`.
     async fn until(&self, what: &str, ready: impl Fn(&Registry) -> bool) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -422,14 +435,7 @@ async fn an_unhealthy_workload_leaves_rotation_and_returns() {
 #[tokio::test]
 async fn a_nack_is_recorded_with_its_reason() {
     let harness = Harness::start().await;
-    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
-    web.sync_until("own endpoint", |p| {
-        has_endpoints(p, "web", &["127.0.0.1:9001"])
-    })
-    .await;
-    harness
-        .until("web in sync", |r| r.proxies().iter().all(|p| p.in_sync))
-        .await;
+    let mut web = harness.settled_web().await;
     let status = harness
         .registry
         .resource_status("Service", "default", "api");
@@ -490,14 +496,7 @@ async fn a_nack_is_recorded_with_its_reason() {
 #[tokio::test]
 async fn a_burst_of_changes_is_coalesced() {
     let harness = Harness::start().await;
-    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
-    web.sync_until("own endpoint", |p| {
-        has_endpoints(p, "web", &["127.0.0.1:9001"])
-    })
-    .await;
-    harness
-        .until("web in sync", |r| r.proxies().iter().all(|p| p.in_sync))
-        .await;
+    let mut web = harness.settled_web().await;
 
     let changes = (2..102).map(|n| resources(n, &with_extra_service(n)));
     for set in changes.collect::<Vec<_>>() {

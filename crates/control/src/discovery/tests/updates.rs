@@ -7,14 +7,7 @@ use super::*;
 #[tokio::test]
 async fn a_refused_endpoints_update_is_followed_by_the_full_config() {
     let harness = Harness::start().await;
-    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
-    web.sync_until("own endpoint", |p| {
-        has_endpoints(p, "web", &["127.0.0.1:9001"])
-    })
-    .await;
-    harness
-        .until("web in sync", |r| r.proxies().iter().all(|p| p.in_sync))
-        .await;
+    let mut web = harness.settled_web().await;
     let _api = harness.proxy("api-1", "api", "127.0.0.1:9002").await;
     let received = web.receive().await;
     let Received::Endpoints { version, .. } = received else {
@@ -34,14 +27,7 @@ async fn a_refused_endpoints_update_is_followed_by_the_full_config() {
 #[tokio::test]
 async fn endpoint_updates_follow_each_other_without_waiting_for_answers() {
     let harness = Harness::start().await;
-    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
-    web.sync_until("own endpoint", |p| {
-        has_endpoints(p, "web", &["127.0.0.1:9001"])
-    })
-    .await;
-    harness
-        .until("web in sync", |r| r.proxies().iter().all(|p| p.in_sync))
-        .await;
+    let mut web = harness.settled_web().await;
     // Two endpoint changes, a debounce apart; web answers neither until both are in.
     let api = harness.proxy("api-1", "api", "127.0.0.1:9002").await;
     let first = web.receive().await;
@@ -78,11 +64,7 @@ async fn endpoint_updates_follow_each_other_without_waiting_for_answers() {
 #[tokio::test]
 async fn a_full_config_waits_for_the_answer_to_the_one_in_flight() {
     let harness = Harness::start().await;
-    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
-    web.sync_until("own endpoint", |p| {
-        has_endpoints(p, "web", &["127.0.0.1:9001"])
-    })
-    .await;
+    let mut web = harness.settled_web().await;
     harness.publish(resources(2, &with_extra_service(1)));
     let first = web.receive().await;
     let Received::Full { version } = first else {
@@ -103,11 +85,7 @@ async fn a_full_config_waits_for_the_answer_to_the_one_in_flight() {
 #[tokio::test]
 async fn a_config_larger_than_a_part_arrives_in_parts() {
     let harness = Harness::start().await;
-    let mut web = harness.proxy("web-1", "web", "127.0.0.1:9001").await;
-    web.sync_until("own endpoint", |p| {
-        has_endpoints(p, "web", &["127.0.0.1:9001"])
-    })
-    .await;
+    let mut web = harness.settled_web().await;
     let many: String = (0..300)
         .map(|n| {
             format!(
