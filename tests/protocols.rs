@@ -81,9 +81,10 @@ async fn grpc_unary_calls_and_errors_pass_through() {
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     assert_eq!(
-        server.metric(
+        server.metric_reaching(
             "weft_http_requests_total",
-            &[("direction", "inbound"), ("source", "client.default")]
+            &[("direction", "inbound"), ("source", "client.default")],
+            301.0
         ),
         301.0
     );
@@ -121,13 +122,16 @@ async fn opaque_tcp_crosses_the_hop_intact() {
     let back = echo_roundtrip(client.upstreams[0], &payload).await;
     assert_eq!(back.len(), payload.len());
     assert!(back == payload, "bytes changed in transit");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let bytes = server.metric(
+    let bytes = server.metric_reaching(
         "weft_tcp_bytes_total",
         &[("direction", "inbound"), ("source", "client.default")],
+        2.0 * payload.len() as f64,
     );
     assert_eq!(bytes, 2.0 * payload.len() as f64);
-    assert_eq!(server.metric("weft_tcp_connections_open", &[]), 0.0);
+    assert_eq!(
+        server.metric_when("weft_tcp_connections_open", &[], |open| open == 0.0),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -348,10 +348,21 @@ impl Proxy {
     /// The metric once it reaches `value` (or after 5 s): a proxy may count an exchange a
     /// moment after the client has seen its end.
     pub fn metric_reaching(&self, name: &str, labels: &[(&str, &str)], value: f64) -> f64 {
+        self.metric_when(name, labels, |now| now >= value)
+    }
+
+    /// The metric once `settled` holds for it (or after 5 s), for gauges that fall back
+    /// when a connection the client already closed is torn down.
+    pub fn metric_when(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        settled: impl Fn(f64) -> bool,
+    ) -> f64 {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let now = self.metric(name, labels);
-            if now >= value || std::time::Instant::now() > deadline {
+            if settled(now) || std::time::Instant::now() > deadline {
                 return now;
             }
             std::thread::sleep(Duration::from_millis(20));
