@@ -243,7 +243,10 @@ the same CA, since they cannot match a SPIFFE URI SAN); Weft verifies the SPIFFE
   repetitions. "Added" is the path's median minus the direct path's median.
 - **CPU and memory**: user+system CPU time from `/proc/PID/stat` of each proxy's process tree during
   the fixed-rate run, as a share of one core and as µs of CPU per request; VmRSS/VmHWM from
-  `/proc/PID/status` (for nginx the worker; the master is listed separately).
+  `/proc/PID/status` (for nginx the worker; the master is listed separately). Most of a proxy's
+  resident set is the binary's code mapped in around each page fault; Weft's release build packs
+  the functions a proxy runs at the start of `.text` (`crates/weft/hot-symbols.txt`, made by
+  `bench/hot-symbols.sh`).
 - **Max RPS**: `oha` with {P['max_conns']} connections, no rate limit, {P['max_duration']} s, median of
   {P['reps']}. {"The client proxy is pinned to core 0 and the server proxy to core 1 with `taskset`; the backend and the load generator are unpinned and share both cores." if pinned else "Proxies were not pinned (fewer than 2 cores or no taskset)."}
 - **TCP throughput**: one connection carrying {P['tcp_bytes'] / 2**30:g} GiB of random bytes through the

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Regenerates crates/weft/hot-symbols.txt: every function of the `weft` binary that a proxy
+# runs, hottest first. The release build hands the list to the linker
+# (--symbol-ordering-file, see crates/weft/build.rs), which puts those functions side by side
+# at the start of .text.
+#
+# Why: the kernel maps a binary's code around each page fault (64 KB at a time), so code the
+# proxy runs that is spread over the whole 9 MB .text (control plane, CLI and all) keeps most
+# of it resident. Packed together, a proxy under load holds about 4 MB less (bench/run.sh
+# measures it), and its hot path shares fewer cache lines and TLB entries with cold code.
+#
+# How: the Weft mTLS pair (bench/lib/pair.sh) runs under callgrind, which records every
+# function executed, while oha sends it HTTP/1.1 and then HTTP/2 traffic and the admin
+# endpoints are scraped. Run it after changing the data path or updating dependencies: a
+# symbol that no longer exists is skipped by the linker, so a stale list only packs less.
+#
+# Usage: bench/hot-symbols.sh [--no-build]
+# Needs: valgrind, nginx, curl, oha (bench/run.sh installs nginx and oha).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+OUT="$ROOT/crates/weft/hot-symbols.txt"
+WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
+BUILD=1
+case "${1:-}" in
+  --no-build) BUILD=0 ;;
+  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+  "") ;;
+  *) echo "hot-symbols.sh: unknown option '$1'" >&2; exit 2 ;;
+esac
+OHA=$(command -v oha || echo "$BENCH_DIR/.tools/bin/oha")
+for tool in valgrind callgrind_annotate nginx curl "$OHA"; do
+  command -v "$tool" >/dev/null || { echo "hot-symbols.sh: $tool not found (see the header of this script)" >&2; exit 1; }
+done
+if [[ $BUILD == 1 ]]; then (cd "$ROOT" && cargo build --release -p weft); fi
+
+DIR=$(mktemp -d /tmp/weft-hot-symbols.XXXXXX)
+# shellcheck source=lib/pair.sh
+source "$BENCH_DIR/lib/pair.sh"
+cleanup() { pair_stop; rm -rf "$DIR"; }
+trap cleanup EXIT
+
+pair_setup "$DIR"
+pair_start "valgrind --tool=callgrind --demangle=no --callgrind-out-file=$DIR/callgrind.%p"
+# Under callgrind a proxy runs about 50 times slower: a low rate, long enough to reach steady state.
+# HTTP/2 clients name the service in :authority, so they go through the upstream binding.
+for http in 1.1 2; do
+  url="http://127.0.0.1:$P_OUT/1k"
+  [[ $http == 2 ]] && url="http://127.0.0.1:$P_BOUND/1k"
+  "$OHA" --no-tui --http-version "$http" -z 15s -q 100 -c 8 -H 'host: backend' "$url" >"$DIR/oha-$http.txt"
+  grep -q '\[200\]' "$DIR/oha-$http.txt" || { cat "$DIR/oha-$http.txt"; echo "hot-symbols.sh: no 200 answers ($http)" >&2; exit 1; }
+  for admin in "$P_ADMIN_server" "$P_ADMIN_client"; do
+    for path in metrics ready live config certs; do
+      curl -sf -o /dev/null "http://127.0.0.1:$admin/$path" || true
+    done
+  done
+done
+pair_stop # callgrind writes its files when the proxies exit
+
+# Functions by their own instruction count (mangled names), kept only if the binary defines
+# them; hottest first, so the busiest code shares the fewest pages.
+nm --defined-only "$WEFT_BIN" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$DIR/defined.txt"
+for f in "$DIR"/callgrind.*; do callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null; done \
+  | sed -nE 's/^ *([0-9,]+) +\([^)]*\) +.*:([^: ]+)( \[.*\])?$/\1 \2/p' \
+  | tr -d , \
+  | awk '{cost[$2] += $1} END {for (f in cost) print cost[f], f}' \
+  | sort -k1,1nr -k2 \
+  | awk 'NR == FNR {defined[$1] = 1; next} ($2 in defined) {print $2}' "$DIR/defined.txt" - \
+  >"$DIR/hot.txt"
+count=$(wc -l <"$DIR/hot.txt")
+[[ $count -gt 500 ]] || { echo "hot-symbols.sh: only $count functions found; not writing $OUT" >&2; exit 1; }
+mv "$DIR/hot.txt" "$OUT"
+echo "wrote $OUT: $count functions"

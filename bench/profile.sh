@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Where the Weft pair spends its time: a quick loop for data-plane work, not a benchmark.
+#
+# Starts an nginx backend (1 KB file) and a Weft mTLS pair on free loopback ports, drives
+# them with oha at a fixed rate, and prints for each proxy: CPU µs per request, syscalls per
+# request by kind (strace -c, in a second run, since strace slows the proxy), resident memory,
+# and with --perf a perf profile of the server proxy (--perf-client: of the client proxy;
+# software cpu-clock sampling, which works where hardware counters do not; --perf-out FILE
+# keeps perf.data). The side-by-side numbers belong to bench/run.sh.
+#
+# Usage: bench/profile.sh [--perf|--perf-client] [--perf-out FILE] [--rate RPS] [--seconds N]
+# Needs: target/release/weft (cargo build --release -p weft), nginx, oha (bench/run.sh installs
+# both), strace; perf for --perf (Debian's linux-perf).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
+RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --perf) PERF=server ;;
+    --perf-client) PERF=client ;;
+    --perf-out) PERF_OUT=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --seconds) SECONDS_RUN=$2; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "profile.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+OHA=$(command -v oha || echo "$BENCH_DIR/.tools/bin/oha")
+for tool in "$WEFT_BIN" "$OHA"; do
+  [[ -x $tool ]] || { echo "profile.sh: $tool not found (see the header of this script)" >&2; exit 1; }
+done
+command -v nginx >/dev/null || { echo "profile.sh: nginx not found (apt-get install nginx)" >&2; exit 1; }
+
+DIR=$(mktemp -d /tmp/weft-profile.XXXXXX)
+# shellcheck source=lib/pair.sh
+source "$BENCH_DIR/lib/pair.sh"
+cleanup() { pair_stop; rm -rf "$DIR"; }
+trap cleanup EXIT
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+pair_setup "$DIR"
+pair_start
+URL="http://127.0.0.1:$P_OUT/1k"
+HOST_HEADER="host: backend"
+
+load() { # SECONDS
+  "$OHA" --no-tui -z "${1}s" -q "$RATE" -c 16 --latency-correction -H "$HOST_HEADER" "$URL" >"$DIR/oha.txt"
+  grep -q '\[200\]' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "profile.sh: no 200 answers" >&2; exit 1; }
+}
+
+load 2 # warm-up: connections, TLS, pools
+tick=$(getconf CLK_TCK)
+before_c=$(cpu_ticks "$PID_client") before_s=$(cpu_ticks "$PID_server")
+perf_pid=""
+if [[ -n $PERF ]]; then
+  perf_target="PID_$PERF"
+  perf record -e cpu-clock -F 2000 -g -p "${!perf_target}" -o "$DIR/perf.data" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
+load "$SECONDS_RUN"
+after_c=$(cpu_ticks "$PID_client") after_s=$(cpu_ticks "$PID_server")
+requests=$((RATE * SECONDS_RUN))
+echo "fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers"
+grep -E 'Success rate|50.00%|99.00%' "$DIR/oha.txt" | sed 's/^/  oha: /'
+for name in client server; do
+  var="PID_$name"; pid=${!var}
+  b="before_${name:0:1}" a="after_${name:0:1}"
+  cpu_us=$(( (${!a} - ${!b}) * 1000000 / tick / requests ))
+  rss=$(awk '/VmRSS|VmHWM|RssAnon|RssFile/ {printf "%s %s kB  ", $1, $2}' "/proc/$pid/status")
+  echo "$name proxy: ${cpu_us} µs CPU per request; $rss"
+done
+
+if [[ -n $perf_pid ]]; then
+  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  [[ -n $PERF_OUT ]] && cp "$DIR/perf.data" "$PERF_OUT"
+  echo; echo "$PERF proxy, perf (self time: by object, then the top 40 symbols):"
+  perf report -i "$DIR/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -6
+  perf report -i "$DIR/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+    | grep -E '^ +[0-9]' | sed 's/ *- *- *$//' | head -40
+fi
+
+if command -v strace >/dev/null; then
+  for name in client server; do
+    var="PID_$name"; pid=${!var}
+    strace -c -f -p "$pid" -o "$DIR/strace-$name.txt" 2>/dev/null &
+    strace_pid=$!
+    sleep 0.5
+    load 5
+    kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
+    echo; echo "$name proxy, syscalls per request (strace -c over $((RATE * 5)) requests):"
+    awk -v n=$((RATE * 5)) '$1 ~ /^[0-9.]+$/ && NF >= 5 {printf "  %-16s %6.2f\n", $NF, $4 / n}' \
+      "$DIR/strace-$name.txt" | sort -k2 -nr | head -12
+  done
+fi
