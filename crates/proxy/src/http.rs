@@ -12,7 +12,9 @@ pub const ERROR_HEADER: &str = "x-weft-error";
 /// Set on 503s from circuit breaking, naming the limit that tripped.
 pub const OVERLOADED_HEADER: &str = "x-weft-overloaded";
 
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// `connection` first and `te` last: `strip_hop_by_hop` reads them by position.
+const HOP_BY_HOP_COUNT: usize = 6;
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -37,21 +39,38 @@ pub fn synthetic(status: StatusCode, reason: &str) -> Response<Body> {
 /// Removes headers that describe one connection and must not be forwarded, including the
 /// ones the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Runs on every request and response: most carry none of these or only `connection`,
+    // so look once and remove only what is there (each removal hashes the name).
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
     }
-    let keeps_trailers = headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if !present.contains(&true) {
+        return;
+    }
+    let [connection, .., te] = present;
+    if connection {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    let keeps_trailers = te
+        && headers
+            .get(header::TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
     if keeps_trailers {
         // gRPC needs `te: trailers` end to end.
@@ -164,6 +183,26 @@ mod tests {
         assert!(headers.get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(headers.get(header::TE).unwrap(), "trailers");
         assert_eq!(headers.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn strips_what_connection_names_and_leaves_plain_messages_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers.get(header::CONTENT_LENGTH).unwrap(), "3");
+
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        plain.append("x-many", HeaderValue::from_static("1"));
+        plain.append("x-many", HeaderValue::from_static("2"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
     }
 
     #[test]
