@@ -15,6 +15,8 @@
 # symbol that no longer exists is skipped by the linker, so a stale list only packs less.
 #
 # Usage: bench/hot-symbols.sh [--no-build]
+#        bench/hot-symbols.sh --check   how much of the list the built binary still has (bench/run.sh
+#                                       warns below 90 %: time to rerun this script)
 # Needs: valgrind, nginx, curl, oha (bench/run.sh installs nginx and oha).
 set -euo pipefail
 
@@ -25,7 +27,21 @@ WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
 BUILD=1
 case "${1:-}" in
   --no-build) BUILD=0 ;;
-  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+  --check)
+    [[ -x $WEFT_BIN ]] || { echo "hot-symbols.sh: $WEFT_BIN not found" >&2; exit 1; }
+    listed=$(wc -l <"$OUT")
+    found=$(nm --defined-only "$WEFT_BIN" | awk '$2 ~ /^[tTwW]$/ {print $3}' \
+      | awk 'NR == FNR {want[$1] = 1; next} ($1 in want) {n++} END {print n + 0}' "$OUT" -)
+    # Built with the list, the binary's first function is one of them.
+    first=$(nm -n --defined-only "$WEFT_BIN" | awk '$2 ~ /^[tT]$/ && !seen {print $3; seen = 1}')
+    if ! grep -qxF "$first" "$OUT"; then
+      echo "$WEFT_BIN was linked without crates/weft/hot-symbols.txt (first function: $first)"
+      exit 1
+    fi
+    echo "$found of $listed functions in crates/weft/hot-symbols.txt are in $WEFT_BIN"
+    [[ $((found * 100)) -ge $((listed * 90)) ]]
+    exit ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
   "") ;;
   *) echo "hot-symbols.sh: unknown option '$1'" >&2; exit 2 ;;
 esac

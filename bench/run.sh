@@ -246,6 +246,12 @@ prepare_weft() {
     drop_path weft; return
   fi
   log "weft: $WEFT_BIN"
+  local layout
+  if ! layout=$(WEFT_BIN=$WEFT_BIN "$BENCH_DIR/hot-symbols.sh" --check 2>&1); then
+    warn "stale code layout ($layout): the proxy's resident memory is higher than it needs to be; rerun bench/hot-symbols.sh"
+  else
+    log "code layout: $layout"
+  fi
 }
 
 # ------------------------------------------------------------------ 3. certificates
