@@ -10,8 +10,8 @@
 # measures it), and its hot path shares fewer cache lines and TLB entries with cold code.
 #
 # How: the Weft mTLS pair (bench/lib/pair.sh) runs under callgrind, which records every
-# function executed, while oha sends it HTTP/1.1 and then HTTP/2 traffic and the admin
-# endpoints are scraped. Run it after changing the data path or updating dependencies: a
+# function executed, in local mode and then in mesh mode (with a real `weft control`), while
+# oha sends it HTTP/1.1 and then HTTP/2 traffic and the admin endpoints are scraped. Run it after changing the data path or updating dependencies: a
 # symbol that no longer exists is skipped by the linker, so a stale list only packs less.
 #
 # Usage: bench/hot-symbols.sh [--no-build]
@@ -52,32 +52,42 @@ done
 if [[ $BUILD == 1 ]]; then (cd "$ROOT" && cargo build --release -p weft); fi
 
 DIR=$(mktemp -d /tmp/weft-hot-symbols.XXXXXX)
+chmod 755 "$DIR" # the pairs' directories are inside, and nginx's workers are not root
 # shellcheck source=lib/pair.sh
 source "$BENCH_DIR/lib/pair.sh"
 cleanup() { pair_stop; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-pair_setup "$DIR"
-pair_start "valgrind --tool=callgrind --demangle=no --callgrind-out-file=$DIR/callgrind.%p"
-# Under callgrind a proxy runs about 50 times slower: a low rate, long enough to reach steady state.
-# HTTP/2 clients name the service in :authority, so they go through the upstream binding.
-for http in 1.1 2; do
-  url="http://127.0.0.1:$P_OUT/1k"
-  [[ $http == 2 ]] && url="http://127.0.0.1:$P_BOUND/1k"
-  "$OHA" --no-tui --http-version "$http" -z 15s -q 100 -c 8 -H 'host: backend' "$url" >"$DIR/oha-$http.txt"
-  grep -q '\[200\]' "$DIR/oha-$http.txt" || { cat "$DIR/oha-$http.txt"; echo "hot-symbols.sh: no 200 answers ($http)" >&2; exit 1; }
-  for admin in "$P_ADMIN_server" "$P_ADMIN_client"; do
-    for path in metrics ready live config certs; do
-      curl -sf -o /dev/null "http://127.0.0.1:$admin/$path" || true
+# run_mode MODE: the pair in that mode under callgrind, HTTP/1.1 then HTTP/2 traffic, admin
+# scrapes; callgrind writes its files when the proxies exit.
+run_mode() {
+  local mode=$1 http url admin path
+  pair_setup "$DIR/$mode" "$mode"
+  pair_start "valgrind --tool=callgrind --demangle=no --callgrind-out-file=$DIR/callgrind.$mode.%p"
+  # Under callgrind a proxy runs about 50 times slower: a low rate, long enough for steady state.
+  # HTTP/2 clients name the service in :authority, so they go through the upstream binding.
+  for http in 1.1 2; do
+    url="http://127.0.0.1:$P_OUT/1k"
+    [[ $http == 2 ]] && url="http://127.0.0.1:$P_BOUND/1k"
+    "$OHA" --no-tui --http-version "$http" -z 15s -q 100 -c 8 -H 'host: backend' "$url" >"$DIR/oha.txt"
+    grep -q '\[200\]' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "hot-symbols.sh: no 200 answers ($mode, HTTP/$http)" >&2; exit 1; }
+    for admin in "$P_ADMIN_server" "$P_ADMIN_client"; do
+      for path in metrics ready live config certs; do
+        curl -sf -o /dev/null "http://127.0.0.1:$admin/$path" || true
+      done
     done
   done
-done
-pair_stop # callgrind writes its files when the proxies exit
+  pair_stop
+}
+# Local mode (a mesh file, certificates from files) and mesh mode (control-plane stream,
+# certificate issuance, health checks): both are how proxies run.
+run_mode local
+run_mode mesh
 
 # Functions by their own instruction count (mangled names), kept only if the binary defines
 # them; hottest first, so the busiest code shares the fewest pages.
 nm --defined-only "$WEFT_BIN" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$DIR/defined.txt"
-for f in "$DIR"/callgrind.*; do callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null; done \
+for f in "$DIR"/callgrind.*.*; do callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null; done \
   | sed -nE 's/^ *([0-9,]+) +\([^)]*\) +.*:([^: ]+)( \[.*\])?$/\1 \2/p' \
   | tr -d , \
   | awk '{cost[$2] += $1} END {for (f in cost) print cost[f], f}' \

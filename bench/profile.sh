@@ -8,7 +8,9 @@
 # software cpu-clock sampling, which works where hardware counters do not; --perf-out FILE
 # keeps perf.data). The side-by-side numbers belong to bench/run.sh.
 #
-# Usage: bench/profile.sh [--perf|--perf-client] [--perf-out FILE] [--rate RPS] [--seconds N]
+# --mesh runs the pair in mesh mode (a `weft control` issues certificates and pushes config).
+#
+# Usage: bench/profile.sh [--mesh] [--perf|--perf-client] [--perf-out FILE] [--rate RPS] [--seconds N]
 # Needs: target/release/weft (cargo build --release -p weft), nginx, oha (bench/run.sh installs
 # both), strace; perf for --perf (Debian's linux-perf).
 set -euo pipefail
@@ -16,15 +18,16 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
-RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT=""
+RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT="" MODE=local
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --mesh) MODE=mesh ;;
     --perf) PERF=server ;;
     --perf-client) PERF=client ;;
     --perf-out) PERF_OUT=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --seconds) SECONDS_RUN=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -42,7 +45,7 @@ cleanup() { pair_stop; rm -rf "$DIR"; }
 trap cleanup EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-pair_setup "$DIR"
+pair_setup "$DIR" "$MODE"
 pair_start
 URL="http://127.0.0.1:$P_OUT/1k"
 HOST_HEADER="host: backend"
@@ -64,7 +67,7 @@ fi
 load "$SECONDS_RUN"
 after_c=$(cpu_ticks "$PID_client") after_s=$(cpu_ticks "$PID_server")
 requests=$((RATE * SECONDS_RUN))
-echo "fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers"
+echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers"
 grep -E 'Success rate|50.00%|99.00%' "$DIR/oha.txt" | sed 's/^/  oha: /'
 for name in client server; do
   var="PID_$name"; pid=${!var}
