@@ -11,7 +11,7 @@
 #
 # How: the Weft mTLS pair (bench/lib/pair.sh) runs under callgrind, which records every
 # function executed, in local mode and then in mesh mode (with a real `weft control`), while
-# oha sends it HTTP/1.1 and then HTTP/2 traffic and the admin endpoints are scraped. Run it after changing the data path or updating dependencies: a
+# oha sends it HTTP/1.1, HTTP/2 and opaque TCP traffic and the admin endpoints are scraped. Run it after changing the data path or updating dependencies: a
 # symbol that no longer exists is skipped by the linker, so a stale list only packs less.
 #
 # Usage: bench/hot-symbols.sh [--no-build]
@@ -58,19 +58,23 @@ source "$BENCH_DIR/lib/pair.sh"
 cleanup() { pair_stop; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-# run_mode MODE: the pair in that mode under callgrind, HTTP/1.1 then HTTP/2 traffic, admin
-# scrapes; callgrind writes its files when the proxies exit.
+# run_mode MODE: the pair in that mode under callgrind, HTTP/1.1, HTTP/2 and TCP traffic,
+# admin scrapes; callgrind writes its files when the proxies exit.
 run_mode() {
   local mode=$1 http url admin path
   pair_setup "$DIR/$mode" "$mode"
   pair_start "valgrind --tool=callgrind --demangle=no --callgrind-out-file=$DIR/callgrind.$mode.%p"
   # Under callgrind a proxy runs about 50 times slower: a low rate, long enough for steady state.
-  # HTTP/2 clients name the service in :authority, so they go through the upstream binding.
-  for http in 1.1 2; do
-    url="http://127.0.0.1:$P_OUT/1k"
-    [[ $http == 2 ]] && url="http://127.0.0.1:$P_BOUND/1k"
-    "$OHA" --no-tui --http-version "$http" -z 15s -q 100 -c 8 -H 'host: backend' "$url" >"$DIR/oha.txt"
-    grep -q '\[200\]' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "hot-symbols.sh: no 200 answers ($mode, HTTP/$http)" >&2; exit 1; }
+  # HTTP/2 clients name the service in :authority, so they go through the upstream binding;
+  # `tcp` is HTTP/1.1 carried as opaque TCP (a binding on an opaque port).
+  for http in 1.1 2 tcp; do
+    case $http in
+      1.1) url="http://127.0.0.1:$P_OUT/1k" ;;
+      2) url="http://127.0.0.1:$P_BOUND/1k" ;;
+      tcp) url="http://127.0.0.1:$P_TCP/1k" ;;
+    esac
+    "$OHA" --no-tui --http-version "${http/tcp/1.1}" -z 15s -q 100 -c 8 -H 'host: backend' "$url" >"$DIR/oha.txt"
+    grep -q '\[200\]' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "hot-symbols.sh: no 200 answers ($mode, $http)" >&2; exit 1; }
     for admin in "$P_ADMIN_server" "$P_ADMIN_client"; do
       for path in metrics ready live config certs; do
         curl -sf -o /dev/null "http://127.0.0.1:$admin/$path" || true

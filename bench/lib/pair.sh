@@ -5,7 +5,8 @@
 # `weft control` (never under the wrapper) issues their certificates from join tokens and
 # pushes their configuration, as in production.
 # Sets P_BACKEND, P_IN (server proxy inbound), P_OUT (client proxy outbound), P_BOUND (the
-# client proxy's upstream binding to the backend, for clients that cannot set Host), P_ADMIN_server,
+# client proxy's upstream binding to the backend, for clients that cannot set Host), P_TCP (a
+# binding to the backend that is never sniffed: opaque TCP through the mTLS hop), P_ADMIN_server,
 # P_ADMIN_client, PID_server, PID_client, PID_nginx; everything started is in PAIR_PIDS, for pair_stop.
 
 PAIR_PIDS=()
@@ -24,7 +25,7 @@ wait_port() {
 # file; in mesh mode also the control plane, the Service and a join token per proxy.
 pair_setup() {
   PAIR_DIR=$1 PAIR_MODE=${2:-local}
-  P_BACKEND=$(free_port) P_IN=$(free_port) P_OUT=$(free_port) P_BOUND=$(free_port)
+  P_BACKEND=$(free_port) P_IN=$(free_port) P_OUT=$(free_port) P_BOUND=$(free_port) P_TCP=$(free_port)
   P_ADMIN_server=$(free_port) P_ADMIN_client=$(free_port)
   mkdir -p "$PAIR_DIR/www" "$PAIR_DIR/certs"
   # nginx's workers drop root for an unprivileged user, who must reach the file.
@@ -97,6 +98,7 @@ pair_start() {
     else
       svc=client ports=(--outbound "127.0.0.1:$P_OUT" --inbound "127.0.0.1:$(free_port)"
         --app 127.0.0.1:1 --upstream "backend=127.0.0.1:$P_BOUND")
+      ports+=(--upstream "backend=127.0.0.1:$P_TCP" --opaque-ports "$P_TCP")
     fi
     admin="P_ADMIN_$name"
     if [[ $PAIR_MODE == mesh ]]; then
@@ -115,7 +117,7 @@ pair_start() {
   local tries=100
   [[ -n $wrapper ]] && tries=600
   wait_port "$P_BACKEND" "$tries"; wait_port "$P_IN" "$tries"; wait_port "$P_OUT" "$tries"
-  wait_port "$P_BOUND" "$tries"
+  wait_port "$P_BOUND" "$tries"; wait_port "$P_TCP" "$tries"
   # Listening is not serving: wait until the client proxy knows the backend's endpoint (in
   # mesh mode, once the server proxy has its certificate and has registered).
   local i
