@@ -11,8 +11,9 @@
 #
 # How: the Weft mTLS pair (bench/lib/pair.sh) runs under callgrind, which records every
 # function executed, in local mode and then in mesh mode (with a real `weft control`), while
-# oha sends it HTTP/1.1, HTTP/2 and opaque TCP traffic and the admin endpoints are scraped. Run it after changing the data path or updating dependencies: a
-# symbol that no longer exists is skipped by the linker, so a stale list only packs less.
+# oha sends it HTTP/1.1, HTTP/2 and opaque TCP traffic and the admin endpoints are scraped.
+# Run it after changing the data path or updating dependencies: a symbol that no longer
+# exists is skipped by the linker, so a stale list only packs less.
 #
 # Usage: bench/hot-symbols.sh [--no-build]
 #        bench/hot-symbols.sh --check   how much of the list the built binary still has (bench/run.sh

@@ -48,10 +48,9 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 pair_setup "$DIR" "$MODE"
 pair_start
 URL="http://127.0.0.1:$P_OUT/1k"
-HOST_HEADER="host: backend"
 
 load() { # SECONDS
-  "$OHA" --no-tui -z "${1}s" -q "$RATE" -c 16 --latency-correction -H "$HOST_HEADER" "$URL" >"$DIR/oha.txt"
+  "$OHA" --no-tui -z "${1}s" -q "$RATE" -c 16 --latency-correction -H 'host: backend' "$URL" >"$DIR/oha.txt"
   grep -q '\[200\]' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "profile.sh: no 200 answers" >&2; exit 1; }
 }
 

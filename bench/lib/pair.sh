@@ -83,7 +83,7 @@ pair_control_plane() {
 }
 
 # pair_start [WRAPPER]: nginx, then both proxies, each run under WRAPPER (e.g. valgrind) if
-# given; waits until all three listen (longer under a wrapper).
+# given; waits until every port listens and a request goes through (longer under a wrapper).
 pair_start() {
   local wrapper=${1:-} c="$PAIR_DIR/certs" name svc admin
   local -a config

@@ -12,8 +12,8 @@ pub const ERROR_HEADER: &str = "x-weft-error";
 /// Set on 503s from circuit breaking, naming the limit that tripped.
 pub const OVERLOADED_HEADER: &str = "x-weft-overloaded";
 
-/// `connection` first and `te` last: `strip_hop_by_hop` reads them by position.
 const HOP_BY_HOP_COUNT: usize = 6;
+/// `connection` first and `te` last: `strip_hop_by_hop` reads them by position.
 const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
