@@ -41,7 +41,6 @@ fn split(v1: u32, v2: u32) -> String {
 
 struct Mesh {
     dir: TempDir,
-    certs: Certs,
     control: ControlPlane,
     v1: HttpBackend,
     v2: HttpBackend,
@@ -53,24 +52,16 @@ struct Mesh {
 
 async fn mesh() -> Mesh {
     let dir = TempDir::new("mesh-mode");
-    let certs = Certs::new(dir.path(), &["web", "reviews-v1", "reviews-v2"]);
     let control = ControlPlane::start(&dir.path().join("data"), None);
     control.apply(&format!("{SERVICES}---\n{}", split(100, 0)));
     let v1 = HttpBackend::start("reviews-v1").await;
     let v2 = HttpBackend::start("reviews-v2").await;
-    let v1_proxy = ProxySpec::mesh("reviews-v1", v1.addr, control.grpc_url())
-        .tls(&certs)
-        .start();
-    let v2_proxy = ProxySpec::mesh("reviews-v2", v2.addr, control.grpc_url())
-        .tls(&certs)
-        .start();
+    let v1_proxy = control.proxy("reviews-v1", v1.addr).start();
+    let v2_proxy = control.proxy("reviews-v2", v2.addr).start();
     let web_app = HttpBackend::start("web").await;
-    let web = ProxySpec::mesh("web", web_app.addr, control.grpc_url())
-        .tls(&certs)
-        .start();
+    let web = control.proxy("web", web_app.addr).start();
     let mesh = Mesh {
         dir,
-        certs,
         control,
         v1,
         v2,
@@ -191,7 +182,6 @@ async fn proxies_ride_out_a_control_plane_crash_and_resync() {
     let m = mesh().await;
     let Mesh {
         dir,
-        certs: _certs,
         control,
         v1: _v1,
         v2,

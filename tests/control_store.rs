@@ -1,6 +1,8 @@
 //! End to end: `weft control` and its store, driven by `weft apply/get/delete` and by raw
 //! HTTP, with real processes on loopback ports chosen by the OS.
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -52,6 +54,8 @@ impl Drop for Scratch {
 struct Control {
     child: Child,
     api: SocketAddr,
+    /// The admin API token the control plane wrote into its data directory.
+    token: String,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -99,7 +103,13 @@ impl Control {
                 break field(&line, "addr").unwrap().parse().unwrap();
             }
         };
-        Control { child, api, logs }
+        let token = support::control::admin_token(data_dir);
+        Control {
+            child,
+            api,
+            token,
+            logs,
+        }
     }
 
     fn url(&self) -> String {
@@ -114,7 +124,7 @@ impl Control {
     fn weft_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = Command::new(weft_bin())
             .args(args)
-            .args(["--api", &self.url()])
+            .args(["--api", &self.url(), "--token", &self.token])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -157,6 +167,7 @@ impl Control {
     fn list(&self, kind: &str) -> Vec<Value> {
         let (status, body) = http(
             self.api,
+            &self.token,
             "GET",
             &format!("/api/v1/resources?kind={kind}"),
             "",
@@ -179,6 +190,7 @@ impl Drop for Control {
 /// One HTTP/1.1 exchange: `(status, body)`, or `None` if the connection failed.
 fn http(
     addr: SocketAddr,
+    token: &str,
     method: &str,
     path: &str,
     content_type: &str,
@@ -190,7 +202,7 @@ fn http(
         .ok()?;
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Length: {}\r\n",
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\n",
         body.len()
     );
     if !content_type.is_empty() {
@@ -414,6 +426,7 @@ fn a_stale_resource_version_is_rejected_and_changes_nothing() {
     );
     let (status, body) = http(
         control.api,
+        &control.token,
         "POST",
         "/api/v1/apply",
         "application/yaml",
@@ -456,8 +469,15 @@ fn kill_9_during_a_large_apply_leaves_all_or_nothing() {
     for round in ["warm-up-1", "warm-up-2"] {
         let body = many_services(COUNT, round);
         let started = Instant::now();
-        let (status, answer) =
-            http(control.api, "POST", "/api/v1/apply", "", body.as_bytes()).unwrap();
+        let (status, answer) = http(
+            control.api,
+            &control.token,
+            "POST",
+            "/api/v1/apply",
+            "application/yaml",
+            body.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(status, 200, "{answer}");
         full = started.elapsed();
     }
@@ -470,15 +490,23 @@ fn kill_9_during_a_large_apply_leaves_all_or_nothing() {
     {
         let scratch = Scratch::new("kill");
         let mut control = Control::start(scratch.path());
-        let (status, answer) =
-            http(control.api, "POST", "/api/v1/apply", "", before.as_bytes()).unwrap();
+        let (status, answer) = http(
+            control.api,
+            &control.token,
+            "POST",
+            "/api/v1/apply",
+            "application/yaml",
+            before.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(status, 200, "{answer}");
 
         let body = many_services(COUNT, &format!("round-{round}"));
-        let api = control.api;
+        let (api, token) = (control.api, control.token.clone());
         let apply = std::thread::spawn(move || {
             http(
                 api,
+                &token,
                 "POST",
                 "/api/v1/apply",
                 "application/yaml",

@@ -6,9 +6,12 @@ mod support;
 use serde_json::Value;
 use support::*;
 
-/// `GET /api/v1/ca` as JSON.
-fn ca_view(api: std::net::SocketAddr) -> Value {
-    let (status, body) = admin_get(api, "/api/v1/ca").expect("GET /api/v1/ca");
+/// `GET /api/v1/ca` as JSON, from the control plane at `api` with the admin token in `data`.
+fn ca_view(api: std::net::SocketAddr, data: &std::path::Path) -> Value {
+    let bearer = format!("Bearer {}", admin_token(data));
+    let (status, body) =
+        http_exchange(api, "GET", "/api/v1/ca", &[("Authorization", &bearer)], b"")
+            .expect("GET /api/v1/ca");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -25,7 +28,7 @@ fn generated_root_survives_a_restart() {
     let dir = TempDir::new("ca-restart");
     let first = {
         let plane = ControlPlane::start(dir.path(), None);
-        ca_view(plane.api)
+        ca_view(plane.api, dir.path())
     };
     let bundle = first["trustBundle"].as_str().unwrap();
     assert!(bundle.starts_with("-----BEGIN CERTIFICATE-----"), "{first}");
@@ -36,7 +39,7 @@ fn generated_root_survives_a_restart() {
     );
 
     let plane = ControlPlane::start(dir.path(), None);
-    let again = ca_view(plane.api);
+    let again = ca_view(plane.api, dir.path());
     assert_eq!(again["trustBundle"], first["trustBundle"]);
     assert_eq!(again["notAfter"], first["notAfter"]);
 }
@@ -80,7 +83,7 @@ fn supplied_root_is_served() {
     let process = start_with_ca(&data, cert.to_str().unwrap(), key.to_str().unwrap());
     let found = process.listeners(|found| found.iter().any(|(n, _)| n == "api"));
     let api = found.iter().find(|(n, _)| n == "api").unwrap().1;
-    let view = ca_view(api);
+    let view = ca_view(api, &data);
     assert_eq!(
         view["trustBundle"].as_str().unwrap(),
         std::fs::read_to_string(&cert).unwrap()
@@ -157,7 +160,6 @@ fn tokens_are_created_and_revoked_from_the_cli() {
         "shop",
         "--ttl",
         "10m",
-        "--single-use",
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");

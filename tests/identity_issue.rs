@@ -2,7 +2,6 @@
 //! its own key, sends a CSR, and serves mutual TLS with the certificate it gets back.
 
 mod support;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,56 +21,9 @@ spec:
   ports: [{port: 80, protocol: http}]
 "#;
 
-/// `weft token create --service SERVICE [extra]`, written to a file the proxy reads.
-fn token_file(control: &ControlPlane, dir: &TempDir, service: &str, extra: &[&str]) -> PathBuf {
-    let mut args = vec!["token", "create", "--service", service];
-    args.extend_from_slice(extra);
-    let out = control.weft(&args);
-    assert!(
-        out.status.success(),
-        "token create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap();
-    let path = dir
-        .path()
-        .join(format!("{service}-{}.token", token_prefix(&token)));
-    std::fs::write(&path, token.trim()).unwrap();
-    path
-}
-
-/// A file name part unique to this token.
-fn token_prefix(token: &str) -> String {
-    token.trim().chars().take(12).collect()
-}
-
 /// Starts a proxy that must fail before listening, and returns its exit status and logs.
-fn start_refused(
-    service: &str,
-    app: std::net::SocketAddr,
-    url: &str,
-    token: &Path,
-) -> (std::process::ExitStatus, String) {
-    let args: Vec<String> = [
-        "proxy",
-        "--service",
-        service,
-        "--app",
-        &app.to_string(),
-        "--inbound",
-        "127.0.0.1:0",
-        "--outbound",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--control-plane",
-        url,
-        "--token-file",
-        token.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut process = LoggedChild::spawn(&args);
+fn start_refused(spec: ProxySpec) -> (std::process::ExitStatus, String) {
+    let mut process = LoggedChild::spawn(&spec.args());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(Some(status)) = process.child.0.try_wait() {
@@ -112,20 +64,6 @@ async fn through_the_mesh(web: &Proxy, ok: usize) -> Http1Client {
     client
 }
 
-/// A proxy for `service` with a join token of its own.
-fn issued_proxy(
-    control: &ControlPlane,
-    dir: &TempDir,
-    service: &str,
-    app: std::net::SocketAddr,
-) -> Proxy {
-    let token = token_file(control, dir, service, &[]);
-    ProxySpec::mesh(service, app, control.grpc_url())
-        .arg("--token-file")
-        .arg(token.to_str().unwrap())
-        .start()
-}
-
 /// The `not_after` of the proxy's current certificate, as `/certs` shows it.
 fn cert_expiry(proxy: &Proxy) -> String {
     let (status, body) = admin_get(proxy.admin, "/certs").unwrap();
@@ -143,9 +81,9 @@ async fn short_lived_certificates_renew_under_load_with_zero_failures() {
          spec: {{certificateTTL: 4s}}\n"
     ));
     let api_app = HttpBackend::start("api").await;
-    let api = issued_proxy(&control, &dir, "api", api_app.addr);
+    let api = control.proxy("api", api_app.addr).start();
     let web_app = HttpBackend::start("web").await;
-    let web = issued_proxy(&control, &dir, "web", web_app.addr);
+    let web = control.proxy("web", web_app.addr).start();
     through_the_mesh(&web, 3).await;
     let first = (cert_expiry(&web), cert_expiry(&api));
 
@@ -174,7 +112,7 @@ async fn short_lived_certificates_renew_under_load_with_zero_failures() {
     }
     // A proxy joining now makes new connections: api answers with a renewed certificate
     // (its first has long expired) and accepts the newcomer's.
-    let late = issued_proxy(&control, &dir, "web", web_app.addr);
+    let late = control.proxy("web", web_app.addr).start();
     through_the_mesh(&late, 3).await;
 }
 
@@ -185,17 +123,9 @@ async fn proxies_with_issued_certificates_carry_traffic_over_mutual_tls() {
     control.apply(SERVICES);
 
     let api_app = HttpBackend::start("api").await;
-    let api_token = token_file(&control, &dir, "api", &[]);
-    let api = ProxySpec::mesh("api", api_app.addr, control.grpc_url())
-        .arg("--token-file")
-        .arg(api_token.to_str().unwrap())
-        .start();
+    let api = control.proxy("api", api_app.addr).start();
     let web_app = HttpBackend::start("web").await;
-    let web_token = token_file(&control, &dir, "web", &[]);
-    let web = ProxySpec::mesh("web", web_app.addr, control.grpc_url())
-        .arg("--token-file")
-        .arg(web_token.to_str().unwrap())
-        .start();
+    let web = control.proxy("web", web_app.addr).start();
 
     for (proxy, service) in [(&api, "api"), (&web, "web")] {
         let (status, body) = admin_get(proxy.admin, "/certs").unwrap();
@@ -227,9 +157,9 @@ async fn a_token_for_another_service_is_refused_and_the_proxy_exits() {
     let control = ControlPlane::start(&dir.path().join("data"), None);
     control.apply(SERVICES);
     let app = HttpBackend::start("web").await;
-    let api_token = token_file(&control, &dir, "api", &[]);
+    let api_token = control.join_token("api");
 
-    let (status, logs) = start_refused("web", app.addr, &control.grpc_url(), &api_token);
+    let (status, logs) = start_refused(control.proxy_with_token("web", app.addr, &api_token));
     assert!(!status.success(), "{logs}");
     assert!(
         logs.contains("refused to issue a certificate for service web"),
@@ -247,16 +177,13 @@ async fn a_single_use_token_is_refused_the_second_time() {
     let control = ControlPlane::start(&dir.path().join("data"), None);
     control.apply(SERVICES);
     let app = HttpBackend::start("web").await;
-    let token = token_file(&control, &dir, "web", &["--single-use"]);
+    let token = control.join_token("web");
 
-    let first = ProxySpec::mesh("web", app.addr, control.grpc_url())
-        .arg("--token-file")
-        .arg(token.to_str().unwrap())
-        .start();
+    let first = control.proxy_with_token("web", app.addr, &token).start();
     let (status, body) = admin_get(first.admin, "/certs").unwrap();
     assert_eq!(status, 200, "{body}");
 
-    let (status, logs) = start_refused("web", app.addr, &control.grpc_url(), &token);
+    let (status, logs) = start_refused(control.proxy_with_token("web", app.addr, &token));
     assert!(!status.success(), "{logs}");
     assert!(
         logs.contains("single-use and has been used already"),
@@ -266,7 +193,7 @@ async fn a_single_use_token_is_refused_the_second_time() {
 
 /// `GET /api/v1/ca`.
 fn ca_view(control: &ControlPlane) -> serde_json::Value {
-    let (status, body) = admin_get(control.api, "/api/v1/ca").expect("GET /api/v1/ca");
+    let (status, body) = control.api_call("GET", "/api/v1/ca", "");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -293,9 +220,9 @@ async fn a_root_rotation_under_load_drops_nothing_and_retires_the_old_root() {
         .unwrap()
         .to_owned();
     let api_app = HttpBackend::start("api").await;
-    let api = issued_proxy(&control, &dir, "api", api_app.addr);
+    let api = control.proxy("api", api_app.addr).start();
     let web_app = HttpBackend::start("web").await;
-    let web = issued_proxy(&control, &dir, "web", web_app.addr);
+    let web = control.proxy("web", web_app.addr).start();
     through_the_mesh(&web, 3).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -355,7 +282,7 @@ async fn a_root_rotation_under_load_drops_nothing_and_retires_the_old_root() {
         "{listed}"
     );
     // A proxy joining now gets a certificate from the new root and works with the others.
-    let late = issued_proxy(&control, &dir, "web", web_app.addr);
+    let late = control.proxy("web", web_app.addr).start();
     through_the_mesh(&late, 3).await;
     assert_eq!(trusted_roots(&late), [new_root]);
 }
@@ -365,20 +292,10 @@ async fn proxies_reach_the_control_plane_over_mutual_tls() {
     let dir = TempDir::new("identity-cp-tls");
     let control = ControlPlane::start(&dir.path().join("data"), None);
     control.apply(SERVICES);
-    let ca = control.ca_file(dir.path());
-    let over_tls = |service: &str, app: std::net::SocketAddr| {
-        let token = token_file(&control, &dir, service, &["--single-use"]);
-        ProxySpec::mesh(service, app, control.tls_grpc_url())
-            .arg("--control-plane-ca")
-            .arg(ca.to_str().unwrap())
-            .arg("--token-file")
-            .arg(token.to_str().unwrap())
-            .start()
-    };
     let api_app = HttpBackend::start("api").await;
-    let api = over_tls("api", api_app.addr);
+    let api = control.proxy("api", api_app.addr).start();
     let web_app = HttpBackend::start("web").await;
-    let web = over_tls("web", web_app.addr);
+    let web = control.proxy("web", web_app.addr).start();
     // Config (and api's endpoint) reached web over the TLS stream, and traffic flows.
     through_the_mesh(&web, 3).await;
     // Each registered with the certificate it was issued (single-use tokens, spent on it);
@@ -394,8 +311,12 @@ async fn proxies_reach_the_control_plane_over_mutual_tls() {
     drop(api);
 
     // Without the control plane's roots, a proxy says what to pass and stops.
-    let token = token_file(&control, &dir, "web", &[]);
-    let (status, logs) = start_refused("web", web_app.addr, &control.tls_grpc_url(), &token);
+    let token = control.join_token("web");
+    let (status, logs) = start_refused(
+        ProxySpec::mesh("web", web_app.addr, control.tls_grpc_url())
+            .arg("--token-file")
+            .arg(token.to_str().unwrap()),
+    );
     assert!(!status.success(), "{logs}");
     assert!(logs.contains("--control-plane-ca"), "{logs}");
 

@@ -1,16 +1,38 @@
 //! Starting and owning `weft control`, and driving it with the client commands.
 
-use super::process::{weft_bin, ChildGuard, LoggedChild};
+use super::process::{http_exchange, weft_bin, ChildGuard, LoggedChild, ProxySpec};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The admin API token a control plane writes into `data_dir` as it starts.
+pub fn admin_token(data_dir: &Path) -> String {
+    let path = data_dir.join("admin.token");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(token) = std::fs::read_to_string(&path) {
+            if !token.trim().is_empty() {
+                return token.trim().to_owned();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no admin token in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 pub struct ControlPlane {
     pub child: ChildGuard,
     pub api: SocketAddr,
     pub grpc: SocketAddr,
     pub data_dir: PathBuf,
+    /// The admin API token from `data_dir`.
+    pub token: String,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -45,6 +67,7 @@ impl ControlPlane {
             api: named("api"),
             grpc: named("grpc"),
             data_dir: data_dir.to_path_buf(),
+            token: admin_token(data_dir),
             logs,
         }
     }
@@ -71,15 +94,72 @@ impl ControlPlane {
         path
     }
 
-    pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+    /// A single-use join token for `service`, in a file of its own beside the data
+    /// directory.
+    pub fn join_token(&self, service: &str) -> PathBuf {
+        let out = self.weft(&["token", "create", "--service", service]);
+        assert!(
+            out.status.success(),
+            "weft token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap();
+        let token = token.trim();
+        let path = self
+            .data_dir
+            .parent()
+            .unwrap()
+            .join(format!("{service}-{}.token", &token[..12]));
+        std::fs::write(&path, token).unwrap();
+        path
     }
 
-    /// Runs a client command (`apply`, `get`, ...) against this control plane.
+    /// A proxy for `service` joining as real ones do: over TLS, checking the control plane
+    /// against its CA, with a single-use join token of its own.
+    pub fn proxy<'a>(&self, service: &'a str, app: SocketAddr) -> ProxySpec<'a> {
+        let token = self.join_token(service);
+        self.proxy_with_token(service, app, &token)
+    }
+
+    /// [`Self::proxy`] with a given join token file.
+    pub fn proxy_with_token<'a>(
+        &self,
+        service: &'a str,
+        app: SocketAddr,
+        token: &Path,
+    ) -> ProxySpec<'a> {
+        let ca = self.ca_file(self.data_dir.parent().unwrap());
+        ProxySpec::mesh(service, app, self.tls_grpc_url())
+            .arg("--control-plane-ca")
+            .arg(ca.to_str().unwrap())
+            .arg("--token-file")
+            .arg(token.to_str().unwrap())
+    }
+
+    /// An authenticated call to the REST API: (status, body).
+    pub fn api_call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let bearer = format!("Bearer {}", self.token);
+        http_exchange(
+            self.api,
+            method,
+            path,
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|| panic!("{method} {path}: no answer"))
+    }
+
+    /// Runs a client command (`apply`, `get`, ...) against this control plane, finding
+    /// its admin token in the data directory as an operator's `weft` does.
     pub fn weft(&self, args: &[&str]) -> Output {
         Command::new(weft_bin())
             .args(args)
             .args(["--api", &self.url()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
             .output()
             .expect("running a weft client command")
     }
@@ -89,6 +169,8 @@ impl ControlPlane {
         use std::io::Write;
         let mut child = Command::new(weft_bin())
             .args(["apply", "-f", "-", "--api", &self.url()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

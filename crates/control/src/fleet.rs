@@ -3,6 +3,7 @@
 
 use crate::ca::MeshCa;
 use crate::discovery::{ProxyInfo, Registry};
+use crate::transport::Plaintext;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,13 +22,19 @@ struct Fleet {
     registry: Arc<Registry>,
     /// `None` when the control plane issues no certificates (the demo's).
     ca: Option<Arc<MeshCa>>,
+    /// Whether unauthenticated plain-text proxies are accepted (development only).
+    plaintext: Plaintext,
 }
 
-pub fn router(registry: Arc<Registry>, ca: Option<Arc<MeshCa>>) -> Router {
+pub fn router(registry: Arc<Registry>, ca: Option<Arc<MeshCa>>, plaintext: Plaintext) -> Router {
     Router::new()
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/check", get(check))
-        .with_state(Fleet { registry, ca })
+        .with_state(Fleet {
+            registry,
+            ca,
+            plaintext,
+        })
 }
 
 async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
@@ -37,11 +44,14 @@ async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
 async fn check(State(fleet): State<Fleet>) -> Json<Value> {
     let proxies = fleet.registry.proxies();
     let mut verdict = verdict(&proxies);
-    verdict["warnings"] = Value::from(identity_warnings(
-        &proxies,
-        fleet.ca.as_deref(),
-        SystemTime::now(),
-    ));
+    let mut warnings = identity_warnings(&proxies, fleet.ca.as_deref(), SystemTime::now());
+    if fleet.plaintext == Plaintext::DevLoopback {
+        warnings.push(json!({
+            "warning": "the gRPC port accepts plain-text proxies from this host (--dev-plaintext-proxies): they prove nothing, so any local process can register as any service",
+            "hint": "for development only: restart without the flag, and start proxies with https://, --control-plane-ca and a join token",
+        }));
+    }
+    verdict["warnings"] = Value::from(warnings);
     Json(verdict)
 }
 

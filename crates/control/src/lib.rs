@@ -1,13 +1,16 @@
 //! Weft's control plane (`weft control`): the resource store, the REST API, the registry of
 //! connected proxies, and the discovery server that compiles and pushes their config.
 
+pub mod access;
 pub mod api;
 pub mod ca;
+pub mod data_dir;
 pub mod discovery;
 pub mod fleet;
 pub mod identity;
 pub mod resource_set;
 pub mod rotation;
+pub mod secret;
 pub mod server;
 pub mod serving;
 pub mod store;

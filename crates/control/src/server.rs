@@ -3,6 +3,7 @@
 //! [`run`] is the whole command. Its pieces are public so more servers can join it: open
 //! a [`ControlPlane`], [`bind`] each listener, and serve each until one [`Shutdown`].
 
+use crate::access::{Access, ApiTokenError, ApiTokens};
 use crate::api::{self, ApiState, NoStatus, StatusSource};
 use crate::ca::{CaError, CaSource, MeshCa};
 use crate::discovery::{DiscoveryOptions, DiscoveryServer, GrpcIdentity};
@@ -25,7 +26,7 @@ pub struct ControlOptions {
     pub api_addr: SocketAddr,
     /// The gRPC server proxies connect to.
     pub grpc_addr: SocketAddr,
-    /// Which plain-text proxy connections the gRPC port accepts besides TLS.
+    /// Whether the gRPC port accepts plain text besides TLS (development only).
     pub plaintext: crate::transport::Plaintext,
 }
 
@@ -35,6 +36,8 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ca(#[from] CaError),
+    #[error("setting up the API tokens: {0}")]
+    ApiTokens(#[from] ApiTokenError),
     #[error("cannot listen on {addr} for the {what} server ({flag}): {source}; pick a free address with {flag}")]
     Bind {
         what: &'static str,
@@ -60,6 +63,8 @@ pub struct ControlPlane {
     pub store: Arc<dyn Store>,
     /// Where resource status comes from; [`NoStatus`] until the discovery server sets it.
     pub status: Arc<dyn StatusSource>,
+    /// The data directory: the store, the admin token.
+    pub data_dir: PathBuf,
 }
 
 impl ControlPlane {
@@ -76,6 +81,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             store: Arc::new(store),
             status: Arc::new(NoStatus),
+            data_dir: options.data_dir.clone(),
         })
     }
 
@@ -186,9 +192,10 @@ pub async fn run(options: ControlOptions) -> Result<(), ControlError> {
 /// [`run`], with the CA root from `ca` (the store's, or the operator's files).
 pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), ControlError> {
     let shutdown = Shutdown::on_signals()?;
-    let plane = ControlPlane::open(&options)?;
+    // Listeners first: a port in use must not leave a fresh store and CA behind.
     let api = bind(options.api_addr, "api", "--api-addr").await?;
     let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;
+    let plane = ControlPlane::open(&options)?;
     serve(plane, api, grpc, &ca, options.plaintext, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
@@ -228,10 +235,16 @@ pub async fn serve(
             plane.store.clone(),
         )),
     ];
+    let tokens = Arc::new(ApiTokens::open(plane.store.clone(), &plane.data_dir).await?);
     let router = plane
         .api_router()
-        .merge(crate::fleet::router(registry, Some(identity.ca.clone())))
+        .merge(crate::fleet::router(
+            registry,
+            Some(identity.ca.clone()),
+            plaintext,
+        ))
         .merge(identity.router);
+    let router = crate::access::protect(router, Access::new(tokens));
     let (api, grpc) = tokio::join!(
         serve_api(api, router, shutdown.clone().wait()),
         crate::discovery::serve_with_identity(

@@ -6,20 +6,23 @@
 //! (the first 16 hex digits of its hash) names it for `weft token revoke`.
 //!
 //! - `POST /api/v1/tokens` `{"service", "namespace", "ttl", "singleUse"}` → `201`
-//!   `{"token", "id", "service", "namespace", "expiresAt", "singleUse"}`.
+//!   `{"token", "id", "service", "namespace", "expiresAt", "singleUse"}`. Tokens are
+//!   single-use unless `"singleUse": false` asks otherwise: a leaked used token is worth
+//!   nothing.
+//! - `GET /api/v1/tokens` lists them: id, identity, expiry and state, never the token.
 //! - `DELETE /api/v1/tokens/{id}` revokes one.
 //!
 //! [`TokenStore::verify_and_consume`] is what the CSR flow calls.
 
 use crate::api::ApiError;
+use crate::secret::{hash, id_of};
 use crate::store::{Store, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use ring::digest::{digest, SHA256};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -138,11 +141,7 @@ impl TokenStore {
             .checked_add(ttl)
             .filter(|at| unix(*at) < i64::MAX as u64)
             .ok_or_else(|| TokenError::Invalid(format!("a ttl of {ttl:?} is too long")))?;
-        let mut secret = [0u8; 32];
-        self.random
-            .fill(&mut secret)
-            .map_err(|_| TokenError::Random)?;
-        let token = hex(&secret);
+        let token = crate::secret::generate(&self.random, "").ok_or(TokenError::Random)?;
         let hash = hash(&token);
         let id = id_of(&hash);
         let record = TokenRecord {
@@ -239,6 +238,37 @@ impl TokenStore {
         Ok(())
     }
 
+    /// Every token remembered: id, identity, expiry, and whether it is single-use, used or
+    /// revoked; soonest to expire last.
+    pub async fn list(&self) -> Result<Vec<serde_json::Value>, TokenError> {
+        let tokens = self.load().await?;
+        let now = unix(SystemTime::now());
+        let mut listed: Vec<_> = tokens.iter().collect();
+        listed.sort_by_key(|(id, record)| (std::cmp::Reverse(record.expires_at), *id));
+        Ok(listed
+            .into_iter()
+            .map(|(id, record)| {
+                let state = if record.revoked {
+                    "revoked"
+                } else if record.single_use && record.used {
+                    "used"
+                } else if now >= record.expires_at {
+                    "expired"
+                } else {
+                    "usable"
+                };
+                json!({
+                    "id": id,
+                    "service": record.service,
+                    "namespace": record.namespace,
+                    "expiresAt": format_utc(UNIX_EPOCH + Duration::from_secs(record.expires_at)),
+                    "singleUse": record.single_use,
+                    "state": state,
+                })
+            })
+            .collect())
+    }
+
     async fn load(&self) -> Result<BTreeMap<String, TokenRecord>, TokenError> {
         match self.store.get_meta(TOKENS_META_KEY.to_owned()).await? {
             None => Ok(BTreeMap::new()),
@@ -268,13 +298,14 @@ pub struct CreateRequest {
     /// A duration like `1h`, `30m`, `90s`; [`DEFAULT_TTL`] when absent.
     #[serde(default)]
     pub ttl: Option<String>,
+    /// True when absent.
     #[serde(default)]
-    pub single_use: bool,
+    pub single_use: Option<bool>,
 }
 
 pub fn router(tokens: Arc<TokenStore>) -> Router {
     Router::new()
-        .route("/api/v1/tokens", post(create))
+        .route("/api/v1/tokens", post(create).get(list))
         .route("/api/v1/tokens/{id}", delete(revoke))
         .with_state(tokens)
 }
@@ -298,7 +329,12 @@ async fn create(
     };
     let namespace = request.namespace.as_deref().unwrap_or("default");
     let created = tokens
-        .create(&request.service, namespace, ttl, request.single_use)
+        .create(
+            &request.service,
+            namespace,
+            ttl,
+            request.single_use.unwrap_or(true),
+        )
         .await?;
     tracing::info!(
         id = %created.id,
@@ -318,6 +354,10 @@ async fn create(
             "singleUse": created.single_use,
         })),
     ))
+}
+
+async fn list(State(tokens): State<Arc<TokenStore>>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({ "tokens": tokens.list().await? })))
 }
 
 async fn revoke(
@@ -352,22 +392,6 @@ impl From<TokenError> for ApiError {
 
 fn unix(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn hash(token: &str) -> String {
-    hex(digest(&SHA256, token.as_bytes()).as_ref())
-}
-
-fn id_of(hash: &str) -> String {
-    hash[..16].to_owned()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 #[cfg(test)]

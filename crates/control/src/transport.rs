@@ -1,7 +1,9 @@
 //! The gRPC port's connections. With a CA, the port speaks TLS with the control plane's own
 //! certificate (client certificates optional, so a proxy can ask for its first one with a
-//! join token); plain text is then accepted from loopback only (development, the demo)
-//! unless allowed from anywhere. The first byte tells the two apart.
+//! join token), and plain text is refused: a plain-text caller proves nothing, so it could
+//! register as any service. `weft control --dev-plaintext-proxies` accepts plain text from
+//! loopback, for development only (`weft check` warns while it is on). The first byte tells
+//! TLS and plain text apart.
 
 use futures_util::Stream;
 use std::io;
@@ -34,11 +36,11 @@ pub struct ProxyPeer {
 /// Which plain-text connections the port accepts once it speaks TLS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Plaintext {
-    /// From this host only.
+    /// None: every proxy proves who it is with TLS.
     #[default]
-    Loopback,
-    /// From anywhere (a trusted network).
-    Anywhere,
+    Refused,
+    /// From this host, unauthenticated: development only.
+    DevLoopback,
 }
 
 pub enum Conn {
@@ -98,14 +100,15 @@ impl AsyncWrite for Conn {
 
 /// The connections `listener` accepts, each sorted out (and its handshake done) on a task
 /// of its own, so a slow client holds up no one. With `tls` the port speaks TLS as the
-/// module says; without, plain text only, from anywhere.
+/// module says, taking plain text as the [`Plaintext`] says; without, plain text only, from
+/// anywhere (tests and benchmarks of the discovery protocol alone).
 pub fn incoming(
     listener: TcpListener,
-    tls: Option<Arc<TlsIdentity>>,
-    plaintext: Plaintext,
+    tls: Option<(Arc<TlsIdentity>, Plaintext)>,
 ) -> impl Stream<Item = Result<Conn, io::Error>> {
-    let acceptor = tls.map(|identity| {
-        tokio_rustls::TlsAcceptor::from(identity.server_config_client_optional(&[b"h2"]))
+    let acceptor = tls.map(|(identity, plaintext)| {
+        let config = identity.server_config_client_optional(&[b"h2"]);
+        (tokio_rustls::TlsAcceptor::from(config), plaintext)
     });
     let (ready, queue) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -125,7 +128,7 @@ pub fn incoming(
             let _ = stream.set_nodelay(true);
             let (ready, acceptor) = (ready.clone(), acceptor.clone());
             tokio::spawn(async move {
-                if let Some(conn) = sort_out(stream, remote, acceptor, plaintext).await {
+                if let Some(conn) = sort_out(stream, remote, acceptor).await {
                     let _ = ready.send(Ok(conn)).await;
                 }
             });
@@ -139,10 +142,9 @@ pub fn incoming(
 async fn sort_out(
     stream: TcpStream,
     remote: SocketAddr,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    plaintext: Plaintext,
+    acceptor: Option<(tokio_rustls::TlsAcceptor, Plaintext)>,
 ) -> Option<Conn> {
-    let Some(acceptor) = acceptor else {
+    let Some((acceptor, plaintext)) = acceptor else {
         let peer = ProxyPeer {
             remote,
             tls: false,
@@ -156,8 +158,9 @@ async fn sort_out(
         _ => return None,
     }
     if first[0] != TLS_HANDSHAKE_RECORD {
-        if plaintext == Plaintext::Loopback && !remote.ip().is_loopback() {
-            tracing::warn!(%remote, "refused a plain-text connection from another host: proxies there connect with https:// (or start the control plane with --allow-plaintext-proxies on a trusted network)");
+        let allowed = plaintext == Plaintext::DevLoopback && remote.ip().is_loopback();
+        if !allowed {
+            tracing::warn!(%remote, "refused a plain-text connection on the gRPC port: proxies connect with https:// and --control-plane-ca");
             return None;
         }
         let peer = ProxyPeer {

@@ -24,6 +24,8 @@ pub struct ControlPlaneHandle {
     pub api: SocketAddr,
     /// Where proxies connect (`weft proxy --control-plane`).
     pub grpc: SocketAddr,
+    /// Calls the API with the admin token the control plane made in its data directory.
+    client: HttpClient,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -48,22 +50,22 @@ impl ControlPlaneHandle {
             data_dir: data_dir.to_owned(),
             api_addr: api,
             grpc_addr: grpc,
-            plaintext: Plaintext::Loopback,
+            plaintext: Plaintext::Refused,
         };
         let plane = tokio::task::spawn_blocking(move || ControlPlane::open(&options))
             .await
             .map_err(|e| failed(format!("opening the store panicked: {e}")))?
             .map_err(|e| failed(e.to_string()))?;
         let (stop, stopped) = watch::channel(false);
-        // The same pieces as `weft control`: a CA kept in the store, TLS on the gRPC port
-        // (plain text from this host too), certificates for proxies that bring a token.
+        // The same pieces as `weft control`: a CA kept in the store, TLS on the gRPC port,
+        // certificates for proxies that bring a token.
         let task = tokio::spawn(async move {
             let served = weft_control::server::serve(
                 plane,
                 api_listener,
                 grpc_listener,
                 &CaSource::Store,
-                Plaintext::Loopback,
+                Plaintext::Refused,
                 Shutdown::on(stopped),
             )
             .await;
@@ -72,9 +74,11 @@ impl ControlPlaneHandle {
             }
             // The store (and its file) closed with the servers that held it.
         });
+        let client = admin_client(data_dir).await?;
         Ok(ControlPlaneHandle {
             api,
             grpc,
+            client,
             stop,
             task,
         })
@@ -90,8 +94,9 @@ impl ControlPlaneHandle {
     }
 
     /// `GET /api/v1/ca`: the roots proxies check the control plane against.
-    pub async fn trust_bundle(&self, client: &HttpClient) -> Result<String, DemoError> {
-        let reply = client
+    pub async fn trust_bundle(&self) -> Result<String, DemoError> {
+        let reply = self
+            .client
             .get(self.api, "127.0.0.1", "/api/v1/ca")
             .await
             .map_err(|e| DemoError::ControlPlane(format!("reading its CA: {e}")))?;
@@ -103,18 +108,15 @@ impl ControlPlaneHandle {
     }
 
     /// `POST /api/v1/tokens`: a single-use join token for one service's sidecar.
-    pub async fn join_token(
-        &self,
-        client: &HttpClient,
-        service: &str,
-    ) -> Result<String, DemoError> {
+    pub async fn join_token(&self, service: &str) -> Result<String, DemoError> {
         let request = serde_json::json!({
             "service": service,
             "namespace": crate::topology::NAMESPACE,
             "ttl": "10m",
             "singleUse": true,
         });
-        let reply = client
+        let reply = self
+            .client
             .post(
                 self.api,
                 "/api/v1/tokens",
@@ -133,8 +135,9 @@ impl ControlPlaneHandle {
     }
 
     /// `POST /api/v1/apply`: all of `yaml` is stored, or nothing and the API's reasons.
-    pub async fn apply(&self, client: &HttpClient, yaml: &str) -> Result<(), DemoError> {
-        let reply = client
+    pub async fn apply(&self, yaml: &str) -> Result<(), DemoError> {
+        let reply = self
+            .client
             .post(
                 self.api,
                 "/api/v1/apply",
@@ -154,8 +157,9 @@ impl ControlPlaneHandle {
     }
 
     /// `GET /api/v1/proxies`: the connected proxies as the API lists them.
-    pub async fn proxies(&self, client: &HttpClient) -> Option<Vec<serde_json::Value>> {
-        let reply = client
+    pub async fn proxies(&self) -> Option<Vec<serde_json::Value>> {
+        let reply = self
+            .client
             .get(self.api, "127.0.0.1", "/api/v1/proxies")
             .await
             .ok()?;
@@ -180,6 +184,30 @@ impl ControlPlaneHandle {
     }
 }
 
+/// A client with the admin token `weft control` writes into `data_dir` as it starts
+/// serving (waited for: serving starts on the control plane's own task).
+async fn admin_client(data_dir: &Path) -> Result<HttpClient, DemoError> {
+    let path = data_dir.join(weft_control::access::ADMIN_TOKEN_FILE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let token = loop {
+        match tokio::fs::read_to_string(&path).await {
+            Ok(token) if !token.trim().is_empty() => break token,
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => {
+                return Err(DemoError::ControlPlane(format!(
+                    "it made no admin token in {} within 10 s",
+                    path.display()
+                )))
+            }
+        }
+    };
+    HttpClient::default()
+        .with_bearer(token.trim())
+        .map_err(|e| DemoError::ControlPlane(format!("its admin token is unusable: {e}")))
+}
+
 impl Drop for ControlPlaneHandle {
     fn drop(&mut self) {
         // Only does anything when `stop` did not run (an early return): the servers and
@@ -195,20 +223,16 @@ mod tests {
     #[tokio::test]
     async fn the_demo_resources_apply_and_the_control_plane_stops() {
         let dir = crate::workdir::WorkDir::create().unwrap();
-        let client = HttpClient::default();
         let control = ControlPlaneHandle::start(&dir.path().join("control"))
             .await
             .unwrap();
-        control
-            .apply(&client, &crate::topology::resources())
-            .await
-            .unwrap();
+        control.apply(&crate::topology::resources()).await.unwrap();
         let refused = control
-            .apply(&client, "kind: Nonsense\nmetadata: {name: x}\n")
+            .apply("kind: Nonsense\nmetadata: {name: x}\n")
             .await
             .unwrap_err();
         assert!(refused.to_string().contains("refused"), "{refused}");
-        assert_eq!(control.proxies(&client).await, Some(Vec::new()));
+        assert_eq!(control.proxies().await, Some(Vec::new()));
         let api = control.api;
         control.stop().await;
         assert!(

@@ -21,6 +21,8 @@ pub struct Guide {
     pub api: String,
     /// The demo's temporary directory (certificates, the control plane's store).
     pub workdir: PathBuf,
+    /// The control plane's data directory: `weft` reads the admin API token there.
+    pub control_data_dir: PathBuf,
     /// The outbound listener curl can use to reach the frontend through the mesh.
     pub entry: SocketAddr,
     pub rps: u32,
@@ -95,25 +97,28 @@ impl fmt::Display for Guide {
             self.rps,
             split.join(", ")
         )?;
-        let api = &self.api;
-        writeln!(f, "\nAsk the control plane:")?;
-        writeln!(f, "  weft proxies --api {api}")?;
-        writeln!(f, "  weft check --api {api}")?;
-        writeln!(f, "  weft get httproutes --api {api}")?;
-        writeln!(f, "  weft get grpcroutes --api {api}")?;
+        // Pasted as printed, these work: the export gives `weft` the API and, through the
+        // data directory, its admin token; the here-document starts at the line's start,
+        // so its closing EOF ends it.
+        writeln!(f, "\nAsk the control plane, from another shell:")?;
         writeln!(
             f,
-            "  weft ca rotate --api {api}   # a new root, with no outage"
+            "  export WEFT_API={} WEFT_DATA_DIR={}",
+            self.api,
+            self.control_data_dir.display()
         )?;
+        writeln!(f, "  weft proxies")?;
+        writeln!(f, "  weft check")?;
+        writeln!(f, "  weft get httproutes")?;
+        writeln!(f, "  weft get grpcroutes")?;
+        writeln!(f, "  weft ca rotate      # a new root, with no outage")?;
         writeln!(
             f,
             "\nChange the split live (every sidecar has it within a second; the summary shows it):"
         )?;
-        writeln!(f, "  weft apply -f - --api {api} <<'EOF'")?;
-        for line in topology::split_route(&OTHER_SPLIT).lines() {
-            writeln!(f, "  {line}")?;
-        }
-        writeln!(f, "  EOF\n")?;
+        writeln!(f, "weft apply -f - <<'EOF'")?;
+        write!(f, "{}", topology::split_route(&OTHER_SPLIT))?;
+        writeln!(f, "EOF\n")?;
         match self.duration {
             Some(duration) => writeln!(
                 f,

@@ -3,7 +3,7 @@
 //! plane's API.
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
+use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -37,6 +37,8 @@ pub struct Reply {
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
+    /// Sent with every request (`Bearer <API token>`), for the control plane's API.
+    authorization: Option<HeaderValue>,
 }
 
 impl Default for HttpClient {
@@ -45,11 +47,22 @@ impl Default for HttpClient {
         connector.set_nodelay(true);
         HttpClient {
             inner: Client::builder(TokioExecutor::new()).build(connector),
+            authorization: None,
         }
     }
 }
 
 impl HttpClient {
+    /// This client, sending `token` as its bearer credential with every request.
+    pub fn with_bearer(&self, token: &str) -> Result<HttpClient, http::header::InvalidHeaderValue> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        Ok(HttpClient {
+            inner: self.inner.clone(),
+            authorization: Some(value),
+        })
+    }
+
     /// `GET path` sent to `to` with `Host: host`: a sidecar's outbound listener routes by
     /// that Host.
     pub async fn get(&self, to: SocketAddr, host: &str, path: &str) -> Result<Reply, CallError> {
@@ -73,7 +86,12 @@ impl HttpClient {
         self.send(request).await
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Reply, CallError> {
+    async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<Reply, CallError> {
+        if let Some(authorization) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, authorization.clone());
+        }
         let call = async {
             let response = self.inner.request(request).await?;
             let status = response.status();

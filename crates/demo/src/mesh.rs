@@ -31,6 +31,8 @@ use tokio::time::Instant;
 /// A sidecar's app passes its first health check within about two seconds; the control
 /// plane then pushes the new endpoints within milliseconds.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The control plane's data directory, inside the demo's.
+const CONTROL_DIR: &str = "control";
 const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -56,20 +58,17 @@ impl SampleMesh {
     pub async fn start(options: &DemoOptions) -> Result<Self, DemoError> {
         let workdir = WorkDir::create()?;
         let client = HttpClient::default();
-        let control = ControlPlaneHandle::start(&workdir.path().join("control")).await?;
-        control.apply(&client, &topology::resources()).await?;
+        let control = ControlPlaneHandle::start(&workdir.path().join(CONTROL_DIR)).await?;
+        control.apply(&topology::resources()).await?;
         let control_url = control.grpc_url();
-        let control_ca = workdir.write(
-            "control-plane-ca.pem",
-            &control.trust_bundle(&client).await?,
-        )?;
+        let control_ca = workdir.write("control-plane-ca.pem", &control.trust_bundle().await?)?;
         let show_logs = Arc::new(AtomicBool::new(false));
 
         let mut listeners = Vec::new();
         let mut starting = Vec::new();
         for workload in Workload::ALL {
             let (listener, app) = apps::bind(workload).await?;
-            let token = control.join_token(&client, workload.service()).await?;
+            let token = control.join_token(workload.service()).await?;
             let token_file = workdir.write(&format!("{}.token", workload.service()), &token)?;
             let spec = SidecarSpec {
                 workload,
@@ -100,7 +99,7 @@ impl SampleMesh {
         for sidecar in &sidecars {
             sidecar.wait_ready(&client).await?;
         }
-        wait_until_registered(&control, &mut sidecars, &client).await?;
+        wait_until_registered(&control, &mut sidecars).await?;
 
         let entry = sidecars
             .iter()
@@ -144,6 +143,7 @@ impl SampleMesh {
                 .map(ControlPlaneHandle::api_url)
                 .unwrap_or_default(),
             workdir: self.workdir.path().to_owned(),
+            control_data_dir: self.workdir.path().join(CONTROL_DIR),
             entry: self.entry,
             rps: options.rps,
             duration: options.duration,
@@ -226,7 +226,6 @@ fn dead_sidecar(sidecars: &mut [Sidecar]) -> Option<DemoError> {
 async fn wait_until_registered(
     control: &ControlPlaneHandle,
     sidecars: &mut [Sidecar],
-    client: &HttpClient,
 ) -> Result<(), DemoError> {
     let deadline = Instant::now() + REGISTER_TIMEOUT;
     let mut settled_on: Option<String> = None;
@@ -234,7 +233,7 @@ async fn wait_until_registered(
         if let Some(error) = dead_sidecar(sidecars) {
             return Err(error);
         }
-        let proxies = control.proxies(client).await.unwrap_or_default();
+        let proxies = control.proxies().await.unwrap_or_default();
         let waiting_for: Vec<&Sidecar> = sidecars
             .iter()
             .filter(|sidecar| !proxies.iter().any(|p| is_ready(p, sidecar)))

@@ -95,6 +95,9 @@ async fn bind(
 /// Runs the proxy until SIGTERM or SIGINT, then drains.
 pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     let source = ConfigSource::of(&options)?;
+    // Listeners first: a port in use must fail here, before a single-use join token is
+    // spent on a certificate this process could never serve with.
+    let listeners = Listeners::bind(&options).await?;
     let tls = match (&options.tls, &source) {
         (Some(files), _) => Some(Arc::new(weft_identity::TlsIdentity::from_files(
             &files.cert,
@@ -102,7 +105,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
             &files.ca,
         )?)),
         // No certificate files but a join token: the control plane issues one, before any
-        // listener starts, and renews it at half-life (below).
+        // listener serves, and renews it at half-life (below).
         (None, ConfigSource::ControlPlane(client)) if client.has_token() => {
             let issue = client.issue_identity(&options.service, &options.namespace);
             let identity = tokio::select! {
@@ -137,35 +140,13 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     if let ConfigSource::Local(path) = &source {
         local::load(&proxy, path).map_err(ProxyError::Config)?;
     }
-
-    let options = &proxy.options;
-    let admin = std::net::TcpListener::bind(options.admin).map_err(|source| ProxyError::Bind {
-        what: "admin",
-        flag: "--admin",
-        addr: options.admin,
-        source,
-    })?;
-    tracing::info!(listener = "admin", addr = %admin.local_addr().map_err(ProxyError::Admin)?, "listening");
-    let inbound = bind(options.inbound, "inbound", "--inbound").await?;
-    let inbound_addr = inbound.local_addr().map_err(|source| ProxyError::Bind {
-        what: "inbound",
-        flag: "--inbound",
-        addr: options.inbound,
-        source,
-    })?;
-    let outbound = bind(options.outbound, "outbound", "--outbound").await?;
-    let mut bound = Vec::new();
-    for binding in &options.upstreams {
-        let listener = bind(binding.listen, "upstream", "--upstream").await?;
-        tracing::info!(service = %binding.service, addr = %listener.local_addr().map_err(ProxyError::Admin)?, "upstream bound");
-        bound.push((
-            listener,
-            Role::Bound {
-                service: binding.service.clone(),
-                namespace: binding.namespace.clone(),
-            },
-        ));
-    }
+    let Listeners {
+        admin,
+        inbound,
+        inbound_addr,
+        outbound,
+        bound,
+    } = listeners;
     admin::spawn(proxy.clone(), admin).map_err(ProxyError::Admin)?;
 
     let drain = drain::DrainSignal::new();
@@ -221,6 +202,55 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Every listener a proxy serves, bound before anything else happens.
+struct Listeners {
+    admin: std::net::TcpListener,
+    inbound: TcpListener,
+    inbound_addr: std::net::SocketAddr,
+    outbound: TcpListener,
+    bound: Vec<(TcpListener, Role)>,
+}
+
+impl Listeners {
+    async fn bind(options: &ProxyOptions) -> Result<Listeners, ProxyError> {
+        let admin =
+            std::net::TcpListener::bind(options.admin).map_err(|source| ProxyError::Bind {
+                what: "admin",
+                flag: "--admin",
+                addr: options.admin,
+                source,
+            })?;
+        tracing::info!(listener = "admin", addr = %admin.local_addr().map_err(ProxyError::Admin)?, "listening");
+        let inbound = bind(options.inbound, "inbound", "--inbound").await?;
+        let inbound_addr = inbound.local_addr().map_err(|source| ProxyError::Bind {
+            what: "inbound",
+            flag: "--inbound",
+            addr: options.inbound,
+            source,
+        })?;
+        let outbound = bind(options.outbound, "outbound", "--outbound").await?;
+        let mut bound = Vec::new();
+        for binding in &options.upstreams {
+            let listener = bind(binding.listen, "upstream", "--upstream").await?;
+            tracing::info!(service = %binding.service, addr = %listener.local_addr().map_err(ProxyError::Admin)?, "upstream bound");
+            bound.push((
+                listener,
+                Role::Bound {
+                    service: binding.service.clone(),
+                    namespace: binding.namespace.clone(),
+                },
+            ));
+        }
+        Ok(Listeners {
+            admin,
+            inbound,
+            inbound_addr,
+            outbound,
+            bound,
+        })
+    }
+}
+
 /// Where configuration comes from.
 enum ConfigSource {
     Local(PathBuf),
@@ -246,6 +276,20 @@ impl ConfigSource {
                          --control-plane-ca FILE (the output of `weft ca show --pem`)"
                             .to_owned(),
                     ));
+                }
+                // Without a certificate or a join token the control plane refuses to
+                // register the proxy (unless it runs with --dev-plaintext-proxies and this
+                // is plain text): say so now rather than retry forever.
+                if control.token.is_none() && options.tls.is_none() {
+                    if control.url.starts_with("https://") {
+                        return Err(failed(
+                            "a proxy proves its identity to the control plane: pass \
+                             --token-file FILE (from `weft token create --service NAME`), or \
+                             --cert/--key/--ca"
+                                .to_owned(),
+                        ));
+                    }
+                    tracing::warn!(url = %control.url, "plain http:// with no certificate or join token registers only with a control plane started with --dev-plaintext-proxies; otherwise use https://, --control-plane-ca and --token-file");
                 }
                 ControlClient::new(control)
                     .map(|client| Self::ControlPlane(Box::new(client)))

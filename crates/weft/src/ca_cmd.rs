@@ -1,7 +1,7 @@
 //! `weft ca show|rotate`: the control plane's CA, through its REST API (see
 //! `weft_control::ca`).
 
-use crate::client_cmd::{ApiArgs, ApiClient};
+use crate::api_client::{ApiArgs, ApiClient};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -37,7 +37,7 @@ pub struct RotateArgs {
 pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
         CaCommand::Show(args) => {
-            let view = ApiClient::new(&args.api.api)?
+            let view = ApiClient::new(&args.api)?
                 .send(Method::GET, "/api/v1/ca", None, Bytes::new())?
                 .success()?
                 .json()?;
@@ -49,7 +49,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         CaCommand::Rotate(args) => {
-            let view = ApiClient::new(&args.api.api)?
+            let view = ApiClient::new(&args.api)?
                 .send(Method::POST, "/api/v1/ca/rotate", None, Bytes::new())?
                 .success()
                 .context("rotating the CA root")?

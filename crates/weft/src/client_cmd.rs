@@ -1,27 +1,15 @@
 //! `weft apply`, `weft get`, `weft delete`: client commands against the control plane's
 //! REST API (see `weft_control::api`).
 
-use anyhow::{anyhow, bail, Context};
+use crate::api_client::{ApiArgs, ApiClient};
+use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use http::{header, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use weft_control::api::FILES_CONTENT_TYPE;
-
-/// A large apply is parsed, validated and committed well within this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Args)]
-pub struct ApiArgs {
-    /// The control plane's REST API.
-    #[arg(long, env = "WEFT_API", default_value = "http://127.0.0.1:7080")]
-    pub(crate) api: String,
-}
 
 #[derive(Args)]
 #[command(
@@ -83,7 +71,7 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         read_input(path, &mut files)?;
     }
     let body = json!({ "files": files }).to_string();
-    let client = ApiClient::new(&args.api.api)?;
+    let client = ApiClient::new(&args.api)?;
     let reply = client.send(
         Method::POST,
         "/api/v1/apply",
@@ -95,10 +83,13 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         for error in &errors {
             eprintln!("error: {error}");
         }
-        let why = if reply.status == StatusCode::CONFLICT {
-            "a resource changed since it was read"
-        } else {
-            "the input is not valid"
+        let why = match reply.status {
+            StatusCode::CONFLICT => "a resource changed since it was read",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                "the control plane refused the credential"
+            }
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "the input is not valid",
+            _ => "the control plane refused the request",
         };
         bail!(
             "nothing was applied: {why} ({} {})",
@@ -123,7 +114,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     if matches!(args.kind.to_ascii_lowercase().as_str(), "proxies" | "proxy") {
         return crate::fleet_cmd::print_proxies(&args.api, args.output.is_some());
     }
-    let client = ApiClient::new(&args.api.api)?;
+    let client = ApiClient::new(&args.api)?;
     let output = match args.output {
         Some(Output::Yaml) => "yaml",
         _ => "json",
@@ -167,7 +158,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 }
 
 pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.api.api)?;
+    let client = ApiClient::new(&args.api)?;
     let path = format!(
         "/api/v1/resources/{}/{}/{}",
         encode(&args.kind),
@@ -257,33 +248,19 @@ fn print_warnings(answer: &Value) {
 }
 
 fn print_table(items: &[Value]) {
-    let rows: Vec<[&str; 4]> = items
+    let rows: Vec<[String; 4]> = items
         .iter()
         .map(|item| {
             let metadata = &item["metadata"];
             [
-                text(&metadata["namespace"]),
-                text(&metadata["name"]),
-                text(&metadata["resourceVersion"]),
-                text(&item["status"]["summary"]),
+                text(&metadata["namespace"]).to_owned(),
+                text(&metadata["name"]).to_owned(),
+                text(&metadata["resourceVersion"]).to_owned(),
+                text(&item["status"]["summary"]).to_owned(),
             ]
         })
         .collect();
-    let header = ["NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect();
-        println!("{}", cells.join("   ").trim_end());
-    }
+    crate::table::print(["NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"], &rows);
 }
 
 /// Percent-encodes a path segment or query value.
@@ -297,128 +274,4 @@ fn encode(text: &str) -> String {
         }
     }
     encoded
-}
-
-/// One HTTP/1.1 request per command, on a current-thread runtime.
-pub(crate) struct ApiClient {
-    api: String,
-    authority: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-pub(crate) struct Reply {
-    status: StatusCode,
-    body: Bytes,
-}
-
-impl ApiClient {
-    pub(crate) fn new(api: &str) -> anyhow::Result<ApiClient> {
-        let api = api.trim_end_matches('/').to_owned();
-        let uri: Uri = api
-            .parse()
-            .map_err(|_| anyhow!("--api {api:?} is not a URL; use http://HOST:PORT"))?;
-        match (uri.scheme_str(), uri.authority()) {
-            (Some("http"), Some(authority)) => Ok(ApiClient {
-                authority: authority.to_string(),
-                api,
-                runtime: tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting the runtime")?,
-            }),
-            (Some("https"), _) => bail!("--api {api}: https is not supported yet; use http://"),
-            _ => bail!("--api {api:?} is not an http URL; use http://HOST:PORT"),
-        }
-    }
-
-    pub(crate) fn send(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Bytes,
-    ) -> anyhow::Result<Reply> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.authority);
-        if let Some(content_type) = content_type {
-            request = request.header(header::CONTENT_TYPE, content_type);
-        }
-        let request = request.body(Full::new(body))?;
-        let exchange = async {
-            let stream = tokio::net::TcpStream::connect(&self.authority)
-                .await
-                .map_err(|err| {
-                    self.unreachable(match err.kind() {
-                        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-                        _ => err.to_string(),
-                    })
-                })?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|err| self.unreachable(err.to_string()))?;
-            tokio::spawn(connection);
-            let response = sender.send_request(request).await.with_context(|| {
-                format!("the control plane at {} dropped the request", self.api)
-            })?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .with_context(|| format!("reading the answer from {}", self.api))?
-                .to_bytes();
-            Ok(Reply { status, body })
-        };
-        self.runtime
-            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
-            .map_err(|_| {
-                anyhow!(
-                    "the control plane at {} did not answer within {}s; check its log",
-                    self.api,
-                    REQUEST_TIMEOUT.as_secs()
-                )
-            })?
-    }
-
-    fn unreachable(&self, why: String) -> anyhow::Error {
-        anyhow!(
-            "cannot reach the control plane at {}: {why} — is `weft control` running? \
-             (set --api or WEFT_API)",
-            self.api
-        )
-    }
-}
-
-impl Reply {
-    /// Turns an error answer into an error that carries its messages.
-    pub(crate) fn success(self) -> anyhow::Result<Reply> {
-        if self.status.is_success() {
-            Ok(self)
-        } else {
-            Err(anyhow!(self.errors().join("\n")))
-        }
-    }
-
-    pub(crate) fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_slice(&self.body).map_err(|_| self.unexpected())
-    }
-
-    /// The messages of an error answer.
-    fn errors(&self) -> Vec<String> {
-        let parsed: Option<Vec<String>> = serde_json::from_slice::<Value>(&self.body)
-            .ok()
-            .and_then(|v| serde_json::from_value(v["errors"].clone()).ok());
-        parsed.unwrap_or_else(|| vec![self.unexpected().to_string()])
-    }
-
-    fn unexpected(&self) -> anyhow::Error {
-        anyhow!(
-            "unexpected answer ({}): {}; is --api pointing at `weft control`?",
-            self.status,
-            String::from_utf8_lossy(&self.body).trim()
-        )
-    }
 }

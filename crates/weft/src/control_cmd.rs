@@ -29,11 +29,12 @@ pub struct ControlArgs {
     /// The private key of --ca-cert (unencrypted PKCS#8 PEM).
     #[arg(long, requires = "ca_cert", value_name = "FILE")]
     ca_key: Option<PathBuf>,
-    /// Accept plain-text proxy connections on the gRPC port from other hosts too (a
-    /// trusted network). By default proxies on other hosts must use https://, and plain
-    /// text is accepted from this host only.
+    /// DEVELOPMENT ONLY: accept plain-text proxy connections from this host on the gRPC
+    /// port. They prove nothing, so any local process can register as any service;
+    /// `weft check` warns while this is on. Without it, proxies connect with https://,
+    /// --control-plane-ca and a join token.
     #[arg(long)]
-    allow_plaintext_proxies: bool,
+    dev_plaintext_proxies: bool,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -45,10 +46,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         api_addr: args.api_addr,
         grpc_addr: args.grpc_addr,
-        plaintext: if args.allow_plaintext_proxies {
-            Plaintext::Anywhere
+        plaintext: if args.dev_plaintext_proxies {
+            Plaintext::DevLoopback
         } else {
-            Plaintext::Loopback
+            Plaintext::Refused
         },
     };
     // Two workers: the API and the config push share a small, busy-when-it-matters load,

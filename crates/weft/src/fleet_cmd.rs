@@ -1,6 +1,6 @@
 //! `weft proxies` and `weft check`: what the mesh's proxies run, and whether all is well.
 
-use crate::client_cmd::{ApiArgs, ApiClient};
+use crate::api_client::{ApiArgs, ApiClient};
 use bytes::Bytes;
 use clap::Args;
 use http::Method;
@@ -22,7 +22,7 @@ pub struct CheckArgs {
 }
 
 fn fetch(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
-    ApiClient::new(&api.api)?
+    ApiClient::new(api)?
         .send(Method::GET, path, None, Bytes::new())?
         .success()?
         .json()
@@ -77,27 +77,7 @@ pub fn print_proxies(api: &ApiArgs, json: bool) -> anyhow::Result<()> {
         "CERT EXPIRES",
         "LAST SEEN",
     ];
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[&str]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(&header);
-    for row in &rows {
-        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
-    }
+    crate::table::print(header, &rows);
     Ok(())
 }
 

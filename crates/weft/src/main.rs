@@ -1,6 +1,8 @@
 //! `weft`: the one binary for every role (see DESIGN.md). Commands are thin: they parse
 //! flags and call into the library crates.
 
+mod api_client;
+mod api_token_cmd;
 mod ca_cmd;
 mod cert_cmd;
 mod client_cmd;
@@ -8,6 +10,7 @@ mod control_cmd;
 mod demo_cmd;
 mod fleet_cmd;
 mod proxy_cmd;
+mod table;
 mod token_cmd;
 
 use clap::{Parser, Subcommand};
@@ -56,10 +59,16 @@ enum Command {
         #[command(subcommand)]
         cmd: ca_cmd::CaCommand,
     },
-    /// Create or revoke join tokens: what a proxy presents to get its identity.
+    /// Create, list or revoke join tokens: what a proxy presents to get its identity.
     Token {
         #[command(subcommand)]
         cmd: token_cmd::TokenCommand,
+    },
+    /// Create, list or revoke API tokens: the credentials of `weft` commands, scripts and
+    /// the dashboard (roles admin and read-only).
+    ApiToken {
+        #[command(subcommand)]
+        cmd: api_token_cmd::ApiTokenCommand,
     },
 }
 
@@ -97,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Ca { cmd } => ca_cmd::run(cmd),
         Command::Cert { cmd } => cert_cmd::run(cmd),
         Command::Token { cmd } => token_cmd::run(cmd),
+        Command::ApiToken { cmd } => api_token_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

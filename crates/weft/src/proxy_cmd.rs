@@ -219,6 +219,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(weft_proxy::run(options))?;
+    let result = runtime.block_on(weft_proxy::run(options));
+    // A read of standard input (--exit-on-stdin-close) blocks a thread that dropping the
+    // runtime would wait for: once drained, the process exits whatever stdin does.
+    runtime.shutdown_background();
+    result?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `weft token create|revoke`: join tokens, through the control plane's REST API (see
 //! `weft_control::tokens`).
 
-use crate::client_cmd::{ApiArgs, ApiClient};
+use crate::api_client::{ApiArgs, ApiClient};
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -11,12 +11,17 @@ use serde_json::json;
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create a join token for one service. The token goes to stdout (give it to that
-    /// service's proxy, e.g. in its --token-file); its id and expiry go to stderr.
+    /// service's proxy, e.g. in its --token-file); its id and expiry go to stderr. It works
+    /// once, unless --reusable.
     #[command(
         after_help = "Examples:\n  weft token create --service web > web.token\n  \
-        weft token create --service api --namespace shop --ttl 10m --single-use"
+        weft token create --service api --namespace shop --ttl 10m\n  \
+        weft token create --service batch --ttl 24h --reusable   # for a fleet of workers"
     )]
     Create(CreateArgs),
+    /// List the join tokens: id, service, expiry, and whether usable, used, expired or
+    /// revoked (never the tokens themselves).
+    List(ListArgs),
     /// Revoke a join token by its id (printed by `weft token create`): proxies can no
     /// longer use it to get a certificate.
     Revoke(RevokeArgs),
@@ -33,9 +38,19 @@ pub struct CreateArgs {
     /// How long the token can be used, e.g. 1h, 30m, 90s.
     #[arg(long, default_value = "1h")]
     ttl: String,
-    /// The token works once: a second proxy presenting it is refused.
+    /// The token works more than once, until it expires or is revoked (by default a
+    /// second proxy presenting it is refused).
     #[arg(long)]
-    single_use: bool,
+    reusable: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -51,17 +66,55 @@ pub struct RevokeArgs {
 pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create(args) => create(args),
+        TokenCommand::List(args) => list(args),
         TokenCommand::Revoke(args) => revoke(args),
     }
 }
 
+fn list(args: ListArgs) -> anyhow::Result<()> {
+    let answer = ApiClient::new(&args.api)?
+        .send(Method::GET, "/api/v1/tokens", None, Bytes::new())?
+        .success()?
+        .json()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let rows: Vec<[String; 6]> = answer["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            [
+                text(&t["id"]),
+                text(&t["service"]),
+                text(&t["namespace"]),
+                text(&t["expiresAt"]),
+                if t["singleUse"] == true {
+                    "single"
+                } else {
+                    "reusable"
+                }
+                .to_owned(),
+                text(&t["state"]),
+            ]
+        })
+        .collect();
+    crate::table::print(
+        ["ID", "SERVICE", "NAMESPACE", "EXPIRES", "USE", "STATE"],
+        &rows,
+    );
+    Ok(())
+}
+
 fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.api.api)?;
+    let client = ApiClient::new(&args.api)?;
     let body = json!({
         "service": args.service,
         "namespace": args.namespace,
         "ttl": args.ttl,
-        "singleUse": args.single_use,
+        "singleUse": !args.reusable,
     });
     let answer = client
         .send(
@@ -85,7 +138,11 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         field("id")?,
         field("service")?,
         field("namespace")?,
-        if args.single_use { " (single use)" } else { "" },
+        if args.reusable {
+            " (reusable)"
+        } else {
+            " (single use)"
+        },
         field("expiresAt")?
     );
     println!("{token}");
@@ -93,7 +150,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
 }
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.api.api)?;
+    let client = ApiClient::new(&args.api)?;
     let id: String = args
         .id
         .chars()

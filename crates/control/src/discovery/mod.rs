@@ -189,11 +189,11 @@ pub async fn serve_with_identity(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let closer = server.clone();
-    let (signer, tls, plaintext) = match identity {
-        Some(identity) => (identity.signer, Some(identity.tls), identity.plaintext),
-        None => (None, None, crate::transport::Plaintext::Anywhere),
+    let (signer, tls) = match identity {
+        Some(identity) => (identity.signer, Some((identity.tls, identity.plaintext))),
+        None => (None, None),
     };
-    let incoming = crate::transport::incoming(listener, tls, plaintext);
+    let incoming = crate::transport::incoming(listener, tls);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -45,20 +45,18 @@ impl RedbStore {
     /// The database file's name inside the data directory.
     pub const FILE_NAME: &'static str = "weft.redb";
 
-    /// Opens `<data_dir>/weft.redb`, creating the directory and the file if needed, and
-    /// loads every stored resource. Blocks on disk I/O.
+    /// Opens `<data_dir>/weft.redb`, creating the directory (0700) and the file (0600) if
+    /// needed and making existing ones private, and loads every stored resource. Blocks on
+    /// disk I/O.
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
         let path = data_dir.join(Self::FILE_NAME);
         let open_error = |message: String| StoreError::Open {
             path: path.clone(),
             message,
         };
-        std::fs::create_dir_all(data_dir).map_err(|err| {
-            open_error(format!(
-                "cannot create the directory {}: {err}; choose another --data-dir",
-                data_dir.display()
-            ))
-        })?;
+        // The store holds the CA key: private from the first byte.
+        crate::data_dir::prepare(data_dir).map_err(|err| open_error(err.to_string()))?;
+        crate::data_dir::create_private_file(&path).map_err(|err| open_error(err.to_string()))?;
         let db = Database::create(&path).map_err(|err| {
             open_error(match err {
                 DatabaseError::DatabaseAlreadyOpen => "another process has it open; is another \

@@ -1,5 +1,6 @@
 //! The discovery server behind TLS: a proxy registers only as the workload its certificate
-//! names; over TLS it must present one; plain text from loopback is still served.
+//! names; over TLS it must present one; plain text is refused unless the development flag
+//! allows it from loopback.
 
 use super::*;
 use crate::discovery::GrpcIdentity;
@@ -18,7 +19,10 @@ fn identity(ca: &CertificateAuthority, id: &SpiffeId) -> TlsIdentity {
 
 /// A discovery server whose port speaks TLS as the control plane's; keep the sender (the
 /// store) for as long as the server should publish.
-async fn tls_server(ca: &CertificateAuthority) -> (SocketAddr, watch::Sender<Arc<ResourceSet>>) {
+async fn tls_server(
+    ca: &CertificateAuthority,
+    plaintext: Plaintext,
+) -> (SocketAddr, watch::Sender<Arc<ResourceSet>>) {
     let (store, watched) = watch::channel(resources(1, SERVICES));
     let (server, _registry) = DiscoveryServer::with_options(
         watched,
@@ -33,7 +37,7 @@ async fn tls_server(ca: &CertificateAuthority) -> (SocketAddr, watch::Sender<Arc
     let security = GrpcIdentity {
         signer: None,
         tls: Arc::new(control),
-        plaintext: Plaintext::Loopback,
+        plaintext,
     };
     tokio::spawn(super::super::serve_with_identity(
         listener,
@@ -80,7 +84,7 @@ async fn refusal(channel: Channel, hello: Hello) -> tonic::Status {
 #[tokio::test]
 async fn proxies_register_as_the_workload_their_certificate_names() {
     let ca = CertificateAuthority::generate("weft.local").unwrap();
-    let (addr, _store) = tls_server(&ca).await;
+    let (addr, _store) = tls_server(&ca, Plaintext::Refused).await;
     let control_plane = weft_identity::control_plane_id("weft.local").unwrap();
     let web = identity(&ca, &SpiffeId::new("weft.local", "default", "web").unwrap());
 
@@ -112,7 +116,25 @@ async fn proxies_register_as_the_workload_their_certificate_names() {
     .await;
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
-    // Plain text from this host is still served (development, the demo).
+    // Plain text proves nothing: refused, even from this host.
+    let plain = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    match plain.connect().await {
+        Err(_) => {}
+        Ok(channel) => {
+            let status = refusal(channel, hello("api-1", "api", "127.0.0.1:9002")).await;
+            // The connection is closed before HTTP/2 starts: a transport error.
+            assert!(
+                matches!(status.code(), Code::Unknown | Code::Unavailable),
+                "{status:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_development_flag_serves_plain_text_from_loopback() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let (addr, _store) = tls_server(&ca, Plaintext::DevLoopback).await;
     let plain = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

@@ -1,0 +1,246 @@
+//! The client commands' side of the REST API: where it is, which credential to send, and
+//! one HTTP/1.1 request per command.
+//!
+//! The credential is the first of: `--token` / `WEFT_TOKEN`; the admin token of a control
+//! plane on this host, `<--data-dir>/admin.token` (only when `--api` is on loopback, so an
+//! admin token never leaves the host it was made on); `$XDG_CONFIG_HOME/weft/token` (or
+//! `~/.config/weft/token`), for a token an admin handed out.
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use clap::Args;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weft_control::access::ADMIN_TOKEN_FILE;
+
+/// A large apply is parsed, validated and committed well within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// The control plane's REST API.
+    #[arg(long, env = "WEFT_API", default_value = "http://127.0.0.1:7080")]
+    pub(crate) api: String,
+    /// An API token (`weft api-token create` makes them). Without it: the admin token in
+    /// --data-dir when --api is on this host, then the file ~/.config/weft/token.
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The data directory of a `weft control` on this host: its admin.token is used when
+    /// no --token is given.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
+    data_dir: PathBuf,
+}
+
+/// Where the credential came from, for error messages.
+enum Credential {
+    Token { token: String, from: String },
+    None { looked: Vec<String> },
+}
+
+impl ApiArgs {
+    fn credential(&self, api_host_is_local: bool) -> Credential {
+        if let Some(token) = &self.token {
+            return Credential::Token {
+                token: token.trim().to_owned(),
+                from: "--token / WEFT_TOKEN".to_owned(),
+            };
+        }
+        let mut looked = Vec::new();
+        let mut files = Vec::new();
+        if api_host_is_local {
+            files.push(self.data_dir.join(ADMIN_TOKEN_FILE));
+        }
+        files.extend(user_token_file());
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) if !text.trim().is_empty() => {
+                    return Credential::Token {
+                        token: text.trim().to_owned(),
+                        from: file.display().to_string(),
+                    }
+                }
+                Ok(_) => looked.push(format!("{} (empty)", file.display())),
+                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                    looked.push(format!("{} (not readable by you)", file.display()))
+                }
+                Err(_) => looked.push(format!("{} (none)", file.display())),
+            }
+        }
+        Credential::None { looked }
+    }
+}
+
+/// `$XDG_CONFIG_HOME/weft/token`, or `~/.config/weft/token`.
+fn user_token_file() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")))?;
+    Some(config.join("weft").join("token"))
+}
+
+/// One HTTP/1.1 request per command, on a current-thread runtime.
+pub(crate) struct ApiClient {
+    api: String,
+    authority: String,
+    credential: Credential,
+    runtime: tokio::runtime::Runtime,
+}
+
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Bytes,
+    /// Said after the messages of a refusal: where the credential came from.
+    refusal_hint: Option<String>,
+}
+
+impl ApiClient {
+    pub(crate) fn new(args: &ApiArgs) -> anyhow::Result<ApiClient> {
+        let api = args.api.trim_end_matches('/').to_owned();
+        let uri: Uri = api
+            .parse()
+            .map_err(|_| anyhow!("--api {api:?} is not a URL; use http://HOST:PORT"))?;
+        let authority = match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) => authority.clone(),
+            (Some("https"), _) => bail!("--api {api}: https is not supported yet; use http://"),
+            _ => bail!("--api {api:?} is not an http URL; use http://HOST:PORT"),
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let local = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        Ok(ApiClient {
+            credential: args.credential(local),
+            authority: authority.to_string(),
+            api,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?,
+        })
+    }
+
+    /// Sends one request. A write without a content type says JSON (its body is JSON or
+    /// empty): the API refuses writes that do not say what they carry.
+    pub(crate) fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
+        let writes = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.authority);
+        match (content_type, writes) {
+            (Some(content_type), _) => request = request.header(header::CONTENT_TYPE, content_type),
+            (None, true) => request = request.header(header::CONTENT_TYPE, "application/json"),
+            (None, false) => {}
+        }
+        if let Credential::Token { token, .. } = &self.credential {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(body))?;
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(&self.authority)
+                .await
+                .map_err(|err| {
+                    self.unreachable(match err.kind() {
+                        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                        _ => err.to_string(),
+                    })
+                })?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|err| self.unreachable(err.to_string()))?;
+            tokio::spawn(connection);
+            let response = sender.send_request(request).await.with_context(|| {
+                format!("the control plane at {} dropped the request", self.api)
+            })?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .with_context(|| format!("reading the answer from {}", self.api))?
+                .to_bytes();
+            let refusal_hint = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                .then(|| self.credential_hint());
+            Ok(Reply {
+                status,
+                body,
+                refusal_hint,
+            })
+        };
+        self.runtime
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
+            .map_err(|_| {
+                anyhow!(
+                    "the control plane at {} did not answer within {}s; check its log",
+                    self.api,
+                    REQUEST_TIMEOUT.as_secs()
+                )
+            })?
+    }
+
+    fn credential_hint(&self) -> String {
+        match &self.credential {
+            Credential::Token { from, .. } => format!("(the token sent came from {from})"),
+            Credential::None { looked } => format!(
+                "(no token was sent: none given with --token or WEFT_TOKEN; looked in {})",
+                looked.join(", ")
+            ),
+        }
+    }
+
+    fn unreachable(&self, why: String) -> anyhow::Error {
+        anyhow!(
+            "cannot reach the control plane at {}: {why} — is `weft control` running? \
+             (set --api or WEFT_API)",
+            self.api
+        )
+    }
+}
+
+impl Reply {
+    /// Turns an error answer into an error that carries its messages.
+    pub(crate) fn success(self) -> anyhow::Result<Reply> {
+        if self.status.is_success() {
+            Ok(self)
+        } else {
+            Err(anyhow!(self.errors().join("\n")))
+        }
+    }
+
+    pub(crate) fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_slice(&self.body).map_err(|_| self.unexpected())
+    }
+
+    /// The messages of an error answer, with where the credential came from when it was
+    /// refused.
+    pub(crate) fn errors(&self) -> Vec<String> {
+        let parsed: Option<Vec<String>> = serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["errors"].clone()).ok());
+        let mut errors = parsed.unwrap_or_else(|| vec![self.unexpected().to_string()]);
+        errors.extend(self.refusal_hint.clone());
+        errors
+    }
+
+    fn unexpected(&self) -> anyhow::Error {
+        anyhow!(
+            "unexpected answer ({}): {}; is --api pointing at `weft control`?",
+            self.status,
+            String::from_utf8_lossy(&self.body).trim()
+        )
+    }
+}
