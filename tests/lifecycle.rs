@@ -5,7 +5,7 @@
 mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 fn split(v1: u32, v2: u32) -> String {
@@ -150,4 +150,56 @@ async fn sigterm_drains_in_flight_requests() {
         .wait_exit(Duration::from_secs(5))
         .expect("the proxy exited after draining");
     assert!(status.success());
+}
+
+#[test]
+fn sigterm_ends_a_proxy_whose_standard_input_stays_open() {
+    let dir = TempDir::new("stdin-open");
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("app", "http", &["127.0.0.1:9".parse().unwrap()]),
+    );
+    let spec = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config)
+        .arg("--exit-on-stdin-close");
+    // A supervisor that keeps the pipe open: stdin never closes.
+    let mut child = std::process::Command::new(weft_bin())
+        .args(spec.args())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stderr);
+    // Serving once it logs its listeners (and the config is loaded before that).
+    assert!(lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("listener=\"outbound\"") || line.contains("listener=outbound")));
+    // Keep reading, so the proxy never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    assert!(
+        exited.is_some(),
+        "the proxy drained but did not exit while stdin stayed open"
+    );
 }

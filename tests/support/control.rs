@@ -40,8 +40,13 @@ impl ControlPlane {
     /// Starts `weft control` on `data_dir`; `grpc` pins the proxies' address (so a restart
     /// can come back where the proxies expect it), or `None` for a port from the OS.
     pub fn start(data_dir: &Path, grpc: Option<SocketAddr>) -> ControlPlane {
+        Self::start_with(data_dir, grpc, &[])
+    }
+
+    /// [`Self::start`] with more flags for `weft control`.
+    pub fn start_with(data_dir: &Path, grpc: Option<SocketAddr>, extra: &[&str]) -> ControlPlane {
         let grpc_arg = grpc.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "control",
             "--data-dir",
             data_dir.to_str().unwrap(),
@@ -54,6 +59,7 @@ impl ControlPlane {
         ]
         .map(String::from)
         .to_vec();
+        args.extend(extra.iter().map(|arg| arg.to_string()));
         let process = LoggedChild::spawn(&args);
         let found = process.listeners(|found| {
             ["api", "grpc"]
@@ -74,6 +80,11 @@ impl ControlPlane {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.api)
+    }
+
+    /// The gRPC port in plain text: refused unless started with `--dev-plaintext-proxies`.
+    pub fn plaintext_grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
     }
 
     /// The gRPC port over TLS: proxies then need `--control-plane-ca` (see `ca_file`).
@@ -190,6 +201,28 @@ impl ControlPlane {
         );
         assert!(out.status.success(), "weft apply failed:\n{text}");
         text
+    }
+
+    /// Waits until the log has a line containing `text`; panics with the log if none comes.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains(text))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {text:?}:\n{}",
+                self.logs.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, no cleanup.

@@ -1,0 +1,235 @@
+//! End to end: the control plane's REST API as an attacker on the same host finds it. Every
+//! call but health needs a token; read-only tokens cannot write; forged browser posts and
+//! cookies get nowhere; the data directory is private; a port clash leaves nothing behind.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+use support::*;
+
+const SERVICE: &str = "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80, protocol: http}]\n";
+
+/// `weft ARGS --api URL` with no credential anywhere it looks (no token, a data dir and a
+/// config home with nothing in them), plus `env`.
+fn weft_as_stranger(
+    control: &ControlPlane,
+    home: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut command = Command::new(weft_bin());
+    command
+        .args(args)
+        .args(["--api", &control.url(), "--data-dir"])
+        .arg(home.join("no-data-dir"))
+        .env_remove("WEFT_TOKEN")
+        .env_remove("WEFT_DATA_DIR")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"));
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running weft")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn raw(
+    control: &ControlPlane,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    http_exchange(control.api, method, path, headers, body.as_bytes())
+        .unwrap_or_else(|| panic!("{method} {path}: no answer"))
+}
+
+fn refusals(control: &ControlPlane, reason: &str) -> f64 {
+    let (status, body) = control.api_call("GET", "/metrics", "");
+    assert_eq!(status, 200, "{body}");
+    metric_sum(
+        &body,
+        "weft_api_requests_refused_total",
+        &[("reason", reason)],
+    )
+}
+
+#[test]
+fn api_calls_need_a_token_and_the_role_for_them() {
+    let dir = TempDir::new("access");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    // No credential: neither an apply nor a join token (which would mint an identity).
+    for (path, body) in [
+        ("/api/v1/apply", SERVICE),
+        ("/api/v1/tokens", r#"{"service": "web"}"#),
+    ] {
+        let (status, answer) = raw(
+            &control,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body,
+        );
+        assert_eq!(status, 401, "{path}: {answer}");
+        assert!(answer.contains("Authorization: Bearer"), "{answer}");
+    }
+    // A cookie is no credential either.
+    let cookie = format!("token={}", control.token);
+    let (status, _) = raw(
+        &control,
+        "GET",
+        "/api/v1/resources?kind=service",
+        &[("Cookie", &cookie)],
+        "",
+    );
+    assert_eq!(status, 401);
+    let out = weft_as_stranger(
+        &control,
+        &home,
+        &["token", "create", "--service", "web"],
+        &[],
+    );
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("needs an API token") && said.contains("no token was sent"),
+        "{said}"
+    );
+    // Health stays open, for probes.
+    assert_eq!(raw(&control, "GET", "/api/v1/health", &[], "").0, 200);
+
+    // A read-only token reads, and cannot write or mint.
+    let made = control.weft(&[
+        "api-token",
+        "create",
+        "--name",
+        "viewer",
+        "--role",
+        "read-only",
+    ]);
+    assert!(made.status.success(), "{}", text(&made));
+    let viewer = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let env = [("WEFT_TOKEN", viewer.as_str())];
+    let out = weft_as_stranger(&control, &home, &["get", "services"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    for args in [
+        &["apply", "-f", "-"][..],
+        &["token", "create", "--service", "web"],
+        &["api-token", "list"],
+        &["ca", "rotate"],
+    ] {
+        let out = weft_as_stranger(&control, &home, args, &env);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("needs the admin role"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+
+    // From ~/.config/weft/token too, which is where a handed-out token lives.
+    std::fs::create_dir_all(home.join("config/weft")).unwrap();
+    std::fs::write(home.join("config/weft/token"), &viewer).unwrap();
+    let out = weft_as_stranger(&control, &home, &["proxies"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A web page's forged post (a form, or text/plain) is refused even with a credential.
+    let bearer = format!("Bearer {}", control.token);
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let (status, answer) = raw(
+            &control,
+            "POST",
+            "/api/v1/apply",
+            &[("Authorization", &bearer), ("Content-Type", content_type)],
+            SERVICE,
+        );
+        assert_eq!(status, 415, "{content_type}: {answer}");
+    }
+    let listed = control.weft(&["get", "services"]);
+    assert!(
+        !text(&listed).contains("web"),
+        "nothing was applied: {}",
+        text(&listed)
+    );
+
+    // Every refusal was counted, by reason.
+    assert_eq!(refusals(&control, "missing_credential"), 4.0);
+    assert_eq!(refusals(&control, "bad_credential"), 0.0);
+    assert_eq!(refusals(&control, "forbidden"), 4.0);
+    assert_eq!(refusals(&control, "content_type"), 2.0);
+
+    // Revoked, the token opens nothing, not even reads.
+    let listed = control.weft(&["api-token", "list"]);
+    let id = text(&listed)
+        .lines()
+        .find(|line| line.contains("viewer"))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no viewer token listed: {}", text(&listed)))
+        .to_owned();
+    let out = control.weft(&["api-token", "revoke", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = weft_as_stranger(&control, &home, &["get", "services"], &env);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not valid here"), "{}", text(&out));
+    assert_eq!(refusals(&control, "bad_credential"), 1.0);
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o777
+}
+
+#[test]
+fn the_data_directory_is_private_when_new_and_made_private_when_not() {
+    let dir = TempDir::new("access-modes");
+    let data = dir.path().join("data");
+    let secrets = [data.join("weft.redb"), data.join("admin.token")];
+    {
+        let _control = ControlPlane::start(&data, None);
+        assert_eq!(mode(&data), 0o700);
+        for file in &secrets {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+    }
+    // As an older version (or a careless copy) left it: readable by everyone.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in &secrets {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let control = ControlPlane::start(&data, None);
+    control.wait_for_log("made a data-directory entry private");
+    assert_eq!(mode(&data), 0o700);
+    for file in &secrets {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+}
+
+#[test]
+fn a_port_in_use_leaves_no_store_behind() {
+    let dir = TempDir::new("access-bind");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let data = dir.path().join("data");
+    let out = run_weft(&[
+        "control",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--api-addr",
+        &taken.local_addr().unwrap().to_string(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--api-addr"), "{}", text(&out));
+    assert!(!data.exists(), "a failed start made {}", data.display());
+}

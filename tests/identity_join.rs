@@ -1,0 +1,119 @@
+//! End to end: only a proven workload registers. Plain text is refused (unless in
+//! development, which `weft check` warns about), a proxy with nothing to prove itself says
+//! so and stops, and a port clash does not spend a single-use join token.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+const SERVICES: &str = "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80, protocol: http}]\n";
+
+/// Runs `spec` to its exit (within 15 s): its status and log.
+fn run_to_exit(spec: &ProxySpec) -> (std::process::ExitStatus, String) {
+    let mut process = LoggedChild::spawn(&spec.args());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = process.child.0.try_wait() {
+            // Let the log reader catch up with the last lines.
+            std::thread::sleep(Duration::from_millis(100));
+            return (status, process.logs.lock().unwrap().join("\n"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy kept running; logs:\n{}",
+            process.logs.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn listed_proxies(control: &ControlPlane) -> String {
+    String::from_utf8_lossy(&control.weft(&["proxies"]).stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_text_proxy_cannot_register() {
+    let dir = TempDir::new("join-plaintext");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICES);
+    let app = HttpBackend::start("web").await;
+    // Claims to be web, proves nothing.
+    let impostor =
+        LoggedChild::spawn(&ProxySpec::mesh("web", app.addr, control.plaintext_grpc_url()).args());
+    control.wait_for_log("refused a plain-text connection on the gRPC port");
+    let logs = impostor.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("--dev-plaintext-proxies"), "{logs}");
+    assert!(
+        !listed_proxies(&control).contains("web"),
+        "{}",
+        listed_proxies(&control)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_flag_lets_plain_text_in_and_check_warns() {
+    let dir = TempDir::new("join-dev");
+    let control =
+        ControlPlane::start_with(&dir.path().join("data"), None, &["--dev-plaintext-proxies"]);
+    control.apply(SERVICES);
+    let app = HttpBackend::start("web").await;
+    let proxy = ProxySpec::mesh("web", app.addr, control.plaintext_grpc_url()).start();
+    proxy.wait_ready();
+    let check = control.weft(&["check"]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains("--dev-plaintext-proxies") && said.contains("any local process"),
+        "{said}"
+    );
+}
+
+#[test]
+fn https_without_a_token_or_certificate_stops_with_the_fix() {
+    let dir = TempDir::new("join-no-token");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    let ca = control.ca_file(dir.path());
+    let spec = ProxySpec::mesh(
+        "web",
+        "127.0.0.1:9".parse().unwrap(),
+        control.tls_grpc_url(),
+    )
+    .arg("--control-plane-ca")
+    .arg(ca.to_str().unwrap());
+    let (status, logs) = run_to_exit(&spec);
+    assert!(!status.success(), "{logs}");
+    assert!(
+        logs.contains("--token-file") && logs.contains("weft token create"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_clash_does_not_spend_a_single_use_token() {
+    let dir = TempDir::new("join-clash");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICES);
+    let app = HttpBackend::start("web").await;
+    let token = control.join_token("web");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let clash = control
+        .proxy_with_token("web", app.addr, &token)
+        .arg("--upstream")
+        .arg(format!("db={}", taken.local_addr().unwrap()));
+    let (status, logs) = run_to_exit(&clash);
+    assert!(!status.success(), "{logs}");
+    assert!(logs.contains("--upstream"), "{logs}");
+    // The same single-use token still works, once.
+    let proxy = control.proxy_with_token("web", app.addr, &token).start();
+    let (status, body) = admin_get(proxy.admin, "/certs").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("spiffe://weft.local/ns/default/svc/web"),
+        "{body}"
+    );
+    let listed = String::from_utf8_lossy(&control.weft(&["token", "list"]).stdout).into_owned();
+    assert!(
+        listed.contains("used") && listed.contains("single"),
+        "{listed}"
+    );
+}
