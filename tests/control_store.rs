@@ -623,3 +623,93 @@ fn spec_only(yaml: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A small filesystem of its own, unmounted on drop. Mounting needs root.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs at {}", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Writes zeros into `name` until the disk is full.
+    fn fill(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_applies_then_recovers_without_a_restart() {
+    let uid = Command::new("id").arg("-u").output().unwrap().stdout;
+    if String::from_utf8_lossy(&uid).trim() != "0" {
+        eprintln!("skipped a_full_disk_refuses_applies_then_recovers_without_a_restart: mounting a small disk needs root (CI runs as root)");
+        return;
+    }
+    let scratch = Scratch::new("full-disk");
+    let disk = SmallDisk::mount(&scratch.path().join("disk"), "4m");
+    let data = disk.0.join("data");
+    let control = Control::start(&data);
+    let apply = |round: &str| {
+        http(
+            control.api,
+            &control.token,
+            "POST",
+            "/api/v1/apply",
+            "application/yaml",
+            many_services(200, round).as_bytes(),
+        )
+        .unwrap()
+    };
+    let (status, answer) = apply("before");
+    assert_eq!(status, 200, "{answer}");
+
+    let filler = disk.fill("filler");
+    let (status, answer) = apply("while-full");
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        answer.contains("No space left on device") && answer.contains("--data-dir"),
+        "{answer}"
+    );
+    // Refused again, and nothing of it is there.
+    assert_eq!(apply("still-full").0, 500);
+    assert!(control
+        .list("service")
+        .iter()
+        .all(|s| s["metadata"]["labels"]["round"] == "before"));
+
+    std::fs::remove_file(filler).unwrap();
+    let (status, answer) = apply("after");
+    assert_eq!(
+        status, 200,
+        "the store did not recover once space returned: {answer}"
+    );
+    assert!(control
+        .list("service")
+        .iter()
+        .all(|s| s["metadata"]["labels"]["round"] == "after"));
+    // And what it acknowledged is on disk: a restart finds it.
+    drop(control);
+    let control = Control::start(&data);
+    let services = control.list("service");
+    assert_eq!(services.len(), 200);
+    assert!(services
+        .iter()
+        .all(|s| s["metadata"]["labels"]["round"] == "after"));
+}

@@ -4,6 +4,10 @@
 //! a write is acknowledged it is on disk, and a crash at any moment (even `kill -9`
 //! mid-commit) leaves either the old state or the new one. The committed state is also
 //! held in memory: reads answer from it and never wait for a commit.
+//!
+//! A commit that fails on I/O (a full disk) leaves redb refusing every later transaction
+//! until the database is reopened; the store then reopens it on the next call, so once the
+//! disk has room again changes succeed with no restart.
 
 use super::plan::{self, Plan, Snapshot, Write};
 use super::{
@@ -32,7 +36,8 @@ pub struct RedbStore {
 }
 
 struct Inner {
-    db: Database,
+    /// `None` only while a reopen failed: the next call tries again.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
     /// Held by a writer from planning to publishing, so changes are planned against the
     /// latest commit and published in commit order.
@@ -70,7 +75,7 @@ impl RedbStore {
         let (published, _) = watch::channel(Arc::new(snapshot.resource_set()));
         Ok(RedbStore {
             inner: Arc::new(Inner {
-                db,
+                db: RwLock::new(Some(db)),
                 path,
                 writer: Mutex::new(()),
                 snapshot: RwLock::new(Arc::new(snapshot)),
@@ -143,27 +148,25 @@ impl Store for RedbStore {
 
     fn get_meta(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
         self.blocking(move |inner| {
-            let read = || -> Result<_, redb::Error> {
-                let txn = inner.db.begin_read()?;
+            inner.with_db(|db| {
+                let txn = db.begin_read()?;
                 let table = txn.open_table(META)?;
                 let value = table.get(key.as_str())?;
                 Ok(value.map(|v| v.value().to_vec()))
-            };
-            read().map_err(backend)
+            })
         })
     }
 
     fn put_meta(&self, key: String, value: Vec<u8>) -> StoreFuture<'_, ()> {
         self.blocking(move |inner| {
-            let write = || -> Result<(), redb::Error> {
-                let mut txn = inner.db.begin_write()?;
+            inner.with_db(|db| {
+                let mut txn = db.begin_write()?;
                 txn.set_durability(Durability::Immediate)?;
                 txn.open_table(META)?
                     .insert(key.as_str(), value.as_slice())?;
                 txn.commit()?;
                 Ok(())
-            };
-            write().map_err(backend)
+            })
         })
     }
 }
@@ -176,14 +179,51 @@ impl Inner {
             .clone()
     }
 
+    /// Runs `op` on the database. When redb refuses it for an earlier I/O failure, closes
+    /// and reopens the database (redb repairs it to the last commit, which is what the
+    /// snapshot holds) and runs `op` once more.
+    fn with_db<T>(
+        &self,
+        op: impl Fn(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let run = || -> Result<T, redb::Error> {
+            match &*self.db.read().unwrap_or_else(PoisonError::into_inner) {
+                Some(db) => op(db),
+                None => Err(redb::Error::PreviousIo),
+            }
+        };
+        match run() {
+            Err(redb::Error::PreviousIo) => {
+                self.reopen()?;
+                run().map_err(backend)
+            }
+            other => other.map_err(backend),
+        }
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // The old handle holds the file's lock: it goes first.
+        drop(db.take());
+        let reopened = Database::create(&self.path).map_err(|err| {
+            StoreError::Backend(format!(
+                "an earlier write failed (a full disk?) and the store cannot be reopened yet: \
+                 {err}; free space under --data-dir and retry"
+            ))
+        })?;
+        tracing::info!(path = %self.path.display(), "reopened the store after a failed write");
+        *db = Some(reopened);
+        Ok(())
+    }
+
     /// Persists the plan's writes in one transaction, then makes its snapshot current and
     /// publishes it. Called with `writer` held.
     fn commit(&self, plan: Plan) -> Result<(), StoreError> {
         if plan.writes.is_empty() {
             return Ok(());
         }
-        let persist = || -> Result<(), redb::Error> {
-            let mut txn = self.db.begin_write()?;
+        let persist = |db: &Database| -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             {
                 let mut rows = txn.open_table(RESOURCES)?;
@@ -205,7 +245,7 @@ impl Inner {
             txn.commit()?;
             Ok(())
         };
-        persist().map_err(backend)?;
+        self.with_db(persist)?;
         let next = Arc::new(plan.next);
         *self
             .snapshot
