@@ -144,6 +144,7 @@ impl CaState {
         TrustConfig {
             bundle_pem: self.bundle_pem(),
             signing_root: self.signing_root.sha256.clone(),
+            ..TrustConfig::default()
         }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::ca::{MeshCa, DEFAULT_TRUST_DOMAIN};
 use crate::resource_set::ResourceSet;
+use crate::revocation::RevocationList;
 use crate::tokens::TokenStore;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,7 @@ pub struct IdentityService {
     ca: Arc<MeshCa>,
     tokens: Arc<TokenStore>,
     resources: watch::Receiver<Arc<ResourceSet>>,
+    revoked: watch::Receiver<RevocationList>,
 }
 
 impl IdentityService {
@@ -33,12 +35,36 @@ impl IdentityService {
         ca: Arc<MeshCa>,
         tokens: Arc<TokenStore>,
         resources: watch::Receiver<Arc<ResourceSet>>,
+        revoked: watch::Receiver<RevocationList>,
     ) -> Self {
         Self {
             ca,
             tokens,
             resources,
+            revoked,
         }
+    }
+
+    /// Refuses a revoked identity (no new certificate, by token or renewal) and the renewal
+    /// of a revoked certificate.
+    fn check_revocation(&self, id: &SpiffeId, request: &SignRequest) -> Result<(), String> {
+        let revoked = self.revoked.borrow();
+        if revoked.identity_revoked(id) {
+            return Err(format!(
+                "{id} was revoked; an operator restores it with `weft identity restore {id}`"
+            ));
+        }
+        let current = weft_identity::parse_pem(&request.current_chain_pem);
+        if let Some(leaf) = current.first() {
+            if revoked.certificate_revoked(&weft_identity::fingerprint(leaf)) {
+                return Err(
+                    "the current certificate was revoked: it renews nothing; start the proxy \
+                     with a new join token"
+                        .to_owned(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The tonic service, to add to a `tonic::transport::Server`.
@@ -93,7 +119,9 @@ impl Identity for IdentityService {
             )));
         }
         let renewal = !request.renewal_signature.is_empty();
-        let authorized = if renewal {
+        let authorized = if let Err(reason) = self.check_revocation(&id, &request) {
+            Err(reason)
+        } else if renewal {
             self.verify_renewal(&request, &id)
         } else {
             self.tokens
@@ -133,16 +161,29 @@ mod tests {
     use crate::store::{RedbStore, Store};
 
     async fn service(dir: &ScratchDir) -> (IdentityService, Arc<TokenStore>) {
+        let (service, tokens, _) = service_with_revocations(dir).await;
+        (service, tokens)
+    }
+
+    async fn service_with_revocations(
+        dir: &ScratchDir,
+    ) -> (
+        IdentityService,
+        Arc<TokenStore>,
+        crate::revocation::Revocations,
+    ) {
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
         let resources = store.subscribe();
         let current = resources.borrow().clone();
         let ca = MeshCa::load_or_create(&*store, &CaSource::Store, &current)
             .await
             .unwrap();
-        let tokens = Arc::new(TokenStore::new(store));
+        let tokens = Arc::new(TokenStore::new(store.clone()));
+        let revocations = crate::revocation::Revocations::open(store).await.unwrap();
         (
-            IdentityService::new(Arc::new(ca), tokens.clone(), resources),
+            IdentityService::new(Arc::new(ca), tokens.clone(), resources, revocations.watch()),
             tokens,
+            revocations,
         )
     }
 
@@ -261,5 +302,74 @@ mod tests {
         forged.renewal_signature = signature.into();
         let refused = service.sign(Request::new(forged)).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_identity_gets_no_certificate_and_a_revoked_one_renews_nothing() {
+        let dir = ScratchDir::new("identity-revoked");
+        let (service, tokens, revocations) = service_with_revocations(&dir).await;
+        let ttl = Duration::from_secs(600);
+        let web = SpiffeId::parse("spiffe://weft.local/ns/default/svc/web").unwrap();
+        let (key_pem, csr_pem) = weft_identity::generate_csr(&web).unwrap();
+        let first = tokens.create("web", "default", ttl, false).await.unwrap();
+        let issued = service
+            .sign(Request::new(SignRequest {
+                service: "web".into(),
+                namespace: "default".into(),
+                token: first.token.clone(),
+                csr_pem,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let current = weft_identity::TlsIdentity::from_pem(
+            &issued.cert_chain_pem,
+            &key_pem,
+            &issued.trust_bundle_pem,
+        )
+        .unwrap();
+        let renewal = || {
+            let (_, csr_pem) = weft_identity::generate_csr(&web).unwrap();
+            let renewal_signature = weft_identity::sign_renewal(&current, &csr_pem).unwrap();
+            Request::new(SignRequest {
+                service: "web".into(),
+                namespace: "default".into(),
+                csr_pem,
+                current_chain_pem: issued.cert_chain_pem.clone(),
+                renewal_signature: renewal_signature.into(),
+                ..Default::default()
+            })
+        };
+
+        // One certificate revoked: it cannot renew; a fresh token still works.
+        let leaf = weft_identity::parse_pem(&issued.cert_chain_pem)[0].clone();
+        revocations
+            .revoke_certificate(&weft_identity::fingerprint(&leaf), None)
+            .await
+            .unwrap();
+        let refused = service.sign(renewal()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("revoked"),
+            "{}",
+            refused.message()
+        );
+        service.sign(request("web", &first.token)).await.unwrap();
+
+        // The identity revoked: neither a token nor anything else gets it a certificate.
+        revocations.revoke_identity(&web).await.unwrap();
+        let refused = service
+            .sign(request("web", &first.token))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains("weft identity restore"),
+            "{}",
+            refused.message()
+        );
+        revocations.restore_identity(&web).await.unwrap();
+        service.sign(request("web", &first.token)).await.unwrap();
     }
 }

@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod fleet;
 pub mod identity;
 pub mod resource_set;
+pub mod revocation;
 pub mod rotation;
 pub mod secret;
 pub mod server;

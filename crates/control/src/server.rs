@@ -8,6 +8,7 @@ use crate::api::{self, ApiState, NoStatus, StatusSource};
 use crate::ca::{CaError, CaSource, MeshCa};
 use crate::discovery::{DiscoveryOptions, DiscoveryServer, GrpcIdentity};
 use crate::identity::IdentityService;
+use crate::revocation::{RevocationError, Revocations};
 use crate::store::{RedbStore, Store, StoreError};
 use crate::tokens::TokenStore;
 use axum::Router;
@@ -38,6 +39,8 @@ pub enum ControlError {
     Ca(#[from] CaError),
     #[error("setting up the API tokens: {0}")]
     ApiTokens(#[from] ApiTokenError),
+    #[error("loading the revocations: {0}")]
+    Revocations(#[from] RevocationError),
     #[error("cannot listen on {addr} for the {what} server ({flag}): {source}; pick a free address with {flag}")]
     Bind {
         what: &'static str,
@@ -101,10 +104,17 @@ impl ControlPlane {
         let current = resources.borrow().clone();
         let ca = Arc::new(MeshCa::load_or_create(&*self.store, source, &current).await?);
         let tokens = Arc::new(TokenStore::new(self.store.clone()));
-        let signer = IdentityService::new(ca.clone(), tokens.clone(), resources);
+        let revocations = Arc::new(Revocations::open(self.store.clone()).await?);
+        let signer =
+            IdentityService::new(ca.clone(), tokens.clone(), resources, revocations.watch());
         let router =
             crate::ca::router(ca.clone(), self.store.clone()).merge(crate::tokens::router(tokens));
-        Ok(Identity { ca, router, signer })
+        Ok(Identity {
+            ca,
+            router,
+            signer,
+            revocations,
+        })
     }
 }
 
@@ -113,6 +123,7 @@ pub struct Identity {
     pub ca: Arc<MeshCa>,
     pub router: Router,
     pub signer: IdentityService,
+    pub revocations: Arc<Revocations>,
 }
 
 /// Binds `addr` and logs `listening listener=<what> addr=<bound address>` (the real port
@@ -217,8 +228,12 @@ pub async fn serve(
         crate::serving::issue(&identity.ca)
             .map_err(|err| ControlError::Ca(CaError::Generate(Box::new(err))))?,
     );
+    let trust = crate::revocation::trust_with_revocations(
+        identity.ca.trust(),
+        identity.revocations.watch(),
+    );
     let discovery_options = DiscoveryOptions {
-        trust: Some(identity.ca.trust()),
+        trust: Some(trust),
         ..DiscoveryOptions::default()
     };
     let (discovery, registry) =
@@ -234,16 +249,24 @@ pub async fn serve(
             registry.clone(),
             plane.store.clone(),
         )),
+        tokio::spawn(crate::revocation::enforce(
+            serving.clone(),
+            identity.revocations.watch(),
+        )),
     ];
     let tokens = Arc::new(ApiTokens::open(plane.store.clone(), &plane.data_dir).await?);
     let router = plane
         .api_router()
         .merge(crate::fleet::router(
-            registry,
+            registry.clone(),
             Some(identity.ca.clone()),
             plaintext,
         ))
-        .merge(identity.router);
+        .merge(identity.router)
+        .merge(crate::revocation::router(
+            identity.revocations.clone(),
+            registry,
+        ));
     let router = crate::access::protect(router, Access::new(tokens));
     let (api, grpc) = tokio::join!(
         serve_api(api, router, shutdown.clone().wait()),

@@ -31,6 +31,8 @@ pub struct ProxyPeer {
     pub tls: bool,
     /// The SPIFFE id of the certificate the client presented, if it presented one.
     pub identity: Option<SpiffeId>,
+    /// The SHA-256 of that certificate's DER, to match against revocations.
+    pub certificate_sha256: Option<String>,
 }
 
 /// Which plain-text connections the port accepts once it speaks TLS.
@@ -108,7 +110,7 @@ pub fn incoming(
 ) -> impl Stream<Item = Result<Conn, io::Error>> {
     let acceptor = tls.map(|(identity, plaintext)| {
         let config = identity.server_config_client_optional(&[b"h2"]);
-        (tokio_rustls::TlsAcceptor::from(config), plaintext)
+        (tokio_rustls::TlsAcceptor::from(config), identity, plaintext)
     });
     let (ready, queue) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -142,13 +144,14 @@ pub fn incoming(
 async fn sort_out(
     stream: TcpStream,
     remote: SocketAddr,
-    acceptor: Option<(tokio_rustls::TlsAcceptor, Plaintext)>,
+    acceptor: Option<(tokio_rustls::TlsAcceptor, Arc<TlsIdentity>, Plaintext)>,
 ) -> Option<Conn> {
-    let Some((acceptor, plaintext)) = acceptor else {
+    let Some((acceptor, serving, plaintext)) = acceptor else {
         let peer = ProxyPeer {
             remote,
             tls: false,
             identity: None,
+            certificate_sha256: None,
         };
         return Some(Conn::Plain(stream, peer));
     };
@@ -167,6 +170,7 @@ async fn sort_out(
             remote,
             tls: false,
             identity: None,
+            certificate_sha256: None,
         };
         return Some(Conn::Plain(stream, peer));
     }
@@ -178,11 +182,22 @@ async fn sort_out(
         }
         Err(_) => return None,
     };
-    let identity = weft_identity::peer_identity(tls.get_ref().1);
+    let session = tls.get_ref().1;
+    // A resumed session skipped the certificate checks: apply revocation now.
+    if let Some(reason) = serving.refused_peer(session) {
+        tracing::warn!(%remote, %reason, "refused a TLS connection on the gRPC port");
+        return None;
+    }
+    let identity = weft_identity::peer_identity(session);
+    let certificate_sha256 = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| weft_identity::fingerprint(leaf));
     let peer = ProxyPeer {
         remote,
         tls: true,
         identity,
+        certificate_sha256,
     };
     Some(Conn::Tls(Box::new(tls), peer))
 }

@@ -12,6 +12,7 @@
 mod dev_ca;
 mod error;
 mod renewal;
+mod revocation;
 mod spiffe;
 mod summary;
 mod svid;
@@ -22,6 +23,7 @@ mod verify;
 pub use dev_ca::{generate_csr, root_trust_domain, CertificateAuthority, IssuedCert, SignedCert};
 pub use error::IdentityError;
 pub use renewal::{sign_renewal, verify_renewal};
+pub use revocation::Revoked;
 pub use spiffe::SpiffeId;
 pub use summary::{fingerprint, issuing_root, parse_pem, to_pem, CertSummary};
 pub use svid::SvidError;

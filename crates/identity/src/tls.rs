@@ -3,7 +3,7 @@
 use crate::svid::parse_svid;
 use crate::timestamp::format_utc;
 use crate::verify::{ExpectedPeerVerifier, Roots, SpiffeClientVerifier};
-use crate::{IdentityError, SpiffeId};
+use crate::{IdentityError, Revoked, SpiffeId};
 use arc_swap::ArcSwap;
 use live::{LiveCertificate, LiveTicketer};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, Resumption};
@@ -16,7 +16,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, CommonState, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// TLS 1.3 first (rustls always picks the highest both sides offer); 1.2 for peers that
@@ -44,9 +44,14 @@ pub struct TlsIdentity {
     // resumes on another.
     ticketer: Arc<LiveTicketer>,
     provider: Arc<CryptoProvider>,
+    /// Held while the material is replaced: a renewal and a revocation list arriving at
+    /// once must not undo each other.
+    writer: Arc<std::sync::Mutex<()>>,
 }
 
-/// One certificate chain, its key and the trust bundle, checked to fit together.
+/// One certificate chain, its key and the trust bundle, checked to fit together, and what
+/// the control plane revoked.
+#[derive(Clone)]
 pub(crate) struct Material {
     /// When this material was built: certificates are backdated for clock skew, so renewal
     /// is timed from here, not from `not_before`.
@@ -58,6 +63,8 @@ pub(crate) struct Material {
     bundle: Vec<CertificateDer<'static>>,
     /// rustls's chain verification of client certificates against `roots`.
     pub(crate) webpki_client_verifier: Arc<dyn ClientCertVerifier>,
+    /// Peers presenting these are refused.
+    pub(crate) revoked: Arc<Revoked>,
 }
 
 /// Names for PEM held in memory, in errors.
@@ -144,19 +151,53 @@ impl TlsIdentity {
     /// Puts `material` in force. When a root leaves the bundle, session tickets issued so
     /// far stop working: a resumed session skips certificate checks, so tickets issued
     /// while the old root was trusted must not outlive it.
-    fn swap(&self, material: Material) -> Result<(), IdentityError> {
-        let dropped_a_root = {
-            let current = self.live.load();
-            current
-                .bundle
-                .iter()
-                .any(|root| !material.bundle.contains(root))
-        };
+    fn swap(&self, mut material: Material) -> Result<(), IdentityError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.live.load();
+        let dropped_a_root = current
+            .bundle
+            .iter()
+            .any(|root| !material.bundle.contains(root));
         if dropped_a_root {
             self.ticketer.replace()?;
         }
+        material.revoked = current.revoked.clone();
         self.live.store(Arc::new(material));
         Ok(())
+    }
+
+    /// Puts the control plane's revocations in force: peers presenting a revoked identity
+    /// or certificate are refused from the next handshake on. When something new is
+    /// revoked, session tickets issued so far stop working, so no session resumes past it.
+    pub fn revoke(&self, revoked: Revoked) -> Result<(), IdentityError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.live.load();
+        if *current.revoked == revoked {
+            return Ok(());
+        }
+        if revoked.adds_to(&current.revoked) {
+            self.ticketer.replace()?;
+        }
+        let mut next = Material::clone(&current);
+        next.revoked = Arc::new(revoked);
+        self.live.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Why the peer of an established connection must be refused, if it must: its
+    /// certificate was revoked, or has expired, since the session it resumed was made (a
+    /// resumed session skips the certificate checks a full handshake does).
+    pub fn refused_peer(&self, conn: &CommonState) -> Option<String> {
+        let end_entity = conn.peer_certificates()?.first()?;
+        let svid = parse_svid(end_entity).ok()?;
+        if svid.not_after <= SystemTime::now() {
+            return Some(format!("peer certificate for {} has expired", svid.id));
+        }
+        self.live
+            .load()
+            .revoked
+            .refuses(end_entity, &svid.id)
+            .map(|refusal| refusal.to_string())
     }
 
     /// Everything `from_files` checks except what depends on the time, which tests skip to
@@ -174,12 +215,14 @@ impl TlsIdentity {
     }
 
     fn new(id: SpiffeId, material: Material) -> Result<Self, IdentityError> {
-        let ticketer = Arc::new(LiveTicketer::new()?);
+        let live = Arc::new(ArcSwap::from_pointee(material));
+        let ticketer = Arc::new(LiveTicketer::new(live.clone())?);
         Ok(TlsIdentity {
             id,
-            live: Arc::new(ArcSwap::from_pointee(material)),
+            live,
             ticketer,
             provider: provider(),
+            writer: Arc::default(),
         })
     }
 
@@ -439,6 +482,7 @@ impl Material {
             roots,
             bundle,
             webpki_client_verifier,
+            revoked: Arc::default(),
         })
     }
 }

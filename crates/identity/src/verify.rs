@@ -38,6 +38,12 @@ pub(crate) enum PeerIdentityError {
         expected: String,
         presented: SpiffeId,
     },
+
+    #[error("peer presented a certificate for {presented}, whose {what} was revoked")]
+    Revoked {
+        presented: SpiffeId,
+        what: &'static str,
+    },
 }
 
 /// rustls prints `OtherError` with `Debug`; make that the readable sentence, since it ends up
@@ -100,12 +106,12 @@ impl ServerCertVerifier for ExpectedPeerVerifier {
     ) -> Result<ServerCertVerified, Error> {
         let cert = ParsedCertificate::try_from(end_entity)?;
         let live;
-        let roots = match &self.roots {
+        let (roots, revoked) = match &self.roots {
             Roots::Live(material) => {
                 live = material.load();
-                &live.roots
+                (&live.roots, Some(&live.revoked))
             }
-            Roots::Fixed(roots) => roots,
+            Roots::Fixed(roots) => (roots, None),
         };
         verify_server_cert_signed_by_trust_anchor(
             &cert,
@@ -123,6 +129,9 @@ impl ServerCertVerifier for ExpectedPeerVerifier {
                 presented,
             }
             .into());
+        }
+        if let Some(refusal) = revoked.and_then(|r| r.refuses(end_entity, &presented)) {
+            return Err(refusal.into());
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -200,11 +209,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verified = self.live.load().webpki_client_verifier.verify_client_cert(
-            end_entity,
-            intermediates,
-            now,
-        )?;
+        let material = self.live.load();
+        let verified =
+            material
+                .webpki_client_verifier
+                .verify_client_cert(end_entity, intermediates, now)?;
         let presented = parse_svid(end_entity)
             .map_err(PeerIdentityError::NotAnSvid)?
             .id;
@@ -214,6 +223,9 @@ impl ClientCertVerifier for SpiffeClientVerifier {
                 presented,
             }
             .into());
+        }
+        if let Some(refusal) = material.revoked.refuses(end_entity, &presented) {
+            return Err(refusal.into());
         }
         Ok(verified)
     }

@@ -33,6 +33,12 @@ pub struct TrustConfig {
     /// SHA-256 (hex) of the root that signs certificates now. A proxy whose certificate
     /// comes from another root asks for a new one at once, so an old root can be retired.
     pub signing_root: String,
+    /// Revoked workload identities (SPIFFE ids): peers presenting them are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_identities: Vec<String>,
+    /// Revoked certificates, by the SHA-256 (hex) of their DER.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_certificates: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

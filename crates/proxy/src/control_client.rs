@@ -549,6 +549,13 @@ fn adopt_trust(proxy: &Proxy, identity: &TlsIdentity, trust: &TrustConfig) -> Re
             .map_err(|e| format!("cannot adopt the trust bundle: {e}"))?;
         tracing::info!(roots = bundle.len(), "trust bundle updated");
     }
+    let revoked = weft_identity::Revoked::new(
+        trust.revoked_identities.iter().map(String::as_str),
+        trust.revoked_certificates.iter().map(String::as_str),
+    );
+    identity
+        .revoke(revoked)
+        .map_err(|e| format!("cannot adopt the revocation list: {e}"))?;
     let chain = identity.chain_pem();
     let signing_root: Vec<_> = bundle
         .iter()

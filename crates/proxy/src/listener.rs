@@ -199,6 +199,12 @@ impl Connection {
             }
         };
         let (_, session) = tls.get_ref();
+        // A resumed session skipped the certificate checks: apply revocation now.
+        if let Some(reason) = proxy.tls.as_ref().and_then(|id| id.refused_peer(session)) {
+            tracing::debug!(%reason, "refused a resumed inbound session");
+            proxy.metrics.reject(Direction::Inbound, "revoked_peer");
+            return;
+        }
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
         let source: Arc<str> = match peer_identity(session) {
             Some(id) => Arc::from(format!("{}.{}", id.service(), id.namespace())),

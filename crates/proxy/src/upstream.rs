@@ -74,6 +74,7 @@ pub enum HttpMode {
 /// TLS settings for reaching one peer, built once per endpoint so session resumption
 /// (kept inside each client config) works across connections.
 struct PeerTls {
+    identity: Arc<TlsIdentity>,
     h2: Arc<rustls::ClientConfig>,
     http1: Arc<rustls::ClientConfig>,
     tcp: Arc<rustls::ClientConfig>,
@@ -97,6 +98,7 @@ impl EndpointPool {
                 h2: identity.client_config(&expected, &[ALPN_H2]),
                 http1: identity.client_config(&expected, &[ALPN_HTTP1]),
                 tcp: identity.client_config(&expected, &[ALPN_TCP]),
+                identity,
             }),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
@@ -125,7 +127,14 @@ impl EndpointPool {
         let name = ServerName::IpAddress(addr.ip().into());
         let connector = tokio_rustls::TlsConnector::from(config);
         match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
-            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            // A resumed session skipped the certificate checks: apply revocation now.
+            Ok(Ok(stream)) => match tls.identity.refused_peer(stream.get_ref().1) {
+                None => Ok(Box::new(stream)),
+                Some(reason) => Err(UpstreamError::Tls(
+                    addr,
+                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason),
+                )),
+            },
             Ok(Err(e)) => Err(UpstreamError::Tls(addr, e)),
             Err(_) => Err(UpstreamError::ConnectTimeout(addr)),
         }

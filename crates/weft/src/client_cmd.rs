@@ -264,7 +264,7 @@ fn print_table(items: &[Value]) {
 }
 
 /// Percent-encodes a path segment or query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

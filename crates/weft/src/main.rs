@@ -9,6 +9,7 @@ mod client_cmd;
 mod control_cmd;
 mod demo_cmd;
 mod fleet_cmd;
+mod identity_cmd;
 mod proxy_cmd;
 mod table;
 mod token_cmd;
@@ -64,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         cmd: token_cmd::TokenCommand,
     },
+    /// Revoke or restore workload identities and certificates.
+    Identity {
+        #[command(subcommand)]
+        cmd: identity_cmd::IdentityCommand,
+    },
     /// Create, list or revoke API tokens: the credentials of `weft` commands, scripts and
     /// the dashboard (roles admin and read-only).
     ApiToken {
@@ -107,6 +113,7 @@ fn main() -> std::process::ExitCode {
         Command::Cert { cmd } => cert_cmd::run(cmd),
         Command::Token { cmd } => token_cmd::run(cmd),
         Command::ApiToken { cmd } => api_token_cmd::run(cmd),
+        Command::Identity { cmd } => identity_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -57,6 +57,8 @@ pub struct ProxyInfo {
 #[serde(rename_all = "camelCase")]
 pub struct ProxyCertificate {
     pub spiffe_id: Option<String>,
+    /// SHA-256 of the leaf's DER: what `weft identity revoke --certificate` takes.
+    pub sha256: String,
     #[serde(serialize_with = "rfc3339")]
     pub not_after: SystemTime,
     /// SHA-256 of the trust-bundle root it chains to; `None` if it chains to none of them.

@@ -59,6 +59,23 @@ fn authorize(peer: Option<&ProxyPeer>, hello: &Hello) -> Result<(), Status> {
     }
 }
 
+/// Why `peer` may no longer be served, if `trust` revokes its identity or certificate.
+fn revoked(peer: Option<&ProxyPeer>, trust: &TrustConfig) -> Option<Status> {
+    let peer = peer?;
+    let identity = peer.identity.as_ref()?.to_string();
+    let by_identity = trust.revoked_identities.contains(&identity);
+    let by_certificate = peer
+        .certificate_sha256
+        .as_ref()
+        .is_some_and(|sha| trust.revoked_certificates.contains(sha));
+    (by_identity || by_certificate).then(|| {
+        Status::permission_denied(format!(
+            "the {} of {identity} was revoked; an operator can restore it (`weft identity restore`) or issue a new join token",
+            if by_identity { "identity" } else { "certificate" }
+        ))
+    })
+}
+
 /// A reported certificate chain, summarized: its leaf's identity and expiry, and which root
 /// of `bundle` it chains to.
 fn describe(chain_pem: &str, bundle: Option<&str>) -> Option<ProxyCertificate> {
@@ -66,6 +83,7 @@ fn describe(chain_pem: &str, bundle: Option<&str>) -> Option<ProxyCertificate> {
     let summary = weft_identity::CertSummary::of(&leaf)?;
     Some(ProxyCertificate {
         spiffe_id: summary.spiffe_id,
+        sha256: weft_identity::fingerprint(&leaf),
         not_after: summary.not_after,
         root: bundle.and_then(|bundle| weft_identity::issuing_root(chain_pem, bundle)),
     })
@@ -94,7 +112,11 @@ pub(super) async fn run(
             return;
         }
     };
-    if let Err(status) = authorize(peer.as_ref(), &hello) {
+    let revocation = shared
+        .trust
+        .as_ref()
+        .and_then(|trust| revoked(peer.as_ref(), &trust.borrow()));
+    if let Some(status) = revocation.map_or_else(|| authorize(peer.as_ref(), &hello).err(), Some) {
         tracing::warn!(proxy = %hello.proxy_id, reason = %status.message(), "refused a proxy");
         let _ = out.send(Err(status)).await;
         return;
@@ -114,7 +136,7 @@ pub(super) async fn run(
         "proxy connected"
     );
     let mut session = Session::new(&hello, registration, out);
-    let end = session.serve(shared, inbound).await;
+    let end = session.serve(shared, peer, inbound).await;
     match end {
         End::Closed => tracing::info!(proxy = %hello.proxy_id, "proxy disconnected"),
         End::Status(status) => {
@@ -172,7 +194,13 @@ impl Session {
             .or(self.running.as_deref())
     }
 
-    async fn serve(&mut self, mut shared: Shared, mut inbound: Streaming<ProxyMessage>) -> End {
+    async fn serve(
+        &mut self,
+        mut shared: Shared,
+        peer: Option<ProxyPeer>,
+        mut inbound: Streaming<ProxyMessage>,
+    ) -> End {
+        let mut trust = shared.trust.clone();
         // A proxy that already runs a config, connecting while the control plane's registry
         // is still refilling after a restart, would be sent a view missing the endpoints of
         // proxies that have not reconnected yet: it keeps what it has until the warm-up ends.
@@ -211,6 +239,17 @@ impl Session {
                         if !self.push(&generation, false).await {
                             return End::Closed;
                         }
+                    }
+                }
+                changed = async { trust.as_mut()?.changed().await.ok() }, if trust.is_some() => {
+                    match (changed, &trust) {
+                        (Some(()), Some(trust)) => {
+                            if let Some(status) = revoked(peer.as_ref(), &trust.borrow()) {
+                                return End::Status(status);
+                            }
+                        }
+                        // The CA is gone: the server is shutting down.
+                        _ => trust = None,
                     }
                 }
                 () = self.registration.replaced() => {

@@ -10,13 +10,21 @@ use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-/// Session-ticket keys that can be replaced, invalidating every ticket issued so far.
-pub(super) struct LiveTicketer(ArcSwap<Arc<dyn ProducesTickets>>);
+/// Session-ticket keys that can be replaced, invalidating every ticket issued so far. A
+/// ticket never outlives the certificate it was issued under.
+pub(super) struct LiveTicketer {
+    keys: ArcSwap<Arc<dyn ProducesTickets>>,
+    live: Arc<ArcSwap<Material>>,
+}
 
 impl LiveTicketer {
-    pub(super) fn new() -> Result<Self, IdentityError> {
-        Ok(LiveTicketer(ArcSwap::from_pointee(Self::keys()?)))
+    pub(super) fn new(live: Arc<ArcSwap<Material>>) -> Result<Self, IdentityError> {
+        Ok(LiveTicketer {
+            keys: ArcSwap::from_pointee(Self::keys()?),
+            live,
+        })
     }
 
     fn keys() -> Result<Arc<dyn ProducesTickets>, IdentityError> {
@@ -24,7 +32,7 @@ impl LiveTicketer {
     }
 
     pub(super) fn replace(&self) -> Result<(), IdentityError> {
-        self.0.store(Arc::new(Self::keys()?));
+        self.keys.store(Arc::new(Self::keys()?));
         Ok(())
     }
 }
@@ -37,19 +45,30 @@ impl fmt::Debug for LiveTicketer {
 
 impl ProducesTickets for LiveTicketer {
     fn enabled(&self) -> bool {
-        self.0.load().enabled()
+        self.keys.load().enabled()
     }
 
+    /// The keys' lifetime, cut to what is left of the certificate.
     fn lifetime(&self) -> u32 {
-        self.0.load().lifetime()
+        let left = self
+            .live
+            .load()
+            .not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs();
+        self.keys
+            .load()
+            .lifetime()
+            .min(u32::try_from(left).unwrap_or(u32::MAX))
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.0.load().encrypt(plain)
+        self.keys.load().encrypt(plain)
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        self.0.load().decrypt(cipher)
+        self.keys.load().decrypt(cipher)
     }
 }
 

@@ -855,3 +855,63 @@ fn tickets_from_before_a_root_was_dropped_do_not_resume() {
     api.trust(new_ca.cert_pem()).unwrap();
     handshake(client, server).assert_refused();
 }
+
+#[test]
+fn a_revoked_identity_is_refused_both_ways_and_its_sessions_do_not_resume() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let api = identity(&ca, "api");
+    let web = identity(&ca, "web");
+    let server = api.server_config(&[]);
+    let client = web.client_config(api.id(), &[]);
+    handshake(client.clone(), server.clone()).assert_ok();
+    let resumed = handshake(client.clone(), server.clone());
+    resumed.assert_ok();
+    assert_eq!(
+        resumed.client.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(api.refused_peer(&resumed.server), None);
+
+    // api learns that web was revoked: web's next handshake fails, resumed or not.
+    api.revoke(Revoked::new(["spiffe://weft.local/ns/default/svc/web"], []))
+        .unwrap();
+    let refused = handshake(client.clone(), server.clone());
+    refused.assert_refused();
+    assert!(matches!(
+        peer_identity_error(&refused.server_error),
+        PeerIdentityError::Revoked {
+            what: "identity",
+            ..
+        }
+    ));
+    // A session resumed from before (had its ticket still been accepted) is caught after the
+    // handshake too.
+    assert!(api
+        .refused_peer(&resumed.server)
+        .is_some_and(|why| why.contains("revoked")));
+
+    // And web, learning api's certificate was revoked, refuses api as a server.
+    let api_cert = crate::fingerprint(&api.chain()[0]);
+    web.revoke(Revoked::new([], [api_cert.as_str()])).unwrap();
+    api.revoke(Revoked::default()).unwrap();
+    let refused = handshake(client, server);
+    assert!(matches!(
+        peer_identity_error(&refused.client_error),
+        PeerIdentityError::Revoked {
+            what: "certificate",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn tickets_never_outlive_the_certificate() {
+    use rustls::server::ProducesTickets;
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let issued = ca.issue(&id("api"), Duration::from_secs(90)).unwrap();
+    let api = TlsIdentity::from_pem(&issued.cert_pem, &issued.key_pem, ca.cert_pem()).unwrap();
+    let lifetime = api.ticketer.lifetime();
+    assert!(lifetime <= 90, "{lifetime}");
+    let long = identity(&ca, "web");
+    assert!(long.ticketer.lifetime() > 90);
+}
