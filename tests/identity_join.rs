@@ -117,3 +117,89 @@ async fn a_port_clash_does_not_spend_a_single_use_token() {
         "{listed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplied_ca_of_another_trust_domain_names_every_peer_and_a_mesh_cannot_contradict_it() {
+    let dir = TempDir::new("join-trust-domain");
+    let pki = dir.path().join("pki");
+    let out = run_weft(&[
+        "cert",
+        "ca",
+        "--out",
+        pki.to_str().unwrap(),
+        "--trust-domain",
+        "corp.example",
+    ]);
+    assert!(out.status.success());
+    let control = ControlPlane::start_with(
+        &dir.path().join("data"),
+        None,
+        &[
+            "--ca-cert",
+            pki.join("ca.pem").to_str().unwrap(),
+            "--ca-key",
+            pki.join("ca-key.pem").to_str().unwrap(),
+        ],
+    );
+    control.apply(&format!(
+        "{SERVICES}---\napiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  ports: [{{port: 80, protocol: http}}]\n"
+    ));
+    let api_app = HttpBackend::start("api").await;
+    let _api = control.proxy("api", api_app.addr).start();
+    let web_app = HttpBackend::start("web").await;
+    let web = control.proxy("web", web_app.addr).start();
+    // No Mesh resource: peers are named in the CA's trust domain, so mTLS between the
+    // proxies works.
+    let mut client = Http1Client::connect(web.outbound).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.get("api", "/").await {
+            Ok(answer) if answer.status == 200 && answer.body == "api" => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "web never reached api: {:?}\n{}",
+                    other.map(|a| (a.status, a.body)).map_err(|e| e.to_string()),
+                    web.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                client = Http1Client::connect(web.outbound).await;
+            }
+        }
+    }
+    let (_, config) = admin_get(web.admin, "/config").unwrap();
+    assert!(
+        config.contains("spiffe://corp.example/ns/default/svc/api"),
+        "{config}"
+    );
+
+    // A Mesh that names another trust domain is refused, with how to migrate.
+    let mut child = std::process::Command::new(weft_bin())
+        .args([
+            "apply",
+            "-f",
+            "-",
+            "--api",
+            &control.url(),
+            "--token",
+            &control.token,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {trustDomain: weft.local}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("differs from the CA's") && said.contains("--ca-cert"),
+        "{said}"
+    );
+}

@@ -144,6 +144,11 @@ impl CaState {
         TrustConfig {
             bundle_pem: self.bundle_pem(),
             signing_root: self.signing_root.sha256.clone(),
+            trust_domain: self
+                .signer
+                .trust_domain()
+                .unwrap_or(DEFAULT_TRUST_DOMAIN)
+                .to_owned(),
             ..TrustConfig::default()
         }
     }
@@ -420,6 +425,42 @@ async fn rotate(
 }
 
 /// The `Mesh` resource's trust domain, or [`DEFAULT_TRUST_DOMAIN`].
+/// Why `item` may not be applied, if it is a `Mesh` naming a trust domain other than the
+/// CA's: every certificate names the CA's, so a Mesh cannot move the mesh to another one.
+pub fn trust_domain_contradiction(
+    ca_domain: &str,
+    item: &crate::store::ApplyItem,
+) -> Option<String> {
+    let Spec::Mesh(_) = &item.resource.spec else {
+        return None;
+    };
+    let asked = item.document["spec"]["trustDomain"].as_str()?;
+    (asked != ca_domain).then(|| {
+        format!(
+            "Mesh {}: trustDomain {asked:?} differs from the CA's, {ca_domain:?}, which every \
+             workload certificate names. Leave trustDomain out or set it to {ca_domain:?}. To move \
+             the mesh to {asked:?}: make a CA for it (`weft cert ca --trust-domain {asked}`), \
+             restart the control plane with --ca-cert/--ca-key, then apply the Mesh and give \
+             every proxy a new join token (their certificates name {ca_domain:?})",
+            item.resource.metadata.name
+        )
+    })
+}
+
+/// Logs an error when the stored `Mesh` names a trust domain other than the CA's (a CA
+/// supplied for another domain, or a store from before the check): certificates and
+/// configs follow the CA's; the Mesh should be corrected.
+pub fn warn_on_trust_domain_mismatch(ca_domain: &str, resources: &ResourceSet) {
+    let stored = mesh_trust_domain(resources);
+    if stored != ca_domain && stored != DEFAULT_TRUST_DOMAIN {
+        tracing::error!(
+            mesh = %stored,
+            ca = %ca_domain,
+            "the Mesh resource's trustDomain differs from the CA's; certificates and peer identities use the CA's. Apply the Mesh with trustDomain set to the CA's, or restart with a CA for the Mesh's"
+        );
+    }
+}
+
 fn mesh_trust_domain(resources: &ResourceSet) -> String {
     resources
         .resources

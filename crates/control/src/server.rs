@@ -68,6 +68,8 @@ pub struct ControlPlane {
     pub status: Arc<dyn StatusSource>,
     /// The data directory: the store, the admin token.
     pub data_dir: PathBuf,
+    /// The CA's trust domain, once the CA is loaded.
+    pub ca_trust_domain: Option<String>,
 }
 
 impl ControlPlane {
@@ -85,6 +87,7 @@ impl ControlPlane {
             store: Arc::new(store),
             status: Arc::new(NoStatus),
             data_dir: options.data_dir.clone(),
+            ca_trust_domain: None,
         })
     }
 
@@ -93,6 +96,7 @@ impl ControlPlane {
         api::router(ApiState {
             store: self.store.clone(),
             status: self.status.clone(),
+            ca_trust_domain: self.ca_trust_domain.clone(),
         })
     }
 
@@ -224,6 +228,13 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ControlError> {
     let identity = plane.identity(ca).await?;
+    let ca_trust_domain = identity
+        .ca
+        .trust_domain()
+        .unwrap_or(crate::ca::DEFAULT_TRUST_DOMAIN)
+        .to_owned();
+    crate::ca::warn_on_trust_domain_mismatch(&ca_trust_domain, &plane.store.subscribe().borrow());
+    plane.ca_trust_domain = Some(ca_trust_domain);
     let serving = Arc::new(
         crate::serving::issue(&identity.ca)
             .map_err(|err| ControlError::Ca(CaError::Generate(Box::new(err))))?,

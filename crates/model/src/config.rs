@@ -33,6 +33,10 @@ pub struct TrustConfig {
     /// SHA-256 (hex) of the root that signs certificates now. A proxy whose certificate
     /// comes from another root asks for a new one at once, so an old root can be retired.
     pub signing_root: String,
+    /// The CA's trust domain: every certificate is issued in it, so peers are named in it,
+    /// whatever a `Mesh` resource says.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trust_domain: String,
     /// Revoked workload identities (SPIFFE ids): peers presenting them are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_identities: Vec<String>,

@@ -24,6 +24,7 @@ impl Guarded {
         let api = crate::api::router(ApiState {
             store,
             status: Arc::new(NoStatus),
+            ca_trust_domain: None,
         });
         let router = protect(api, Access::new(tokens.clone()));
         Guarded {

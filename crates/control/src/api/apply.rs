@@ -66,6 +66,18 @@ pub(super) async fn apply(
     if !problems.is_empty() {
         return Err(StoreError::Invalid(problems).into());
     }
+    if let Some(ca_domain) = &state.ca_trust_domain {
+        let contradictions: Vec<String> = items
+            .iter()
+            .filter_map(|item| crate::ca::trust_domain_contradiction(ca_domain, item))
+            .collect();
+        if !contradictions.is_empty() {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                errors: contradictions,
+            });
+        }
+    }
     if items.is_empty() {
         return Err(ApiError::bad_request(
             "the request holds no resources; send YAML or JSON documents with apiVersion, \

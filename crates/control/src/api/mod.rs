@@ -53,6 +53,9 @@ impl StatusSource for NoStatus {
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub status: Arc<dyn StatusSource>,
+    /// The CA's trust domain, which a `Mesh` resource may not contradict; `None` when the
+    /// control plane issues no certificates.
+    pub ca_trust_domain: Option<String>,
 }
 
 /// The API's routes. It has a fallback (a JSON 404), so routers merged into it must not

@@ -27,6 +27,7 @@ impl Api {
         let router = router(ApiState {
             store: Arc::new(store),
             status: Arc::new(FixedStatus),
+            ca_trust_domain: Some("weft.local".to_owned()),
         });
         Api { router, _dir: dir }
     }
@@ -267,4 +268,29 @@ async fn mistakes_in_requests_get_json_errors() {
         body.contains("request: the body is not UTF-8 text"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_mesh_cannot_contradict_the_cas_trust_domain() {
+    let api = Api::new("api-trust-domain");
+    let mesh = |spec: &str| {
+        format!("apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: default}}\nspec: {spec}\n")
+    };
+    let (status, body) = api
+        .apply("mesh.yaml", &mesh("{trustDomain: corp.example}"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body["errors"][0].as_str().unwrap();
+    assert!(
+        message.contains("\"corp.example\" differs from the CA's, \"weft.local\"")
+            && message.contains("weft cert ca --trust-domain corp.example"),
+        "{message}"
+    );
+    let (status, body) = api.get_json("/api/v1/resources?kind=mesh").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"], json!([]), "nothing was applied");
+    for spec in ["{trustDomain: weft.local}", "{mtls: {mode: permissive}}"] {
+        let (status, body) = api.apply("mesh.yaml", &mesh(spec)).await;
+        assert_eq!(status, StatusCode::OK, "{spec}: {body}");
+    }
 }

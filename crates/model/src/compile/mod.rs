@@ -18,17 +18,23 @@ use crate::resources::{HealthCheckSpec, Resource, ServiceSpec, TrustDomain};
 /// nothing: routes and policies for missing Services are left out, and so are backends
 /// and mirrors that name one.
 pub fn compile(resources: &[Resource]) -> ProxyConfig {
-    versioned(unversioned(resources))
+    versioned(unversioned(resources, None))
 }
 
-/// The config without its version, so callers that add to it hash it only once.
-fn unversioned(resources: &[Resource]) -> ProxyConfig {
+/// The config without its version, so callers that add to it hash it only once. Peers are
+/// named in `ca_trust_domain` when given (the control plane's CA issues every certificate
+/// in it), else in the `Mesh` resource's trust domain.
+fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyConfig {
     let catalog = Catalog::new(resources);
-    let trust_domain = catalog
-        .mesh
-        .map_or_else(TrustDomain::default_trust_domain, |mesh| {
-            mesh.trust_domain.clone()
-        });
+    let trust_domain = match ca_trust_domain {
+        Some(domain) => domain.to_owned(),
+        None => catalog
+            .mesh
+            .map_or_else(TrustDomain::default_trust_domain, |mesh| {
+                mesh.trust_domain.clone()
+            })
+            .to_string(),
+    };
     let services = catalog
         .services
         .iter()
@@ -56,7 +62,7 @@ fn unversioned(resources: &[Resource]) -> ProxyConfig {
     };
     ProxyConfig {
         version: String::new(),
-        trust_domain: trust_domain.to_string(),
+        trust_domain,
         mtls_mode,
         trust: None,
         services,
@@ -78,11 +84,7 @@ fn health_check(spec: &HealthCheckSpec) -> HealthCheckConfig {
     }
 }
 
-fn endpoints(
-    trust_domain: &TrustDomain,
-    key: ServiceKey,
-    spec: &ServiceSpec,
-) -> Vec<EndpointConfig> {
+fn endpoints(trust_domain: &str, key: ServiceKey, spec: &ServiceSpec) -> Vec<EndpointConfig> {
     spec.endpoints
         .iter()
         .map(|endpoint| EndpointConfig {

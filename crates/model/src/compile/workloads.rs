@@ -25,13 +25,18 @@ pub struct Workload {
 /// so the same registry always compiles to the same version. Left out: workloads of a
 /// service no Service resource declares (nothing could address them), and workloads at an
 /// address the service already lists (a static endpoint, or another workload there).
-/// `trust` is the control plane's trust bundle, part of the config (and its version).
+/// `trust` is the control plane's trust bundle, part of the config (and its version); its
+/// trust domain, when set, names every peer.
 pub fn compile_with_workloads(
     resources: &[Resource],
     workloads: &[Workload],
     trust: Option<TrustConfig>,
 ) -> ProxyConfig {
-    let mut config = unversioned(resources);
+    let ca_trust_domain = trust
+        .as_ref()
+        .map(|t| t.trust_domain.as_str())
+        .filter(|domain| !domain.is_empty());
+    let mut config = unversioned(resources, ca_trust_domain);
     config.trust = trust;
     let mut by_service: HashMap<(&str, &str), Vec<&Workload>> = HashMap::new();
     for workload in workloads {
@@ -101,6 +106,22 @@ spec:
         assert_eq!(
             compile_with_workloads(&resources, &[], None),
             compile(&resources)
+        );
+    }
+
+    #[test]
+    fn the_cas_trust_domain_names_peers_whatever_the_mesh_says() {
+        let resources = load_str("mesh.yaml", MESH).unwrap();
+        let trust = TrustConfig {
+            trust_domain: "corp.example".to_owned(),
+            ..TrustConfig::default()
+        };
+        let workloads = [workload("web", "127.0.0.1:7201", "v1")];
+        let config = compile_with_workloads(&resources, &workloads, Some(trust));
+        assert_eq!(config.trust_domain, "corp.example");
+        assert_eq!(
+            config.services[0].endpoints[1].identity.as_deref(),
+            Some("spiffe://corp.example/ns/shop/svc/web")
         );
     }
 
