@@ -99,9 +99,11 @@ start_control() {
   # override --log, so it is cleared.
   (
     ulimit -v $((CONTROL_VM_MB * 1024))
+    # The simulated proxies speak plain text (the discovery protocol is what is measured,
+    # not TLS): allowed from loopback by the development flag.
     exec env -u RUST_LOG "$WEFT_BIN" --log 'warn,weft_control::server=info' control \
       --data-dir "$DATA_DIR" --api-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
-      >/dev/null 2>"$out"
+      --dev-plaintext-proxies >/dev/null 2>"$out"
   ) &
   CONTROL_PID=$!
   GRPC_ADDR="" API_URL=""
@@ -109,7 +111,12 @@ start_control() {
     line=$(grep -a 'listening' "$out" || true)
     addr=$(sed -n 's/.*listener="\{0,1\}grpc"\{0,1\} addr=\([0-9.:]*\).*/\1/p' <<<"$line" | head -1)
     api=$(sed -n 's/.*listener="\{0,1\}api"\{0,1\} addr=\([0-9.:]*\).*/\1/p' <<<"$line" | head -1)
-    if [[ -n $addr && -n $api ]]; then GRPC_ADDR=$addr API_URL="http://$api"; return 0; fi
+    # Ready once it listens and has written the admin API token the client commands read.
+    if [[ -n $addr && -n $api && -s $DATA_DIR/admin.token ]]; then
+      GRPC_ADDR=$addr API_URL="http://$api"
+      export WEFT_DATA_DIR=$DATA_DIR
+      return 0
+    fi
     kill -0 "$CONTROL_PID" 2>/dev/null || { cat "$out" >&2; echo "weft control exited" >&2; exit 1; }
     sleep 0.1
   done

@@ -74,6 +74,10 @@ pair_control_plane() {
     --grpc-addr "127.0.0.1:$grpc_port" >"$PAIR_DIR/control.log" 2>&1 &
   PAIR_PIDS+=("$!")
   wait_port "$api_port"
+  # The client commands read the admin API token the control plane writes as it starts.
+  export WEFT_DATA_DIR="$PAIR_DIR/control"
+  local _
+  for _ in $(seq 100); do [[ -s $WEFT_DATA_DIR/admin.token ]] && break; sleep 0.1; done
   "$WEFT_BIN" apply --api "$PAIR_API" -f "$PAIR_DIR/mesh.yaml" >/dev/null
   "$WEFT_BIN" ca show --pem --api "$PAIR_API" >"$PAIR_DIR/control-plane-ca.pem"
   for svc in client backend; do

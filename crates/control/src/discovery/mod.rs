@@ -24,7 +24,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use registry::{ProxyCertificate, ProxyInfo, Registry, Rejection};
+pub use registry::{ProxyCertificate, ProxyInfo, Registry, Rejection, MAX_PROXIES_PER_IDENTITY};
 
 use futures_util::stream::BoxStream;
 use std::future::Future;

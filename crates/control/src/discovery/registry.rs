@@ -84,9 +84,16 @@ pub struct Registry {
     endpoints_changed: Notify,
 }
 
+/// Proxies one identity may have registered at once. A stolen certificate must not let its
+/// holder fill every proxy's config with endpoints of its own; a real service this large
+/// is rare, and says so in the refusal.
+pub const MAX_PROXIES_PER_IDENTITY: usize = 1024;
+
 #[derive(Default)]
 struct State {
     proxies: HashMap<String, Entry>,
+    /// How many of `proxies` each (namespace, service) has.
+    per_identity: HashMap<(String, String), usize>,
     /// Tells apart successive streams of one proxy id.
     next_stream: u64,
     status: StatusIndex,
@@ -210,6 +217,29 @@ impl Registry {
         let now = SystemTime::now();
         let replaced = Arc::new(Notify::new());
         let mut state = self.lock();
+        let identity = (workload.namespace.clone(), workload.service.clone());
+        match state.proxies.get(&hello.proxy_id) {
+            // A proxy id belongs to one identity: no one takes over another's registration.
+            Some(old)
+                if (&old.workload.namespace, &old.workload.service)
+                    != (&identity.0, &identity.1) =>
+            {
+                return Err(Status::already_exists(format!(
+                    "proxy id {} is registered by {}.{}; each proxy needs an id of its own",
+                    hello.proxy_id, old.workload.service, old.workload.namespace
+                )));
+            }
+            Some(_) => {}
+            None if state.per_identity.get(&identity).copied().unwrap_or(0)
+                >= MAX_PROXIES_PER_IDENTITY =>
+            {
+                return Err(Status::resource_exhausted(format!(
+                    "{}.{} has {MAX_PROXIES_PER_IDENTITY} proxies registered already, the most one identity may have",
+                    identity.1, identity.0
+                )));
+            }
+            None => *state.per_identity.entry(identity).or_default() += 1,
+        }
         state.next_stream += 1;
         let stream = state.next_stream;
         let entry = Entry {
@@ -294,6 +324,13 @@ impl Registry {
             return;
         }
         if let Some(entry) = state.proxies.remove(&registration.id) {
+            let identity = (entry.workload.namespace, entry.workload.service);
+            if let Some(count) = state.per_identity.get_mut(&identity) {
+                *count -= 1;
+                if *count == 0 {
+                    state.per_identity.remove(&identity);
+                }
+            }
             if entry.healthy {
                 self.endpoints_changed.notify_one();
             }

@@ -634,3 +634,36 @@ async fn shutting_down_ends_every_stream_so_the_server_can_stop() {
         .unwrap();
     assert!(registry.proxies().is_empty());
 }
+
+#[test]
+fn registrations_are_bounded_per_identity_and_ids_cannot_be_taken_over() {
+    let registry = Arc::new(Registry::new());
+    let mut held = Vec::new();
+    use crate::discovery::MAX_PROXIES_PER_IDENTITY;
+    for i in 0..MAX_PROXIES_PER_IDENTITY {
+        let address = format!("127.0.0.1:{}", 10_000 + i);
+        held.push(
+            registry
+                .register(&hello(&format!("web-{i}"), "web", &address))
+                .unwrap(),
+        );
+    }
+    let Err(refused) = registry.register(&hello("web-extra", "web", "127.0.0.1:9999")) else {
+        panic!("one registration past the bound was accepted");
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // Another identity is not held back, and a proxy reconnecting under its own id is fine.
+    let api = registry.register(&hello("api-1", "api", "127.0.0.1:9001"));
+    let web_again = registry.register(&hello("web-0", "web", "127.0.0.1:10000"));
+    assert!(api.is_ok() && web_again.is_ok());
+    // No one takes over another identity's proxy id.
+    let Err(taken) = registry.register(&hello("api-1", "web", "127.0.0.1:9002")) else {
+        panic!("web took over api's proxy id");
+    };
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    // One leaving makes room.
+    drop(held.pop());
+    assert!(registry
+        .register(&hello("web-extra", "web", "127.0.0.1:9999"))
+        .is_ok());
+}
