@@ -203,3 +203,33 @@ async fn a_supplied_ca_of_another_trust_domain_names_every_peer_and_a_mesh_canno
         "{said}"
     );
 }
+
+#[test]
+fn a_proxy_pointed_at_the_rest_api_port_is_told_the_right_one() {
+    let dir = TempDir::new("join-rest-port");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    let token = control.join_token("web");
+    let ca = control.ca_file(dir.path());
+    let app = "127.0.0.1:9".parse().unwrap();
+    for url in [
+        format!("https://{}", control.api),
+        format!("http://{}", control.api),
+    ] {
+        let mut spec = ProxySpec::mesh("web", app, url.clone())
+            .arg("--token-file")
+            .arg(token.to_str().unwrap());
+        if url.starts_with("https") {
+            spec = spec.arg("--control-plane-ca").arg(ca.to_str().unwrap());
+        }
+        let (status, logs) = run_to_exit(&spec);
+        assert!(!status.success(), "{url}: {logs}");
+        assert!(
+            logs.contains("this looks like the REST API port")
+                && logs.contains(&format!("use --control-plane https://{}", control.grpc)),
+            "{url}: {logs}"
+        );
+    }
+    // The token was not spent on the mistake.
+    let listed = String::from_utf8_lossy(&control.weft(&["token", "list"]).stdout).into_owned();
+    assert!(listed.contains("usable"), "{listed}");
+}

@@ -38,13 +38,35 @@ pub fn router(registry: Arc<Registry>, ca: Option<Arc<MeshCa>>, plaintext: Plain
 }
 
 async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
-    Json(json!({ "proxies": fleet.registry.proxies() }))
+    let warming_up = fleet
+        .registry
+        .warmup_until()
+        .duration_since(SystemTime::now())
+        .ok()
+        .map(|left| left.as_secs() + 1);
+    Json(json!({
+        "proxies": fleet.registry.proxies(),
+        "warmingUpForSeconds": warming_up,
+    }))
 }
 
 async fn check(State(fleet): State<Fleet>) -> Json<Value> {
     let proxies = fleet.registry.proxies();
     let mut verdict = verdict(&proxies);
     let mut warnings = identity_warnings(&proxies, fleet.ca.as_deref(), SystemTime::now());
+    if let Ok(left) = fleet
+        .registry
+        .warmup_until()
+        .duration_since(SystemTime::now())
+    {
+        warnings.push(json!({
+            "warning": format!(
+                "the control plane has just started: for {}s more, proxies that reconnect keep the config they run while the registry refills",
+                left.as_secs() + 1
+            ),
+            "hint": "changes applied now reach those proxies once that is over; nothing needs doing",
+        }));
+    }
     if fleet.plaintext == Plaintext::DevLoopback {
         warnings.push(json!({
             "warning": "the gRPC port accepts plain-text proxies from this host (--dev-plaintext-proxies): they prove nothing, so any local process can register as any service",
@@ -150,4 +172,37 @@ fn verdict(proxies: &[ProxyInfo]) -> Value {
         "problems": problems,
         "hints": hints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    async fn check_warnings(warmup: Duration, plaintext: Plaintext) -> String {
+        let registry = Arc::new(Registry::warming_up_until(SystemTime::now() + warmup));
+        let response = router(registry, None, plaintext)
+            .oneshot(Request::get("/api/v1/check").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let verdict: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(verdict["ok"], true, "warnings are not problems: {verdict}");
+        verdict["warnings"].to_string()
+    }
+
+    #[tokio::test]
+    async fn check_explains_the_warm_up_and_warns_of_plain_text() {
+        let warnings = check_warnings(Duration::from_secs(60), Plaintext::Refused).await;
+        assert!(warnings.contains("has just started"), "{warnings}");
+        assert!(!warnings.contains("plain-text"), "{warnings}");
+        let warnings = check_warnings(Duration::ZERO, Plaintext::DevLoopback).await;
+        assert!(!warnings.contains("has just started"), "{warnings}");
+        assert!(warnings.contains("--dev-plaintext-proxies"), "{warnings}");
+    }
 }

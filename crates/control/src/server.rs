@@ -70,6 +70,8 @@ pub struct ControlPlane {
     pub data_dir: PathBuf,
     /// The CA's trust domain, once the CA is loaded.
     pub ca_trust_domain: Option<String>,
+    /// The gRPC port's address, once bound.
+    pub proxies_address: Option<SocketAddr>,
 }
 
 impl ControlPlane {
@@ -88,6 +90,7 @@ impl ControlPlane {
             status: Arc::new(NoStatus),
             data_dir: options.data_dir.clone(),
             ca_trust_domain: None,
+            proxies_address: None,
         })
     }
 
@@ -97,6 +100,7 @@ impl ControlPlane {
             store: self.store.clone(),
             status: self.status.clone(),
             ca_trust_domain: self.ca_trust_domain.clone(),
+            proxies_address: self.proxies_address,
         })
     }
 
@@ -235,6 +239,7 @@ pub async fn serve(
         .to_owned();
     crate::ca::warn_on_trust_domain_mismatch(&ca_trust_domain, &plane.store.subscribe().borrow());
     plane.ca_trust_domain = Some(ca_trust_domain);
+    plane.proxies_address = grpc.local_addr().ok();
     let serving = Arc::new(
         crate::serving::issue(&identity.ca)
             .map_err(|err| ControlError::Ca(CaError::Generate(Box::new(err))))?,

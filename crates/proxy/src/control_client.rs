@@ -9,6 +9,7 @@
 
 mod connector;
 mod health;
+mod rest_probe;
 
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,21 @@ impl ControlClient {
             tls,
             options: options.clone(),
         })
+    }
+
+    /// Fails when the URL points at `weft control`'s REST API instead of its proxies' port
+    /// (a common slip: both are on the same host), naming the right one.
+    pub async fn check_not_rest_api(&self) -> Result<(), String> {
+        let Some(authority) = self.endpoint.uri().authority() else {
+            return Ok(());
+        };
+        match rest_probe::proxies_address_if_rest_api(authority.as_str()).await {
+            None => Ok(()),
+            Some(proxies) => Err(format!(
+                "this looks like the REST API port of `weft control`; the proxies' port is \
+                 {proxies}: use --control-plane https://{proxies}"
+            )),
+        }
     }
 
     /// From now on, present `identity` to the control plane and check it by its bundle.

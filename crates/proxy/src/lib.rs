@@ -95,6 +95,19 @@ async fn bind(
 /// Runs the proxy until SIGTERM or SIGINT, then drains.
 pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     let source = ConfigSource::of(&options)?;
+    if let ConfigSource::ControlPlane(client) = &source {
+        client
+            .check_not_rest_api()
+            .await
+            .map_err(|reason| ProxyError::ControlPlane {
+                url: options
+                    .control_plane
+                    .as_ref()
+                    .map(|c| c.url.clone())
+                    .unwrap_or_default(),
+                reason,
+            })?;
+    }
     // Listeners first: a port in use must fail here, before a single-use join token is
     // spent on a certificate this process could never serve with.
     let listeners = Listeners::bind(&options).await?;

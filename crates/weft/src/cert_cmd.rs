@@ -198,40 +198,13 @@ fn write_file(path: &Path, contents: &str, access: Access, replace: bool) -> Res
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Parses `90s`, `10m`, `24h`, `7d`.
+/// A certificate's lifetime: `90s`, `10m`, `24h`, `7d`, `1d12h` (as every duration).
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let unit_seconds: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a duration: write a whole number followed by s, m, h or d, \
-                 e.g. 90s, 10m, 24h or 7d"
-            ))
-        }
-    };
-    if number.is_empty() {
-        return Err(format!(
-            "{text:?} has no number before {unit:?}: write e.g. 24h"
-        ));
-    }
-    // Only digits remain, so the one way to fail is overflow.
-    let count: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is too long"))?;
-    if count == 0 {
+    let ttl = crate::duration_flag::parse(text)?;
+    if ttl.is_zero() {
         return Err("a certificate must be valid for longer than zero".to_owned());
     }
-    count
-        .checked_mul(unit_seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    Ok(ttl)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 )]
 pub struct DemoArgs {
     /// Stop after this long (e.g. 30s, 5m) instead of waiting for Ctrl-C.
-    #[arg(long, value_parser = crate::proxy_cmd::parse_duration)]
+    #[arg(long, value_parser = crate::duration_flag::parse)]
     duration: Option<Duration>,
     /// Requests per second the load generator sends to the frontend.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]

@@ -39,6 +39,12 @@ pub fn print_proxies(api: &ApiArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
+    if let Some(seconds) = answer["warmingUpForSeconds"].as_u64() {
+        eprintln!(
+            "note: the control plane has just started; for {seconds}s more, proxies that \
+             reconnect keep the config they run while its registry refills, so VERSION may lag"
+        );
+    }
     let proxies = answer["proxies"].as_array().cloned().unwrap_or_default();
     if proxies.is_empty() {
         eprintln!("no proxies connected");

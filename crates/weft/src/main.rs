@@ -8,6 +8,7 @@ mod cert_cmd;
 mod client_cmd;
 mod control_cmd;
 mod demo_cmd;
+mod duration_flag;
 mod fleet_cmd;
 mod identity_cmd;
 mod proxy_cmd;
@@ -118,8 +119,41 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", report(&error));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, `: `-separated, each said once: a cause whose text its
+/// context already quotes (`cannot listen on ...: Address in use (os error 98)`) is not
+/// repeated after it.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let quoted = format!("connecting to 127.0.0.1:9: {refused}");
+        let error = anyhow::Error::new(refused).context(quoted.clone());
+        assert_eq!(report(&error), quoted);
+        let error = anyhow::anyhow!("the disk is full").context("applying");
+        assert_eq!(report(&error), "applying: the disk is full");
     }
 }

@@ -100,7 +100,7 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     /// Clients must send complete request headers within this time (slowloris defence).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration_flag::parse)]
     header_read_timeout: Duration,
     /// Largest request head accepted, in bytes; larger gets 431.
     #[arg(long, default_value_t = 64 * 1024)]
@@ -109,10 +109,10 @@ pub struct ProxyArgs {
     #[arg(long, default_value_t = 100)]
     max_headers: usize,
     /// How long to wait for a client's first bytes before treating it as opaque TCP.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = crate::duration_flag::parse)]
     detect_timeout: Duration,
     /// On SIGTERM: stop accepting, and give in-flight requests this long to finish.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::duration_flag::parse)]
     drain_timeout: Duration,
 }
 
@@ -138,26 +138,6 @@ fn parse_label(value: &str) -> Result<(String, String), String> {
     match value.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err("expected KEY=VALUE, e.g. version=v2".into()),
-    }
-}
-
-/// `500ms`, `10s`, `2m`, `1h`.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or("missing unit: use ms, s, m or h")?;
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?}: expected a number followed by ms, s, m or h"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "{value:?}: unknown unit {unit:?}; use ms, s, m or h"
-        )),
     }
 }
 

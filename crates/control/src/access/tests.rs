@@ -25,6 +25,7 @@ impl Guarded {
             store,
             status: Arc::new(NoStatus),
             ca_trust_domain: None,
+            proxies_address: None,
         });
         let router = protect(api, Access::new(tokens.clone()));
         Guarded {

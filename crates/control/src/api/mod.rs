@@ -56,6 +56,9 @@ pub struct ApiState {
     /// The CA's trust domain, which a `Mesh` resource may not contradict; `None` when the
     /// control plane issues no certificates.
     pub ca_trust_domain: Option<String>,
+    /// Where proxies connect (the gRPC port), so that a proxy pointed here by mistake can
+    /// be told.
+    pub proxies_address: Option<std::net::SocketAddr>,
 }
 
 /// The API's routes. It has a fallback (a JSON 404), so routers merged into it must not
@@ -76,7 +79,11 @@ pub fn router(state: ApiState) -> Router {
 
 async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let revision = state.store.subscribe().borrow().revision;
-    Json(json!({"status": "ok", "revision": revision.to_string()}))
+    Json(json!({
+        "status": "ok",
+        "revision": revision.to_string(),
+        "proxiesAddress": state.proxies_address.map(|addr| addr.to_string()),
+    }))
 }
 
 async fn no_such_endpoint() -> ApiError {

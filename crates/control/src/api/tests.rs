@@ -28,6 +28,7 @@ impl Api {
             store: Arc::new(store),
             status: Arc::new(FixedStatus),
             ca_trust_domain: Some("weft.local".to_owned()),
+            proxies_address: None,
         });
         Api { router, _dir: dir }
     }

@@ -95,7 +95,15 @@ impl DiscoveryServer {
         resources: watch::Receiver<Arc<ResourceSet>>,
         options: DiscoveryOptions,
     ) -> (Self, Arc<Registry>) {
-        let registry = Arc::new(Registry::new());
+        let registry = Arc::new(Registry::warming_up_until(
+            std::time::SystemTime::now() + options.warmup,
+        ));
+        if !options.warmup.is_zero() {
+            tracing::info!(
+                warmup = ?options.warmup,
+                "proxies that reconnect keep the config they run for this long, while the registry refills; changes reach them after it (`weft check` says so meanwhile)"
+            );
+        }
         let (generations, generations_rx) = watch::channel(None);
         tokio::spawn(publisher::run(
             resources,

@@ -82,6 +82,7 @@ pub struct Registry {
     state: Mutex<State>,
     /// Wakes the publisher when the set of endpoints (healthy workloads) may have changed.
     endpoints_changed: Notify,
+    warmup_until: SystemTime,
 }
 
 /// Proxies one identity may have registered at once. A stolen certificate must not let its
@@ -116,11 +117,19 @@ struct Entry {
 }
 
 impl Registry {
-    pub(super) fn new() -> Self {
+    /// A registry whose control plane leaves reconnecting proxies' configs alone until
+    /// `until` (see `DiscoveryOptions::warmup`), which `weft check` explains.
+    pub(crate) fn warming_up_until(until: SystemTime) -> Self {
         Self {
             state: Mutex::new(State::default()),
             endpoints_changed: Notify::new(),
+            warmup_until: until,
         }
+    }
+
+    /// Until when proxies that reconnect running a config keep it.
+    pub fn warmup_until(&self) -> SystemTime {
+        self.warmup_until
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

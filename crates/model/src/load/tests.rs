@@ -232,7 +232,7 @@ fn bad_duration_names_line_and_field() {
     assert_eq!(
         error(&route(rules)),
         "routes.yaml:10:16: spec.rules[0].timeouts.request: invalid duration \"1.5s\": \
-         each number needs a unit: h, m, s or ms; write it like 10s, 500ms or 1h30m"
+         each number needs a unit: d, h, m, s or ms; write it like 10s, 500ms, 1h30m or 7d"
     );
 }
 

@@ -1,4 +1,6 @@
-//! Gateway API durations (GEP-2257): `10s`, `500ms`, `1h30m`.
+//! Gateway API durations (GEP-2257): `10s`, `500ms`, `1h30m`; and days (`7d`), the one
+//! extension, so certificate and token lifetimes read naturally. The same syntax serves
+//! every YAML field and every command-line flag.
 
 use super::checked::{deserialize_with, FromText};
 use std::fmt;
@@ -7,10 +9,11 @@ use std::str::FromStr;
 const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60 * SECOND;
 const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
 
 /// A duration written as GEP-2257 says: one to four parts, each one to five digits
-/// followed by `h`, `m`, `s` or `ms` (`10s`, `500ms`, `1h30m`, `0s`). Millisecond precision,
-/// at most `99999h59m59s999ms`.
+/// followed by `h`, `m`, `s` or `ms` (`10s`, `500ms`, `1h30m`, `0s`), or `d` for days (`7d`,
+/// `1d12h`). Millisecond precision, at most `99999h59m59s999ms`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration {
     millis: u64,
@@ -46,7 +49,7 @@ impl FromStr for Duration {
 
     fn from_str(text: &str) -> Result<Duration, String> {
         parse(text).map_err(|reason| {
-            format!("invalid duration {text:?}: {reason}; write it like 10s, 500ms or 1h30m")
+            format!("invalid duration {text:?}: {reason}; write it like 10s, 500ms, 1h30m or 7d")
         })
     }
 }
@@ -70,18 +73,19 @@ fn parse(text: &str) -> Result<Duration, &'static str> {
         let letters = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, tail) = tail.split_at(letters);
         let unit = match unit {
+            "d" => DAY,
             "h" => HOUR,
             "m" => MINUTE,
             "s" => SECOND,
             "ms" => 1,
-            "" => return Err("each number needs a unit: h, m, s or ms"),
-            _ => return Err("the units are h, m, s and ms"),
+            "" => return Err("each number needs a unit: d, h, m, s or ms"),
+            _ => return Err("the units are d, h, m, s and ms"),
         };
         parts += 1;
         if parts > 4 {
             return Err("at most four parts are allowed");
         }
-        // Five digits times an hour fits easily in u64; the parse cannot fail.
+        // Five digits times a day fits easily in u64; the parse cannot fail.
         let number: u64 = number.parse().map_err(|_| "not a number")?;
         millis += number * unit;
         rest = tail;
@@ -114,7 +118,7 @@ impl fmt::Display for Duration {
 }
 
 impl FromText for Duration {
-    const EXPECTING: &'static str = "a duration like 10s, 500ms or 1h30m";
+    const EXPECTING: &'static str = "a duration like 10s, 500ms, 1h30m or 7d";
 
     fn from_text(text: &str) -> Result<Self, String> {
         text.parse()
@@ -183,6 +187,15 @@ mod tests {
     }
 
     #[test]
+    fn days_are_the_one_extension() {
+        assert_eq!(millis("7d"), 7 * 24 * 3_600_000);
+        assert_eq!(millis("1d12h"), 36 * 3_600_000);
+        // Still within the maximum GEP-2257 can write.
+        assert!("4167d".parse::<Duration>().is_err());
+        assert_eq!(Duration::from_millis(millis("7d")).to_string(), "168h");
+    }
+
+    #[test]
     fn rejects_what_gep_2257_forbids() {
         for bad in [
             "",
@@ -191,7 +204,6 @@ mod tests {
             "1.5s",
             "-1s",
             "+1s",
-            "1d",
             "1us",
             "1H",
             "100000s",

@@ -637,7 +637,7 @@ async fn shutting_down_ends_every_stream_so_the_server_can_stop() {
 
 #[test]
 fn registrations_are_bounded_per_identity_and_ids_cannot_be_taken_over() {
-    let registry = Arc::new(Registry::new());
+    let registry = Arc::new(Registry::warming_up_until(std::time::SystemTime::now()));
     let mut held = Vec::new();
     use crate::discovery::MAX_PROXIES_PER_IDENTITY;
     for i in 0..MAX_PROXIES_PER_IDENTITY {
