@@ -67,7 +67,7 @@ impl ServerCertVerifier for AnyServer {
 
 /// A client presenting `cert_pem`/`key_pem`, or no certificate.
 fn client(credentials: Option<(&str, &str)>) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -59,7 +59,7 @@ pub fn verify_renewal(
             .add(root)
             .map_err(|e| refused(format!("the trust bundle holds an unusable root: {e}")))?;
     }
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = crate::tls::provider();
     let algorithms = provider.signature_verification_algorithms;
     let parsed = ParsedCertificate::try_from(leaf)
         .map_err(|e| refused(format!("the current certificate does not parse: {e}")))?;

@@ -109,7 +109,7 @@ pub fn issuing_root(chain_pem: &str, bundle_pem: &str) -> Option<String> {
     let chain = parse_pem(chain_pem);
     let (leaf, intermediates) = chain.split_first()?;
     let parsed = ParsedCertificate::try_from(leaf).ok()?;
-    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    let algorithms = crate::tls::provider().signature_verification_algorithms;
     let now = UnixTime::now();
     parse_pem(bundle_pem).into_iter().find_map(|root| {
         let mut roots = rustls::RootCertStore::empty();

@@ -235,6 +235,21 @@ impl TlsIdentity {
         check_usable(&self.live.load(), &self.provider, cert_path, ca_path, now)
     }
 
+    /// Whether every TLS config of this identity runs on a FIPS 140-3 validated module
+    /// (a `fips` build).
+    pub fn fips(&self) -> bool {
+        self.provider.fips()
+    }
+
+    /// The key exchange groups offered and accepted, most preferred first.
+    pub fn key_exchange_groups(&self) -> Vec<String> {
+        self.provider
+            .kx_groups
+            .iter()
+            .map(|group| format!("{:?}", group.name()))
+            .collect()
+    }
+
     /// The workload this certificate names.
     pub fn id(&self) -> &SpiffeId {
         &self.id
@@ -385,9 +400,16 @@ impl fmt::Debug for Material {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    // The ring provider is passed to every builder, so no process-wide default is needed.
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The crypto every TLS config of Weft's uses: AWS-LC, offering the hybrid post-quantum
+/// key exchange X25519MLKEM768 first (peers without it fall back to X25519 or P-256), or,
+/// built with the `fips` feature, AWS-LC's FIPS 140-3 validated module. Passed to every
+/// builder, so no process-wide default is needed.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    #[cfg(feature = "fips")]
+    let provider = rustls::crypto::default_fips_provider();
+    #[cfg(not(feature = "fips"))]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    Arc::new(provider)
 }
 
 impl Material {

@@ -110,6 +110,10 @@ async fn handle(
                         .then(|| weft_identity::format_utc(identity.renew_at())),
                     "chain": chain,
                     "trust_bundle": bundle,
+                    "tls": {
+                        "fips": identity.fips(),
+                        "key_exchange": identity.key_exchange_groups(),
+                    },
                 });
                 text(StatusCode::OK, "application/json", format!("{body:#}\n"))
             }

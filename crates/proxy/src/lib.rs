@@ -147,7 +147,12 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
                 namespace: options.namespace.clone(),
             });
         }
-        tracing::info!(identity = %id, "mutual TLS enabled");
+        tracing::info!(
+            identity = %id,
+            key_exchange = ?identity.key_exchange_groups(),
+            fips = identity.fips(),
+            "mutual TLS enabled"
+        );
     }
     let proxy = Arc::new(Proxy::new(options, tls));
     if let ConfigSource::Local(path) = &source {

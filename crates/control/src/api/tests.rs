@@ -256,7 +256,10 @@ async fn mistakes_in_requests_get_json_errors() {
     }
     let (status, health) = api.get_json("/api/v1/health").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(health, json!({"status": "ok", "revision": "0"}));
+    assert_eq!(
+        health,
+        json!({"status": "ok", "revision": "0", "proxiesAddress": null})
+    );
 
     let request = Request::builder()
         .method(Method::POST)

@@ -62,9 +62,7 @@ fn loaded_ca_signs_certificates_that_chain_to_the_original() {
         &roots,
         &[],
         rustls::pki_types::UnixTime::now(),
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .all,
+        crate::tls::provider().signature_verification_algorithms.all,
     )
     .expect("a certificate from the loaded CA chains to the original root");
 }

@@ -28,7 +28,7 @@ impl LiveTicketer {
     }
 
     fn keys() -> Result<Arc<dyn ProducesTickets>, IdentityError> {
-        rustls::crypto::ring::Ticketer::new().map_err(IdentityError::TicketKeys)
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(IdentityError::TicketKeys)
     }
 
     pub(super) fn replace(&self) -> Result<(), IdentityError> {

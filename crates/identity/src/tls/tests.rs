@@ -915,3 +915,43 @@ fn tickets_never_outlive_the_certificate() {
     let long = identity(&ca, "web");
     assert!(long.ticketer.lifetime() > 90);
 }
+
+#[test]
+fn peers_agree_on_hybrid_post_quantum_key_exchange_and_fall_back_to_classical() {
+    use rustls::NamedGroup;
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let api = identity(&ca, "api");
+    let web = identity(&ca, "web");
+    assert_eq!(web.key_exchange_groups()[0], "X25519MLKEM768");
+    let both = handshake(web.client_config(api.id(), &[]), api.server_config(&[]));
+    both.assert_ok();
+    for side in [
+        both.client.negotiated_key_exchange_group(),
+        both.server.negotiated_key_exchange_group(),
+    ] {
+        assert_eq!(side.map(|g| g.name()), Some(NamedGroup::X25519MLKEM768));
+    }
+
+    // A peer that only knows X25519 still gets in, classically.
+    let mut classical = (*provider()).clone();
+    classical
+        .kx_groups
+        .retain(|group| group.name() == NamedGroup::X25519);
+    let verifier = ExpectedPeerVerifier::new(
+        Roots::Live(web.live.clone()),
+        api.id().clone(),
+        classical.signature_verification_algorithms,
+    );
+    let config = ClientConfig::builder_with_provider(Arc::new(classical))
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(LiveCertificate(web.live.clone())));
+    let old = handshake(Arc::new(config), api.server_config(&[]));
+    old.assert_ok();
+    assert_eq!(
+        old.server.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(NamedGroup::X25519)
+    );
+}
