@@ -7,6 +7,8 @@ pub mod ca;
 pub mod data_dir;
 pub mod discovery;
 pub mod fleet;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod identity;
 pub mod resource_set;
 pub mod revocation;

@@ -128,3 +128,52 @@ impl fmt::Display for Guide {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the guide prints, pasted into a shell as is: the export names the API and the
+    /// data directory (where `weft` finds the admin token), and the here-document ends at
+    /// its `EOF` line and holds a route that loads.
+    #[test]
+    fn the_ready_to_paste_commands_work_when_pasted() {
+        let addr: SocketAddr = "127.0.0.1:7080".parse().unwrap();
+        let guide = Guide {
+            workloads: vec![WorkloadInfo {
+                workload: Workload::Frontend,
+                app: addr,
+                sidecar: SidecarAddrs {
+                    inbound: addr,
+                    outbound: addr,
+                    admin: addr,
+                },
+                pid: 1,
+            }],
+            api: "http://127.0.0.1:7080".to_owned(),
+            workdir: PathBuf::from("/tmp/weft-demo-x"),
+            control_data_dir: PathBuf::from("/tmp/weft-demo-x/control"),
+            entry: addr,
+            rps: 20,
+            duration: None,
+        }
+        .to_string();
+        assert!(
+            guide.contains(
+                "  export WEFT_API=http://127.0.0.1:7080 WEFT_DATA_DIR=/tmp/weft-demo-x/control\n"
+            ),
+            "{guide}"
+        );
+        let start = guide
+            .find("\nweft apply -f - <<'EOF'\n")
+            .expect("the here-document starts a line");
+        let body = &guide[start..].lines().skip(2).collect::<Vec<_>>();
+        let end = body
+            .iter()
+            .position(|line| *line == "EOF")
+            .expect("a line that is exactly EOF ends it");
+        let yaml = body[..end].join("\n");
+        let resources = weft_model::load_str("pasted", &yaml).expect("the route loads");
+        assert_eq!(resources.len(), 1);
+    }
+}

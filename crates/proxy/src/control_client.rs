@@ -461,7 +461,10 @@ fn health_message(report: HealthReport) -> ProxyMessage {
 }
 
 /// Applies one pushed message; the answer is an Ack or a Nack with the reason.
-fn answer(proxy: &Proxy, received: control_message::Message) -> Option<proxy_message::Message> {
+pub(crate) fn answer(
+    proxy: &Proxy,
+    received: control_message::Message,
+) -> Option<proxy_message::Message> {
     let (version, result) = match received {
         control_message::Message::Config(full) => {
             let result = serde_json::from_slice::<ProxyConfig>(&full.config_json)

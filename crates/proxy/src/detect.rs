@@ -52,7 +52,7 @@ pub async fn detect<R: AsyncRead + Unpin>(
 }
 
 /// `None` while more bytes could still change the answer.
-fn classify(buf: &[u8]) -> Option<Detected> {
+pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     if buf.is_empty() {
         return None;
     }

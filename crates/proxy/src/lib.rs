@@ -13,6 +13,8 @@ mod body;
 mod control_client;
 mod detect;
 mod drain;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod http;
 mod inbound;
 mod io;
