@@ -21,26 +21,6 @@ spec:
   ports: [{port: 80, protocol: http}]
 "#;
 
-/// Starts a proxy that must fail before listening, and returns its exit status and logs.
-fn start_refused(spec: ProxySpec) -> (std::process::ExitStatus, String) {
-    let mut process = LoggedChild::spawn(&spec.args());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(Some(status)) = process.child.0.try_wait() {
-            // Let the log reader catch up with the last lines.
-            std::thread::sleep(Duration::from_millis(100));
-            let logs = process.logs.lock().unwrap().join("\n");
-            return (status, logs);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy kept running with a refused token; logs:\n{}",
-            process.logs.lock().unwrap().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until `ok` requests in a row from `web` reach api through the mesh.
 async fn through_the_mesh(web: &Proxy, ok: usize) -> Http1Client {
     let mut client = Http1Client::connect(web.outbound).await;
@@ -159,7 +139,9 @@ async fn a_token_for_another_service_is_refused_and_the_proxy_exits() {
     let app = HttpBackend::start("web").await;
     let api_token = control.join_token("api");
 
-    let (status, logs) = start_refused(control.proxy_with_token("web", app.addr, &api_token));
+    let (status, logs) = control
+        .proxy_with_token("web", app.addr, &api_token)
+        .run_to_exit();
     assert!(!status.success(), "{logs}");
     assert!(
         logs.contains("refused to issue a certificate for service web"),
@@ -183,7 +165,9 @@ async fn a_single_use_token_is_refused_the_second_time() {
     let (status, body) = admin_get(first.admin, "/certs").unwrap();
     assert_eq!(status, 200, "{body}");
 
-    let (status, logs) = start_refused(control.proxy_with_token("web", app.addr, &token));
+    let (status, logs) = control
+        .proxy_with_token("web", app.addr, &token)
+        .run_to_exit();
     assert!(!status.success(), "{logs}");
     assert!(
         logs.contains("single-use and has been used already"),
@@ -312,11 +296,10 @@ async fn proxies_reach_the_control_plane_over_mutual_tls() {
 
     // Without the control plane's roots, a proxy says what to pass and stops.
     let token = control.join_token("web");
-    let (status, logs) = start_refused(
-        ProxySpec::mesh("web", web_app.addr, control.tls_grpc_url())
-            .arg("--token-file")
-            .arg(token.to_str().unwrap()),
-    );
+    let (status, logs) = ProxySpec::mesh("web", web_app.addr, control.tls_grpc_url())
+        .arg("--token-file")
+        .arg(token.to_str().unwrap())
+        .run_to_exit();
     assert!(!status.success(), "{logs}");
     assert!(logs.contains("--control-plane-ca"), "{logs}");
 

@@ -9,25 +9,6 @@ use support::*;
 
 const SERVICES: &str = "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80, protocol: http}]\n";
 
-/// Runs `spec` to its exit (within 15 s): its status and log.
-fn run_to_exit(spec: &ProxySpec) -> (std::process::ExitStatus, String) {
-    let mut process = LoggedChild::spawn(&spec.args());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(Some(status)) = process.child.0.try_wait() {
-            // Let the log reader catch up with the last lines.
-            std::thread::sleep(Duration::from_millis(100));
-            return (status, process.logs.lock().unwrap().join("\n"));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy kept running; logs:\n{}",
-            process.logs.lock().unwrap().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn listed_proxies(control: &ControlPlane) -> String {
     String::from_utf8_lossy(&control.weft(&["proxies"]).stdout).into_owned()
 }
@@ -80,7 +61,7 @@ fn https_without_a_token_or_certificate_stops_with_the_fix() {
     )
     .arg("--control-plane-ca")
     .arg(ca.to_str().unwrap());
-    let (status, logs) = run_to_exit(&spec);
+    let (status, logs) = spec.run_to_exit();
     assert!(!status.success(), "{logs}");
     assert!(
         logs.contains("--token-file") && logs.contains("weft token create"),
@@ -100,7 +81,7 @@ async fn a_port_clash_does_not_spend_a_single_use_token() {
         .proxy_with_token("web", app.addr, &token)
         .arg("--upstream")
         .arg(format!("db={}", taken.local_addr().unwrap()));
-    let (status, logs) = run_to_exit(&clash);
+    let (status, logs) = clash.run_to_exit();
     assert!(!status.success(), "{logs}");
     assert!(logs.contains("--upstream"), "{logs}");
     // The same single-use token still works, once.
@@ -174,28 +155,9 @@ async fn a_supplied_ca_of_another_trust_domain_names_every_peer_and_a_mesh_canno
     );
 
     // A Mesh that names another trust domain is refused, with how to migrate.
-    let mut child = std::process::Command::new(weft_bin())
-        .args([
-            "apply",
-            "-f",
-            "-",
-            "--api",
-            &control.url(),
-            "--token",
-            &control.token,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {trustDomain: weft.local}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = control.try_apply(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {trustDomain: weft.local}\n",
+    );
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
     assert!(
@@ -221,7 +183,7 @@ fn a_proxy_pointed_at_the_rest_api_port_is_told_the_right_one() {
         if url.starts_with("https") {
             spec = spec.arg("--control-plane-ca").arg(ca.to_str().unwrap());
         }
-        let (status, logs) = run_to_exit(&spec);
+        let (status, logs) = spec.run_to_exit();
         assert!(!status.success(), "{url}: {logs}");
         assert!(
             logs.contains("this looks like the REST API port")

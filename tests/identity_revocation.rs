@@ -53,25 +53,56 @@ fn weft_ok(control: &ControlPlane, args: &[&str]) -> String {
     text
 }
 
+/// A control plane, `store` (a TCP echo app behind its proxy) and `web`, whose upstream
+/// binding reaches store over mutual TLS; the path works when this returns.
+struct Mesh {
+    control: ControlPlane,
+    store: Proxy,
+    web: Proxy,
+    web_app: HttpBackend,
+    _echo: tokio::task::JoinHandle<()>,
+    _dir: TempDir,
+}
+
+impl Mesh {
+    async fn start(tag: &str) -> Mesh {
+        let dir = TempDir::new(tag);
+        let control = ControlPlane::start(&dir.path().join("data"), None);
+        control.apply(SERVICES);
+        let (echo, task) = tcp_echo().await;
+        let store = control.proxy("store", echo).start();
+        let web_app = HttpBackend::start("web").await;
+        let web = control
+            .proxy("web", web_app.addr)
+            .arg("--upstream")
+            .arg("store=127.0.0.1:0")
+            .start();
+        let logs = || format!("web:\n{}\nstore:\n{}", web.logs(), store.logs());
+        until_echo_is(web.upstreams[0], true, logs).await;
+        Mesh {
+            control,
+            store,
+            web,
+            web_app,
+            _echo: task,
+            _dir: dir,
+        }
+    }
+
+    /// web's upstream binding for store.
+    fn through(&self) -> SocketAddr {
+        self.web.upstreams[0]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_identity_is_refused_by_its_peers_and_restored_it_works_again() {
-    let dir = TempDir::new("revocation");
-    let control = ControlPlane::start(&dir.path().join("data"), None);
-    control.apply(SERVICES);
-    let (echo, _task) = tcp_echo().await;
-    let store = control.proxy("store", echo).start();
-    let web_app = HttpBackend::start("web").await;
-    let web = control
-        .proxy("web", web_app.addr)
-        .arg("--upstream")
-        .arg("store=127.0.0.1:0")
-        .start();
-    let through = web.upstreams[0];
+    let mesh = Mesh::start("revocation").await;
+    let (control, store, web, through) = (&mesh.control, &mesh.store, &mesh.web, mesh.through());
     let logs = || format!("web:\n{}\nstore:\n{}", web.logs(), store.logs());
-    until_echo_is(through, true, &logs).await;
 
-    weft_ok(&control, &["identity", "revoke", "web"]);
-    let listed = weft_ok(&control, &["identity", "revoked"]);
+    weft_ok(control, &["identity", "revoke", "web"]);
+    let listed = weft_ok(control, &["identity", "revoked"]);
     assert!(
         listed.contains("spiffe://weft.local/ns/default/svc/web"),
         "{listed}"
@@ -83,7 +114,7 @@ async fn a_revoked_identity_is_refused_by_its_peers_and_restored_it_works_again(
     assert!(refused >= 1.0, "{}", store.metrics());
     // The control plane ended web's stream and refuses it: it drops out of the fleet.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while weft_ok(&control, &["proxies"]).contains("svc/web") {
+    while weft_ok(control, &["proxies"]).contains("svc/web") {
         assert!(
             Instant::now() < deadline,
             "web is still registered:\n{}",
@@ -94,30 +125,19 @@ async fn a_revoked_identity_is_refused_by_its_peers_and_restored_it_works_again(
     control.wait_for_log("refused a TLS connection on the gRPC port");
 
     // Restored, web's own certificate is good again.
-    weft_ok(&control, &["identity", "restore", "web"]);
+    weft_ok(control, &["identity", "restore", "web"]);
     until_echo_is(through, true, &logs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_revoked_certificate_is_refused_and_a_fresh_token_gets_a_new_one() {
-    let dir = TempDir::new("revocation-cert");
-    let control = ControlPlane::start(&dir.path().join("data"), None);
-    control.apply(SERVICES);
-    let (echo, _task) = tcp_echo().await;
-    let store = control.proxy("store", echo).start();
-    let web_app = HttpBackend::start("web").await;
-    let web = control
-        .proxy("web", web_app.addr)
-        .arg("--upstream")
-        .arg("store=127.0.0.1:0")
-        .start();
-    let through = web.upstreams[0];
+    let mesh = Mesh::start("revocation-cert").await;
+    let (control, store, web, through) = (&mesh.control, &mesh.store, &mesh.web, mesh.through());
     let logs = || format!("web:\n{}\nstore:\n{}", web.logs(), store.logs());
-    until_echo_is(through, true, &logs).await;
 
     // The certificate web presents, as the control plane lists it.
     let fleet: serde_json::Value =
-        serde_json::from_str(&weft_ok(&control, &["proxies", "--json"])).unwrap();
+        serde_json::from_str(&weft_ok(control, &["proxies", "--json"])).unwrap();
     let sha256 = fleet["proxies"]
         .as_array()
         .unwrap()
@@ -126,13 +146,13 @@ async fn one_revoked_certificate_is_refused_and_a_fresh_token_gets_a_new_one() {
         .and_then(|p| p["certificate"]["sha256"].as_str())
         .unwrap_or_else(|| panic!("no certificate listed for web: {fleet}"))
         .to_owned();
-    weft_ok(&control, &["identity", "revoke", "--certificate", &sha256]);
+    weft_ok(control, &["identity", "revoke", "--certificate", &sha256]);
     until_echo_is(through, false, &logs).await;
 
     // The identity itself is fine: a new proxy for web with a fresh token gets a new
     // certificate and is served.
     let web2 = control
-        .proxy("web", web_app.addr)
+        .proxy("web", mesh.web_app.addr)
         .arg("--upstream")
         .arg("store=127.0.0.1:0")
         .start();

@@ -177,6 +177,18 @@ impl ControlPlane {
 
     /// `weft apply -f -` with `yaml` on stdin; panics with the output if it fails.
     pub fn apply(&self, yaml: &str) -> String {
+        let out = self.try_apply(yaml);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "weft apply failed:\n{text}");
+        text
+    }
+
+    /// `weft apply -f -` with `yaml` on stdin, whatever comes of it.
+    pub fn try_apply(&self, yaml: &str) -> Output {
         use std::io::Write;
         let mut child = Command::new(weft_bin())
             .args(["apply", "-f", "-", "--api", &self.url()])
@@ -193,14 +205,7 @@ impl ControlPlane {
             .unwrap()
             .write_all(yaml.as_bytes())
             .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "weft apply failed:\n{text}");
-        text
+        child.wait_with_output().unwrap()
     }
 
     /// Waits until the log has a line containing `text`; panics with the log if none comes.

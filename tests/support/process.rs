@@ -178,6 +178,26 @@ impl<'a> ProxySpec<'a> {
         Proxy::start(self)
     }
 
+    /// Runs the proxy until it exits, which it must within 15 s (a refusal at start):
+    /// its exit status and log.
+    pub fn run_to_exit(&self) -> (std::process::ExitStatus, String) {
+        let mut process = LoggedChild::spawn(&self.args());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = process.child.0.try_wait() {
+                // The log reader ends (and drops its sender) at the log's end.
+                while process.lines.recv_timeout(Duration::from_secs(5)).is_ok() {}
+                return (status, process.logs.lock().unwrap().join("\n"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy kept running; logs:\n{}",
+                process.logs.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The `weft proxy` command line, for a test that runs it its own way.
     pub fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec![

@@ -36,6 +36,31 @@ pub struct ApiArgs {
     data_dir: PathBuf,
 }
 
+/// The flags of a command that lists things: a table, or the API's JSON.
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+impl ListArgs {
+    /// `GET path`: printed and `None` with --json, else the answer, for a table.
+    pub(crate) fn fetch(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let answer = ApiClient::new(&self.api)?
+            .send(Method::GET, path, None, Bytes::new())?
+            .success()?
+            .json()?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            return Ok(None);
+        }
+        Ok(Some(answer))
+    }
+}
+
 /// Where the credential came from, for error messages.
 enum Credential {
     Token { token: String, from: String },

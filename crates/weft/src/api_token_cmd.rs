@@ -1,7 +1,7 @@
 //! `weft api-token create|list|revoke`: the REST API's credentials (see
 //! `weft_control::access`). Needs an admin token.
 
-use crate::api_client::{ApiArgs, ApiClient};
+use crate::api_client::{ApiArgs, ApiClient, ListArgs};
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
@@ -38,15 +38,6 @@ pub struct CreateArgs {
     name: String,
     #[arg(long, value_enum, default_value = "read-only")]
     role: Role,
-    #[command(flatten)]
-    api: ApiArgs,
-}
-
-#[derive(Args)]
-pub struct ListArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -96,14 +87,9 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
 }
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = ApiClient::new(&args.api)?
-        .send(Method::GET, "/api/v1/api-tokens", None, Bytes::new())?
-        .success()?
-        .json()?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+    let Some(answer) = args.fetch("/api/v1/api-tokens")? else {
         return Ok(());
-    }
+    };
     let rows: Vec<[String; 5]> = answer["tokens"]
         .as_array()
         .into_iter()

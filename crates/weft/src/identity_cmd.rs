@@ -1,7 +1,7 @@
 //! `weft identity revoke|restore|revoked`: take a workload identity or one certificate back
 //! (see `weft_control::revocation`). Needs an admin token; `revoked` a read-only one.
 
-use crate::api_client::{ApiArgs, ApiClient};
+use crate::api_client::{ApiArgs, ApiClient, ListArgs};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -45,15 +45,6 @@ pub struct RevokeArgs {
 pub struct RestoreArgs {
     /// The workload: SERVICE[.NAMESPACE] or its SPIFFE id.
     identity: String,
-    #[command(flatten)]
-    api: ApiArgs,
-}
-
-#[derive(Args)]
-pub struct ListArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -126,14 +117,9 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = ApiClient::new(&args.api)?
-        .send(Method::GET, "/api/v1/revocations", None, Bytes::new())?
-        .success()?
-        .json()?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+    let Some(answer) = args.fetch("/api/v1/revocations")? else {
         return Ok(());
-    }
+    };
     let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     let mut rows: Vec<[String; 3]> = Vec::new();
     for entry in answer["identities"].as_array().into_iter().flatten() {

@@ -1,7 +1,7 @@
 //! `weft token create|revoke`: join tokens, through the control plane's REST API (see
 //! `weft_control::tokens`).
 
-use crate::api_client::{ApiArgs, ApiClient};
+use crate::api_client::{ApiArgs, ApiClient, ListArgs};
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -47,15 +47,6 @@ pub struct CreateArgs {
 }
 
 #[derive(Args)]
-pub struct ListArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    api: ApiArgs,
-}
-
-#[derive(Args)]
 pub struct RevokeArgs {
     /// The token's id.
     id: String,
@@ -72,14 +63,9 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
 }
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = ApiClient::new(&args.api)?
-        .send(Method::GET, "/api/v1/tokens", None, Bytes::new())?
-        .success()?
-        .json()?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+    let Some(answer) = args.fetch("/api/v1/tokens")? else {
         return Ok(());
-    }
+    };
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
     let rows: Vec<[String; 6]> = answer["tokens"]
         .as_array()
