@@ -233,3 +233,100 @@ fn a_port_in_use_leaves_no_store_behind() {
     assert!(text(&out).contains("--api-addr"), "{}", text(&out));
     assert!(!data.exists(), "a failed start made {}", data.display());
 }
+
+/// `weft ARGS` over HTTPS to `control`, as an operator holding `name`'s certificate from
+/// `certs` (or, with `None`, only the CA's roots), with no token anywhere it looks.
+fn weft_over_https(
+    control: &ControlPlane,
+    certs: &Path,
+    name: Option<&str>,
+    args: &[&str],
+) -> Output {
+    let mut command = Command::new(weft_bin());
+    command
+        .args(args)
+        .args(["--api", &format!("https://{}", control.api), "--ca"])
+        .arg(certs.join("ca.pem"))
+        .arg("--data-dir")
+        .arg(certs.join("no-data-dir"))
+        .env_remove("WEFT_TOKEN")
+        .env("HOME", certs)
+        .env("XDG_CONFIG_HOME", certs.join("config"));
+    if let Some(name) = name {
+        command
+            .arg("--cert")
+            .arg(certs.join(format!("{name}.pem")))
+            .arg("--key")
+            .arg(certs.join(format!("{name}-key.pem")));
+    }
+    command.output().expect("running weft")
+}
+
+#[test]
+fn operators_call_the_api_over_https_with_a_certificate_of_their_role() {
+    let dir = TempDir::new("access-operators");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    let certs = dir.path().join("certs");
+    for (name, role) in [("alice", "admin"), ("grafana", "read-only")] {
+        let out = control.weft(&[
+            "operator-cert",
+            "create",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--out",
+            certs.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let key = certs.join("alice-key.pem");
+    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+    let yaml = dir.path().join("web.yaml");
+    std::fs::write(&yaml, SERVICE).unwrap();
+    let apply = ["apply", "-f", yaml.to_str().unwrap()];
+
+    let out = weft_over_https(&control, &certs, Some("alice"), &apply);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = weft_over_https(&control, &certs, Some("grafana"), &["get", "services"]);
+    assert!(
+        out.status.success() && text(&out).contains("web"),
+        "{}",
+        text(&out)
+    );
+    let out = weft_over_https(&control, &certs, Some("grafana"), &apply);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("needs the admin role"),
+        "{}",
+        text(&out)
+    );
+    // HTTPS alone proves nothing.
+    let out = weft_over_https(&control, &certs, None, &["get", "services"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("needs an API token"), "{}", text(&out));
+    // No workload can be given an operator's identity.
+    let out = control.weft(&[
+        "token",
+        "create",
+        "--service",
+        "mallory",
+        "--namespace",
+        "weft-operators",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("reserved"), "{}", text(&out));
+
+    // Revoked, alice's certificate no longer gets through the handshake.
+    let out = control.weft(&[
+        "identity",
+        "revoke",
+        "spiffe://weft.local/ns/weft-operators/svc/alice",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = weft_over_https(&control, &certs, Some("alice"), &["get", "services"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    // TLS 1.3: the server checks the client's certificate after the client has finished,
+    // so the refusal arrives as an alert on the first request.
+    assert!(text(&out).contains("CertificateUnknown"), "{}", text(&out));
+}

@@ -22,7 +22,7 @@ async fn a_plain_text_proxy_cannot_register() {
     // Claims to be web, proves nothing.
     let impostor =
         LoggedChild::spawn(&ProxySpec::mesh("web", app.addr, control.plaintext_grpc_url()).args());
-    control.wait_for_log("refused a plain-text connection on the gRPC port");
+    control.wait_for_log("refused a plain-text connection");
     let logs = impostor.logs.lock().unwrap().join("\n");
     assert!(logs.contains("--dev-plaintext-proxies"), "{logs}");
     assert!(

@@ -122,7 +122,7 @@ async fn a_revoked_identity_is_refused_by_its_peers_and_restored_it_works_again(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    control.wait_for_log("refused a TLS connection on the gRPC port");
+    control.wait_for_log("refused a TLS connection");
 
     // Restored, web's own certificate is good again.
     weft_ok(control, &["identity", "restore", "web"]);

@@ -112,10 +112,10 @@ impl Identity for IdentityService {
         let trust_domain = self.ca.trust_domain().unwrap_or(DEFAULT_TRUST_DOMAIN);
         let id = SpiffeId::new(trust_domain, &request.namespace, &request.service)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
-        if request.namespace == weft_identity::CONTROL_PLANE_NAMESPACE {
+        if crate::access::is_reserved_namespace(&request.namespace) {
             return Err(Status::permission_denied(format!(
-                "namespace {} is reserved for the control plane's own identity",
-                weft_identity::CONTROL_PLANE_NAMESPACE
+                "namespace {} is reserved for the control plane and its operators",
+                request.namespace
             )));
         }
         let renewal = !request.renewal_signature.is_empty();

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api;
+pub mod api_listener;
 pub mod ca;
 pub mod data_dir;
 pub mod discovery;
@@ -10,6 +11,7 @@ pub mod fleet;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod identity;
+pub mod operators;
 pub mod resource_set;
 pub mod revocation;
 pub mod rotation;

@@ -153,19 +153,27 @@ pub async fn bind(
     Ok(listener)
 }
 
-/// Serves the REST API until `shutdown` resolves, then lets requests in flight finish.
+/// Serves the REST API until `shutdown` resolves, then lets requests in flight finish. With
+/// `tls` (the control plane's certificate) the port takes HTTPS too, where an operator may
+/// present a client certificate instead of a token.
 pub async fn serve_api(
     listener: TcpListener,
+    tls: Option<Arc<weft_identity::TlsIdentity>>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ControlError::Serve {
-            what: "api",
-            source,
-        })
+    let serve_error = |source| ControlError::Serve {
+        what: "api",
+        source,
+    };
+    let listener = crate::api_listener::ApiListener::new(listener, tls).map_err(serve_error)?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<crate::transport::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(serve_error)
 }
 
 /// Resolves, in every clone, once SIGTERM or SIGINT arrives (or, from [`Shutdown::on`], once
@@ -282,10 +290,11 @@ pub async fn serve(
         .merge(crate::revocation::router(
             identity.revocations.clone(),
             registry,
-        ));
+        ))
+        .merge(crate::operators::router(identity.ca.clone()));
     let router = crate::access::protect(router, Access::new(tokens));
     let (api, grpc) = tokio::join!(
-        serve_api(api, router, shutdown.clone().wait()),
+        serve_api(api, Some(serving.clone()), router, shutdown.clone().wait()),
         crate::discovery::serve_with_identity(
             grpc,
             discovery,

@@ -131,6 +131,11 @@ impl TokenStore {
             .map_err(|reason| TokenError::Invalid(format!("service {service:?}: {reason}")))?;
         Name::new(namespace)
             .map_err(|reason| TokenError::Invalid(format!("namespace {namespace:?}: {reason}")))?;
+        if crate::access::is_reserved_namespace(namespace) {
+            return Err(TokenError::Invalid(format!(
+                "namespace {namespace} is reserved for the control plane and its operators: no workload joins it"
+            )));
+        }
         if ttl.is_zero() {
             return Err(TokenError::Invalid(
                 "ttl must be longer than zero, e.g. 1h".to_owned(),

@@ -1,9 +1,11 @@
-//! The gRPC port's connections. With a CA, the port speaks TLS with the control plane's own
-//! certificate (client certificates optional, so a proxy can ask for its first one with a
-//! join token), and plain text is refused: a plain-text caller proves nothing, so it could
-//! register as any service. `weft control --dev-plaintext-proxies` accepts plain text from
-//! loopback, for development only (`weft check` warns while it is on). The first byte tells
-//! TLS and plain text apart.
+//! The control plane's ports and their connections. With a CA, a port speaks TLS with the
+//! control plane's own certificate (client certificates optional: a proxy asks for its first
+//! one with a join token, and an operator may call the REST API with one), and takes plain
+//! text as its [`Plaintext`] says: the gRPC port refuses it (a plain-text caller proves
+//! nothing, so it could register as any service; `weft control --dev-plaintext-proxies`
+//! accepts it from loopback, for development only, and `weft check` warns while it is on),
+//! the REST API takes it from anywhere (every call carries its credential). The first byte
+//! tells TLS and plain text apart.
 
 use futures_util::Stream;
 use std::io;
@@ -24,9 +26,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of every TLS connection (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// Who is on the other end of a gRPC connection: in every request's extensions.
+/// Who is on the other end of a connection: in every request's extensions.
 #[derive(Clone, Debug)]
-pub struct ProxyPeer {
+pub struct Peer {
     pub remote: SocketAddr,
     pub tls: bool,
     /// The SPIFFE id of the certificate the client presented, if it presented one.
@@ -35,7 +37,18 @@ pub struct ProxyPeer {
     pub certificate_sha256: Option<String>,
 }
 
-/// Which plain-text connections the port accepts once it speaks TLS.
+impl Peer {
+    fn plain(remote: SocketAddr) -> Peer {
+        Peer {
+            remote,
+            tls: false,
+            identity: None,
+            certificate_sha256: None,
+        }
+    }
+}
+
+/// Which plain-text connections a port accepts besides TLS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Plaintext {
     /// None: every proxy proves who it is with TLS.
@@ -43,20 +56,39 @@ pub enum Plaintext {
     Refused,
     /// From this host, unauthenticated: development only.
     DevLoopback,
+    /// From anywhere: the REST API, where every call carries its own credential.
+    Anywhere,
+}
+
+/// How a port speaks TLS.
+pub struct TlsPort {
+    /// The control plane's own certificate (and the revocations it enforces).
+    pub identity: Arc<TlsIdentity>,
+    pub plaintext: Plaintext,
+    /// The protocols offered in ALPN.
+    pub alpn: &'static [&'static [u8]],
+    /// The port's name, in logs.
+    pub name: &'static str,
 }
 
 pub enum Conn {
-    Plain(TcpStream, ProxyPeer),
-    Tls(Box<TlsStream<TcpStream>>, ProxyPeer),
+    Plain(TcpStream, Peer),
+    Tls(Box<TlsStream<TcpStream>>, Peer),
+}
+
+impl Conn {
+    pub fn peer(&self) -> &Peer {
+        match self {
+            Conn::Plain(_, peer) | Conn::Tls(_, peer) => peer,
+        }
+    }
 }
 
 impl Connected for Conn {
-    type ConnectInfo = ProxyPeer;
+    type ConnectInfo = Peer;
 
-    fn connect_info(&self) -> ProxyPeer {
-        match self {
-            Conn::Plain(_, peer) | Conn::Tls(_, peer) => peer.clone(),
-        }
+    fn connect_info(&self) -> Peer {
+        self.peer().clone()
     }
 }
 
@@ -102,15 +134,18 @@ impl AsyncWrite for Conn {
 
 /// The connections `listener` accepts, each sorted out (and its handshake done) on a task
 /// of its own, so a slow client holds up no one. With `tls` the port speaks TLS as the
-/// module says, taking plain text as the [`Plaintext`] says; without, plain text only, from
-/// anywhere (tests and benchmarks of the discovery protocol alone).
+/// module says; without, plain text only, from anywhere (tests and benchmarks of the
+/// discovery protocol alone).
 pub fn incoming(
     listener: TcpListener,
-    tls: Option<(Arc<TlsIdentity>, Plaintext)>,
+    tls: Option<TlsPort>,
 ) -> impl Stream<Item = Result<Conn, io::Error>> {
-    let acceptor = tls.map(|(identity, plaintext)| {
-        let config = identity.server_config_client_optional(&[b"h2"]);
-        (tokio_rustls::TlsAcceptor::from(config), identity, plaintext)
+    let acceptor = tls.map(|port| {
+        let config = port.identity.server_config_client_optional(port.alpn);
+        Arc::new(Acceptor {
+            tls: tokio_rustls::TlsAcceptor::from(config),
+            port,
+        })
     });
     let (ready, queue) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -119,7 +154,7 @@ pub fn incoming(
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, typically: wait rather than spin.
-                    tracing::warn!(%error, "cannot accept a gRPC connection");
+                    tracing::warn!(%error, "cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -141,51 +176,51 @@ pub fn incoming(
     })
 }
 
+/// A TLS port's acceptor and settings.
+struct Acceptor {
+    tls: tokio_rustls::TlsAcceptor,
+    port: TlsPort,
+}
+
 async fn sort_out(
     stream: TcpStream,
     remote: SocketAddr,
-    acceptor: Option<(tokio_rustls::TlsAcceptor, Arc<TlsIdentity>, Plaintext)>,
+    acceptor: Option<Arc<Acceptor>>,
 ) -> Option<Conn> {
-    let Some((acceptor, serving, plaintext)) = acceptor else {
-        let peer = ProxyPeer {
-            remote,
-            tls: false,
-            identity: None,
-            certificate_sha256: None,
-        };
-        return Some(Conn::Plain(stream, peer));
+    let Some(acceptor) = acceptor else {
+        return Some(Conn::Plain(stream, Peer::plain(remote)));
     };
+    let port = &acceptor.port;
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         _ => return None,
     }
     if first[0] != TLS_HANDSHAKE_RECORD {
-        let allowed = plaintext == Plaintext::DevLoopback && remote.ip().is_loopback();
+        let allowed = match port.plaintext {
+            Plaintext::Anywhere => true,
+            Plaintext::DevLoopback => remote.ip().is_loopback(),
+            Plaintext::Refused => false,
+        };
         if !allowed {
-            tracing::warn!(%remote, "refused a plain-text connection on the gRPC port: proxies connect with https:// and --control-plane-ca");
+            tracing::warn!(%remote, port = port.name, "refused a plain-text connection: proxies connect with https:// and --control-plane-ca");
             return None;
         }
-        let peer = ProxyPeer {
-            remote,
-            tls: false,
-            identity: None,
-            certificate_sha256: None,
-        };
-        return Some(Conn::Plain(stream, peer));
+        return Some(Conn::Plain(stream, Peer::plain(remote)));
     }
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let handshake = acceptor.tls.accept(stream);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
-            tracing::info!(%remote, %error, "refused a TLS connection on the gRPC port");
+            tracing::info!(%remote, %error, port = port.name, "refused a TLS connection");
             return None;
         }
         Err(_) => return None,
     };
     let session = tls.get_ref().1;
     // A resumed session skipped the certificate checks: apply revocation now.
-    if let Some(reason) = serving.refused_peer(session) {
-        tracing::warn!(%remote, %reason, "refused a TLS connection on the gRPC port");
+    if let Some(reason) = port.identity.refused_peer(session) {
+        tracing::warn!(%remote, %reason, port = port.name, "refused a TLS connection");
         return None;
     }
     let identity = weft_identity::peer_identity(session);
@@ -193,7 +228,7 @@ async fn sort_out(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|leaf| weft_identity::fingerprint(leaf));
-    let peer = ProxyPeer {
+    let peer = Peer {
         remote,
         tls: true,
         identity,

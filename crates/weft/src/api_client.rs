@@ -1,10 +1,12 @@
 //! The client commands' side of the REST API: where it is, which credential to send, and
 //! one HTTP/1.1 request per command.
 //!
-//! The credential is the first of: `--token` / `WEFT_TOKEN`; the admin token of a control
-//! plane on this host, `<--data-dir>/admin.token` (only when `--api` is on loopback, so an
-//! admin token never leaves the host it was made on); `$XDG_CONFIG_HOME/weft/token` (or
-//! `~/.config/weft/token`), for a token an admin handed out.
+//! The credential is the first of: `--token` / `WEFT_TOKEN`; over `https://`, an operator
+//! certificate (`--cert`/`--key`, from `weft operator-cert create`); the admin token of a
+//! control plane on this host, `<--data-dir>/admin.token` (only when `--api` is on loopback,
+//! so an admin token never leaves the host it was made on); `$XDG_CONFIG_HOME/weft/token`
+//! (or `~/.config/weft/token`), for a token an admin handed out. An `https://` API is
+//! checked against the mesh CA (`--ca`, the output of `weft ca show --pem`).
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
@@ -12,10 +14,13 @@ use clap::Args;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls;
 use weft_control::access::ADMIN_TOKEN_FILE;
 
 /// A large apply is parsed, validated and committed well within this.
@@ -34,6 +39,17 @@ pub struct ApiArgs {
     /// no --token is given.
     #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
     data_dir: PathBuf,
+    /// With an https:// --api: an operator certificate (PEM) to call it with instead of a
+    /// token (`weft operator-cert create` makes one).
+    #[arg(long, env = "WEFT_CERT", requires = "key", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, env = "WEFT_KEY", requires = "cert", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// With an https:// --api: the mesh CA's roots the control plane is checked against
+    /// (`weft ca show --pem`).
+    #[arg(long, env = "WEFT_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// The flags of a command that lists things: a table, or the API's JSON.
@@ -63,8 +79,17 @@ impl ListArgs {
 
 /// Where the credential came from, for error messages.
 enum Credential {
-    Token { token: String, from: String },
-    None { looked: Vec<String> },
+    Token {
+        token: String,
+        from: String,
+    },
+    /// The operator certificate presented in the TLS handshake.
+    Certificate {
+        from: String,
+    },
+    None {
+        looked: Vec<String>,
+    },
 }
 
 impl ApiArgs {
@@ -73,6 +98,11 @@ impl ApiArgs {
             return Credential::Token {
                 token: token.trim().to_owned(),
                 from: "--token / WEFT_TOKEN".to_owned(),
+            };
+        }
+        if let Some(cert) = &self.cert {
+            return Credential::Certificate {
+                from: cert.display().to_string(),
             };
         }
         let mut looked = Vec::new();
@@ -100,6 +130,32 @@ impl ApiArgs {
     }
 }
 
+/// How to reach an https:// API: checked against `--ca` as the control plane's SPIFFE id,
+/// presenting the operator certificate when one is given.
+fn tls_config(args: &ApiArgs) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    const ALPN: &[&[u8]] = &[b"http/1.1"];
+    let ca = args.ca.as_ref().ok_or_else(|| {
+        anyhow!(
+            "an https:// --api is checked against the mesh CA: give --ca FILE (the output of \
+             `weft ca show --pem`)"
+        )
+    })?;
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let identity = weft_identity::TlsIdentity::from_files(cert, key, ca)
+            .context("loading the operator certificate")?;
+        let control = weft_identity::control_plane_id(identity.id().trust_domain())?;
+        return Ok(identity.client_config(&control, ALPN));
+    }
+    let bundle =
+        std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let trust_domain = weft_identity::root_trust_domain(&bundle)
+        .unwrap_or_else(|| weft_control::ca::DEFAULT_TRUST_DOMAIN.to_owned());
+    let control = weft_identity::control_plane_id(&trust_domain)?;
+    Ok(weft_identity::anonymous_client_config(
+        &bundle, ca, &control, ALPN,
+    )?)
+}
+
 /// `$XDG_CONFIG_HOME/weft/token`, or `~/.config/weft/token`.
 fn user_token_file() -> Option<PathBuf> {
     let config = std::env::var_os("XDG_CONFIG_HOME")
@@ -113,6 +169,8 @@ fn user_token_file() -> Option<PathBuf> {
 pub(crate) struct ApiClient {
     api: String,
     authority: String,
+    /// For an https:// API: how to check it, and what to present.
+    tls: Option<Arc<rustls::ClientConfig>>,
     credential: Credential,
     runtime: tokio::runtime::Runtime,
 }
@@ -130,10 +188,10 @@ impl ApiClient {
         let uri: Uri = api
             .parse()
             .map_err(|_| anyhow!("--api {api:?} is not a URL; use http://HOST:PORT"))?;
-        let authority = match (uri.scheme_str(), uri.authority()) {
-            (Some("http"), Some(authority)) => authority.clone(),
-            (Some("https"), _) => bail!("--api {api}: https is not supported yet; use http://"),
-            _ => bail!("--api {api:?} is not an http URL; use http://HOST:PORT"),
+        let (authority, tls) = match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) => (authority.clone(), None),
+            (Some("https"), Some(authority)) => (authority.clone(), Some(tls_config(args)?)),
+            _ => bail!("--api {api:?} is not an http(s) URL; use http://HOST:PORT"),
         };
         let host = authority
             .host()
@@ -141,6 +199,7 @@ impl ApiClient {
             .trim_end_matches(']');
         let local = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         Ok(ApiClient {
+            tls,
             credential: args.credential(local),
             authority: authority.to_string(),
             api,
@@ -183,14 +242,19 @@ impl ApiClient {
                         _ => err.to_string(),
                     })
                 })?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|err| self.unreachable(err.to_string()))?;
-            tokio::spawn(connection);
-            let response = sender.send_request(request).await.with_context(|| {
-                format!("the control plane at {} dropped the request", self.api)
-            })?;
+            let response = match &self.tls {
+                None => self.exchange(stream, request).await?,
+                Some(config) => {
+                    // The control plane is checked by its SPIFFE id, not by this name.
+                    let name = ServerName::try_from(self.host().to_owned())
+                        .map_err(|err| anyhow!("--api {}: {err}", self.api))?;
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, stream)
+                        .await
+                        .map_err(|err| self.unreachable(format!("TLS: {err}")))?;
+                    self.exchange(tls, request).await?
+                }
+            };
             let status = response.status();
             let body = response
                 .into_body()
@@ -217,9 +281,39 @@ impl ApiClient {
             })?
     }
 
+    fn host(&self) -> &str {
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// One request on `io` (plain or TLS): the response.
+    async fn exchange<IO>(
+        &self,
+        io: IO,
+        request: Request<Full<Bytes>>,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|err| self.unreachable(err.to_string()))?;
+        tokio::spawn(connection);
+        sender
+            .send_request(request)
+            .await
+            .with_context(|| format!("the control plane at {} dropped the request", self.api))
+    }
+
     fn credential_hint(&self) -> String {
         match &self.credential {
             Credential::Token { from, .. } => format!("(the token sent came from {from})"),
+            Credential::Certificate { from } => {
+                format!("(the operator certificate presented was {from})")
+            }
             Credential::None { looked } => format!(
                 "(no token was sent: none given with --token or WEFT_TOKEN; looked in {})",
                 looked.join(", ")

@@ -163,14 +163,14 @@ fn create_dir(dir: &Path) -> Result<()> {
 }
 
 #[derive(Clone, Copy)]
-enum Access {
+pub(crate) enum Access {
     /// Private keys: mode 0600, so other users on the host cannot read them.
     OwnerOnly,
     /// Certificates: the process umask decides.
     Readable,
 }
 
-fn write_file(path: &Path, contents: &str, access: Access, replace: bool) -> Result<()> {
+pub(crate) fn write_file(path: &Path, contents: &str, access: Access, replace: bool) -> Result<()> {
     let mut options = OpenOptions::new();
     options.write(true);
     if replace {

@@ -11,6 +11,7 @@ mod demo_cmd;
 mod duration_flag;
 mod fleet_cmd;
 mod identity_cmd;
+mod operator_cert_cmd;
 mod proxy_cmd;
 mod table;
 mod token_cmd;
@@ -66,6 +67,12 @@ enum Command {
         #[command(subcommand)]
         cmd: token_cmd::TokenCommand,
     },
+    /// Client certificates for operators, to call the API over HTTPS instead of with a
+    /// token.
+    OperatorCert {
+        #[command(subcommand)]
+        cmd: operator_cert_cmd::OperatorCertCommand,
+    },
     /// Revoke or restore workload identities and certificates.
     Identity {
         #[command(subcommand)]
@@ -115,6 +122,7 @@ fn main() -> std::process::ExitCode {
         Command::Token { cmd } => token_cmd::run(cmd),
         Command::ApiToken { cmd } => api_token_cmd::run(cmd),
         Command::Identity { cmd } => identity_cmd::run(cmd),
+        Command::OperatorCert { cmd } => operator_cert_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

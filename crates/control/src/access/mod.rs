@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! request ─> credential? ── none ──────────────> 401 (counted: missing_credential)
-//!               │ Authorization: Bearer <API token>
+//!               │ Authorization: Bearer <API token>, or over HTTPS a client
+//!               │ certificate from the mesh CA naming an operator
 //!               ├─ unknown or revoked ─────────> 401 (counted: bad_credential)
 //!               v
 //!            role allows the call? ── no ──────> 403 (counted: forbidden)
@@ -16,9 +17,14 @@
 //!            the handler, with the [`Caller`] in the request's extensions
 //! ```
 //!
-//! Credentials come from a header only, never a cookie or the URL, and writes must say they
-//! carry JSON or YAML: a web page can send neither without the browser asking the API first
-//! (CORS), which it never allows, so no page an operator visits can forge a call.
+//! Operators' certificates name `spiffe://<trust-domain>/ns/weft-operators/svc/<name>`
+//! (role admin) or `.../ns/weft-readers/svc/<name>` (read-only); no join token can be made
+//! for those namespaces, only an admin issues them (`weft operator-cert create`).
+//!
+//! Credentials come from a header or the TLS handshake, never a cookie or the URL, and
+//! writes must say they carry JSON or YAML: a web page cannot send such a write to another
+//! origin without the browser asking the API first (CORS), which it never allows, so no page
+//! an operator visits can forge a call, even in a browser holding an operator certificate.
 //! Refusals are logged and counted in `weft_api_requests_refused_total{reason}`, served at
 //! `GET /metrics` (read-only).
 
@@ -27,7 +33,8 @@ mod api_tokens;
 pub use api_tokens::{ApiTokenError, ApiTokens, ADMIN_TOKEN_FILE, TOKEN_PREFIX};
 
 use crate::api::ApiError;
-use axum::extract::{Request, State};
+use crate::transport::Peer;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +59,27 @@ const WRITE_CONTENT_TYPES: [&str; 4] = [
     "application/x-yaml",
     crate::api::FILES_CONTENT_TYPE,
 ];
+
+/// Namespaces of operator identities, with the role each gives.
+pub const OPERATOR_NAMESPACES: [(&str, Role); 2] = [
+    ("weft-operators", Role::Admin),
+    ("weft-readers", Role::ReadOnly),
+];
+
+/// Whether `namespace` is the control plane's or its operators': no workload may be given an
+/// identity there (no join token, no certificate).
+pub fn is_reserved_namespace(namespace: &str) -> bool {
+    namespace == weft_identity::CONTROL_PLANE_NAMESPACE
+        || OPERATOR_NAMESPACES.iter().any(|(ns, _)| *ns == namespace)
+}
+
+/// The role an operator certificate naming `id` gives, if it names an operator.
+pub fn operator_role(id: &weft_identity::SpiffeId) -> Option<Role> {
+    OPERATOR_NAMESPACES
+        .iter()
+        .find(|(ns, _)| *ns == id.namespace())
+        .map(|(_, role)| *role)
+}
 
 /// What a credential lets its holder do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,10 +151,20 @@ impl Access {
         })
     }
 
-    /// Who the request's credential names, or why it names no one.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
+    /// Who the request's credential names, or why it names no one: its bearer token, else
+    /// the operator certificate its connection presented.
+    fn caller(&self, headers: &HeaderMap, peer: Option<&Peer>) -> Result<Caller, Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(Refusal::missing());
+            let operator = peer
+                .and_then(|peer| peer.identity.as_ref())
+                .and_then(|id| Some((id, operator_role(id)?)));
+            return match operator {
+                Some((id, role)) => Ok(Caller {
+                    name: format!("operator {id}"),
+                    role,
+                }),
+                None => Err(Refusal::missing()),
+            };
         };
         let token = value
             .to_str()
@@ -171,7 +209,8 @@ impl Refusal {
                 "this call needs an API token: send `Authorization: Bearer <token>`. The admin \
                  token is in {ADMIN_TOKEN_FILE} in the control plane's --data-dir (`weft` \
                  reads it from there with --data-dir, or takes --token / WEFT_TOKEN); an \
-                 admin makes more with `weft api-token create`"
+                 admin makes more with `weft api-token create`, or an operator certificate \
+                 for HTTPS with `weft operator-cert create`"
             ),
         }
     }
@@ -252,7 +291,11 @@ async fn guard(State(access): State<Arc<Access>>, mut request: Request, next: Ne
         return next.run(request).await;
     }
     let method = request.method();
-    let caller = match access.caller(request.headers()) {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|info| &info.0);
+    let caller = match access.caller(request.headers(), peer) {
         Ok(caller) => caller,
         Err(refusal) => return access.refuse(refusal, method, path),
     };

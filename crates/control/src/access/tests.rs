@@ -272,3 +272,65 @@ async fn an_admin_makes_lists_and_revokes_tokens() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn an_operator_certificate_is_a_credential_with_the_role_of_its_namespace() {
+    let api = Guarded::new("access-operator").await;
+    let call = |namespace: &str, method: Method, uri: &str, content_type: Option<&str>| {
+        let peer = Peer {
+            remote: "127.0.0.1:50000".parse().unwrap(),
+            tls: true,
+            identity: Some(weft_identity::SpiffeId::new("weft.local", namespace, "alice").unwrap()),
+            certificate_sha256: None,
+        };
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let mut request = request.body(Body::from(service("web", 80))).unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = api.router.clone();
+        async move { router.oneshot(request).await.unwrap().status() }
+    };
+    let reads = "/api/v1/resources?kind=services";
+    assert_eq!(
+        call("weft-readers", Method::GET, reads, None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(
+            "weft-readers",
+            Method::POST,
+            "/api/v1/apply",
+            Some("application/yaml")
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    // A browser holding the certificate still cannot forge a write.
+    assert_eq!(
+        call(
+            "weft-operators",
+            Method::POST,
+            "/api/v1/apply",
+            Some("text/plain")
+        )
+        .await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        call(
+            "weft-operators",
+            Method::POST,
+            "/api/v1/apply",
+            Some("application/yaml")
+        )
+        .await,
+        StatusCode::OK
+    );
+    // A workload's certificate is no operator's.
+    assert_eq!(
+        call("default", Method::GET, reads, None).await,
+        StatusCode::UNAUTHORIZED
+    );
+}

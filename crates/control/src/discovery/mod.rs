@@ -153,7 +153,7 @@ impl Discovery for DiscoveryServer {
         }
         let peer = request
             .extensions()
-            .get::<crate::transport::ProxyPeer>()
+            .get::<crate::transport::Peer>()
             .cloned();
         let (out, queued) = mpsc::channel(STREAM_QUEUE);
         tokio::spawn(session::run(
@@ -198,7 +198,15 @@ pub async fn serve_with_identity(
 ) -> Result<(), tonic::transport::Error> {
     let closer = server.clone();
     let (signer, tls) = match identity {
-        Some(identity) => (identity.signer, Some((identity.tls, identity.plaintext))),
+        Some(identity) => {
+            let port = crate::transport::TlsPort {
+                identity: identity.tls,
+                plaintext: identity.plaintext,
+                alpn: &[b"h2"],
+                name: "grpc",
+            };
+            (identity.signer, Some(port))
+        }
         None => (None, None),
     };
     let incoming = crate::transport::incoming(listener, tls);

@@ -7,7 +7,7 @@
 
 use super::publisher::Generation;
 use super::registry::{ProxyCertificate, Registration, Registry};
-use crate::transport::ProxyPeer;
+use crate::transport::Peer;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub(super) struct Shared {
 /// is with the certificate the control plane issued it, and registers only as that
 /// workload; plain text (accepted from loopback only, unless the operator allows more) is
 /// not authenticated.
-fn authorize(peer: Option<&ProxyPeer>, hello: &Hello) -> Result<(), Status> {
+fn authorize(peer: Option<&Peer>, hello: &Hello) -> Result<(), Status> {
     let Some(peer) = peer else {
         return Ok(());
     };
@@ -60,7 +60,7 @@ fn authorize(peer: Option<&ProxyPeer>, hello: &Hello) -> Result<(), Status> {
 }
 
 /// Why `peer` may no longer be served, if `trust` revokes its identity or certificate.
-fn revoked(peer: Option<&ProxyPeer>, trust: &TrustConfig) -> Option<Status> {
+fn revoked(peer: Option<&Peer>, trust: &TrustConfig) -> Option<Status> {
     let peer = peer?;
     let identity = peer.identity.as_ref()?.to_string();
     let by_identity = trust.revoked_identities.contains(&identity);
@@ -91,7 +91,7 @@ fn describe(chain_pem: &str, bundle: Option<&str>) -> Option<ProxyCertificate> {
 
 pub(super) async fn run(
     shared: Shared,
-    peer: Option<ProxyPeer>,
+    peer: Option<Peer>,
     mut inbound: Streaming<ProxyMessage>,
     out: Outbound,
 ) {
@@ -197,7 +197,7 @@ impl Session {
     async fn serve(
         &mut self,
         mut shared: Shared,
-        peer: Option<ProxyPeer>,
+        peer: Option<Peer>,
         mut inbound: Streaming<ProxyMessage>,
     ) -> End {
         let mut trust = shared.trust.clone();
