@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test Weft has: formatting, lints, unit tests and the end-to-end
 # tests that start real `weft` processes, and a short run of every fuzz target. Needs only
-# the Rust toolchain; the real servers the tests talk to (Prometheus), and a C++ compiler for
-# libFuzzer, are installed here first from Debian's packages.
+# the Rust toolchain; the real servers the tests talk to (Prometheus), a C++ compiler for
+# libFuzzer, and cmake and Go for the FIPS build are installed here first from Debian's
+# packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,9 @@ install_debian_packages() {
   local missing=()
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   command -v c++ >/dev/null 2>&1 || missing+=(g++) # libFuzzer, for the fuzz targets
+  # AWS-LC's FIPS module, for the `fips` build
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v go >/dev/null 2>&1 || missing+=(golang-go)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing: ${missing[*]}; run as root, or: sudo apt-get install ${missing[*]}" >&2
@@ -29,6 +33,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test (unit and end-to-end)"
 cargo test --workspace --locked
+
+echo "== the FIPS build: TLS on AWS-LC's FIPS module (identity tests)"
+cargo test -p weft-identity --features fips --locked
 
 echo "== fuzz targets, a few seconds each (scripts/fuzz.sh TARGET SECONDS for longer runs)"
 ./scripts/fuzz.sh --all 5

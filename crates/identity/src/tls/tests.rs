@@ -932,11 +932,14 @@ fn peers_agree_on_hybrid_post_quantum_key_exchange_and_fall_back_to_classical() 
         assert_eq!(side.map(|g| g.name()), Some(NamedGroup::X25519MLKEM768));
     }
 
-    // A peer that only knows X25519 still gets in, classically.
+    // A peer that only knows a classical group (X25519, or P-256 in a FIPS build, where
+    // X25519 is not approved) still gets in, classically.
     let mut classical = (*provider()).clone();
     classical
         .kx_groups
-        .retain(|group| group.name() == NamedGroup::X25519);
+        .retain(|group| group.name() != NamedGroup::X25519MLKEM768);
+    classical.kx_groups.truncate(1);
+    let fallback = classical.kx_groups[0].name();
     let verifier = ExpectedPeerVerifier::new(
         Roots::Live(web.live.clone()),
         api.id().clone(),
@@ -952,6 +955,17 @@ fn peers_agree_on_hybrid_post_quantum_key_exchange_and_fall_back_to_classical() 
     old.assert_ok();
     assert_eq!(
         old.server.negotiated_key_exchange_group().map(|g| g.name()),
-        Some(NamedGroup::X25519)
+        Some(fallback)
     );
+}
+
+#[test]
+fn the_fips_build_and_only_it_runs_on_the_validated_module() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let api = identity(&ca, "api");
+    let web = identity(&ca, "web");
+    assert_eq!(api.fips(), cfg!(feature = "fips"));
+    let both = handshake(web.client_config(api.id(), &[]), api.server_config(&[]));
+    both.assert_ok();
+    assert_eq!(both.client.fips(), cfg!(feature = "fips"));
 }
