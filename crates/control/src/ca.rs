@@ -276,8 +276,11 @@ impl MeshCa {
     /// Writes `state` to the store, then puts it in force and tells the proxies.
     async fn switch(&self, store: &dyn Store, state: CaState) -> Result<(), StoreError> {
         self.persist(store, &state).await?;
-        self.trust.send_replace(state.trust());
+        // In force before anyone hears of it: a listener that reads the CA as soon as it is
+        // told must find the new state.
+        let trust = state.trust();
         self.state.store(Arc::new(state));
+        self.trust.send_replace(trust);
         Ok(())
     }
 

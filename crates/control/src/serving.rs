@@ -45,8 +45,10 @@ pub async fn keep_current(ca: Arc<MeshCa>, identity: Arc<TlsIdentity>) {
             }
         };
         // A new root joining: trust it, keep the certificate. A root leaving that signed
-        // this certificate: trusting the smaller bundle fails, so re-issue.
-        if bundle_changed && identity.trust(&ca.trust_bundle_pem()).is_ok() {
+        // this certificate: trusting the smaller bundle fails, so re-issue. The bundle is the
+        // one just announced, not re-read from the CA.
+        let bundle = trust.borrow_and_update().bundle_pem.clone();
+        if bundle_changed && identity.trust(&bundle).is_ok() {
             continue;
         }
         let renewed =
@@ -61,5 +63,47 @@ pub async fn keep_current(ca: Arc<MeshCa>, identity: Arc<TlsIdentity>) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CaSource;
+    use crate::store::tests::ScratchDir;
+    use crate::store::{RedbStore, Store};
+
+    #[tokio::test]
+    async fn after_a_rotation_the_certificate_comes_from_the_new_root() {
+        let dir = ScratchDir::new("serving-rotation");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let resources = store.subscribe().borrow().clone();
+        let ca = Arc::new(
+            MeshCa::load_or_create(&*store, &CaSource::Store, &resources)
+                .await
+                .unwrap(),
+        );
+        let identity = Arc::new(issue(&ca).unwrap());
+        let task = tokio::spawn(keep_current(ca.clone(), identity.clone()));
+        ca.rotate(&*store).await.unwrap();
+        ca.retire(&*store).await.unwrap();
+        let (signing, retiring) = ca.roots();
+        assert!(retiring.is_empty());
+        // Proxies that joined after the rotation trust the new root alone: the control
+        // plane's certificate must chain to it, soon.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let root = weft_identity::issuing_root(&identity.chain_pem(), &ca.trust_bundle_pem());
+            if root.as_deref() == Some(signing.sha256.as_str()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {root:?}, not the new root {}",
+                signing.sha256
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
     }
 }
