@@ -3,36 +3,40 @@
 //! certificate from the mesh CA. Who connected travels to the handlers as
 //! `ConnectInfo<Peer>`.
 
-use crate::transport::{incoming, Conn, Peer, Plaintext, TlsPort};
+use crate::transport::{accept_failed, Conn, Peer, Plaintext, SortOut, TlsPort};
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use weft_identity::TlsIdentity;
 
+/// Accepts in [`axum::serve::Listener::accept`] itself, so the port closes the moment the
+/// server drops the listener; handshakes run on tasks of their own.
 pub struct ApiListener {
-    connections: BoxStream<'static, io::Result<Conn>>,
-    local: SocketAddr,
+    listener: TcpListener,
+    sort: SortOut,
+    ready: mpsc::Sender<Conn>,
+    queue: mpsc::Receiver<Conn>,
 }
 
 impl ApiListener {
     /// `tls`: the control plane's certificate, when it has one; plain HTTP only without.
-    pub fn new(listener: TcpListener, tls: Option<Arc<TlsIdentity>>) -> io::Result<ApiListener> {
-        let local = listener.local_addr()?;
+    pub fn new(listener: TcpListener, tls: Option<Arc<TlsIdentity>>) -> ApiListener {
         let port = tls.map(|identity| TlsPort {
             identity,
             plaintext: Plaintext::Anywhere,
             alpn: &[b"http/1.1"],
             name: "api",
         });
-        Ok(ApiListener {
-            connections: incoming(listener, port).boxed(),
-            local,
-        })
+        let (ready, queue) = mpsc::channel(64);
+        ApiListener {
+            listener,
+            sort: SortOut::new(port),
+            ready,
+            queue,
+        }
     }
 }
 
@@ -42,21 +46,22 @@ impl axum::serve::Listener for ApiListener {
 
     async fn accept(&mut self) -> (Conn, Peer) {
         loop {
-            match self.connections.next().await {
-                Some(Ok(conn)) => {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, remote)) => self.sort.spawn(stream, remote, self.ready.clone()),
+                    Err(error) => accept_failed(error).await,
+                },
+                Some(conn) = self.queue.recv() => {
                     let peer = conn.peer().clone();
                     return (conn, peer);
                 }
-                Some(Err(_)) => continue,
-                // The accepting task is gone: no connection will come again.
-                None => std::future::pending().await,
             }
         }
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
         Ok(Peer {
-            remote: self.local,
+            remote: self.listener.local_addr()?,
             tls: false,
             identity: None,
             certificate_sha256: None,

@@ -166,7 +166,7 @@ pub async fn serve_api(
         what: "api",
         source,
     };
-    let listener = crate::api_listener::ApiListener::new(listener, tls).map_err(serve_error)?;
+    let listener = crate::api_listener::ApiListener::new(listener, tls);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<crate::transport::Peer>(),

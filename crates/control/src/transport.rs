@@ -132,47 +132,68 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// The connections `listener` accepts, each sorted out (and its handshake done) on a task
-/// of its own, so a slow client holds up no one. With `tls` the port speaks TLS as the
-/// module says; without, plain text only, from anywhere (tests and benchmarks of the
-/// discovery protocol alone).
+/// How a port sorts out the connections it accepts: TLS (with its handshake) or plain text,
+/// as its [`TlsPort`] says. Cheap to clone.
+#[derive(Clone)]
+pub struct SortOut {
+    acceptor: Option<Arc<Acceptor>>,
+}
+
+impl SortOut {
+    /// With `tls` the port speaks TLS as the module says; without, plain text only, from
+    /// anywhere (tests and benchmarks of the discovery protocol alone).
+    pub fn new(tls: Option<TlsPort>) -> SortOut {
+        let acceptor = tls.map(|port| {
+            let config = port.identity.server_config_client_optional(port.alpn);
+            Arc::new(Acceptor {
+                tls: tokio_rustls::TlsAcceptor::from(config),
+                port,
+            })
+        });
+        SortOut { acceptor }
+    }
+
+    /// Sorts out one accepted connection on a task of its own (so a slow client holds up no
+    /// one), sending it to `ready` if it is let in.
+    pub fn spawn(&self, stream: TcpStream, remote: SocketAddr, ready: mpsc::Sender<Conn>) {
+        let _ = stream.set_nodelay(true);
+        let acceptor = self.acceptor.clone();
+        tokio::spawn(async move {
+            if let Some(conn) = sort_out(stream, remote, acceptor).await {
+                let _ = ready.send(conn).await;
+            }
+        });
+    }
+}
+
+/// Waits out a failed accept (out of file descriptors, typically) rather than spinning.
+pub async fn accept_failed(error: io::Error) {
+    tracing::warn!(%error, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The connections `listener` accepts, sorted out as `tls` says. The listener closes as soon
+/// as the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<TlsPort>,
 ) -> impl Stream<Item = Result<Conn, io::Error>> {
-    let acceptor = tls.map(|port| {
-        let config = port.identity.server_config_client_optional(port.alpn);
-        Arc::new(Acceptor {
-            tls: tokio_rustls::TlsAcceptor::from(config),
-            port,
-        })
-    });
+    let sort = SortOut::new(tls);
     let (ready, queue) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (stream, remote) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors, typically: wait rather than spin.
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            if ready.is_closed() {
-                return;
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => sort.spawn(stream, remote, ready.clone()),
+                    Err(error) => accept_failed(error).await,
+                },
+                // Nobody takes connections any more: stop listening now.
+                () = ready.closed() => return,
             }
-            let _ = stream.set_nodelay(true);
-            let (ready, acceptor) = (ready.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                if let Some(conn) = sort_out(stream, remote, acceptor).await {
-                    let _ = ready.send(Ok(conn)).await;
-                }
-            });
         }
     });
     futures_util::stream::unfold(queue, |mut queue| async move {
-        queue.recv().await.map(|conn| (conn, queue))
+        queue.recv().await.map(|conn| (Ok(conn), queue))
     })
 }
 
