@@ -302,3 +302,84 @@ spec:
         1.0
     );
 }
+
+/// A push that only moves endpoints keeps a tripped rate limit and circuit breaker tripped;
+/// a push that changes the policy starts it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resilience_state_survives_config_pushes() {
+    let dir = TempDir::new("carry");
+    let app = HttpBackend::start("api").await;
+    let slow = HttpBackend::start("slow").await;
+    let spare = HttpBackend::start("spare").await;
+    let config = |slow_endpoints: &[std::net::SocketAddr], burst: u32| {
+        let mut text = plain_service("api", "http", &[]);
+        text.push_str(&plain_service("slow", "http", slow_endpoints));
+        text.push_str(&format!(
+            r#"
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: api}}
+spec:
+  targetRef: {{kind: Service, name: api}}
+  rateLimit: {{requestsPerSecond: 0.001, burst: {burst}}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: slow}}
+spec:
+  targetRef: {{kind: Service, name: slow}}
+  connectionLimits: {{maxRequests: 1}}
+"#
+        ));
+        write_config(dir.path(), "mesh.yaml", &text)
+    };
+    let path = config(&[slow.addr], 2);
+    let proxy = ProxySpec::new("api", app.addr, &path).start();
+    let reloads = |n: f64| {
+        let seen = proxy.metric_reaching("weft_config_reloads_total", &[("result", "ok")], n);
+        assert_eq!(seen, n, "configuration reloads");
+    };
+    reloads(1.0);
+
+    let mut inbound = Http1Client::connect(proxy.inbound).await;
+    assert_eq!(inbound.get("api", "/").await.unwrap().status, 200);
+    assert_eq!(inbound.get("api", "/").await.unwrap().status, 200);
+    assert_eq!(inbound.get("api", "/").await.unwrap().status, 429);
+    // One slow request holds the only request slot to `slow`.
+    let outbound = proxy.outbound;
+    let held = tokio::spawn(async move {
+        let mut c = Http1Client::connect(outbound).await;
+        c.get("slow", "/slow/4000").await.unwrap().status
+    });
+    while slow.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    assert_eq!(c.get("slow", "/").await.unwrap().status, 503);
+
+    // The endpoint flaps: pushed twice with the policies unchanged.
+    for (round, endpoints) in [vec![slow.addr, spare.addr], vec![slow.addr]]
+        .iter()
+        .enumerate()
+    {
+        config(endpoints, 2);
+        reloads(2.0 + round as f64);
+        assert_eq!(
+            inbound.get("api", "/").await.unwrap().status,
+            429,
+            "rate limit after push {round}"
+        );
+        let answer = c.get("slow", "/").await.unwrap();
+        assert_eq!(answer.status, 503, "circuit breaker after push {round}");
+        assert_eq!(answer.header("x-weft-overloaded"), Some("max-requests"));
+    }
+    assert_eq!(app.count(), 2);
+    assert_eq!(spare.count(), 0);
+
+    // A changed policy is a new bucket.
+    config(&[slow.addr], 3);
+    reloads(4.0);
+    assert_eq!(inbound.get("api", "/").await.unwrap().status, 200);
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(c.get("slow", "/").await.unwrap().status, 200);
+}

@@ -1,10 +1,8 @@
 //! State shared by every listener of one proxy process.
 
-use crate::balance::Endpoint;
 use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::options::ProxyOptions;
-use crate::resilience::Limits;
-use crate::state::{BuildContext, EndpointKey, Snapshot};
+use crate::state::{BuildContext, Carried, Snapshot};
 use crate::upstream::{ConnectionPolicy, EndpointPool, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -23,7 +21,7 @@ pub struct Proxy {
     /// This proxy's `source` label: `service.namespace`.
     pub local_label: Arc<str>,
     snapshot: ArcSwap<Snapshot>,
-    endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
+    carried: Mutex<Carried>,
     /// The local app, reached in plain text.
     pub app: Arc<EndpointPool>,
     pub app_connections: ConnectionPolicy,
@@ -52,10 +50,10 @@ impl Proxy {
             tls_acceptor,
             local_label,
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-            endpoints: Mutex::new(HashMap::new()),
+            carried: Mutex::default(),
             app,
             app_connections: ConnectionPolicy {
-                limits: Limits::default(),
+                limits: Arc::default(),
                 connect_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(60),
             },
@@ -81,7 +79,7 @@ impl Proxy {
             service: &self.options.service,
             namespace: &self.options.namespace,
             source: self.local_label.clone(),
-            endpoints: &self.endpoints,
+            carried: &self.carried,
         };
         let snapshot = Snapshot::build(config, generation, &ctx)?;
         self.snapshot.store(Arc::new(snapshot));

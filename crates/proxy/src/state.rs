@@ -1,12 +1,14 @@
 //! The proxy's view of the mesh, built from a `ProxyConfig` into structures ready for the
 //! request path, and swapped in atomically as a whole.
 //!
-//! Endpoints (their latency estimates, ejections and connection pools) outlive snapshots:
-//! a rebuilt snapshot reuses the endpoint of the same service, address and identity.
+//! Live state outlives snapshots (`Carried`): a rebuilt snapshot reuses the endpoint of the
+//! same service, address and identity (latency estimates, ejections, connection pools), and
+//! each service's resilience state whose settings did not change (circuit-breaker counts,
+//! rate-limit tokens, retry budget).
 
 use crate::balance::{Balancer, Endpoint};
 use crate::metrics::{Direction, Metrics};
-use crate::resilience::{Limits, RateLimiter, RetryBudget};
+use crate::resilience::{RateLimiter, Resilience, RetryBudget};
 use crate::routes::{Route, RouteParts, WeightedBackend};
 use crate::upstream::{ConnectionPolicy, EndpointPool};
 use std::collections::HashMap;
@@ -25,10 +27,10 @@ pub struct Backend {
     pub balancer: Balancer,
     pub connections: ConnectionPolicy,
     pub outlier: Option<OutlierDetection>,
-    pub retry_budget: Option<RetryBudget>,
+    pub retry_budget: Option<Arc<RetryBudget>>,
     pub fault: Option<Fault>,
     /// Enforced on inbound by the proxy in front of this service.
-    pub rate_limit: Option<RateLimiter>,
+    pub rate_limit: Option<Arc<RateLimiter>>,
     pub protocol: Protocol,
 }
 
@@ -60,11 +62,19 @@ pub struct BuildContext<'a> {
     pub namespace: &'a str,
     /// This proxy's `source` label.
     pub source: Arc<str>,
-    pub endpoints: &'a Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
+    pub carried: &'a Mutex<Carried>,
+}
+
+/// What one snapshot hands to the next.
+#[derive(Default)]
+pub struct Carried {
+    endpoints: HashMap<EndpointKey, Arc<Endpoint>>,
+    /// By `service_key`.
+    resilience: HashMap<String, Resilience>,
 }
 
 #[derive(Clone, Hash, PartialEq, Eq)]
-pub struct EndpointKey {
+struct EndpointKey {
     service: String,
     address: SocketAddr,
     identity: Option<String>,
@@ -82,12 +92,14 @@ impl Snapshot {
     }
 
     pub fn build(config: ProxyConfig, generation: u64, ctx: &BuildContext) -> Result<Self, String> {
-        let mut old_endpoints = ctx.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        let mut kept = HashMap::new();
+        let mut carried = ctx.carried.lock().unwrap_or_else(|e| e.into_inner());
+        // Built aside and swapped in only once the whole build succeeded: a rejected config
+        // must not cost the running one its state.
+        let mut kept = Carried::default();
         let mut backends = HashMap::new();
         for service in &config.services {
             let key = service_key(&service.name, &service.namespace);
-            let backend = build_backend(service, &key, ctx, &mut old_endpoints, &mut kept)?;
+            let backend = build_backend(service, &key, ctx, &carried, &mut kept)?;
             backends.insert(key, Arc::new(backend));
         }
         let mut services = HashMap::new();
@@ -124,7 +136,7 @@ impl Snapshot {
             }
             services.insert(key, entry);
         }
-        *old_endpoints = kept;
+        *carried = kept;
         let own = services
             .get(&service_key(ctx.service, ctx.namespace))
             .cloned();
@@ -188,8 +200,8 @@ fn build_backend(
     service: &ServiceConfig,
     key: &str,
     ctx: &BuildContext,
-    old: &mut HashMap<EndpointKey, Arc<Endpoint>>,
-    kept: &mut HashMap<EndpointKey, Arc<Endpoint>>,
+    old: &Carried,
+    kept: &mut Carried,
 ) -> Result<Backend, String> {
     let mut endpoints = Vec::with_capacity(service.endpoints.len());
     for config in &service.endpoints {
@@ -198,9 +210,11 @@ fn build_backend(
             address: config.address,
             identity: config.identity.clone(),
         };
-        let endpoint = match old
-            .remove(&endpoint_key)
-            .or_else(|| kept.get(&endpoint_key).cloned())
+        let endpoint = match kept
+            .endpoints
+            .get(&endpoint_key)
+            .or_else(|| old.endpoints.get(&endpoint_key))
+            .cloned()
         {
             Some(existing) => existing,
             None => {
@@ -217,22 +231,24 @@ fn build_backend(
                 Arc::new(Endpoint::new(config, pool))
             }
         };
-        kept.insert(endpoint_key, endpoint.clone());
+        kept.endpoints.insert(endpoint_key, endpoint.clone());
         endpoints.push(endpoint);
     }
     let policy = &service.policy;
+    let resilience = Resilience::carry(old.resilience.get(key), policy);
+    kept.resilience.insert(key.to_string(), resilience.clone());
     Ok(Backend {
         label: Arc::from(key),
         balancer: Balancer::new(endpoints, &policy.load_balancer),
         connections: ConnectionPolicy {
-            limits: Limits::new(policy.connection_limits.as_ref()),
+            limits: resilience.limits,
             connect_timeout: Duration::from_millis(policy.connect_timeout_ms.max(1)),
             idle_timeout: Duration::from_millis(policy.idle_timeout_ms.max(1)),
         },
         outlier: policy.outlier_detection.clone(),
-        retry_budget: policy.retry_budget.as_ref().map(RetryBudget::new),
+        retry_budget: resilience.retry_budget,
         fault: policy.fault.clone(),
-        rate_limit: policy.rate_limit.as_ref().map(RateLimiter::new),
+        rate_limit: resilience.rate_limit,
         protocol: service.ports.first().map_or(Protocol::Auto, |p| p.protocol),
     })
 }

@@ -57,7 +57,7 @@ impl UpstreamError {
 
 /// How a destination's connections are managed (from its TrafficPolicy).
 pub struct ConnectionPolicy {
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     pub connect_timeout: Duration,
     /// Pooled HTTP/1 connections unused for longer are closed rather than reused.
     pub idle_timeout: Duration,

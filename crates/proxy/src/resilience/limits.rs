@@ -34,6 +34,7 @@ impl LimitExceeded {
 
 #[derive(Default)]
 pub struct Limits {
+    settings: Option<ConnectionLimits>,
     max_requests: Option<u32>,
     max_pending: Option<u32>,
     max_connections: Option<u32>,
@@ -68,11 +69,17 @@ impl Limits {
             return Self::default();
         };
         Self {
+            settings: Some(config.clone()),
             max_requests: config.max_requests,
             max_pending: config.max_pending_requests,
             max_connections: config.max_connections,
             ..Self::default()
         }
+    }
+
+    /// The settings these limits were built from (`None`: unlimited).
+    pub fn settings(&self) -> Option<&ConnectionLimits> {
+        self.settings.as_ref()
     }
 
     pub fn start_request(&self) -> Result<RequestPermit, LimitExceeded> {

@@ -5,6 +5,7 @@ use std::time::Instant;
 use weft_model::config::RateLimit;
 
 pub struct RateLimiter {
+    settings: RateLimit,
     rate: f64,
     burst: f64,
     bucket: Mutex<Bucket>,
@@ -19,6 +20,7 @@ impl RateLimiter {
     pub fn new(config: &RateLimit) -> Self {
         let burst = f64::from(config.burst.max(1));
         Self {
+            settings: config.clone(),
             rate: config.requests_per_second,
             burst,
             bucket: Mutex::new(Bucket {
@@ -26,6 +28,10 @@ impl RateLimiter {
                 refilled: Instant::now(),
             }),
         }
+    }
+
+    pub fn settings(&self) -> &RateLimit {
+        &self.settings
     }
 
     pub fn try_acquire(&self) -> bool {

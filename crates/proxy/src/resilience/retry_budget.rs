@@ -9,6 +9,7 @@ use weft_model::config::RetryBudget as RetryBudgetConfig;
 const SLOTS: usize = 10;
 
 pub struct RetryBudget {
+    settings: RetryBudgetConfig,
     ratio: f64,
     floor: f64,
     slot_len: Duration,
@@ -27,6 +28,7 @@ impl RetryBudget {
     pub fn new(config: &RetryBudgetConfig) -> Self {
         let window = Duration::from_millis(config.window_ms.max(SLOTS as u64));
         Self {
+            settings: config.clone(),
             ratio: config.ratio,
             floor: f64::from(config.min_retries_per_second) * window.as_secs_f64(),
             slot_len: window / SLOTS as u32,
@@ -51,6 +53,10 @@ impl RetryBudget {
         if steps == SLOTS {
             window.slot_started = now;
         }
+    }
+
+    pub fn settings(&self) -> &RetryBudgetConfig {
+        &self.settings
     }
 
     pub fn record_request(&self) {
