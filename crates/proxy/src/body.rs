@@ -4,6 +4,7 @@
 //! allocation, and buffered bodies (for retries and mirroring) or synthetic answers use the
 //! same type, so every hyper connection is instantiated once.
 
+use crate::client_body::{BoxError, ClientBody};
 use crate::replay::ReplayBody;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -16,7 +17,10 @@ pub enum Body {
     #[default]
     Empty,
     Full(Option<Bytes>),
+    /// An upstream's response, passed through.
     Streaming(Incoming),
+    /// A client's request, checked for faults as it streams (see `client_body.rs`).
+    Client(ClientBody),
     /// A retryable request's body (see `replay.rs`).
     Replay(ReplayBody),
 }
@@ -38,7 +42,7 @@ impl Body {
             Body::Empty => Some(Body::Empty),
             Body::Full(bytes) => Some(Body::Full(bytes.clone())),
             Body::Replay(replay) => replay.replay().map(Body::Replay),
-            Body::Streaming(_) => None,
+            Body::Streaming(_) | Body::Client(_) => None,
         }
     }
 
@@ -46,7 +50,7 @@ impl Body {
     pub fn is_replayable(&self) -> bool {
         match self {
             Body::Replay(replay) => replay.is_replayable(),
-            Body::Streaming(_) => false,
+            Body::Streaming(_) | Body::Client(_) => false,
             Body::Empty | Body::Full(_) => true,
         }
     }
@@ -60,12 +64,12 @@ impl From<Incoming> for Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -74,9 +78,10 @@ impl http_body::Body for Body {
                 match Pin::new(&mut *incoming).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame)))
                         if frame.data_ref().is_some_and(Bytes::is_empty) => {}
-                    polled => return polled,
+                    polled => return polled.map_err(BoxError::from),
                 }
             },
+            Body::Client(client) => client.poll_frame(cx),
             Body::Replay(replay) => Pin::new(replay).poll_frame(cx),
         }
     }
@@ -86,6 +91,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
             Body::Streaming(incoming) => incoming.is_end_stream(),
+            Body::Client(client) => client.is_end_stream(),
             Body::Replay(replay) => replay.is_end_stream(),
         }
     }
@@ -95,6 +101,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Streaming(incoming) => incoming.size_hint(),
+            Body::Client(client) => client.size_hint(),
             Body::Replay(replay) => replay.size_hint(),
         }
     }

@@ -2,6 +2,7 @@
 
 use crate::access_log::{Exchange, RequestLog};
 use crate::body::Body;
+use crate::client_body::{self, ClientFault};
 use crate::http::{is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic};
 use crate::metrics::{Direction, RequestMetrics};
 use crate::outbound::is_grpc;
@@ -47,7 +48,15 @@ pub async fn serve(
         response
     } else {
         let protocol = own.map_or(Protocol::Auto, |s| s.backend.protocol);
-        forward_to_app(&proxy, protocol, request.map(Body::from)).await
+        let (request, verdict) = client_body::checked(request, proxy.options.limits.body_pace());
+        let response = forward_to_app(&proxy, protocol, request).await;
+        match ClientFault::behind(verdict.as_ref(), &response) {
+            Some(fault) => {
+                proxy.metrics.reject(Direction::Inbound, fault.reason());
+                fault.response()
+            }
+            None => response,
+        }
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();

@@ -10,6 +10,7 @@ mod access_log;
 mod admin;
 mod balance;
 mod body;
+mod client_body;
 mod control_client;
 mod detect;
 mod drain;

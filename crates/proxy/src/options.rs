@@ -84,6 +84,18 @@ pub struct ServerLimits {
     pub detect_timeout: Duration,
     /// On SIGTERM, how long in-flight requests get to finish.
     pub drain_timeout: Duration,
+    /// Bytes per second a request body must arrive at once `header_read_timeout` of waiting
+    /// for it is used up (0: unchecked). gRPC streams are exempt.
+    pub min_request_body_rate: u32,
+}
+
+impl ServerLimits {
+    pub fn body_pace(&self) -> crate::client_body::BodyPace {
+        crate::client_body::BodyPace {
+            min_rate: self.min_request_body_rate,
+            grace: self.header_read_timeout,
+        }
+    }
 }
 
 impl Default for ServerLimits {
@@ -95,6 +107,7 @@ impl Default for ServerLimits {
             max_headers: 100,
             detect_timeout: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(15),
+            min_request_body_rate: 1024,
         }
     }
 }

@@ -10,6 +10,7 @@
 use crate::access_log::{Exchange, RequestLog};
 use crate::balance::Outcome;
 use crate::body::Body;
+use crate::client_body::{self, ClientFault};
 use crate::http::{
     authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, OVERLOADED_HEADER,
 };
@@ -81,7 +82,12 @@ pub async fn serve(
         .access_log
         .then(|| RequestLog::capture(&request));
     let mut served = Served::default();
-    let response = route_request(&proxy, route, prefix, request.map(Body::from), &mut served).await;
+    let (request, verdict) = client_body::checked(request, proxy.options.limits.body_pace());
+    let mut response = route_request(&proxy, route, prefix, request, &mut served).await;
+    if let Some(fault) = ClientFault::behind(verdict.as_ref(), &response) {
+        proxy.metrics.reject(Direction::Outbound, fault.reason());
+        response = fault.response();
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     route.metrics.record(status, elapsed.as_secs_f64());
@@ -158,7 +164,7 @@ async fn route_request(
     }
     if route.retry.is_some() {
         request = request.map(|body| match body {
-            Body::Streaming(incoming) => Body::Replay(ReplayBody::new(incoming, REPLAY_LIMIT)),
+            Body::Client(client) => Body::Replay(ReplayBody::new(client, REPLAY_LIMIT)),
             other => other,
         });
     }

@@ -5,16 +5,16 @@
 //! waits for the whole body first, so streaming gRPC calls are not delayed. Past the size
 //! limit the copy is dropped and the request can no longer be retried.
 
+use crate::client_body::{BoxError, ClientBody};
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
+use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 struct Shared {
-    source: Incoming,
+    source: ClientBody,
     frames: Vec<Bytes>,
     buffered: usize,
     limit: usize,
@@ -42,7 +42,7 @@ impl std::fmt::Debug for ReplayBody {
 }
 
 impl ReplayBody {
-    pub fn new(source: Incoming, limit: usize) -> Self {
+    pub fn new(source: ClientBody, limit: usize) -> Self {
         let hint = source.size_hint();
         let shared = Shared {
             source,
@@ -83,12 +83,12 @@ impl ReplayBody {
 
 impl http_body::Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let mut shared = this.shared.lock().unwrap_or_else(|e| e.into_inner());
         if !shared.overflowed && this.cursor < shared.frames.len() {
@@ -103,15 +103,8 @@ impl http_body::Body for ReplayBody {
             this.trailers_sent = true;
             return Poll::Ready(shared.trailers.clone().map(|t| Ok(Frame::trailers(t))));
         }
-        let polled = loop {
-            match Pin::new(&mut shared.source).poll_frame(cx) {
-                // An empty DATA frame carries nothing; forwarding it would cost the peer's
-                // per-connection allowance of empty frames (h2 closes the connection).
-                Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => {}
-                polled => break polled,
-            }
-        };
-        match polled {
+        // Empty DATA frames never come out of a `ClientBody`.
+        match shared.source.poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 shared.ended = true;

@@ -114,6 +114,11 @@ pub struct ProxyArgs {
     /// On SIGTERM: stop accepting, and give in-flight requests this long to finish.
     #[arg(long, default_value = "15s", value_parser = crate::duration_flag::parse)]
     drain_timeout: Duration,
+    /// Bytes per second a request body must keep up once it has kept the proxy waiting for
+    /// --header-read-timeout in all; slower bodies are cut with 408. 0 turns the check off.
+    /// gRPC streams are never checked.
+    #[arg(long, default_value_t = 1024)]
+    min_request_body_rate: u32,
 }
 
 fn parse_upstream(value: &str) -> Result<UpstreamBinding, String> {
@@ -183,6 +188,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             max_headers: args.max_headers,
             detect_timeout: args.detect_timeout,
             drain_timeout: args.drain_timeout,
+            min_request_body_rate: args.min_request_body_rate,
         },
     };
     // One thread: the current-thread scheduler parks straight in epoll and needs no
