@@ -111,31 +111,57 @@ async fn slowloris_is_cut_off_while_others_are_served() {
     );
 }
 
+/// At the cap an idle connection makes room for a new one; connections with requests in
+/// flight keep their place, and only when all are busy is a new one refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limit_refuses_extra_connections() {
-    let (_dir, _backend, proxy) = setup(&["--max-connections", "3"]).await;
-    let mut held = Vec::new();
+async fn connection_limit_makes_room_from_idle_connections_and_refuses_when_all_are_busy() {
+    let (_dir, backend, proxy) = setup(&["--max-connections", "3"]).await;
+    let mut idle = Vec::new();
     for _ in 0..3 {
         let mut c = Http1Client::connect(proxy.outbound).await;
         assert_eq!(c.get("app", "/").await.unwrap().status, 200);
-        held.push(c);
+        idle.push(c);
+    }
+    // Three busy connections, each let in by closing an idle one.
+    let mut busy = Vec::new();
+    for i in 0..3u64 {
+        let addr = proxy.outbound;
+        busy.push(tokio::spawn(async move {
+            let mut c = Http1Client::connect(addr).await;
+            c.get("app", "/slow/2000").await.unwrap().status
+        }));
+        while backend.count() < 4 + i {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(
+        proxy.metric_reaching(
+            "weft_rejected_total",
+            &[("reason", "idle_closed_at_capacity")],
+            3.0
+        ),
+        3.0
+    );
+    for c in &mut idle {
+        assert!(
+            c.get("app", "/").await.is_err(),
+            "an idle connection made room"
+        );
     }
     let answer = raw_exchange(proxy.outbound, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").await;
     assert!(
         answer.is_empty(),
-        "the fourth connection is closed unanswered: {answer:?}"
+        "with every connection busy a new one is closed unanswered: {answer:?}"
     );
     assert_eq!(
         proxy.metric_reaching("weft_rejected_total", &[("reason", "max_connections")], 1.0),
         1.0
     );
-    held.pop();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for task in busy {
+        assert_eq!(task.await.unwrap(), 200, "busy connections were never cut");
+    }
     let mut again = Http1Client::connect(proxy.outbound).await;
     assert_eq!(again.get("app", "/").await.unwrap().status, 200);
-    for c in &mut held {
-        assert_eq!(c.get("app", "/").await.unwrap().status, 200);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ async fn a_plain_text_proxy_cannot_register() {
     let impostor =
         LoggedChild::spawn(&ProxySpec::mesh("web", app.addr, control.plaintext_grpc_url()).args());
     control.wait_for_log("refused a plain-text connection");
-    let logs = impostor.logs.lock().unwrap().join("\n");
+    let logs = impostor.logs_once("--dev-plaintext-proxies");
     assert!(logs.contains("--dev-plaintext-proxies"), "{logs}");
     assert!(
         !listed_proxies(&control).contains("web"),

@@ -285,6 +285,18 @@ impl LoggedChild {
         }
     }
 
+    /// The logs once a line contains `text` (or after 20 s, for the assertion to show).
+    pub fn logs_once(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+            if logs.contains(text) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Reads `listening listener=NAME addr=ADDR` log lines until `enough` says so.
     pub fn listeners(
         &self,

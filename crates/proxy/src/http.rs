@@ -79,10 +79,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket) or to tunnel (CONNECT).
+///
+/// `Upgrade: h2c` alone is not one: the request is served as the HTTP/1.1 request it also
+/// is (RFC 9113 drops h2c upgrades; RFC 9110 lets a server ignore `Upgrade`), so the
+/// HTTP/2 that would follow never bypasses the proxy's routing, limits and metrics.
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.version() == Version::HTTP_11
-        && (request.method() == http::Method::CONNECT
-            || request.headers().contains_key(header::UPGRADE))
+    if request.version() != Version::HTTP_11 {
+        return false;
+    }
+    request.method() == http::Method::CONNECT
+        || request
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+            .any(|protocol| !protocol.trim_ascii().eq_ignore_ascii_case(b"h2c"))
 }
 
 /// The authority a request is addressed to: the URI's, else the `Host` header.
@@ -146,8 +157,22 @@ pub fn prepare_upgrade(request: &mut Request<Body>) {
             }
         }
     }
-    for name in ["keep-alive", "proxy-connection"] {
+    for name in ["keep-alive", "proxy-connection", "http2-settings"] {
         request.headers_mut().remove(name);
+    }
+    // Offered beside another protocol, h2c is withdrawn: only that other one may follow.
+    let offered: Vec<&[u8]> = request
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|protocol| !protocol.eq_ignore_ascii_case(b"h2c"))
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&offered.join(&b", "[..])) {
+        if !offered.is_empty() {
+            request.headers_mut().insert(header::UPGRADE, value);
+        }
     }
 }
 
@@ -218,6 +243,32 @@ mod tests {
         prepare_upstream(&mut request, HttpMode::Http1);
         assert_eq!(request.uri(), "/a?b=c");
         assert_eq!(request.headers().get(header::HOST).unwrap(), "reviews:9080");
+    }
+
+    #[test]
+    fn h2c_is_not_an_upgrade_and_is_withdrawn_beside_another() {
+        let request = |upgrade: &str| {
+            Request::builder()
+                .header(header::UPGRADE, upgrade)
+                .header(header::CONNECTION, "Upgrade, HTTP2-Settings")
+                .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+                .body(Body::Empty)
+                .unwrap()
+        };
+        assert!(!is_upgrade(&request("h2c")));
+        assert!(!is_upgrade(&request(" H2C ")));
+        assert!(is_upgrade(&request("websocket")));
+        let mut both = request("h2c, websocket");
+        assert!(is_upgrade(&both));
+        prepare_upgrade(&mut both);
+        assert_eq!(both.headers()[header::UPGRADE], "websocket");
+        assert!(both.headers().get("http2-settings").is_none());
+
+        // Served as a plain request: the upgrade headers do not travel on.
+        let mut plain = request("h2c");
+        prepare_upstream(&mut plain, HttpMode::Http1);
+        assert!(plain.headers().get(header::UPGRADE).is_none());
+        assert!(plain.headers().get("http2-settings").is_none());
     }
 
     #[test]

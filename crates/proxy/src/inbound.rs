@@ -3,6 +3,7 @@
 use crate::access_log::{Exchange, RequestLog};
 use crate::body::Body;
 use crate::client_body::{self, ClientFault};
+use crate::connections::Active;
 use crate::http::{is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic};
 use crate::metrics::{Direction, RequestMetrics};
 use crate::outbound::is_grpc;
@@ -27,6 +28,7 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     caller: Arc<Caller>,
     request: Request<Incoming>,
+    active: Active,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let snapshot = proxy.snapshot();
@@ -49,7 +51,7 @@ pub async fn serve(
     } else {
         let protocol = own.map_or(Protocol::Auto, |s| s.backend.protocol);
         let (request, verdict) = client_body::checked(request, proxy.options.limits.body_pace());
-        let response = forward_to_app(&proxy, protocol, request).await;
+        let response = forward_to_app(&proxy, protocol, request, active).await;
         match ClientFault::behind(verdict.as_ref(), &response) {
             Some(fault) => {
                 proxy.metrics.reject(Direction::Inbound, fault.reason());
@@ -80,9 +82,12 @@ async fn forward_to_app(
     proxy: &Proxy,
     protocol: Protocol,
     mut request: Request<Body>,
+    active: Active,
 ) -> Response<Body> {
     if is_upgrade(&request) {
-        return upgrade::send(&proxy.app, request, &proxy.app_connections).await;
+        let hold = upgrade::Hold::new(active, None);
+        let idle = proxy.options.limits.tcp_idle_timeout;
+        return upgrade::send(&proxy.app, request, &proxy.app_connections, hold, idle).await;
     }
     let mode = match protocol {
         Protocol::Http2 | Protocol::Grpc => HttpMode::Http2,

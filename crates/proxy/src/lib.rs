@@ -11,6 +11,7 @@ mod admin;
 mod balance;
 mod body;
 mod client_body;
+mod connections;
 mod control_client;
 mod detect;
 mod drain;
@@ -28,6 +29,7 @@ mod proxy;
 mod replay;
 mod resilience;
 mod routes;
+mod splice;
 mod state;
 mod tcp;
 mod upgrade;
@@ -72,19 +74,32 @@ pub enum ProxyError {
     Admin(#[source] std::io::Error),
 }
 
+/// Connections the kernel queues for a listener before it accepts them. The usual default
+/// (128) overflows in a burst of new connections, and the clients then wait out SYN retries.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn bind(
     addr: SocketAddr,
     what: &'static str,
     flag: &'static str,
 ) -> Result<TcpListener, ProxyError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            what,
-            flag,
-            addr,
-            source,
-        })?;
+    let listener = listen(addr).map_err(|source| ProxyError::Bind {
+        what,
+        flag,
+        addr,
+        source,
+    })?;
     let local = listener.local_addr().map_err(|source| ProxyError::Bind {
         what,
         flag,

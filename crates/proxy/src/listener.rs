@@ -1,9 +1,11 @@
 //! Accepting connections and deciding how to serve each one.
 //!
-//! Every listener caps its open connections, sniffs the protocol, and serves HTTP with the
-//! limits that protect it from hostile clients (header size and count, header read
-//! timeout). Every refusal is counted in `weft_rejected_total`.
+//! Every listener caps its open connections (making room by closing idle ones, see
+//! `connections.rs`), sniffs the protocol, and serves HTTP with the limits that protect it
+//! from hostile clients (header size and count, header read timeout, idle timeout). Every
+//! refusal is counted in `weft_rejected_total`.
 
+use crate::connections::{Tracked, Tracker};
 use crate::detect::{detect, Detected};
 use crate::drain::Drain;
 use crate::inbound::{self, Caller};
@@ -20,8 +22,8 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_identity::peer_identity;
 use weft_model::config::Protocol;
 
@@ -38,7 +40,7 @@ pub enum Role {
 }
 
 pub async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, role: Role, mut drain: Drain) {
-    let limit = Arc::new(Semaphore::new(proxy.options.limits.max_connections));
+    let tracker = Tracker::new(proxy.options.limits.max_connections);
     let direction = match role {
         Role::Inbound => Direction::Inbound,
         _ => Direction::Outbound,
@@ -57,16 +59,24 @@ pub async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, role: Role, m
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            proxy.metrics.reject(direction, "max_connections");
-            drop(stream);
-            continue;
+        let tracked = match tracker.admit(drain.clone()) {
+            Ok((tracked, made_room)) => {
+                if made_room {
+                    proxy.metrics.reject(direction, "idle_closed_at_capacity");
+                }
+                tracked
+            }
+            Err(_) => {
+                proxy.metrics.reject(direction, "max_connections");
+                drop(stream);
+                continue;
+            }
         };
         tune(&stream);
         let task = Connection {
             proxy: proxy.clone(),
             drain: drain.clone(),
-            _permit: permit,
+            tracked,
         };
         let role = role.clone();
         tokio::spawn(async move {
@@ -85,7 +95,17 @@ pub async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, role: Role, m
 struct Connection {
     proxy: Arc<Proxy>,
     drain: Drain,
-    _permit: OwnedSemaphorePermit,
+    /// Its place among the listener's connections, held until the connection (and any
+    /// tunnel made from it) ends.
+    tracked: Arc<Tracked>,
+}
+
+/// Why a connection's HTTP serving stopped early.
+enum Ended {
+    Done,
+    /// No request began within `--header-read-timeout` (an HTTP/2 client trickling its
+    /// first HEADERS, or sending nothing after the preface).
+    NeverActive,
 }
 
 impl Connection {
@@ -113,21 +133,25 @@ impl Connection {
         let (detected, prefix) = if opaque {
             (Detected::Opaque, bytes::Bytes::new())
         } else {
-            match detect(&mut stream, proxy.options.limits.detect_timeout).await {
-                Ok(found) => found,
-                Err(_) => return,
+            match self.detect(&mut stream).await {
+                Some(found) => found,
+                None => return,
             }
         };
         let io: BoxIo = Box::new(Rewind::new(prefix, stream));
         match (detected, bound_service) {
             (Detected::Http1 | Detected::Http2, bound) => {
+                let tracked = self.tracked.clone();
                 let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    outbound::serve(proxy.clone(), bound.clone(), req)
+                    outbound::serve(proxy.clone(), bound.clone(), req, tracked.begin())
                 });
                 self.serve_http(detected, io, svc, Direction::Outbound)
                     .await;
             }
-            (_, Some(service)) => tcp::forward_outbound(proxy, service.backend.clone(), io).await,
+            (_, Some(service)) => {
+                let _active = self.tracked.begin();
+                tcp::forward_outbound(proxy, service.backend.clone(), io).await
+            }
             (_, None) => {
                 // Without a Host header there is no way to know where this was going.
                 proxy.metrics.reject(Direction::Outbound, "not_http");
@@ -151,9 +175,9 @@ impl Connection {
         let (detected, prefix) = if app_is_opaque && proxy.tls.is_none() {
             (Detected::Opaque, bytes::Bytes::new())
         } else {
-            match detect(&mut stream, limits.detect_timeout).await {
-                Ok(found) => found,
-                Err(_) => return,
+            match self.detect(&mut stream).await {
+                Some(found) => found,
+                None => return,
             }
         };
         let Some(acceptor) = proxy.tls_acceptor.clone() else {
@@ -184,7 +208,11 @@ impl Connection {
                 .await;
         }
         let handshake = acceptor.accept(Rewind::new(prefix, stream));
-        let tls = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+        let handshake = tokio::time::timeout(limits.header_read_timeout, handshake);
+        let tls = match tokio::select! {
+            done = handshake => done,
+            _ = self.tracked.asked_to_close() => return,
+        } {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "inbound TLS handshake failed");
@@ -230,12 +258,24 @@ impl Connection {
         let proxy = self.proxy.clone();
         match detected {
             Detected::Http1 | Detected::Http2 if !opaque => {
+                let tracked = self.tracked.clone();
                 let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    inbound::serve(proxy.clone(), caller.clone(), req)
+                    inbound::serve(proxy.clone(), caller.clone(), req, tracked.begin())
                 });
                 self.serve_http(detected, io, svc, Direction::Inbound).await;
             }
-            _ => tcp::forward_inbound(proxy, caller.source.clone(), io).await,
+            _ => {
+                let _active = self.tracked.begin();
+                tcp::forward_inbound(proxy, caller.source.clone(), io).await
+            }
+        }
+    }
+
+    /// Sniffs the protocol; `None` when the connection failed or was asked to close first.
+    async fn detect(&self, stream: &mut TcpStream) -> Option<(Detected, bytes::Bytes)> {
+        tokio::select! {
+            found = detect(stream, self.proxy.options.limits.detect_timeout) => found.ok(),
+            _ = self.tracked.asked_to_close() => None,
         }
     }
 
@@ -247,7 +287,10 @@ impl Connection {
     {
         let limits: &ServerLimits = &self.proxy.options.limits;
         let io = TokioIo::new(io);
-        let result = if detected == Detected::Http2 {
+        let tracked = self.tracked.clone();
+        let idle = idle_watch(&tracked, limits);
+        tokio::pin!(idle);
+        let (result, ended) = if detected == Detected::Http2 {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
@@ -258,10 +301,18 @@ impl Connection {
             let connection = builder.serve_connection(io, svc);
             tokio::pin!(connection);
             tokio::select! {
-                result = connection.as_mut() => result,
+                result = connection.as_mut() => (result, Ended::Done),
                 _ = self.drain.signaled() => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    (connection.await, Ended::Done)
+                }
+                _ = tracked.asked_to_close() => {
+                    connection.as_mut().graceful_shutdown();
+                    (connection.await, Ended::Done)
+                }
+                ended = idle.as_mut() => {
+                    connection.as_mut().graceful_shutdown();
+                    (connection.await, ended)
                 }
             }
         } else {
@@ -274,13 +325,26 @@ impl Connection {
             let connection = builder.serve_connection(io, svc).with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
-                result = connection.as_mut() => result,
+                result = connection.as_mut() => (result, Ended::Done),
                 _ = self.drain.signaled() => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    (connection.await, Ended::Done)
+                }
+                _ = tracked.asked_to_close() => {
+                    connection.as_mut().graceful_shutdown();
+                    (connection.await, Ended::Done)
+                }
+                ended = idle.as_mut() => {
+                    connection.as_mut().graceful_shutdown();
+                    (connection.await, ended)
                 }
             }
         };
+        if let Ended::NeverActive = ended {
+            // hyper's own HTTP/1 head timer may have fired too: count the connection once.
+            self.proxy.metrics.reject(direction, "header_read_timeout");
+            return;
+        }
         if let Err(error) = result {
             let reason = if error.is_parse_too_large() {
                 "header_too_large"
@@ -294,5 +358,33 @@ impl Connection {
             };
             self.proxy.metrics.reject(direction, reason);
         }
+    }
+}
+
+/// Resolves when a connection should close for being idle: no request began within
+/// `--header-read-timeout` of its start, or none was in flight for `--idle-timeout`.
+/// Checks the connection's counters now and then instead of timing every request.
+async fn idle_watch(tracked: &Tracked, limits: &ServerLimits) -> Ended {
+    tokio::time::sleep(limits.header_read_timeout).await;
+    let (mut begun, mut busy) = tracked.activity();
+    if begun == 0 {
+        return Ended::NeverActive;
+    }
+    // Idle means nothing in flight and nothing begun at two checks a quarter apart, so a
+    // connection is closed between `idle_timeout` and 1.25 times it after its last request.
+    let period = (limits.idle_timeout / 4).max(Duration::from_millis(10));
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(period).await;
+        let (now_begun, now_busy) = tracked.activity();
+        if now_begun == begun && !now_busy && !busy {
+            quiet += period;
+            if quiet >= limits.idle_timeout {
+                return Ended::Done;
+            }
+        } else {
+            quiet = Duration::ZERO;
+        }
+        (begun, busy) = (now_begun, now_busy);
     }
 }

@@ -76,8 +76,13 @@ pub struct UpstreamBinding {
 pub struct ServerLimits {
     /// Connections accepted at once per listener; more are closed at once and counted.
     pub max_connections: usize,
-    /// A client must finish sending request headers within this time (slowloris).
+    /// A client must finish sending request headers within this time (slowloris); an
+    /// HTTP/2 connection must begin its first request within it.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (gracefully).
+    pub idle_timeout: Duration,
+    /// Opaque TCP connections and upgraded tunnels end after this long without a byte.
+    pub tcp_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     /// How long to wait for a client's first bytes before treating it as opaque TCP.
@@ -103,6 +108,8 @@ impl Default for ServerLimits {
         Self {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            tcp_idle_timeout: Duration::from_secs(3600),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             detect_timeout: Duration::from_millis(500),

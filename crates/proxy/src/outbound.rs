@@ -11,6 +11,7 @@ use crate::access_log::{Exchange, RequestLog};
 use crate::balance::Outcome;
 use crate::body::Body;
 use crate::client_body::{self, ClientFault};
+use crate::connections::Active;
 use crate::http::{
     authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, OVERLOADED_HEADER,
 };
@@ -46,6 +47,7 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     bound: Option<Arc<ServiceRoutes>>,
     request: Request<Incoming>,
+    active: Active,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let snapshot = proxy.snapshot();
@@ -83,7 +85,7 @@ pub async fn serve(
         .then(|| RequestLog::capture(&request));
     let mut served = Served::default();
     let (request, verdict) = client_body::checked(request, proxy.options.limits.body_pace());
-    let mut response = route_request(&proxy, route, prefix, request, &mut served).await;
+    let mut response = route_request(&proxy, route, prefix, request, &mut served, active).await;
     if let Some(fault) = ClientFault::behind(verdict.as_ref(), &response) {
         proxy.metrics.reject(Direction::Outbound, fault.reason());
         response = fault.response();
@@ -112,6 +114,7 @@ async fn route_request(
     prefix: Option<&str>,
     mut request: Request<Body>,
     served: &mut Served,
+    active: Active,
 ) -> Response<Body> {
     let filters = &route.filters;
     if let Some(redirect) = &filters.redirect {
@@ -143,13 +146,15 @@ async fn route_request(
             }
         }
     }
-    let _permit = match backend.connections.limits.start_request() {
+    let permit = match backend.connections.limits.start_request() {
         Ok(permit) => permit,
         Err(limit) => return overloaded(proxy, limit),
     };
     if is_upgrade(&request) {
-        return upgrade::forward(proxy, backend, request, served).await;
+        let hold = upgrade::Hold::new(active, Some(permit));
+        return upgrade::forward(proxy, backend, request, served, hold).await;
     }
+    let _permit = permit;
     if !filters.mirrors.is_empty() {
         // Mirrors get their own copy of a small body, taken before the body becomes
         // replayable: a mirror must never read from the stream the real request is using.

@@ -5,6 +5,7 @@ use crate::balance::Outcome;
 use crate::io::{tune, BoxIo};
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
+use crate::splice::splice;
 use crate::state::Backend;
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,13 +115,10 @@ async fn copy<U>(
         .metrics
         .tcp_metrics(direction, source.clone(), destination.clone());
     metrics.open.inc();
-    let result =
-        tokio::io::copy_bidirectional_with_sizes(downstream, upstream, 64 * 1024, 64 * 1024).await;
+    let spliced = splice(downstream, upstream, proxy.options.limits.tcp_idle_timeout).await;
     metrics.open.dec();
-    let (read, written, error) = match &result {
-        Ok((read, written)) => (*read, *written, None),
-        Err(e) => (0, 0, Some(e.to_string())),
-    };
+    let (read, written) = (spliced.from_first, spliced.from_second);
+    let error = spliced.ended.err().map(|e| e.to_string());
     metrics.read.inc_by(read);
     metrics.written.inc_by(written);
     if proxy.options.access_log {

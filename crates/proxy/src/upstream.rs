@@ -246,7 +246,7 @@ impl EndpointPool {
         let (limits, timeout) = (&policy.limits, policy.connect_timeout);
         match limits.open_connection() {
             Ok(permit) => self
-                .open_http1(permit, timeout, false)
+                .open_http1(Some(permit), timeout, false)
                 .await
                 .map(|(s, _)| s),
             Err(_) => {
@@ -267,9 +267,11 @@ impl EndpointPool {
         }
     }
 
+    /// `permit` is held by the connection's driver; an upgrade's caller holds its own, as
+    /// the driver ends when the connection is handed over to the tunnel.
     async fn open_http1(
         &self,
-        permit: RequestPermit,
+        permit: Option<RequestPermit>,
         timeout: Duration,
         upgrades: bool,
     ) -> Result<(http1::SendRequest<Body>, tokio::task::JoinHandle<()>), UpstreamError> {
@@ -307,22 +309,22 @@ impl EndpointPool {
     }
 
     /// Sends a request that asks for an upgrade (WebSocket, CONNECT) on a connection of its
-    /// own; the caller then joins the two upgraded streams.
+    /// own; the caller then joins the two upgraded streams, holding the connection's
+    /// permit for as long as the tunnel lives.
     pub async fn send_upgrade(
         &self,
         request: Request<Body>,
         policy: &ConnectionPolicy,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, RequestPermit), UpstreamError> {
         let permit = policy
             .limits
             .open_connection()
             .map_err(UpstreamError::Overloaded)?;
-        let (mut sender, _driver) = self
-            .open_http1(permit, policy.connect_timeout, true)
-            .await?;
-        sender
+        let (mut sender, _driver) = self.open_http1(None, policy.connect_timeout, true).await?;
+        let response = sender
             .send_request(request)
             .await
-            .map_err(|e| UpstreamError::Request(self.address, e))
+            .map_err(|e| UpstreamError::Request(self.address, e))?;
+        Ok((response, permit))
     }
 }

@@ -99,9 +99,18 @@ pub struct ProxyArgs {
     /// Connections accepted at once per listener; more are refused and counted.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Clients must send complete request headers within this time (slowloris defence).
+    /// Clients must send complete request headers within this time (slowloris defence);
+    /// an HTTP/2 connection must begin its first request within it.
     #[arg(long, default_value = "10s", value_parser = crate::duration_flag::parse)]
     header_read_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed gracefully
+    /// (HTTP/2 GOAWAY; HTTP/1.1 close between requests).
+    #[arg(long, default_value = "5m", value_parser = crate::duration_flag::parse)]
+    idle_timeout: Duration,
+    /// Opaque TCP connections and WebSocket/CONNECT tunnels end after this long without a
+    /// byte in either direction.
+    #[arg(long, default_value = "1h", value_parser = crate::duration_flag::parse)]
+    tcp_idle_timeout: Duration,
     /// Largest request head accepted, in bytes; larger gets 431.
     #[arg(long, default_value_t = 64 * 1024)]
     max_header_bytes: usize,
@@ -184,6 +193,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         limits: ServerLimits {
             max_connections: args.max_connections,
             header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            tcp_idle_timeout: args.tcp_idle_timeout,
             max_header_bytes: args.max_header_bytes,
             max_headers: args.max_headers,
             detect_timeout: args.detect_timeout,
