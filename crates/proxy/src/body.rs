@@ -5,6 +5,7 @@
 //! same type, so every hyper connection is instantiated once.
 
 use crate::client_body::{BoxError, ClientBody};
+use crate::connections::Active;
 use crate::replay::ReplayBody;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -104,5 +105,42 @@ impl http_body::Body for Body {
             Body::Client(client) => client.size_hint(),
             Body::Replay(replay) => replay.size_hint(),
         }
+    }
+}
+
+/// A response on its way to a client of one of the proxy's listeners. It keeps the
+/// connection counted as busy until the last byte is sent, so a connection streaming a long
+/// answer is never taken for idle (see `connections.rs`).
+pub struct ServedBody {
+    body: Body,
+    _active: Active,
+}
+
+impl ServedBody {
+    pub fn new(body: Body, active: Active) -> Self {
+        Self {
+            body,
+            _active: active,
+        }
+    }
+}
+
+impl http_body::Body for ServedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

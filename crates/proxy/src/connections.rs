@@ -44,9 +44,14 @@ pub struct Tracked {
 /// Held while a request, tunnel or TCP stream is in flight on a connection.
 pub struct Active(Arc<Tracked>);
 
-/// The connection was neither admitted nor made room for.
-#[derive(Debug)]
-pub struct AtCapacity;
+/// Why a connection was neither admitted nor made room for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AtCapacity {
+    /// Every connection has work in flight.
+    Busy,
+    /// The connections already asked to close have not gone yet: let them run, then retry.
+    Closing,
+}
 
 impl Tracker {
     pub fn new(limit: usize) -> Arc<Self> {
@@ -63,11 +68,14 @@ impl Tracker {
         let open = self.open.fetch_add(1, Ordering::AcqRel);
         let evicted = if open < self.limit {
             false
-        } else if open < self.limit + CLOSING_SLACK && self.close_an_idle_one() {
+        } else if open >= self.limit + CLOSING_SLACK {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(AtCapacity::Closing);
+        } else if self.close_an_idle_one() {
             true
         } else {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(AtCapacity);
+            return Err(AtCapacity::Busy);
         };
         let tracked = Arc::new(Tracked {
             tracker: self.clone(),
@@ -145,6 +153,11 @@ impl Tracked {
         Active(self.clone())
     }
 
+    /// Whether a request was ever begun on this connection.
+    pub fn ever_active(&self) -> bool {
+        self.begun.load(Ordering::Relaxed) > 0
+    }
+
     /// Resolves once this connection has been asked to close to make room.
     pub async fn asked_to_close(&self) {
         self.close.notified().await;
@@ -160,6 +173,14 @@ impl Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.tracker.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Active {
+    /// One more hold on the same connection (a request's answer outlives its handler).
+    pub fn also(&self) -> Active {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        Active(self.0.clone())
     }
 }
 

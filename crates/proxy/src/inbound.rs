@@ -12,7 +12,6 @@ use crate::upgrade;
 use crate::upstream::HttpMode;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 use weft_model::config::Protocol;
@@ -29,7 +28,7 @@ pub async fn serve(
     caller: Arc<Caller>,
     request: Request<Incoming>,
     active: Active,
-) -> Result<Response<Body>, Infallible> {
+) -> Response<Body> {
     let started = Instant::now();
     let snapshot = proxy.snapshot();
     let own = snapshot.own();
@@ -75,7 +74,7 @@ pub async fn serve(
         };
         log.write(exchange, &response);
     }
-    Ok(response)
+    response
 }
 
 async fn forward_to_app(

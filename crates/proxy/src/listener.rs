@@ -5,7 +5,8 @@
 //! from hostile clients (header size and count, header read timeout, idle timeout). Every
 //! refusal is counted in `weft_rejected_total`.
 
-use crate::connections::{Tracked, Tracker};
+use crate::body::ServedBody;
+use crate::connections::{AtCapacity, Tracked, Tracker};
 use crate::detect::{detect, Detected};
 use crate::drain::Drain;
 use crate::inbound::{self, Caller};
@@ -21,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -59,19 +61,15 @@ pub async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, role: Role, m
                 continue;
             }
         };
-        let tracked = match tracker.admit(drain.clone()) {
-            Ok((tracked, made_room)) => {
-                if made_room {
-                    proxy.metrics.reject(direction, "idle_closed_at_capacity");
-                }
-                tracked
-            }
-            Err(_) => {
-                proxy.metrics.reject(direction, "max_connections");
-                drop(stream);
-                continue;
-            }
+        let Some(tracked) = admit(&tracker, &drain).await else {
+            proxy.metrics.reject(direction, "max_connections");
+            drop(stream);
+            continue;
         };
+        if tracked.1 {
+            proxy.metrics.reject(direction, "idle_closed_at_capacity");
+        }
+        let tracked = tracked.0;
         tune(&stream);
         let task = Connection {
             proxy: proxy.clone(),
@@ -92,6 +90,20 @@ pub async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, role: Role, m
     }
 }
 
+/// A place for a new connection, if there is one or an idle connection can make one.
+/// Connections already asked to close go away as soon as their tasks run: in a burst, the
+/// accept loop lets them run before it gives up on a newcomer.
+async fn admit(tracker: &Arc<Tracker>, drain: &Drain) -> Option<(Arc<Tracked>, bool)> {
+    for _ in 0..3 {
+        match tracker.admit(drain.clone()) {
+            Ok(admitted) => return Some(admitted),
+            Err(AtCapacity::Busy) => return None,
+            Err(AtCapacity::Closing) => tokio::task::yield_now().await,
+        }
+    }
+    None
+}
+
 struct Connection {
     proxy: Arc<Proxy>,
     drain: Drain,
@@ -100,9 +112,10 @@ struct Connection {
     tracked: Arc<Tracked>,
 }
 
-/// Why a connection's HTTP serving stopped early.
-enum Ended {
-    Done,
+/// Why a connection is closed for idleness.
+enum Idle {
+    /// No request in flight for `--idle-timeout`.
+    Quiet,
     /// No request began within `--header-read-timeout` (an HTTP/2 client trickling its
     /// first HEADERS, or sending nothing after the preface).
     NeverActive,
@@ -143,7 +156,12 @@ impl Connection {
             (Detected::Http1 | Detected::Http2, bound) => {
                 let tracked = self.tracked.clone();
                 let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    outbound::serve(proxy.clone(), bound.clone(), req, tracked.begin())
+                    let active = tracked.begin();
+                    let answering = active.also();
+                    let served = outbound::serve(proxy.clone(), bound.clone(), req, active);
+                    async move {
+                        Ok::<_, Infallible>(served.await.map(|b| ServedBody::new(b, answering)))
+                    }
                 });
                 self.serve_http(detected, io, svc, Direction::Outbound)
                     .await;
@@ -260,7 +278,12 @@ impl Connection {
             Detected::Http1 | Detected::Http2 if !opaque => {
                 let tracked = self.tracked.clone();
                 let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    inbound::serve(proxy.clone(), caller.clone(), req, tracked.begin())
+                    let active = tracked.begin();
+                    let answering = active.also();
+                    let served = inbound::serve(proxy.clone(), caller.clone(), req, active);
+                    async move {
+                        Ok::<_, Infallible>(served.await.map(|b| ServedBody::new(b, answering)))
+                    }
                 });
                 self.serve_http(detected, io, svc, Direction::Inbound).await;
             }
@@ -281,7 +304,7 @@ impl Connection {
 
     async fn serve_http<S>(mut self, detected: Detected, io: BoxIo, svc: S, direction: Direction)
     where
-        S: hyper::service::HttpService<Incoming, ResBody = crate::body::Body> + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = ServedBody> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -290,7 +313,7 @@ impl Connection {
         let tracked = self.tracked.clone();
         let idle = idle_watch(&tracked, limits);
         tokio::pin!(idle);
-        let (result, ended) = if detected == Detected::Http2 {
+        let result = if detected == Detected::Http2 {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
@@ -301,18 +324,25 @@ impl Connection {
             let connection = builder.serve_connection(io, svc);
             tokio::pin!(connection);
             tokio::select! {
-                result = connection.as_mut() => (result, Ended::Done),
+                result = connection.as_mut() => result,
                 _ = self.drain.signaled() => {
                     connection.as_mut().graceful_shutdown();
-                    (connection.await, Ended::Done)
+                    connection.await
                 }
                 _ = tracked.asked_to_close() => {
+                    if !tracked.ever_active() {
+                        return;
+                    }
                     connection.as_mut().graceful_shutdown();
-                    (connection.await, Ended::Done)
+                    close_within_grace(connection).await
                 }
                 ended = idle.as_mut() => {
+                    if let Idle::NeverActive = ended {
+                        self.proxy.metrics.reject(direction, "header_read_timeout");
+                        return;
+                    }
                     connection.as_mut().graceful_shutdown();
-                    (connection.await, ended)
+                    close_within_grace(connection).await
                 }
             }
         } else {
@@ -325,26 +355,28 @@ impl Connection {
             let connection = builder.serve_connection(io, svc).with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
-                result = connection.as_mut() => (result, Ended::Done),
+                result = connection.as_mut() => result,
                 _ = self.drain.signaled() => {
                     connection.as_mut().graceful_shutdown();
-                    (connection.await, Ended::Done)
+                    connection.await
                 }
                 _ = tracked.asked_to_close() => {
+                    if !tracked.ever_active() {
+                        return;
+                    }
                     connection.as_mut().graceful_shutdown();
-                    (connection.await, Ended::Done)
+                    close_within_grace(connection).await
                 }
                 ended = idle.as_mut() => {
+                    if let Idle::NeverActive = ended {
+                        self.proxy.metrics.reject(direction, "header_read_timeout");
+                        return;
+                    }
                     connection.as_mut().graceful_shutdown();
-                    (connection.await, ended)
+                    close_within_grace(connection).await
                 }
             }
         };
-        if let Ended::NeverActive = ended {
-            // hyper's own HTTP/1 head timer may have fired too: count the connection once.
-            self.proxy.metrics.reject(direction, "header_read_timeout");
-            return;
-        }
         if let Err(error) = result {
             let reason = if error.is_parse_too_large() {
                 "header_too_large"
@@ -361,14 +393,28 @@ impl Connection {
     }
 }
 
+/// How long an idle connection asked to close may take to say goodbye (an HTTP/2 GOAWAY
+/// waits for the client's PING acknowledgement, which a hostile client never sends).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits for a connection told to shut down gracefully, for at most `CLOSE_GRACE`; an idle
+/// connection has nothing in flight to lose.
+async fn close_within_grace<F: std::future::Future<Output = hyper::Result<()>>>(
+    connection: std::pin::Pin<&mut F>,
+) -> hyper::Result<()> {
+    tokio::time::timeout(CLOSE_GRACE, connection)
+        .await
+        .unwrap_or(Ok(()))
+}
+
 /// Resolves when a connection should close for being idle: no request began within
 /// `--header-read-timeout` of its start, or none was in flight for `--idle-timeout`.
 /// Checks the connection's counters now and then instead of timing every request.
-async fn idle_watch(tracked: &Tracked, limits: &ServerLimits) -> Ended {
+async fn idle_watch(tracked: &Tracked, limits: &ServerLimits) -> Idle {
     tokio::time::sleep(limits.header_read_timeout).await;
     let (mut begun, mut busy) = tracked.activity();
     if begun == 0 {
-        return Ended::NeverActive;
+        return Idle::NeverActive;
     }
     // Idle means nothing in flight and nothing begun at two checks a quarter apart, so a
     // connection is closed between `idle_timeout` and 1.25 times it after its last request.
@@ -380,7 +426,7 @@ async fn idle_watch(tracked: &Tracked, limits: &ServerLimits) -> Ended {
         if now_begun == begun && !now_busy && !busy {
             quiet += period;
             if quiet >= limits.idle_timeout {
-                return Ended::Done;
+                return Idle::Quiet;
             }
         } else {
             quiet = Duration::ZERO;

@@ -26,7 +26,6 @@ use crate::upstream::{HttpMode, UpstreamError};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +47,7 @@ pub async fn serve(
     bound: Option<Arc<ServiceRoutes>>,
     request: Request<Incoming>,
     active: Active,
-) -> Result<Response<Body>, Infallible> {
+) -> Response<Body> {
     let started = Instant::now();
     let snapshot = proxy.snapshot();
     let service = match bound {
@@ -60,10 +59,10 @@ pub async fn serve(
     let Some(service) = service else {
         proxy.metrics.reject(Direction::Outbound, "unknown_service");
         let host = authority(&request).unwrap_or("(none)");
-        return Ok(synthetic(
+        return synthetic(
             StatusCode::NOT_FOUND,
             &format!("no service in the mesh answers to host {host:?}"),
-        ));
+        );
     };
     let (route, prefix) = if service.routes.is_empty() {
         (&service.default_route, None)
@@ -72,10 +71,7 @@ pub async fn serve(
             Some(found) => (found.route, found.matched_prefix),
             None => {
                 proxy.metrics.reject(Direction::Outbound, "no_route");
-                return Ok(synthetic(
-                    StatusCode::NOT_FOUND,
-                    "no route matches this request",
-                ));
+                return synthetic(StatusCode::NOT_FOUND, "no route matches this request");
             }
         }
     };
@@ -105,7 +101,7 @@ pub async fn serve(
         };
         log.write(exchange, &response);
     }
-    Ok(response)
+    response
 }
 
 async fn route_request(
