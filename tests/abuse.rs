@@ -492,3 +492,50 @@ async fn a_silent_tcp_connection_ends_after_the_idle_timeout() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_naming_two_hosts_is_refused() {
+    let dir = TempDir::new("hosts");
+    let app = HttpBackend::start("app").await;
+    let admin = HttpBackend::start("admin").await;
+    let mut text = plain_service("app", "http", &[app.addr]);
+    text.push_str(&plain_service("admin", "http", &[admin.addr]));
+    let config = write_config(dir.path(), "mesh.yaml", &text);
+    let proxy = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config).start();
+
+    // HTTP/1.1: routed by the absolute-form target, read by the upstream from `Host`.
+    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    stream
+        .write_all(b"GET http://app/echo HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+
+    // HTTP/2: `:authority` and `host`.
+    let mut h2 = Http2Client::connect(proxy.outbound).await;
+    let request = hyper::Request::builder()
+        .uri("http://app/echo")
+        .header("host", "admin")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(h2.send(request).await.unwrap().status, 400);
+
+    // Agreeing names, with or without a port, are served.
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    assert_eq!(c.get("app:8080", "/").await.unwrap().status, 200);
+    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    stream
+        .write_all(b"GET http://APP:80/ HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
+    assert_eq!(admin.count(), 0, "nothing reached the other service");
+    assert_eq!(app.count(), 2);
+    assert_eq!(
+        proxy.metric_reaching("weft_rejected_total", &[("reason", "host_mismatch")], 2.0),
+        2.0
+    );
+}

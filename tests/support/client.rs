@@ -94,6 +94,10 @@ impl Http2Client {
             .uri(format!("http://{authority}{path}"))
             .body(Full::new(Bytes::new()))
             .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();

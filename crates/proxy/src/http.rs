@@ -2,6 +2,7 @@
 //! protocol spoken upstream, hop-by-hop headers, and the proxy's own answers.
 
 use crate::body::Body;
+use crate::metrics::Direction;
 use crate::upstream::HttpMode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
@@ -108,6 +109,40 @@ pub fn authority<B>(request: &Request<B>) -> Option<&str> {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         })
+}
+
+/// Whether the request names two different hosts: an HTTP/1.1 absolute-form target and a
+/// `Host` header, or HTTP/2's `:authority` and a `host` header, that disagree. The proxy
+/// routes by the first and the upstream would read the second, so such a request could
+/// reach a service under another's name: it is refused (RFC 9113 §8.3.1 calls it
+/// malformed). Ports are not compared: routing ignores them.
+pub fn hosts_disagree<B>(request: &Request<B>) -> bool {
+    let Some(target) = request.uri().authority() else {
+        return false;
+    };
+    let Some(host) = request.headers().get(header::HOST) else {
+        return false;
+    };
+    let host_part = |authority: &str| -> String {
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        };
+        host.to_ascii_lowercase()
+    };
+    match host.to_str() {
+        Ok(host) => host_part(host) != host_part(target.as_str()),
+        Err(_) => true,
+    }
+}
+
+/// The answer to a request whose hosts disagree (see `hosts_disagree`), counted.
+pub fn host_conflict(proxy: &crate::proxy::Proxy, direction: Direction) -> Response<Body> {
+    proxy.metrics.reject(direction, "host_mismatch");
+    synthetic(
+        StatusCode::BAD_REQUEST,
+        "the request target and the Host header name different hosts",
+    )
 }
 
 /// Puts a request in the form the upstream protocol wants: absolute URI for HTTP/2
@@ -269,6 +304,29 @@ mod tests {
         prepare_upstream(&mut plain, HttpMode::Http1);
         assert!(plain.headers().get(header::UPGRADE).is_none());
         assert!(plain.headers().get("http2-settings").is_none());
+    }
+
+    #[test]
+    fn hosts_must_agree_on_the_host_but_not_the_port() {
+        let request = |uri: &str, host: Option<&str>| {
+            let mut builder = Request::builder().uri(uri);
+            if let Some(host) = host {
+                builder = builder.header(header::HOST, host);
+            }
+            builder.body(()).unwrap()
+        };
+        assert!(hosts_disagree(&request("http://reviews/", Some("ratings"))));
+        assert!(hosts_disagree(&request(
+            "http://reviews:9080/",
+            Some("admin:9080")
+        )));
+        assert!(!hosts_disagree(&request(
+            "http://Reviews:9080/",
+            Some("reviews")
+        )));
+        assert!(!hosts_disagree(&request("http://reviews/", None)));
+        assert!(!hosts_disagree(&request("/", Some("anything"))));
+        assert!(!hosts_disagree(&request("http://[::1]:80/", Some("[::1]"))));
     }
 
     #[test]

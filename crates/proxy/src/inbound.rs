@@ -4,7 +4,9 @@ use crate::access_log::{Exchange, RequestLog};
 use crate::body::Body;
 use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
-use crate::http::{is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic};
+use crate::http::{
+    host_conflict, hosts_disagree, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic,
+};
 use crate::metrics::{Direction, RequestMetrics};
 use crate::outbound::is_grpc;
 use crate::proxy::Proxy;
@@ -30,6 +32,9 @@ pub async fn serve(
     active: Active,
 ) -> Response<Body> {
     let started = Instant::now();
+    if hosts_disagree(&request) {
+        return host_conflict(&proxy, Direction::Inbound);
+    }
     let snapshot = proxy.snapshot();
     let own = snapshot.own();
     let log = proxy

@@ -13,7 +13,8 @@ use crate::body::Body;
 use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
 use crate::http::{
-    authority, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic, OVERLOADED_HEADER,
+    authority, host_conflict, hosts_disagree, is_upgrade, prepare_upstream, strip_hop_by_hop,
+    synthetic, OVERLOADED_HEADER,
 };
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
@@ -49,6 +50,9 @@ pub async fn serve(
     active: Active,
 ) -> Response<Body> {
     let started = Instant::now();
+    if hosts_disagree(&request) {
+        return host_conflict(&proxy, Direction::Outbound);
+    }
     let snapshot = proxy.snapshot();
     let service = match bound {
         Some(service) => Some(service),
