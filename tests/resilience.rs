@@ -383,3 +383,32 @@ spec:
     assert_eq!(held.await.unwrap(), 200);
     assert_eq!(c.get("slow", "/").await.unwrap().status, 200);
 }
+
+/// Two identical instances behind the default balancer each take a fair share of every
+/// window of steady load, not turns at most of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_instances_share_the_load() {
+    let dir = TempDir::new("fair");
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let proxy = client_proxy(&dir, &[("pair", &[&a, &b])], "").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(proxy.outbound, "pair", stop.clone());
+    let mut shares = Vec::new();
+    let (mut last_a, mut last_b) = (a.count(), b.count());
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (now_a, now_b) = (a.count(), b.count());
+        let (in_a, in_b) = (now_a - last_a, now_b - last_b);
+        shares.push((in_a, in_b));
+        (last_a, last_b) = (now_a, now_b);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (_, failed) = load.await.unwrap();
+    assert_eq!(failed, 0);
+    eprintln!("requests per 2 s window (a, b): {shares:?}");
+    for (in_a, in_b) in &shares {
+        let share = *in_a as f64 / (*in_a + *in_b) as f64;
+        assert!((0.3..=0.7).contains(&share), "per 2 s window: {shares:?}");
+    }
+}

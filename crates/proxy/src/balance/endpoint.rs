@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_model::config::{EndpointConfig, OutlierDetection};
 
-/// How fast the EWMA forgets: a latency spike decays to ~37 % after this long.
+/// How fast the EWMA forgets: a latency spike decays to ~37 % after this long. Between
+/// answers the estimate decays toward zero, as in Finagle's and Linkerd's peak-EWMA: an
+/// endpoint that is not being picked looks cheaper as time passes and is soon tried again.
+/// Without that, the endpoint with the lower last estimate won every comparison until a
+/// slow answer pushed it up, and identical instances took turns at ~90 % of the traffic.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 /// What a failed try weighs in the latency estimate, at the least.
 const FAILURE_PENALTY: Duration = Duration::from_secs(1);
@@ -34,6 +38,19 @@ pub struct Endpoint {
 struct Ewma {
     value_ns: f64,
     updated: Instant,
+}
+
+impl Ewma {
+    /// The share of the estimate left after decaying from its last update to `now`.
+    fn keep(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        (-elapsed / EWMA_DECAY.as_secs_f64()).exp()
+    }
+
+    /// The estimate at `now`, decayed toward zero since the last answer.
+    fn at(&self, now: Instant) -> f64 {
+        self.value_ns * self.keep(now)
+    }
 }
 
 #[derive(Default)]
@@ -70,9 +87,9 @@ impl Endpoint {
     }
 
     /// Peak-EWMA cost: expected latency times the queue this request would join.
-    pub fn cost(&self) -> f64 {
+    pub fn cost_at(&self, now: Instant) -> f64 {
         let in_flight = self.in_flight.load(Ordering::Relaxed) as f64;
-        let ewma = self.ewma.lock().unwrap_or_else(|e| e.into_inner()).value_ns;
+        let ewma = self.ewma.lock().unwrap_or_else(|e| e.into_inner()).at(now);
         ewma * (in_flight + 1.0)
     }
 
@@ -84,17 +101,16 @@ impl Endpoint {
         }
     }
 
-    fn observe_rtt(&self, rtt: Duration, now: Instant) {
+    pub(super) fn observe_rtt(&self, rtt: Duration, now: Instant) {
         let rtt_ns = rtt.as_nanos() as f64;
         let mut ewma = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
-        if rtt_ns > ewma.value_ns {
+        let decayed = ewma.at(now);
+        ewma.value_ns = if rtt_ns > decayed {
             // Peak sensitivity: a slow answer counts at once, recovery is gradual.
-            ewma.value_ns = rtt_ns;
+            rtt_ns
         } else {
-            let elapsed = now.saturating_duration_since(ewma.updated).as_secs_f64();
-            let keep = (-elapsed / EWMA_DECAY.as_secs_f64()).exp();
-            ewma.value_ns = ewma.value_ns * keep + rtt_ns * (1.0 - keep);
-        }
+            decayed + rtt_ns * (1.0 - ewma.keep(now))
+        };
         ewma.updated = now;
     }
 

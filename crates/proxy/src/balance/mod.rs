@@ -10,6 +10,7 @@ pub use endpoint::{Endpoint, Outcome};
 use ring::HashRing;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use weft_model::config::LoadBalancer;
 
 pub struct Balancer {
@@ -64,6 +65,10 @@ impl Balancer {
 
     /// `headers` feeds ring hashing; `None` (e.g. for TCP) hashes nothing and picks any.
     pub fn pick(&self, headers: Option<&http::HeaderMap>) -> Option<Arc<Endpoint>> {
+        self.pick_at(headers, Instant::now())
+    }
+
+    fn pick_at(&self, headers: Option<&http::HeaderMap>, now: Instant) -> Option<Arc<Endpoint>> {
         let n = self.endpoints.len();
         match n {
             0 => return None,
@@ -71,7 +76,7 @@ impl Balancer {
             _ => {}
         }
         match &self.strategy {
-            Strategy::PeakEwma => Some(self.power_of_two()),
+            Strategy::PeakEwma => Some(self.power_of_two(now)),
             Strategy::RoundRobin(next) => {
                 for _ in 0..n {
                     let candidate = &self.endpoints[next.fetch_add(1, Ordering::Relaxed) % n];
@@ -83,12 +88,12 @@ impl Balancer {
             }
             Strategy::RingHash { ring, key } => match headers.and_then(|h| hash_input(h, key)) {
                 Some(input) => Some(self.endpoints[ring.locate(&input, &self.endpoints)].clone()),
-                None => Some(self.power_of_two()),
+                None => Some(self.power_of_two(now)),
             },
         }
     }
 
-    fn power_of_two(&self) -> Arc<Endpoint> {
+    fn power_of_two(&self, now: Instant) -> Arc<Endpoint> {
         let n = self.endpoints.len();
         let healthy = |i: usize| !self.endpoints[i].is_ejected();
         let a = fastrand::usize(..n);
@@ -101,7 +106,7 @@ impl Balancer {
             (false, true) => b,
             (false, false) => (0..n).find(|&i| healthy(i)).unwrap_or(a),
             (true, true) => {
-                if self.endpoints[a].cost() <= self.endpoints[b].cost() {
+                if self.endpoints[a].cost_at(now) <= self.endpoints[b].cost_at(now) {
                     a
                 } else {
                     b
@@ -122,5 +127,78 @@ fn hash_input(headers: &http::HeaderMap, key: &HashKey) -> Option<Vec<u8>> {
                 (k == name).then(|| v.as_bytes().to_vec())
             })
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::EndpointPool;
+    use std::time::Duration;
+    use weft_model::config::EndpointConfig;
+
+    fn endpoint(port: u16) -> Arc<Endpoint> {
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let config = EndpointConfig {
+            address,
+            labels: Default::default(),
+            zone: None,
+            identity: None,
+        };
+        Arc::new(Endpoint::new(
+            &config,
+            Arc::new(EndpointPool::new(address, None)),
+        ))
+    }
+
+    /// Sends requests one after another for `seconds` of simulated time; `latency` gives
+    /// each endpoint's answer time. Returns each endpoint's requests per 10-second window.
+    fn simulate(latency: impl Fn(usize) -> Duration, seconds: u64) -> Vec<[u32; 2]> {
+        fastrand::seed(7);
+        let balancer = Balancer::new(vec![endpoint(1), endpoint(2)], &LoadBalancer::PeakEwma);
+        let start = Instant::now();
+        let mut now = start;
+        let mut windows = vec![[0u32; 2]; (seconds / 10) as usize];
+        while now < start + Duration::from_secs(seconds) {
+            let chosen = balancer.pick_at(None, now).unwrap();
+            let i = balancer
+                .endpoints()
+                .iter()
+                .position(|e| Arc::ptr_eq(e, &chosen))
+                .unwrap();
+            let rtt = latency(i);
+            now += rtt;
+            chosen.observe_rtt(rtt, now);
+            let window = ((now - start).as_secs() / 10) as usize;
+            if let Some(counts) = windows.get_mut(window) {
+                counts[i] += 1;
+            }
+        }
+        windows
+    }
+
+    /// A latency around `base` with ±30 % noise, as real answers have.
+    fn noisy(base_us: u64) -> Duration {
+        Duration::from_micros(base_us * 7 / 10 + fastrand::u64(0..=base_us * 6 / 10))
+    }
+
+    #[test]
+    fn identical_endpoints_share_every_ten_second_window() {
+        for (window, [a, b]) in simulate(|_| noisy(500), 120).into_iter().enumerate() {
+            let share = f64::from(a) / f64::from(a + b);
+            assert!(
+                (0.4..=0.6).contains(&share),
+                "window {window}: {a} against {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_slower_endpoint_gets_less() {
+        let latency = |i| if i == 0 { noisy(500) } else { noisy(1500) };
+        for (window, [fast, slow]) in simulate(latency, 60).into_iter().enumerate() {
+            assert!(slow * 2 < fast, "window {window}: fast {fast}, slow {slow}");
+            assert!(slow > 0, "window {window}: the slow one is still tried");
+        }
     }
 }
