@@ -539,3 +539,75 @@ async fn a_request_naming_two_hosts_is_refused() {
         2.0
     );
 }
+
+/// Accepts connections and never answers.
+async fn silent_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_mirror_target_costs_a_bounded_number_of_copies() {
+    let dir = TempDir::new("mirror");
+    let orders = HttpBackend::start("orders").await;
+    let shadow = silent_server().await;
+    let mut text = plain_service("orders", "http", &[orders.addr]);
+    text.push_str(&plain_service("shadow", "http", &[shadow]));
+    text.push_str(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirror}
+spec:
+  parentRefs: [{group: "", kind: Service, name: orders}]
+  rules:
+    - filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: shadow}, percent: 100}
+      backendRefs: [{name: orders}]
+"#,
+    );
+    let config = write_config(dir.path(), "mesh.yaml", &text);
+    let proxy = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config).start();
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..300 {
+        let started = Instant::now();
+        assert_eq!(c.get("orders", "/").await.unwrap().status, 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request took {slowest:?}"
+    );
+    // 256 copies wait on the dead target; the other 44 were never sent.
+    assert_eq!(
+        proxy.metric_reaching("weft_rejected_total", &[("reason", "mirror_dropped")], 44.0),
+        44.0
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.metric("weft_rejected_total", &[("reason", "mirror_timeout")]) < 256.0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "mirror_timeout")]),
+        256.0
+    );
+    // Their slots are free again: the next copy is sent.
+    assert_eq!(c.get("orders", "/").await.unwrap().status, 200);
+    assert_eq!(
+        proxy.metric("weft_rejected_total", &[("reason", "mirror_dropped")]),
+        44.0
+    );
+}

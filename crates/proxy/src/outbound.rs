@@ -34,6 +34,11 @@ use weft_model::config::{PathModifier, Protocol, Redirect, RetryOn, RetryPolicy,
 
 /// Bodies up to this size are kept so a request can be retried or mirrored.
 const REPLAY_LIMIT: usize = 64 * 1024;
+/// Mirror copies in flight at once, per proxy; more are dropped and counted, so a slow or
+/// dead mirror target can never pile up tasks, buffers and connections.
+pub const MIRRORS_IN_FLIGHT: usize = 256;
+/// A mirror copy not answered in this time is abandoned and counted.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the access log wants to know about how a request was served.
 #[derive(Default)]
@@ -161,8 +166,21 @@ async fn route_request(
         request = buffer_if_small(request).await;
         for (mirror, percent) in &filters.mirrors {
             if fastrand::f64() * 100.0 < *percent {
-                if let Some(copy) = copy_request(&request) {
-                    tokio::spawn(send_mirror(mirror.clone(), copy));
+                let Some(copy) = copy_request(&request) else {
+                    continue;
+                };
+                match proxy.mirrors.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let (proxy, mirror) = (proxy.clone(), mirror.clone());
+                        tokio::spawn(async move {
+                            let sent = send_mirror(mirror, copy);
+                            if tokio::time::timeout(MIRROR_TIMEOUT, sent).await.is_err() {
+                                proxy.metrics.reject(Direction::Outbound, "mirror_timeout");
+                            }
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => proxy.metrics.reject(Direction::Outbound, "mirror_dropped"),
                 }
             }
         }

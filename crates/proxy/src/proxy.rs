@@ -26,6 +26,8 @@ pub struct Proxy {
     pub app: Arc<EndpointPool>,
     pub app_connections: ConnectionPolicy,
     inbound_metrics: Mutex<HashMap<Arc<str>, Arc<RequestMetrics>>>,
+    /// Slots for mirror copies in flight (`outbound::MIRRORS_IN_FLIGHT`).
+    pub mirrors: Arc<tokio::sync::Semaphore>,
     ready: AtomicBool,
     draining: AtomicBool,
     /// Bumped whenever the certificate in force changes, so the control plane hears of it.
@@ -58,6 +60,9 @@ impl Proxy {
                 idle_timeout: Duration::from_secs(60),
             },
             inbound_metrics: Mutex::new(HashMap::new()),
+            mirrors: Arc::new(tokio::sync::Semaphore::new(
+                crate::outbound::MIRRORS_IN_FLIGHT,
+            )),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             certificate_changed: tokio::sync::watch::Sender::new(0),
