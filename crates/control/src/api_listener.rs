@@ -3,7 +3,7 @@
 //! certificate from the mesh CA. Who connected travels to the handlers as
 //! `ConnectInfo<Peer>`.
 
-use crate::transport::{accept_failed, Conn, Peer, Plaintext, SortOut, TlsPort};
+use crate::transport::{accept_failed, Conn, Peer, Plaintext, PortCap, SortOut, TlsPort};
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use std::io;
@@ -23,7 +23,7 @@ pub struct ApiListener {
 
 impl ApiListener {
     /// `tls`: the control plane's certificate, when it has one; plain HTTP only without.
-    pub fn new(listener: TcpListener, tls: Option<Arc<TlsIdentity>>) -> ApiListener {
+    pub fn new(listener: TcpListener, tls: Option<Arc<TlsIdentity>>, cap: PortCap) -> ApiListener {
         let port = tls.map(|identity| TlsPort {
             identity,
             plaintext: Plaintext::Anywhere,
@@ -33,7 +33,7 @@ impl ApiListener {
         let (ready, queue) = mpsc::channel(64);
         ApiListener {
             listener,
-            sort: SortOut::new(port),
+            sort: SortOut::new(port, cap),
             ready,
             queue,
         }

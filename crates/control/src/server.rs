@@ -11,6 +11,7 @@ use crate::identity::IdentityService;
 use crate::revocation::{RevocationError, Revocations};
 use crate::store::{RedbStore, Store, StoreError};
 use crate::tokens::TokenStore;
+use crate::transport::{ConnectionRefusals, PortCap, API_CONNECTIONS, GRPC_CONNECTIONS};
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -159,6 +160,7 @@ pub async fn bind(
 pub async fn serve_api(
     listener: TcpListener,
     tls: Option<Arc<weft_identity::TlsIdentity>>,
+    cap: crate::transport::PortCap,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
@@ -166,7 +168,7 @@ pub async fn serve_api(
         what: "api",
         source,
     };
-    let listener = crate::api_listener::ApiListener::new(listener, tls);
+    let listener = crate::api_listener::ApiListener::new(listener, tls, cap);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<crate::transport::Peer>(),
@@ -292,9 +294,18 @@ pub async fn serve(
             registry,
         ))
         .merge(crate::operators::router(identity.ca.clone()));
-    let router = crate::access::protect(router, Access::new(tokens));
+    let refusals = ConnectionRefusals::default();
+    let api_cap = PortCap::new("api", API_CONNECTIONS, refusals.clone());
+    let grpc_cap = PortCap::new("grpc", GRPC_CONNECTIONS, refusals.clone());
+    let router = crate::access::protect(router, Access::new(tokens, &refusals));
     let (api, grpc) = tokio::join!(
-        serve_api(api, Some(serving.clone()), router, shutdown.clone().wait()),
+        serve_api(
+            api,
+            Some(serving.clone()),
+            api_cap,
+            router,
+            shutdown.clone().wait()
+        ),
         crate::discovery::serve_with_identity(
             grpc,
             discovery,
@@ -303,6 +314,7 @@ pub async fn serve(
                 tls: serving,
                 plaintext,
             }),
+            grpc_cap,
             shutdown.wait()
         ),
     );

@@ -8,6 +8,9 @@
 //! tells TLS and plain text apart.
 
 use futures_util::Stream;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use weft_identity::{SpiffeId, TlsIdentity};
@@ -25,6 +28,49 @@ use weft_identity::{SpiffeId, TlsIdentity};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of every TLS connection (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Connections open at once on the gRPC port: one per proxy, so room for a large mesh.
+pub const GRPC_CONNECTIONS: usize = 20_000;
+/// Connections open at once on the REST API port (operators, tools, dashboards).
+pub const API_CONNECTIONS: usize = 1_024;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    port: &'static str,
+}
+
+/// Connections each port refused for being at its cap, for `GET /metrics`.
+#[derive(Clone, Default)]
+pub struct ConnectionRefusals(Family<PortLabels, Counter>);
+
+impl ConnectionRefusals {
+    /// Adds the counter to the registry `GET /metrics` serves.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "weft_control_connections_refused",
+            "Connections a control-plane port closed at once because it had its maximum open",
+            self.0.clone(),
+        );
+    }
+}
+
+/// The cap on one port's open connections (held by each `Conn` until it closes).
+#[derive(Clone)]
+pub struct PortCap {
+    name: &'static str,
+    slots: Arc<Semaphore>,
+    refused: ConnectionRefusals,
+}
+
+impl PortCap {
+    pub fn new(name: &'static str, max: usize, refused: ConnectionRefusals) -> PortCap {
+        PortCap {
+            name,
+            slots: Arc::new(Semaphore::new(max)),
+            refused,
+        }
+    }
+}
 
 /// Who is on the other end of a connection: in every request's extensions.
 #[derive(Clone, Debug)]
@@ -71,16 +117,29 @@ pub struct TlsPort {
     pub name: &'static str,
 }
 
-pub enum Conn {
-    Plain(TcpStream, Peer),
-    Tls(Box<TlsStream<TcpStream>>, Peer),
+/// An accepted connection, holding its place under its port's cap until it closes.
+pub struct Conn {
+    stream: ConnIo,
+    peer: Peer,
+    _slot: OwnedSemaphorePermit,
+}
+
+enum ConnIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Conn {
-    pub fn peer(&self) -> &Peer {
-        match self {
-            Conn::Plain(_, peer) | Conn::Tls(_, peer) => peer,
+    fn plain(stream: TcpStream, remote: SocketAddr, slot: OwnedSemaphorePermit) -> Conn {
+        Conn {
+            stream: ConnIo::Plain(stream),
+            peer: Peer::plain(remote),
+            _slot: slot,
         }
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
     }
 }
 
@@ -98,9 +157,9 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(stream, _) => Pin::new(stream).poll_read(cx, buf),
-            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().stream {
+            ConnIo::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            ConnIo::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -111,23 +170,23 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(stream, _) => Pin::new(stream).poll_write(cx, buf),
-            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().stream {
+            ConnIo::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            ConnIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(stream, _) => Pin::new(stream).poll_flush(cx),
-            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().stream {
+            ConnIo::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            ConnIo::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(stream, _) => Pin::new(stream).poll_shutdown(cx),
-            Conn::Tls(stream, _) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().stream {
+            ConnIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            ConnIo::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -137,12 +196,13 @@ impl AsyncWrite for Conn {
 #[derive(Clone)]
 pub struct SortOut {
     acceptor: Option<Arc<Acceptor>>,
+    cap: PortCap,
 }
 
 impl SortOut {
     /// With `tls` the port speaks TLS as the module says; without, plain text only, from
     /// anywhere (tests and benchmarks of the discovery protocol alone).
-    pub fn new(tls: Option<TlsPort>) -> SortOut {
+    pub fn new(tls: Option<TlsPort>, cap: PortCap) -> SortOut {
         let acceptor = tls.map(|port| {
             let config = port.identity.server_config_client_optional(port.alpn);
             Arc::new(Acceptor {
@@ -150,16 +210,24 @@ impl SortOut {
                 port,
             })
         });
-        SortOut { acceptor }
+        SortOut { acceptor, cap }
     }
 
     /// Sorts out one accepted connection on a task of its own (so a slow client holds up no
     /// one), sending it to `ready` if it is let in.
     pub fn spawn(&self, stream: TcpStream, remote: SocketAddr, ready: mpsc::Sender<Conn>) {
+        let Ok(slot) = self.cap.slots.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, port = self.cap.name, "at the connection cap: closed a new connection");
+            let labels = PortLabels {
+                port: self.cap.name,
+            };
+            self.cap.refused.0.get_or_create(&labels).inc();
+            return;
+        };
         let _ = stream.set_nodelay(true);
         let acceptor = self.acceptor.clone();
         tokio::spawn(async move {
-            if let Some(conn) = sort_out(stream, remote, acceptor).await {
+            if let Some(conn) = sort_out(stream, remote, acceptor, slot).await {
                 let _ = ready.send(conn).await;
             }
         });
@@ -177,8 +245,9 @@ pub async fn accept_failed(error: io::Error) {
 pub fn incoming(
     listener: TcpListener,
     tls: Option<TlsPort>,
+    cap: PortCap,
 ) -> impl Stream<Item = Result<Conn, io::Error>> {
-    let sort = SortOut::new(tls);
+    let sort = SortOut::new(tls, cap);
     let (ready, queue) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -207,9 +276,10 @@ async fn sort_out(
     stream: TcpStream,
     remote: SocketAddr,
     acceptor: Option<Arc<Acceptor>>,
+    slot: OwnedSemaphorePermit,
 ) -> Option<Conn> {
     let Some(acceptor) = acceptor else {
-        return Some(Conn::Plain(stream, Peer::plain(remote)));
+        return Some(Conn::plain(stream, remote, slot));
     };
     let port = &acceptor.port;
     let mut first = [0u8; 1];
@@ -227,7 +297,7 @@ async fn sort_out(
             tracing::warn!(%remote, port = port.name, "refused a plain-text connection: proxies connect with https:// and --control-plane-ca");
             return None;
         }
-        return Some(Conn::Plain(stream, Peer::plain(remote)));
+        return Some(Conn::plain(stream, remote, slot));
     }
     let handshake = acceptor.tls.accept(stream);
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -255,5 +325,41 @@ async fn sort_out(
         identity,
         certificate_sha256,
     };
-    Some(Conn::Tls(Box::new(tls), peer))
+    Some(Conn {
+        stream: ConnIo::Tls(Box::new(tls)),
+        peer,
+        _slot: slot,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_port_at_its_cap_closes_new_connections_and_counts_them() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refusals = ConnectionRefusals::default();
+        let incoming = incoming(listener, None, PortCap::new("test", 2, refusals.clone()));
+        tokio::pin!(incoming);
+        let _first = TcpStream::connect(addr).await.unwrap();
+        let _second = TcpStream::connect(addr).await.unwrap();
+        let held = [
+            incoming.next().await.unwrap().unwrap(),
+            incoming.next().await.unwrap().unwrap(),
+        ];
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(third.read(&mut byte).await.unwrap(), 0, "closed at once");
+        let labels = PortLabels { port: "test" };
+        assert_eq!(refusals.0.get_or_create(&labels).get(), 1);
+
+        // A closed connection frees its place.
+        drop(held);
+        let _fourth = TcpStream::connect(addr).await.unwrap();
+        assert!(incoming.next().await.unwrap().is_ok());
+    }
 }

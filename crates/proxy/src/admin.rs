@@ -9,10 +9,17 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections open at once: scrapers and probes need a handful.
+const MAX_CONNECTIONS: usize = 64;
+/// A scraper sends its request at once; anything slower is holding a connection.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn spawn(proxy: Arc<Proxy>, listener: std::net::TcpListener) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -27,14 +34,28 @@ pub fn spawn(proxy: Arc<Proxy>, listener: std::net::TcpListener) -> std::io::Res
                     Ok(listener) => listener,
                     Err(error) => return tracing::error!(%error, "admin listener failed"),
                 };
+                let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
+                    let stream = match listener.accept().await {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off, don't spin.
+                            tracing::warn!(%error, "admin: accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::debug!("admin: at the connection cap; closed a new connection");
                         continue;
                     };
                     let proxy = proxy.clone();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let svc = service_fn(move |req| handle(proxy.clone(), req));
                         let _ = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
                             .serve_connection(TokioIo::new(stream), svc)
                             .await;
                     });

@@ -136,7 +136,11 @@ pub struct Access {
 }
 
 impl Access {
-    pub fn new(tokens: Arc<ApiTokens>) -> Arc<Access> {
+    /// `connections`: the ports' connection refusals, served at `GET /metrics` too.
+    pub fn new(
+        tokens: Arc<ApiTokens>,
+        connections: &crate::transport::ConnectionRefusals,
+    ) -> Arc<Access> {
         let refusals = Family::<RefusalLabels, Counter>::default();
         let mut registry = Registry::default();
         registry.register(
@@ -144,6 +148,7 @@ impl Access {
             "REST API calls refused: no credential, a bad one, too small a role, or a write with another content type",
             refusals.clone(),
         );
+        connections.register(&mut registry);
         Arc::new(Access {
             tokens,
             refusals,

@@ -176,7 +176,12 @@ pub async fn serve(
     server: DiscoveryServer,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with_identity(listener, server, None, shutdown).await
+    let cap = crate::transport::PortCap::new(
+        "grpc",
+        crate::transport::GRPC_CONNECTIONS,
+        Default::default(),
+    );
+    serve_with_identity(listener, server, None, cap, shutdown).await
 }
 
 /// What the gRPC port needs to issue identities and speak TLS.
@@ -194,6 +199,7 @@ pub async fn serve_with_identity(
     listener: TcpListener,
     server: DiscoveryServer,
     identity: Option<GrpcIdentity>,
+    cap: crate::transport::PortCap,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let closer = server.clone();
@@ -209,7 +215,7 @@ pub async fn serve_with_identity(
         }
         None => (None, None),
     };
-    let incoming = crate::transport::incoming(listener, tls);
+    let incoming = crate::transport::incoming(listener, tls, cap);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

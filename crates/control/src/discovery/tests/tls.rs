@@ -43,6 +43,7 @@ async fn tls_server(
         listener,
         server,
         Some(security),
+        crate::transport::PortCap::new("grpc", 16, Default::default()),
         std::future::pending(),
     ));
     (addr, store)
