@@ -611,3 +611,44 @@ spec:
         44.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_access_log_reader_costs_lines_not_requests() {
+    let dir = TempDir::new("log-stall");
+    let backend = HttpBackend::start("app").await;
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("app", "http", &[backend.addr]),
+    );
+    // Nobody reads the proxy's stdout: the pipe fills after a few hundred lines.
+    let proxy = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config)
+        .arg("--access-log")
+        .stdout_unread()
+        .start();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let addr = proxy.outbound;
+        workers.push(tokio::spawn(async move {
+            let mut c = Http1Client::connect(addr).await;
+            let mut slowest = Duration::ZERO;
+            for _ in 0..5_000 {
+                let started = Instant::now();
+                assert_eq!(c.get("app", "/").await.unwrap().status, 200);
+                slowest = slowest.max(started.elapsed());
+            }
+            slowest
+        }));
+    }
+    for worker in workers {
+        let slowest = worker.await.unwrap();
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a request took {slowest:?}"
+        );
+    }
+    // 20,000 lines: the queue (16,384) and the pipe took some, the rest were counted.
+    let dropped = proxy.metric("weft_access_log_dropped_total", &[]);
+    assert!(dropped > 1_000.0, "{dropped} lines dropped");
+    assert!(dropped < 20_000.0, "{dropped} lines dropped");
+}

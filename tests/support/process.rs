@@ -129,6 +129,8 @@ pub struct Proxy {
     pub logs: Arc<Mutex<Vec<String>>>,
     /// Every stdout line so far (access log).
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// With `ProxySpec::stdout_unread`: the pipe nobody reads, kept open.
+    _unread_stdout: Option<std::process::ChildStdout>,
 }
 
 /// Where a proxy gets its configuration.
@@ -143,6 +145,8 @@ pub struct ProxySpec<'a> {
     pub source: ConfigSource<'a>,
     pub certs: Option<&'a Certs>,
     pub extra: Vec<String>,
+    /// Leave stdout's pipe unread, so it fills up (a stalled log shipper).
+    pub stdout_unread: bool,
 }
 
 impl<'a> ProxySpec<'a> {
@@ -154,6 +158,7 @@ impl<'a> ProxySpec<'a> {
             source: ConfigSource::Local(config),
             certs: None,
             extra: Vec::new(),
+            stdout_unread: false,
         }
     }
     /// A proxy in mesh mode, configured by the control plane at `url`.
@@ -164,6 +169,7 @@ impl<'a> ProxySpec<'a> {
             source: ConfigSource::ControlPlane(url),
             certs: None,
             extra: Vec::new(),
+            stdout_unread: false,
         }
     }
     pub fn tls(mut self, certs: &'a Certs) -> Self {
@@ -172,6 +178,10 @@ impl<'a> ProxySpec<'a> {
     }
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra.push(arg.into());
+        self
+    }
+    pub fn stdout_unread(mut self) -> Self {
+        self.stdout_unread = true;
         self
     }
     pub fn start(self) -> Proxy {
@@ -243,6 +253,7 @@ pub struct LoggedChild {
     pub logs: Arc<Mutex<Vec<String>>>,
     pub stdout: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
+    unread_stdout: Option<std::process::ChildStdout>,
 }
 
 fn collect_lines(
@@ -264,6 +275,11 @@ fn collect_lines(
 
 impl LoggedChild {
     pub fn spawn(args: &[String]) -> LoggedChild {
+        Self::spawn_with(args, true)
+    }
+
+    /// With `read_stdout` false, stdout's pipe is kept open but never read.
+    pub fn spawn_with(args: &[String], read_stdout: bool) -> LoggedChild {
         let child = Command::new(weft_bin())
             .args(args)
             .stdin(Stdio::null())
@@ -276,12 +292,19 @@ impl LoggedChild {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
         collect_lines(child.0.stderr.take().unwrap(), logs.clone(), Some(tx));
-        collect_lines(child.0.stdout.take().unwrap(), stdout.clone(), None);
+        let pipe = child.0.stdout.take().unwrap();
+        let unread_stdout = if read_stdout {
+            collect_lines(pipe, stdout.clone(), None);
+            None
+        } else {
+            Some(pipe)
+        };
         LoggedChild {
             child,
             logs,
             stdout,
             lines,
+            unread_stdout,
         }
     }
 
@@ -325,7 +348,7 @@ impl Proxy {
     fn start(spec: ProxySpec) -> Proxy {
         let args = spec.args();
         let expected_upstreams = args.iter().filter(|a| *a == "--upstream").count();
-        let process = LoggedChild::spawn(&args);
+        let mut process = LoggedChild::spawn_with(&args, !spec.stdout_unread);
         let found = process.listeners(|found| {
             let named = |name: &str| found.iter().any(|(n, _)| n == name);
             let upstreams = found.iter().filter(|(n, _)| n == "upstream").count();
@@ -344,6 +367,7 @@ impl Proxy {
                 .filter(|(n, _)| n == "upstream")
                 .map(|(_, a)| *a)
                 .collect(),
+            _unread_stdout: process.unread_stdout.take(),
             logs: process.logs,
             stdout: process.stdout,
             child: process.child,

@@ -1,8 +1,95 @@
 //! The JSON access log: one object per request or TCP connection, on stdout.
+//!
+//! Lines go through a bounded queue to a thread of their own, which writes them: a reader
+//! of stdout that is slow or gone (a full pipe, a stalled log shipper) then costs lines,
+//! dropped and counted in `weft_access_log_dropped_total`, never a stalled request.
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+/// Lines waiting for the writer; more are dropped.
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// The writer's end: cheap to call from the data path.
+pub struct AccessLog {
+    queue: SyncSender<Message>,
+    dropped: Counter,
+}
+
+enum Message {
+    Line(Vec<u8>),
+    /// Everything queued before it has been written: answer.
+    Flush(mpsc::Sender<()>),
+}
+
+impl AccessLog {
+    /// Starts the writer thread, writing to stdout.
+    pub fn start(dropped: Counter) -> std::io::Result<AccessLog> {
+        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+        std::thread::Builder::new()
+            .name("weft-access-log".into())
+            .spawn(move || write_lines(lines, std::io::stdout().lock()))?;
+        Ok(AccessLog { queue, dropped })
+    }
+
+    pub fn write(&self, entry: &Entry) {
+        let Ok(mut line) = serde_json::to_vec(entry) else {
+            return;
+        };
+        line.push(b'\n');
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(Message::Line(line))
+        {
+            self.dropped.inc();
+        }
+    }
+
+    /// Waits until what was queued is written, for at most `within` (at shutdown, so the
+    /// last requests' lines are not lost with the process).
+    pub fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let (done, written) = mpsc::channel();
+        let mut message = Message::Flush(done);
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        written
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+/// The writer thread: writes lines as they come, flushing whenever the queue runs dry.
+fn write_lines(lines: mpsc::Receiver<Message>, out: impl Write) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    let _ = out.write_all(&line);
+                }
+                Message::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+            }
+            next = lines.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
 
 #[derive(Serialize)]
 pub struct Entry<'a> {
@@ -85,8 +172,8 @@ impl RequestLog {
         }
     }
 
-    pub fn write<B>(&self, exchange: Exchange<'_>, response: &http::Response<B>) {
-        write(&Entry {
+    pub fn write<B>(&self, log: &AccessLog, exchange: Exchange<'_>, response: &http::Response<B>) {
+        log.write(&Entry {
             time: now_rfc3339(),
             direction: exchange.direction,
             source: exchange.source,
@@ -111,18 +198,70 @@ impl RequestLog {
     }
 }
 
-pub fn write(entry: &Entry) {
-    let mut line = match serde_json::to_vec(entry) {
-        Ok(line) => line,
-        Err(_) => return,
-    };
-    line.push(b'\n');
-    // One write per line so concurrent entries never interleave.
-    let _ = std::io::stdout().lock().write_all(&line);
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A writer that takes nothing until it is let go, like a pipe nobody reads.
+    struct Blocked(Option<std::sync::Arc<std::sync::Barrier>>);
+
+    impl Write for Blocked {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(gate) = self.0.take() {
+                gate.wait();
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_output_drops_and_counts_lines_without_blocking_the_caller() {
+        let (queue, lines) = mpsc::sync_channel(4);
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let blocked = Blocked(Some(gate.clone()));
+        let writer = std::thread::spawn(move || write_lines(lines, blocked));
+        let log = AccessLog {
+            queue,
+            dropped: Counter::default(),
+        };
+        let entry = Entry {
+            time: now_rfc3339(),
+            direction: "outbound",
+            source: "a",
+            destination: "b",
+            route: None,
+            method: None,
+            path: None,
+            status: Some(200),
+            duration_ms: 1.0,
+            upstream: None,
+            retries: 0,
+            trace_id: None,
+            authz_decision: "allow",
+            authz_rule: "default",
+            bytes_in: None,
+            bytes_out: None,
+            error: None,
+        };
+        let started = Instant::now();
+        for _ in 0..100_000 {
+            log.write(&entry);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the caller was held up"
+        );
+        // What the writer took before it blocked: its 64 KiB buffer and the queue.
+        let dropped = log.dropped.get();
+        assert!(dropped >= 99_000, "{dropped} dropped");
+        drop(log);
+        gate.wait();
+        writer.join().unwrap();
+    }
+
     #[test]
     fn timestamp_is_rfc3339() {
         let t = super::now_rfc3339();

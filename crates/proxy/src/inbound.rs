@@ -38,9 +38,9 @@ pub async fn serve(
     let snapshot = proxy.snapshot();
     let own = snapshot.own();
     let log = proxy
-        .options
         .access_log
-        .then(|| RequestLog::capture(&request));
+        .as_ref()
+        .map(|writer| (writer, RequestLog::capture(&request)));
     let limited = own
         .and_then(|s| s.backend.rate_limit.as_ref())
         .is_some_and(|limiter| !limiter.try_acquire());
@@ -67,7 +67,7 @@ pub async fn serve(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     caller.metrics.record(status, elapsed.as_secs_f64());
-    if let Some(log) = log {
+    if let Some((writer, log)) = log {
         let exchange = Exchange {
             direction: "inbound",
             source: &caller.source,
@@ -77,7 +77,7 @@ pub async fn serve(
             retries: 0,
             duration: elapsed,
         };
-        log.write(exchange, &response);
+        log.write(writer, exchange, &response);
     }
     response
 }

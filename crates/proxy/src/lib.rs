@@ -235,6 +235,12 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     } else {
         tracing::warn!("drain deadline passed with connections still open; exiting");
     }
+    // After the drain nothing else runs: blocking this thread for the last lines is fine.
+    if let Some(log) = &proxy.access_log {
+        if !log.flush(std::time::Duration::from_secs(2)) {
+            tracing::warn!("the access log's last lines could not be written within 2s");
+        }
+    }
     Ok(())
 }
 

@@ -110,6 +110,8 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     certificate_renewals: Family<ResultLabels, Counter>,
+    /// Access-log lines dropped because the writer fell behind (stdout blocked or slow).
+    pub access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -134,6 +136,7 @@ impl Metrics {
         let config_reloads = Family::default();
         let certificate_expiry = Gauge::default();
         let certificate_renewals = Family::default();
+        let access_log_dropped = Counter::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "weft_http_requests",
@@ -187,6 +190,11 @@ impl Metrics {
             "Workload certificate renewals, by result",
             certificate_renewals.clone(),
         );
+        registry.register(
+            "weft_access_log_dropped",
+            "Access-log lines dropped because standard output could not keep up",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -200,6 +208,7 @@ impl Metrics {
             config_reloads,
             certificate_expiry,
             certificate_renewals,
+            access_log_dropped,
         }
     }
 

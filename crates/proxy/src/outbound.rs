@@ -85,9 +85,9 @@ pub async fn serve(
         }
     };
     let log = proxy
-        .options
         .access_log
-        .then(|| RequestLog::capture(&request));
+        .as_ref()
+        .map(|writer| (writer, RequestLog::capture(&request)));
     let mut served = Served::default();
     let (request, verdict) = client_body::checked(request, proxy.options.limits.body_pace());
     let mut response = route_request(&proxy, route, prefix, request, &mut served, active).await;
@@ -98,7 +98,7 @@ pub async fn serve(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     route.metrics.record(status, elapsed.as_secs_f64());
-    if let Some(log) = log {
+    if let Some((writer, log)) = log {
         let exchange = Exchange {
             direction: "outbound",
             source: &proxy.local_label,
@@ -108,7 +108,7 @@ pub async fn serve(
             retries: served.retries,
             duration: elapsed,
         };
-        log.write(exchange, &response);
+        log.write(writer, exchange, &response);
     }
     response
 }

@@ -1,5 +1,6 @@
 //! State shared by every listener of one proxy process.
 
+use crate::access_log::AccessLog;
 use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::options::ProxyOptions;
 use crate::state::{BuildContext, Carried, Snapshot};
@@ -26,6 +27,8 @@ pub struct Proxy {
     pub app: Arc<EndpointPool>,
     pub app_connections: ConnectionPolicy,
     inbound_metrics: Mutex<HashMap<Arc<str>, Arc<RequestMetrics>>>,
+    /// `--access-log`: the writer lines go to.
+    pub access_log: Option<AccessLog>,
     /// Slots for mirror copies in flight (`outbound::MIRRORS_IN_FLIGHT`).
     pub mirrors: Arc<tokio::sync::Semaphore>,
     ready: AtomicBool,
@@ -45,9 +48,16 @@ impl Proxy {
                 identity.server_config(&[ALPN_H2, ALPN_HTTP1, ALPN_TCP]),
             )
         });
+        let metrics = Metrics::new();
+        let access_log = options.access_log.then(|| {
+            AccessLog::start(metrics.access_log_dropped.clone())
+                .inspect_err(|error| tracing::error!(%error, "cannot start the access log writer; no access log"))
+                .ok()
+        });
         Self {
+            access_log: access_log.flatten(),
             options,
-            metrics: Metrics::new(),
+            metrics,
             tls,
             tls_acceptor,
             local_label,

@@ -121,8 +121,8 @@ async fn copy<U>(
     let error = spliced.ended.err().map(|e| e.to_string());
     metrics.read.inc_by(read);
     metrics.written.inc_by(written);
-    if proxy.options.access_log {
-        access_log::write(&Entry {
+    if let Some(log) = &proxy.access_log {
+        log.write(&Entry {
             time: access_log::now_rfc3339(),
             direction: direction.as_str(),
             source: &source,
