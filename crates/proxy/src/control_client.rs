@@ -364,7 +364,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 /// sent something, which resets the backoff.
 async fn session(
     client: &ControlClient,
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     hello: &Hello,
     health: &mut watch::Receiver<HealthReport>,
     progressed: &mut bool,
@@ -415,7 +415,18 @@ async fn session(
                     Ok(None) => continue,
                     Err(error) => return Err(SessionError::Parts(error)),
                 };
-                if let Some(answer) = answer(proxy, whole) {
+                // Decoding, compiling and building a large config takes a while: it runs on a
+                // blocking thread, and the data path's thread keeps serving meanwhile.
+                let applying = proxy.clone();
+                let answered = tokio::task::spawn_blocking(move || answer(&applying, whole)).await;
+                let answer = match answered {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        tracing::error!(%error, "applying a pushed configuration failed");
+                        None
+                    }
+                };
+                if let Some(answer) = answer {
                     if outbound.send(message(answer)).await.is_err() {
                         return Ok(());
                     }

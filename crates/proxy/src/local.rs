@@ -56,14 +56,24 @@ pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
             _ = tokio::time::sleep(POLL) => {}
             _ = reload.recv() => seen.clear(),
         }
-        let now = fingerprint(&path);
+        // File system calls and compiling block: they run on a blocking thread, never on
+        // the one serving traffic.
+        let polled = path.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&polled)).await else {
+            continue;
+        };
         if now == seen {
             continue;
         }
         seen = now;
-        if let Err(error) = load(&proxy, &path) {
-            proxy.metrics.config_rejected();
-            tracing::error!(%error, "configuration rejected; the previous configuration stays in force");
+        let (loading, from) = (proxy.clone(), path.clone());
+        match tokio::task::spawn_blocking(move || load(&loading, &from)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                proxy.metrics.config_rejected();
+                tracing::error!(%error, "configuration rejected; the previous configuration stays in force");
+            }
+            Err(error) => tracing::error!(%error, "loading the configuration failed"),
         }
     }
 }
