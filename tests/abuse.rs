@@ -51,8 +51,9 @@ async fn good_client(addr: std::net::SocketAddr, host: &str, requests: usize) ->
     let mut slowest = Duration::ZERO;
     for _ in 0..requests {
         let started = Instant::now();
-        match c.get(host, "/").await {
-            Ok(answer) if answer.status == 200 => {}
+        // A request held up past 10 s counts as failed (and the test goes on to say so).
+        match tokio::time::timeout(Duration::from_secs(10), c.get(host, "/")).await {
+            Ok(Ok(answer)) if answer.status == 200 => {}
             _ => failures += 1,
         }
         slowest = slowest.max(started.elapsed());
@@ -651,4 +652,77 @@ async fn a_stalled_access_log_reader_costs_lines_not_requests() {
     let dropped = proxy.metric("weft_access_log_dropped_total", &[]);
     assert!(dropped > 1_000.0, "{dropped} lines dropped");
     assert!(dropped < 20_000.0, "{dropped} lines dropped");
+}
+
+/// Requests from a good client on a connection of its own: (failures, slowest).
+async fn short_requests(addr: std::net::SocketAddr, host: &str, n: usize) -> (usize, Duration) {
+    good_client(addr, host, n).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_long_requests_to_one_instance_do_not_hold_up_short_ones() {
+    let p = pair(&[]).await;
+    // 250 long polls at once from the app, more than one HTTP/2 connection may carry.
+    let mut long = Vec::new();
+    let mut app = Http2Client::connect(p.client.outbound).await;
+    for _ in 0..250 {
+        let mut c = app.clone();
+        long.push(tokio::spawn(async move {
+            c.get("api", "/slow/3000").await.map(|a| a.status)
+        }));
+    }
+    while p._backend.count() < 250 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (failures, slowest) = short_requests(p.client.outbound, "api", 20).await;
+    assert_eq!(failures, 0);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a short request took {slowest:?}"
+    );
+    for request in long {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(app.get("api", "/").await.unwrap().status, 200);
+    assert_eq!(
+        p.client.metric(
+            "weft_upstream_connections_saturated_total",
+            &[("destination", "api.default")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_stalls_only_its_own_responses() {
+    let p = pair(&[]).await;
+    // One HTTP/2 connection asks for two dozen 1 MiB answers and reads none of them.
+    let stream = TcpStream::connect(p.client.outbound).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut unread = Vec::new();
+    for _ in 0..24 {
+        let request = hyper::Request::builder()
+            .uri("http://api/bytes/1048576")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.ready().await.unwrap();
+        unread.push(sender.send_request(request).await.unwrap());
+    }
+    // Everyone else's requests to the same instance go through as usual.
+    let (failures, slowest) = short_requests(p.client.outbound, "api", 20).await;
+    assert_eq!(failures, 0);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request took {slowest:?}"
+    );
+    let mut big = Http1Client::connect(p.client.outbound).await;
+    let answer = big.get("api", "/bytes/1048576").await.unwrap();
+    assert_eq!(answer.body.len(), 1 << 20);
+    drop(unread);
 }

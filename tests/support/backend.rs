@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 /// An HTTP/1.1 + HTTP/2 (prior knowledge) server. Paths:
 /// `/` answers its name; `/status/N` answers N; `/flaky` fails every other request with 503;
 /// `/echo` answers the request line and headers; `/slow/MS` waits first; `/body` echoes the
-/// body. `fail_all` makes every answer a 500.
+/// body; `/bytes/N` answers N bytes. `fail_all` makes every answer a 500.
 pub struct HttpBackend {
     pub addr: SocketAddr,
     pub name: String,
@@ -145,6 +145,8 @@ async fn handle(
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
         reply(200, state.name.clone())
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        reply(200, vec![b'x'; n.parse().unwrap_or(0)])
     } else if path == "/body" {
         let body = request
             .into_body()

@@ -7,6 +7,7 @@
 use crate::client_body::{BoxError, ClientBody};
 use crate::connections::Active;
 use crate::replay::ReplayBody;
+use crate::upstream::StreamSlot;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -20,6 +21,11 @@ pub enum Body {
     Full(Option<Bytes>),
     /// An upstream's response, passed through.
     Streaming(Incoming),
+    /// An upstream's response on a multiplexed connection, holding its stream's place.
+    Multiplexed {
+        body: Incoming,
+        _stream: StreamSlot,
+    },
     /// A client's request, checked for faults as it streams (see `client_body.rs`).
     Client(ClientBody),
     /// A retryable request's body (see `replay.rs`).
@@ -43,7 +49,7 @@ impl Body {
             Body::Empty => Some(Body::Empty),
             Body::Full(bytes) => Some(Body::Full(bytes.clone())),
             Body::Replay(replay) => replay.replay().map(Body::Replay),
-            Body::Streaming(_) | Body::Client(_) => None,
+            Body::Streaming(_) | Body::Multiplexed { .. } | Body::Client(_) => None,
         }
     }
 
@@ -51,7 +57,7 @@ impl Body {
     pub fn is_replayable(&self) -> bool {
         match self {
             Body::Replay(replay) => replay.is_replayable(),
-            Body::Streaming(_) | Body::Client(_) => false,
+            Body::Streaming(_) | Body::Multiplexed { .. } | Body::Client(_) => false,
             Body::Empty | Body::Full(_) => true,
         }
     }
@@ -74,7 +80,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Streaming(incoming) => loop {
+            Body::Streaming(incoming) | Body::Multiplexed { body: incoming, .. } => loop {
                 // Empty DATA frames carry nothing and count against the peer's h2 limit.
                 match Pin::new(&mut *incoming).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame)))
@@ -91,7 +97,9 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
-            Body::Streaming(incoming) => incoming.is_end_stream(),
+            Body::Streaming(incoming) | Body::Multiplexed { body: incoming, .. } => {
+                incoming.is_end_stream()
+            }
             Body::Client(client) => client.is_end_stream(),
             Body::Replay(replay) => replay.is_end_stream(),
         }
@@ -101,7 +109,9 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Streaming(incoming) => incoming.size_hint(),
+            Body::Streaming(incoming) | Body::Multiplexed { body: incoming, .. } => {
+                incoming.size_hint()
+            }
             Body::Client(client) => client.size_hint(),
             Body::Replay(replay) => replay.size_hint(),
         }

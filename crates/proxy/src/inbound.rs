@@ -100,8 +100,7 @@ async fn forward_to_app(
     };
     prepare_upstream(&mut request, mode);
     match proxy.app.send(mode, request, &proxy.app_connections).await {
-        Ok(response) => {
-            let mut response = response.map(Body::from);
+        Ok(mut response) => {
             strip_hop_by_hop(response.headers_mut());
             response
         }

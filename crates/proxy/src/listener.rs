@@ -17,7 +17,7 @@ use crate::outbound;
 use crate::proxy::Proxy;
 use crate::state::service_key;
 use crate::tcp;
-use crate::upstream::{ALPN_H2, ALPN_HTTP1};
+use crate::upstream::{ALPN_H2, ALPN_HTTP1, CONNECTION_WINDOW, STREAM_WINDOW};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -318,8 +318,8 @@ impl Connection {
             builder
                 .timer(TokioTimer::new())
                 .max_header_list_size(limits.max_header_bytes as u32)
-                .initial_stream_window_size(1 << 20)
-                .initial_connection_window_size(4 << 20)
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .keep_alive_interval(std::time::Duration::from_secs(30));
             let connection = builder.serve_connection(io, svc);
             tokio::pin!(connection);

@@ -112,6 +112,12 @@ pub struct Metrics {
     certificate_renewals: Family<ResultLabels, Counter>,
     /// Access-log lines dropped because the writer fell behind (stdout blocked or slow).
     pub access_log_dropped: Counter,
+    saturated: Family<DestinationLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    destination: Arc<str>,
 }
 
 impl Default for Metrics {
@@ -137,6 +143,7 @@ impl Metrics {
         let certificate_expiry = Gauge::default();
         let certificate_renewals = Family::default();
         let access_log_dropped = Counter::default();
+        let saturated = Family::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "weft_http_requests",
@@ -191,6 +198,11 @@ impl Metrics {
             certificate_renewals.clone(),
         );
         registry.register(
+            "weft_upstream_connections_saturated",
+            "Requests that found every HTTP/2 connection to an endpoint at its stream limit, with the most connections open, and queued",
+            saturated.clone(),
+        );
+        registry.register(
             "weft_access_log_dropped",
             "Access-log lines dropped because standard output could not keep up",
             access_log_dropped.clone(),
@@ -209,7 +221,14 @@ impl Metrics {
             certificate_expiry,
             certificate_renewals,
             access_log_dropped,
+            saturated,
         }
+    }
+
+    /// Counts requests to `destination` that found its connections saturated.
+    pub fn saturated(&self, destination: Arc<str>) -> Counter {
+        self.saturated
+            .get_or_create_owned(&DestinationLabels { destination })
     }
 
     pub fn encode(&self) -> String {

@@ -370,7 +370,7 @@ enum TryError {
     Timeout,
 }
 
-fn is_retryable(policy: &RetryPolicy, result: &Result<Response<Incoming>, TryError>) -> bool {
+fn is_retryable(policy: &RetryPolicy, result: &Result<Response<Body>, TryError>) -> bool {
     let on = |condition| policy.on.contains(&condition);
     match result {
         Ok(response) => {
@@ -409,10 +409,9 @@ fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
     Duration::from_millis(fastrand::u64(0..=capped))
 }
 
-fn into_response(proxy: &Proxy, result: Result<Response<Incoming>, TryError>) -> Response<Body> {
+fn into_response(proxy: &Proxy, result: Result<Response<Body>, TryError>) -> Response<Body> {
     match result {
-        Ok(response) => {
-            let mut response = response.map(Body::from);
+        Ok(mut response) => {
             strip_hop_by_hop(response.headers_mut());
             response
         }

@@ -49,6 +49,7 @@ impl Proxy {
             )
         });
         let metrics = Metrics::new();
+        let app_saturated = metrics.saturated(local_label.clone());
         let access_log = options.access_log.then(|| {
             AccessLog::start(metrics.access_log_dropped.clone())
                 .inspect_err(|error| tracing::error!(%error, "cannot start the access log writer; no access log"))
@@ -68,6 +69,7 @@ impl Proxy {
                 limits: Arc::default(),
                 connect_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(60),
+                saturated: app_saturated,
             },
             inbound_metrics: Mutex::new(HashMap::new()),
             mirrors: Arc::new(tokio::sync::Semaphore::new(

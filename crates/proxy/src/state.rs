@@ -244,6 +244,7 @@ fn build_backend(
             limits: resilience.limits,
             connect_timeout: Duration::from_millis(policy.connect_timeout_ms.max(1)),
             idle_timeout: Duration::from_millis(policy.idle_timeout_ms.max(1)),
+            saturated: ctx.metrics.saturated(Arc::from(key)),
         },
         outlier: policy.outlier_detection.clone(),
         retry_budget: resilience.retry_budget,

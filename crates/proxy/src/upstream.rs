@@ -1,11 +1,18 @@
 //! Connections to endpoints.
 //!
-//! A Weft peer (an endpoint with an identity) is reached over mutual TLS: HTTP requests share
-//! one multiplexed HTTP/2 connection per peer (ALPN `h2`), HTTP/1 upgrades get their own
-//! HTTP/1.1 connection (ALPN `http/1.1`), and opaque TCP gets its own stream (ALPN
+//! A Weft peer (an endpoint with an identity) is reached over mutual TLS: HTTP requests are
+//! multiplexed over HTTP/2 connections to the peer (ALPN `h2`), HTTP/1 upgrades get their
+//! own HTTP/1.1 connection (ALPN `http/1.1`), and opaque TCP gets its own stream (ALPN
 //! `weft-tcp`). Without TLS configured (plain local mode) the same shapes run over plain
 //! TCP. A plain endpoint outside the mesh is spoken to in HTTP/1.1 from a pool, or HTTP/2
 //! when the service says so.
+//!
+//! One HTTP/2 connection carries up to `STREAMS_PER_CONNECTION` requests at once; past that
+//! a second one opens, and so on up to `CONNECTIONS_PER_PEER`. So hundreds of long polls,
+//! streams or slow uploads to one instance never queue the next request behind them. Flow
+//! control is sized so that a stalled stream costs only itself: each stream may hold
+//! `STREAM_WINDOW` unread, and a connection's window is that times the streams it carries,
+//! so a client that stops reading its responses can never use up the window others need.
 
 use crate::body::Body;
 use crate::io::{tune, BoxIo};
@@ -16,11 +23,23 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use weft_identity::{SpiffeId, TlsIdentity};
+
+/// Requests in flight on one HTTP/2 connection before another is opened (a Weft peer
+/// allows 200; most servers at least 100).
+pub const STREAMS_PER_CONNECTION: usize = 100;
+/// HTTP/2 connections to one endpoint at most. Past `STREAMS_PER_CONNECTION` times this,
+/// requests queue on the least busy connection (counted as saturation).
+pub const CONNECTIONS_PER_PEER: usize = 8;
+/// Unread bytes one stream may hold (receive window).
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+/// A connection's receive window: every stream it carries may be stalled at once.
+pub const CONNECTION_WINDOW: u32 = STREAM_WINDOW * STREAMS_PER_CONNECTION as u32;
 
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -61,6 +80,8 @@ pub struct ConnectionPolicy {
     pub connect_timeout: Duration,
     /// Pooled HTTP/1 connections unused for longer are closed rather than reused.
     pub idle_timeout: Duration,
+    /// Counts requests that found every HTTP/2 connection to an endpoint full.
+    pub saturated: prometheus_client::metrics::counter::Counter,
 }
 
 /// How HTTP is spoken to an endpoint.
@@ -80,10 +101,27 @@ struct PeerTls {
     tcp: Arc<rustls::ClientConfig>,
 }
 
+/// One HTTP/2 connection and the requests in flight on it.
+struct H2Connection {
+    sender: http2::SendRequest<Body>,
+    streams: Arc<AtomicUsize>,
+}
+
+/// A request's place on an HTTP/2 connection, given back when its response has been read
+/// to the end (or dropped): a streaming answer holds its stream for as long as it streams.
+#[derive(Debug)]
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct EndpointPool {
     address: SocketAddr,
     tls: Option<PeerTls>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    h2: Mutex<Vec<H2Connection>>,
     h2_connecting: tokio::sync::Mutex<()>,
     idle_http1: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
     http1_returned: Notify,
@@ -100,7 +138,7 @@ impl EndpointPool {
                 tcp: identity.client_config(&expected, &[ALPN_TCP]),
                 identity,
             }),
-            h2: Mutex::new(None),
+            h2: Mutex::new(Vec::new()),
             h2_connecting: tokio::sync::Mutex::new(()),
             idle_http1: Mutex::new(Vec::new()),
             http1_returned: Notify::new(),
@@ -152,43 +190,53 @@ impl EndpointPool {
         mode: HttpMode,
         request: Request<Body>,
         policy: &ConnectionPolicy,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         match mode {
             HttpMode::Http2 => {
-                let mut sender = self
-                    .h2_sender(&policy.limits, policy.connect_timeout)
-                    .await?;
-                sender
+                let (mut sender, slot) = self.h2_sender(policy).await?;
+                let response = sender
                     .send_request(request)
                     .await
-                    .map_err(|e| UpstreamError::Request(self.address, e))
+                    .map_err(|e| UpstreamError::Request(self.address, e))?;
+                Ok(response.map(|body| Body::Multiplexed {
+                    body,
+                    _stream: slot,
+                }))
             }
-            HttpMode::Http1 => self.send_http1(request, policy).await,
+            HttpMode::Http1 => Ok(self.send_http1(request, policy).await?.map(Body::from)),
         }
     }
 
+    /// A connection with room for one more request, opened if none has and the bound
+    /// allows, and the request's place on it.
     async fn h2_sender(
         &self,
-        limits: &Limits,
-        timeout: Duration,
-    ) -> Result<http2::SendRequest<Body>, UpstreamError> {
-        if let Some(sender) = self.ready_h2() {
-            return Ok(sender);
+        policy: &ConnectionPolicy,
+    ) -> Result<(http2::SendRequest<Body>, StreamSlot), UpstreamError> {
+        if let Some(found) = self.take_h2_stream(false) {
+            return Ok(found);
         }
+        let limits = &policy.limits;
         let _pending = limits.start_pending().map_err(UpstreamError::Overloaded)?;
-        // One connection per peer: whoever holds this lock connects, the rest wait for it.
+        // Whoever holds this lock connects; the rest wait, then take a place on it.
         let _connecting = self.h2_connecting.lock().await;
-        if let Some(sender) = self.ready_h2() {
-            return Ok(sender);
+        if let Some(found) = self.take_h2_stream(false) {
+            return Ok(found);
+        }
+        if self.h2_open() >= CONNECTIONS_PER_PEER {
+            policy.saturated.inc();
+            if let Some(found) = self.take_h2_stream(true) {
+                return Ok(found);
+            }
         }
         let connection_permit = limits
             .open_connection()
             .map_err(UpstreamError::Overloaded)?;
-        let io = self.connect(ALPN_H2, timeout).await?;
+        let io = self.connect(ALPN_H2, policy.connect_timeout).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(io))
@@ -201,13 +249,37 @@ impl EndpointPool {
                 tracing::debug!(%address, %error, "HTTP/2 connection to peer ended");
             }
         });
-        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        let streams = Arc::new(AtomicUsize::new(1));
+        let slot = StreamSlot(streams.clone());
+        self.h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(H2Connection {
+                sender: sender.clone(),
+                streams,
+            });
+        Ok((sender, slot))
     }
 
-    fn ready_h2(&self) -> Option<http2::SendRequest<Body>> {
-        let slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    /// A place on the least busy open connection: only below `STREAMS_PER_CONNECTION`
+    /// unless `over_limit`. Closed connections are forgotten on the way.
+    fn take_h2_stream(&self, over_limit: bool) -> Option<(http2::SendRequest<Body>, StreamSlot)> {
+        let mut open = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|c| !c.sender.is_closed());
+        let least = open
+            .iter()
+            .min_by_key(|c| c.streams.load(Ordering::Acquire))?;
+        if !over_limit && least.streams.load(Ordering::Acquire) >= STREAMS_PER_CONNECTION {
+            return None;
+        }
+        least.streams.fetch_add(1, Ordering::AcqRel);
+        Some((least.sender.clone(), StreamSlot(least.streams.clone())))
+    }
+
+    fn h2_open(&self) -> usize {
+        let mut open = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|c| !c.sender.is_closed());
+        open.len()
     }
 
     fn take_idle_http1(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Body>> {
