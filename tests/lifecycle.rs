@@ -137,15 +137,20 @@ async fn sigterm_drains_in_flight_requests() {
         Some(503),
         "not ready while draining"
     );
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "no new connections while draining"
-    );
+    // Callers that have not moved away yet are still served while the stop is announced.
+    let mut late = Http1Client::connect(addr).await;
+    assert_eq!(late.get("app", "/").await.unwrap().status, 200);
     let answer = in_flight
         .await
         .unwrap()
         .expect("the in-flight request finished");
     assert_eq!(answer.status, 200);
+    // Once no request has come in for a second, the listeners close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "the listener stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let status = proxy
         .wait_exit(Duration::from_secs(5))
         .expect("the proxy exited after draining");
@@ -202,4 +207,51 @@ fn sigterm_ends_a_proxy_whose_standard_input_stays_open() {
         exited.is_some(),
         "the proxy drained but did not exit while stdin stayed open"
     );
+}
+
+/// One of two instances stops while a client keeps sending: the stopping proxy tells its
+/// callers to move away and keeps serving until they have, so no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_under_load_fails_nothing() {
+    let dir = TempDir::new("stop-one");
+    let certs = Certs::new(dir.path(), &["web", "api"]);
+    let backends = [
+        HttpBackend::start("api-1").await,
+        HttpBackend::start("api-2").await,
+    ];
+    let config = write_config(dir.path(), "mesh.yaml", &plain_service("api", "http", &[]));
+    let mut stopping = ProxySpec::new("api", backends[0].addr, &config)
+        .tls(&certs)
+        .start();
+    let staying = ProxySpec::new("api", backends[1].addr, &config)
+        .tls(&certs)
+        .start();
+    std::fs::write(
+        &config,
+        mesh_service("api", "http", &[stopping.inbound, staying.inbound]),
+    )
+    .unwrap();
+    let client = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config)
+        .tls(&certs)
+        .start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(client.outbound, "api", stop.clone());
+    while backends[0].count() < 200 || backends[1].count() < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stopping.signal("TERM");
+    let exited = tokio::task::spawn_blocking(move || stopping.wait_exit(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the stopping proxy exited"
+    );
+    let served_after = backends[1].count();
+    while backends[1].count() < served_after + 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (done, failed) = load.await.unwrap();
+    assert_eq!(failed, 0, "{failed} of {done} requests failed");
 }

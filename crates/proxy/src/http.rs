@@ -12,6 +12,9 @@ use http::{Request, Response, StatusCode, Uri, Version};
 pub const ERROR_HEADER: &str = "x-weft-error";
 /// Set on 503s from circuit breaking, naming the limit that tripped.
 pub const OVERLOADED_HEADER: &str = "x-weft-overloaded";
+/// Set by a peer proxy on its answers while it stops gracefully: callers stop choosing it
+/// (the answer itself is served as usual). Never passed on to an app.
+pub const DRAINING_HEADER: &str = "x-weft-draining";
 
 const HOP_BY_HOP_COUNT: usize = 6;
 /// `connection` first and `te` last: `strip_hop_by_hop` reads them by position.

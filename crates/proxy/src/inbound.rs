@@ -6,6 +6,7 @@ use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
 use crate::http::{
     host_conflict, hosts_disagree, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic,
+    DRAINING_HEADER,
 };
 use crate::metrics::{Direction, RequestMetrics};
 use crate::outbound::is_grpc;
@@ -64,6 +65,14 @@ pub async fn serve(
             None => response,
         }
     };
+    let mut response = response;
+    if proxy.is_draining() {
+        // Tell the calling proxy to move away; this answer is served all the same.
+        proxy.request_while_draining();
+        response
+            .headers_mut()
+            .insert(DRAINING_HEADER, http::HeaderValue::from_static("1"));
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     caller.metrics.record(status, elapsed.as_secs_f64());

@@ -45,6 +45,7 @@ use proxy::Proxy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,9 @@ pub enum ProxyError {
     #[error("starting the admin server")]
     Admin(#[source] std::io::Error),
 }
+
+/// While draining, callers count as gone once no request has come in for this long.
+const CALLERS_GONE: Duration = Duration::from_secs(1);
 
 /// Connections the kernel queues for a listener before it accepts them. The usual default
 /// (128) overflows in a burst of new connections, and the clients then wait out SYN retries.
@@ -227,17 +231,33 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
             tracing::info!("standard input closed: the supervisor is gone");
         }
     }
-    tracing::info!(deadline = ?proxy.options.limits.drain_timeout, "draining: no new connections, finishing in-flight requests");
+    let deadline = proxy.options.limits.drain_timeout;
+    let started = tokio::time::Instant::now();
+    // Announce first: `/ready` fails, the control plane hears we are gone (the stream ends)
+    // and takes our endpoint out, and every answer tells its calling proxy to move away.
+    // Listeners stay open until callers have gone quiet, so nobody meets a closed port.
+    tracing::info!(?deadline, "draining: telling callers to move away");
     proxy.start_draining();
     watcher.abort();
-    if drain.drain(proxy.options.limits.drain_timeout).await {
+    let announce = deadline / 2;
+    while proxy.quiet_for() < CALLERS_GONE && started.elapsed() < announce {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(
+        quiet = ?proxy.quiet_for(),
+        "no new connections; finishing in-flight requests"
+    );
+    if drain
+        .drain(deadline.saturating_sub(started.elapsed()))
+        .await
+    {
         tracing::info!("drained; exiting");
     } else {
         tracing::warn!("drain deadline passed with connections still open; exiting");
     }
     // After the drain nothing else runs: blocking this thread for the last lines is fine.
     if let Some(log) = &proxy.access_log {
-        if !log.flush(std::time::Duration::from_secs(2)) {
+        if !log.flush(Duration::from_secs(2)) {
             tracing::warn!("the access log's last lines could not be written within 2s");
         }
     }

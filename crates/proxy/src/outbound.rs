@@ -14,7 +14,7 @@ use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
 use crate::http::{
     authority, host_conflict, hosts_disagree, is_upgrade, prepare_upstream, strip_hop_by_hop,
-    synthetic, OVERLOADED_HEADER,
+    synthetic, DRAINING_HEADER, OVERLOADED_HEADER,
 };
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
@@ -37,6 +37,9 @@ const REPLAY_LIMIT: usize = 64 * 1024;
 /// Mirror copies in flight at once, per proxy; more are dropped and counted, so a slow or
 /// dead mirror target can never pile up tasks, buffers and connections.
 pub const MIRRORS_IN_FLIGHT: usize = 256;
+/// An endpoint that said it is draining is not chosen for this long (by then the control
+/// plane has taken it out of the config, or it has gone).
+const DRAINING_AVOIDANCE: Duration = Duration::from_secs(30);
 /// A mirror copy not answered in this time is abandoned and counted.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -306,13 +309,18 @@ async fn send_with_retries(
         served.upstream = Some(endpoint.address);
         let in_flight = endpoint.start();
         let send = endpoint.pool.send(mode, request, &backend.connections);
-        let result = match per_try {
+        let mut result = match per_try {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(result) => result.map_err(TryError::Upstream),
                 Err(_) => Err(TryError::Timeout),
             },
             None => send.await.map_err(TryError::Upstream),
         };
+        if let Ok(response) = &mut result {
+            if response.headers_mut().remove(DRAINING_HEADER).is_some() {
+                endpoint.leave_rotation(DRAINING_AVOIDANCE);
+            }
+        }
         let outcome = match &result {
             Ok(response) if response.status().is_server_error() => Outcome::ServerError,
             Ok(_) => Outcome::Success,

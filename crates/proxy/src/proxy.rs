@@ -7,9 +7,9 @@ use crate::state::{BuildContext, Carried, Snapshot};
 use crate::upstream::{ConnectionPolicy, EndpointPool, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weft_identity::TlsIdentity;
 use weft_model::config::ProxyConfig;
 
@@ -32,7 +32,11 @@ pub struct Proxy {
     /// Slots for mirror copies in flight (`outbound::MIRRORS_IN_FLIGHT`).
     pub mirrors: Arc<tokio::sync::Semaphore>,
     ready: AtomicBool,
+    /// Set once a graceful stop begins: answers carry `x-weft-draining` from then on.
     draining: AtomicBool,
+    /// Milliseconds since `epoch` of the last inbound request seen while draining.
+    last_request_while_draining: AtomicU64,
+    epoch: Instant,
     /// Bumped whenever the certificate in force changes, so the control plane hears of it.
     pub certificate_changed: tokio::sync::watch::Sender<u64>,
     /// Wakes the renewal task early: the control plane signs with a new root.
@@ -77,6 +81,8 @@ impl Proxy {
             )),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            last_request_while_draining: AtomicU64::new(0),
+            epoch: Instant::now(),
             certificate_changed: tokio::sync::watch::Sender::new(0),
             renew_now: tokio::sync::Notify::new(),
         }
@@ -106,11 +112,33 @@ impl Proxy {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
     }
 
     pub fn start_draining(&self) {
+        self.last_request_while_draining
+            .store(self.millis(), Ordering::Release);
         self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// An inbound request arrived while draining (its caller has not moved away yet).
+    pub fn request_while_draining(&self) {
+        self.last_request_while_draining
+            .store(self.millis(), Ordering::Release);
+    }
+
+    /// How long since the last inbound request (or since draining began).
+    pub fn quiet_for(&self) -> Duration {
+        let last = self.last_request_while_draining.load(Ordering::Acquire);
+        Duration::from_millis(self.millis().saturating_sub(last))
+    }
+
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// Inbound request metrics for one calling identity, created on first use.

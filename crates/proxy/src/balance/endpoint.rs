@@ -119,6 +119,13 @@ impl Endpoint {
         until != 0 && (self.epoch.elapsed().as_millis() as u64) < until
     }
 
+    /// Takes this endpoint out of rotation for `period` (it said it is stopping). Like an
+    /// ejection: chosen again only if every endpoint is out.
+    pub fn leave_rotation(&self, period: Duration) {
+        let until = self.epoch.elapsed().as_millis() as u64 + period.as_millis() as u64;
+        self.ejected_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
     /// Feeds outlier detection. Returns true when this outcome ejected the endpoint.
     /// `may_eject` is false when the service already has its maximum share ejected.
     pub fn record_outcome(
