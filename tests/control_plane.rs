@@ -35,7 +35,7 @@ spec:
 
 fn split(v1: u32, v2: u32) -> String {
     format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: reviews}}\nspec:\n  parentRefs: [{{kind: Service, name: reviews}}]\n  rules:\n    - backendRefs:\n        - {{name: reviews-v1, weight: {v1}}}\n        - {{name: reviews-v2, weight: {v2}}}\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: reviews}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: reviews}}]\n  rules:\n    - backendRefs:\n        - {{group: \"\", kind: Service, name: reviews-v1, weight: {v1}}}\n        - {{group: \"\", kind: Service, name: reviews-v2, weight: {v2}}}\n"
     )
 }
 

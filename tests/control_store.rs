@@ -261,7 +261,7 @@ kind: HTTPRoute
 metadata:
   name: reviews
 spec:
-  parentRefs: [{{name: reviews}}]
+  parentRefs: [{{group: \"\", kind: Service, name: reviews}}]
   rules:
   - backendRefs:
     - {{name: reviews, weight: {weight}}}

@@ -15,7 +15,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: split}}
 spec:
-  parentRefs: [{{kind: Service, name: reviews}}]
+  parentRefs: [{{group: "", kind: Service, name: reviews}}]
   rules:
     - backendRefs:
         - {{name: reviews-v1, weight: {v1}}}

@@ -256,7 +256,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: catalog}
 spec:
-  parentRefs: [{kind: Service, name: catalog}]
+  parentRefs: [{group: "", kind: Service, name: catalog}]
   rules:
     - matches:
         - method: {service: grpc.health.v1.Health}

@@ -27,7 +27,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: retry}
 spec:
-  parentRefs: [{kind: Service, name: flaky}]
+  parentRefs: [{group: "", kind: Service, name: flaky}]
   rules:
     - retry:
         attempts: 2
@@ -56,7 +56,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: retry}
 spec:
-  parentRefs: [{kind: Service, name: dead}]
+  parentRefs: [{group: "", kind: Service, name: dead}]
   rules:
     - retry: {attempts: 3, codes: [500], backoff: 1ms}
       backendRefs: [{name: dead}]
@@ -242,7 +242,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: slow}
 spec:
-  parentRefs: [{kind: Service, name: slow}]
+  parentRefs: [{group: "", kind: Service, name: slow}]
   rules:
     - timeouts: {request: 200ms}
       backendRefs: [{name: slow}]

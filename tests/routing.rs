@@ -84,7 +84,8 @@ metadata:
   name: matching
 spec:
   parentRefs:
-    - kind: Service
+    - group: ""
+      kind: Service
       name: shop
   rules:
     - matches:
@@ -153,7 +154,8 @@ metadata:
   name: filters
 spec:
   parentRefs:
-    - kind: Service
+    - group: ""
+      kind: Service
       name: web
   rules:
     - matches:
@@ -231,7 +233,8 @@ metadata:
   name: mirror
 spec:
   parentRefs:
-    - kind: Service
+    - group: ""
+      kind: Service
       name: orders
   rules:
     - filters:
@@ -329,7 +332,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: both}
 spec:
-  parentRefs: [{kind: Service, name: upload}]
+  parentRefs: [{group: "", kind: Service, name: upload}]
   rules:
     - filters:
         - type: RequestMirror

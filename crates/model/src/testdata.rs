@@ -183,7 +183,8 @@ metadata:
   name: greeter
 spec:
   parentRefs:
-  - kind: Service
+  - group: ""
+    kind: Service
     name: greeter
     port: 50051
   rules:

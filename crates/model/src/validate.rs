@@ -2,7 +2,7 @@
 
 use crate::catalog::{target_key, Catalog, ServiceKey};
 use crate::error::{Diagnostic, LoadError, Warning};
-use crate::resources::{Kind, Resource, RouteFilter, ServiceRef, Spec};
+use crate::resources::{Kind, ParentRef, Resource, RouteFilter, ServiceRef, Spec};
 use std::collections::HashMap;
 
 /// Checks a whole set of resources, as it would be applied. Returns the warnings
@@ -114,7 +114,7 @@ pub fn validate(resources: &[Resource]) -> Result<Vec<Warning>, LoadError> {
 fn check_parents(
     catalog: &Catalog,
     namespace: &str,
-    parents: &[ServiceRef],
+    parents: &[ParentRef],
     warn: &mut impl FnMut(String, String),
 ) {
     for (i, parent) in parents.iter().enumerate() {
@@ -262,7 +262,7 @@ spec: {ports: [{port: 80}]}
 kind: HTTPRoute
 metadata: {name: web}
 spec:
-  parentRefs: [{name: web}, {name: api}, {name: web, port: 81}]
+  parentRefs: [{group: \"\", kind: Service, name: web}, {group: \"\", kind: Service, name: api}, {group: \"\", kind: Service, name: web, port: 81}]
   rules:
   - backendRefs: [{name: web}, {name: web-v2}]
     filters:

@@ -67,7 +67,7 @@ kind: HTTPRoute
 metadata:
   name: reviews
 spec:
-  parentRefs: [{name: reviews}]
+  parentRefs: [{group: \"\", kind: Service, name: reviews}]
   rules:
   - matches:
     - path: {type: PathPrefix, value: /v2}

@@ -38,7 +38,7 @@ pub(crate) fn service(name: &str, port: u16) -> String {
 fn route(name: &str, backend: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\n\
-         spec:\n  parentRefs: [{{name: {backend}}}]\n  rules:\n  - backendRefs: [{{name: {backend}}}]\n"
+         spec:\n  parentRefs: [{{group: \"\", kind: Service, name: {backend}}}]\n  rules:\n  - backendRefs: [{{group: \"\", kind: Service, name: {backend}}}]\n"
     )
 }
 

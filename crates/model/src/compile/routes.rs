@@ -8,8 +8,8 @@ use crate::config::{
 };
 use crate::resources::{
     BackendRef, GrpcMethodMatch, GrpcRouteMatch, HeaderModifierSpec, HttpRouteMatch, Kind,
-    PathMatch, PathModifierSpec, Resource, RetrySpec, RouteFilter, RouteTimeouts, ServiceRef, Spec,
-    StringMatch,
+    ParentRef, PathMatch, PathModifierSpec, Resource, RetrySpec, RouteFilter, RouteTimeouts,
+    ServiceRef, Spec, StringMatch,
 };
 use std::cmp::Reverse;
 
@@ -68,12 +68,13 @@ pub(super) fn compile(catalog: &Catalog, service: ServiceKey) -> Vec<RouteConfig
 fn parent_for<'a>(
     catalog: &Catalog<'a>,
     route: &'a Resource,
-    parents: &'a [ServiceRef],
+    parents: &'a [ParentRef],
     service: ServiceKey,
 ) -> Option<&'a ServiceRef> {
     let namespace = route.metadata.namespace.as_str();
     parents
         .iter()
+        .map(|parent| &parent.0)
         .find(|parent| catalog.resolve(parent, namespace) == Ok(service))
 }
 

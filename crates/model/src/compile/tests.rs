@@ -252,7 +252,7 @@ fn with_routes(routes: &str) -> ProxyConfig {
 fn http_route(name: &str, rules: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\n\
-         spec:\n  parentRefs: [{{name: web}}]\n  rules:\n{rules}"
+         spec:\n  parentRefs: [{{group: \"\", kind: Service, name: web}}]\n  rules:\n{rules}"
     )
 }
 
@@ -316,7 +316,7 @@ fn rules_without_backends_send_to_the_parent() {
 kind: HTTPRoute
 metadata: {name: web}
 spec:
-  parentRefs: [{name: web, port: 80}]
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]
   rules:
   - timeouts: {request: 2s}
 ";

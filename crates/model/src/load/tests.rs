@@ -19,7 +19,7 @@ metadata:
   name: web
 spec:
   parentRefs:
-  - name: web
+  - {group: \"\", kind: Service, name: web}
   rules:
 ";
 
@@ -433,5 +433,37 @@ fn more_checks_each_name_their_place() {
             message.starts_with(expected),
             "expected {expected:?}\n     got {message:?}"
         );
+    }
+}
+
+#[test]
+fn a_parent_without_kind_is_a_gateway_and_is_refused_not_attached_to_a_service() {
+    let with_parents = |parents: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web}}\n\
+             spec:\n  parentRefs: {parents}\n  rules: []\n"
+        )
+    };
+    let message = error(&with_parents("[{name: web}]"));
+    assert!(
+        message.starts_with("routes.yaml:5:16: spec.parentRefs[0]: this parent is a Gateway"),
+        "{message}"
+    );
+    assert!(
+        message.contains("{group: \"\", kind: Service, name: ...}"),
+        "{message}"
+    );
+    let gateway = "[{group: gateway.networking.k8s.io, kind: Gateway, name: web}]";
+    assert!(error(&with_parents(gateway)).contains("kind \"Gateway\" is not supported yet"));
+    let wrong_group = "[{group: gateway.networking.k8s.io, kind: Service, name: web}]";
+    assert!(error(&with_parents(wrong_group)).contains("group \"gateway.networking.k8s.io\""));
+    // A Service parent, as an API server returns it, or with the kind alone.
+    for parents in [
+        "[{group: \"\", kind: Service, name: web}]",
+        "[{kind: Service, name: web}]",
+    ] {
+        let text = with_parents(parents);
+        let loaded = load_str("routes.yaml", &text);
+        assert!(loaded.is_ok(), "{parents}: {:?}", loaded.err());
     }
 }

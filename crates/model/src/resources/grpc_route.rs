@@ -3,7 +3,7 @@
 
 use super::checked::{self, deserialize_with, FromMap, TypedFields};
 use super::names::{check_regex, Name, RegexPattern};
-use super::refs::{BackendRef, ServiceRef};
+use super::refs::{BackendRef, ParentRef};
 use super::route::{check_filters, HeaderMatch, RetrySpec, RouteTimeouts};
 use super::route_filters::RouteFilter;
 use serde::de::value::MapAccessDeserializer;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GrpcRouteSpec {
     #[serde(deserialize_with = "checked::non_empty")]
-    pub parent_refs: Vec<ServiceRef>,
+    pub parent_refs: Vec<ParentRef>,
     /// Accepted so Gateway API YAML loads; a mesh route is chosen by its parent Service.
     #[serde(default)]
     pub hostnames: Vec<String>,

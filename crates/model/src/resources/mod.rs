@@ -29,7 +29,7 @@ pub use numbers::{
     AbortStatus, EndpointAddress, GrpcCode, HttpStatus, Percent, Port, Ratio, RedirectStatus,
     RequestRate, RetryStatus, Weight, WholePercent,
 };
-pub use refs::{BackendRef, ServiceRef, TargetRef};
+pub use refs::{BackendRef, ParentRef, ServiceRef, TargetRef};
 pub use route::{
     HeaderMatch, HttpRouteMatch, HttpRouteRule, HttpRouteSpec, PathMatch, QueryParamMatch,
     RetrySpec, RouteTimeouts, StringMatch,

@@ -65,6 +65,55 @@ impl FromMap for ServiceRef {
     }
 }
 
+/// A route's `parentRefs` entry. In the Gateway API a parent reference defaults to
+/// `{group: gateway.networking.k8s.io, kind: Gateway}`, so an entry without `kind` names a
+/// Gateway, not a Service: it is refused (Weft has no Gateways yet) rather than attached to a
+/// Service that happens to have the name. A Service parent is `{group: "", kind: Service}`,
+/// as an API server returns it; `kind: Service` alone is taken as the core Service too, as
+/// no other group defines one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentRef(pub ServiceRef);
+
+impl std::ops::Deref for ParentRef {
+    type Target = ServiceRef;
+    fn deref(&self) -> &ServiceRef {
+        &self.0
+    }
+}
+
+/// Accepts a Service parent; explains any other.
+fn check_parent_kind(group: Option<&str>, kind: Option<&str>) -> Result<(), String> {
+    match kind {
+        None => Err(
+            "this parent is a Gateway (a parentRefs entry without `kind` names one): \
+             Weft attaches routes to Services and has no Gateways yet; to attach this route \
+             to a Service write `{group: \"\", kind: Service, name: ...}`"
+                .to_owned(),
+        ),
+        Some("Gateway") => Err(
+            "kind \"Gateway\" is not supported yet: Weft attaches routes to \
+             Services; write `{group: \"\", kind: Service, name: ...}`"
+                .to_owned(),
+        ),
+        Some(kind) => check_service_kind(group, Some(kind)),
+    }
+}
+
+impl FromMap for ParentRef {
+    const EXPECTING: &'static str =
+        "a parent reference like {group: \"\", kind: Service, name: web}";
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let raw: RawServiceRef = checked::fields(map)?;
+        checked::checked(check_parent_kind(raw.group.as_deref(), raw.kind.as_deref()))?;
+        Ok(ParentRef(ServiceRef {
+            name: raw.name,
+            namespace: raw.namespace,
+            port: raw.port,
+        }))
+    }
+}
+
 /// A weighted backend of a route rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendRef {
@@ -144,4 +193,4 @@ impl FromMap for TargetRef {
     }
 }
 
-deserialize_with!(map: ServiceRef, BackendRef, TargetRef);
+deserialize_with!(map: ServiceRef, ParentRef, BackendRef, TargetRef);

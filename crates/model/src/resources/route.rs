@@ -5,7 +5,7 @@ use super::checked::{self, deserialize_with, FromMap, TypedFields};
 use super::duration::Duration;
 use super::names::{check_path, check_regex, HeaderName, HttpPath, Method, Name, RegexPattern};
 use super::numbers::{GrpcCode, RetryStatus};
-use super::refs::{BackendRef, ServiceRef};
+use super::refs::{BackendRef, ParentRef};
 use super::route_filters::{PathModifierSpec, RouteFilter};
 use crate::config::RetryOn;
 use serde::de::value::MapAccessDeserializer;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub struct HttpRouteSpec {
     /// The Services whose traffic this route governs.
     #[serde(deserialize_with = "checked::non_empty")]
-    pub parent_refs: Vec<ServiceRef>,
+    pub parent_refs: Vec<ParentRef>,
     /// Accepted so Gateway API YAML loads; a mesh route is chosen by its parent Service.
     #[serde(default)]
     pub hostnames: Vec<String>,
