@@ -385,3 +385,52 @@ async fn peak_ewma_steers_away_from_a_dead_endpoint() {
     assert!(failed <= 3, "{failed} of 200 went to the dead endpoint");
     assert!(live.count() >= 197);
 }
+
+/// Gateway API: a backend that does not exist keeps its share, answered 500, and the
+/// redirect codes 303, 307 and 308 are honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_backends_share_is_answered_500_and_every_redirect_code_works() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split}
+spec:
+  parentRefs: [{group: "", kind: Service, name: shop}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /moved}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {hostname: elsewhere, statusCode: 308}
+    - backendRefs: [{name: shop, weight: 1}, {name: ghost, weight: 1}]
+"#;
+    let s = setup(&["shop"], route, &[]).await;
+    let mut c = Http1Client::connect(s.proxy.outbound).await;
+    let mut failed = 0;
+    for _ in 0..400 {
+        let answer = c.get("shop", "/").await.unwrap();
+        match answer.status {
+            200 => {}
+            500 => {
+                assert_eq!(
+                    answer.header("x-weft-error"),
+                    Some("route backend names a service that does not exist")
+                );
+                failed += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Half of 400; binomial sd 10, so +-60 is six of them.
+    assert!(
+        (140..=260).contains(&failed),
+        "{failed} of 400 answered 500"
+    );
+    assert_eq!(s.backends[0].count(), 400 - failed);
+    let redirect = c.get("shop", "/moved/a").await.unwrap();
+    assert_eq!(redirect.status, 308);
+    assert_eq!(
+        redirect.header("location"),
+        Some("http://elsewhere/moved/a")
+    );
+    drop(s.dir);
+}

@@ -220,7 +220,7 @@ pub struct Redirect {
     pub path: Option<PathModifier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// 301 or 302 (Gateway API default 302).
+    /// 301, 302, 303, 307 or 308 (Gateway API default 302).
     pub status_code: u16,
 }
 
@@ -255,6 +255,9 @@ pub struct BackendRef {
     pub port: Option<u16>,
     /// Relative weight; 0 takes no traffic.
     pub weight: u32,
+    /// The reference names no Service (or a port it lacks): its share is answered 500.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

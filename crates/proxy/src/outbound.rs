@@ -20,7 +20,7 @@ use crate::metrics::Direction;
 use crate::proxy::Proxy;
 use crate::replay::ReplayBody;
 use crate::resilience::LimitExceeded;
-use crate::routes::{self, Route};
+use crate::routes::{self, NoBackend, Route};
 use crate::state::{Backend, ServiceRoutes};
 use crate::upgrade;
 use crate::upstream::{HttpMode, UpstreamError};
@@ -134,11 +134,20 @@ async fn route_request(
     if let Some(rewrite) = &filters.rewrite {
         apply_rewrite(&mut request, rewrite, prefix);
     }
-    let Some(backend) = route.pick_backend() else {
-        return synthetic(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "route has no usable backend",
-        );
+    let backend = match route.pick_backend() {
+        Ok(backend) => backend,
+        Err(NoBackend::NoWeight) => {
+            return synthetic(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "route has no usable backend",
+            )
+        }
+        Err(NoBackend::Missing) => {
+            return synthetic(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "route backend names a service that does not exist",
+            )
+        }
     };
     if let Some(fault) = &backend.fault {
         if let Some(abort) = &fault.abort {

@@ -22,8 +22,18 @@ pub struct Route {
 }
 
 pub struct WeightedBackend {
-    pub backend: Arc<Backend>,
+    /// `None` for a reference to a Service the configuration does not have: its share of
+    /// requests is answered 500, as the Gateway API says, rather than given to the others.
+    pub backend: Option<Arc<Backend>>,
     pub weight: u32,
+}
+
+/// Why a route has no backend for a request.
+pub enum NoBackend {
+    /// Every backend has weight 0.
+    NoWeight,
+    /// The request fell in the share of a backend that does not exist.
+    Missing,
 }
 
 pub struct Filters {
@@ -267,12 +277,16 @@ impl Route {
 
     /// A backend chosen by weight, among the backends that have endpoints: a split keeps
     /// working when one side has none left (all failed their health checks), instead of
-    /// failing its share of requests. `None` when the route has no backend with weight.
-    pub fn pick_backend(&self) -> Option<&Arc<Backend>> {
+    /// failing its share of requests. A missing backend keeps its share (answered 500).
+    pub fn pick_backend(&self) -> Result<&Arc<Backend>, NoBackend> {
         if self.total_weight == 0 {
-            return None;
+            return Err(NoBackend::NoWeight);
         }
-        let has_endpoints = |b: &&WeightedBackend| !b.backend.balancer.endpoints().is_empty();
+        let has_endpoints = |b: &&WeightedBackend| {
+            b.backend
+                .as_ref()
+                .is_none_or(|backend| !backend.balancer.endpoints().is_empty())
+        };
         let live: u64 = self
             .backends
             .iter()
@@ -289,11 +303,11 @@ impl Route {
         for candidate in self.backends.iter().filter(usable) {
             let weight = u64::from(candidate.weight);
             if ticket < weight {
-                return Some(&candidate.backend);
+                return candidate.backend.as_ref().ok_or(NoBackend::Missing);
             }
             ticket -= weight;
         }
-        None
+        Err(NoBackend::NoWeight)
     }
 }
 

@@ -121,6 +121,7 @@ impl Snapshot {
                     namespace: service.namespace.clone(),
                     port: None,
                     weight: 1,
+                    missing: false,
                 }],
                 timeouts: Default::default(),
                 retry: None,
@@ -268,11 +269,9 @@ fn build_route(
     let weighted = config
         .backends
         .iter()
-        .filter_map(|r| {
-            resolve(r).map(|backend| WeightedBackend {
-                backend,
-                weight: r.weight,
-            })
+        .map(|r| WeightedBackend {
+            backend: resolve(r).filter(|_| !r.missing),
+            weight: r.weight,
         })
         .collect();
     let mirrors = config

@@ -165,15 +165,27 @@ impl Rule<'_> {
             // Linkerd does), so a route can add timeouts or retries without repeating it.
             vec![backend(service, parent.port.map(|p| p.get()), 1)]
         } else {
+            // A backend that does not resolve keeps its place and weight: the proxy answers
+            // its share with 500 (Gateway API), instead of giving it to the others.
             self.backend_refs
                 .iter()
-                .filter_map(|b| {
-                    let key = catalog.resolve(&b.service, namespace).ok()?;
-                    Some(backend(
-                        key,
-                        b.service.port.map(|p| p.get()),
-                        b.weight.get(),
-                    ))
+                .map(|b| {
+                    let port = b.service.port.map(|p| p.get());
+                    match catalog.resolve(&b.service, namespace) {
+                        Ok(key) => backend(key, port, b.weight.get()),
+                        Err(_) => {
+                            let name = b.service.name.as_str();
+                            let ns = b
+                                .service
+                                .namespace
+                                .as_ref()
+                                .map_or(namespace, |n| n.as_str());
+                            config::BackendRef {
+                                missing: true,
+                                ..backend((ns, name), port, b.weight.get())
+                            }
+                        }
+                    }
                 })
                 .collect()
         };
@@ -194,6 +206,7 @@ fn backend(key: ServiceKey, port: Option<u16>, weight: u32) -> config::BackendRe
         namespace: key.0.to_owned(),
         port,
         weight,
+        missing: false,
     }
 }
 

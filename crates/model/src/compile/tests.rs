@@ -31,6 +31,7 @@ fn paths(routes: &[RouteConfig]) -> Vec<Option<&PathMatch>> {
 
 fn backend(namespace: &str, service: &str, port: Option<u16>, weight: u32) -> BackendRef {
     BackendRef {
+        missing: false,
         service: service.to_owned(),
         namespace: namespace.to_owned(),
         port,
@@ -327,7 +328,7 @@ spec:
 }
 
 #[test]
-fn references_to_missing_services_are_dropped() {
+fn references_to_missing_services_keep_their_share_and_mirrors_are_dropped() {
     let route = http_route(
         "web",
         "  - backendRefs: [{name: v1, weight: 3}, {name: gone, weight: 1}]
@@ -346,10 +347,17 @@ fn references_to_missing_services_are_dropped() {
     assert_eq!(validate(&resources).unwrap().len(), 3);
     let config = compile(&resources);
     let routes = &service(&config, "default", "web").routes;
-    assert_eq!(routes[0].backends, [backend("default", "v1", None, 3)]);
+    // The missing backend's share stays, marked: the proxy answers it 500 (Gateway API).
+    let gone = |weight| BackendRef {
+        missing: true,
+        ..backend("default", "gone", None, weight)
+    };
+    assert_eq!(
+        routes[0].backends,
+        [backend("default", "v1", None, 3), gone(1)]
+    );
     assert!(routes[0].filters.mirrors.is_empty());
-    // Nothing left: the proxy answers 500, as the Gateway API says.
-    assert!(routes[1].backends.is_empty());
+    assert_eq!(routes[1].backends, [gone(1)]);
     let retry = routes[1].retry.as_ref().unwrap();
     assert_eq!(
         retry.on,

@@ -190,7 +190,7 @@ impl<'de, const MIN: u16, const MAX: u16> Deserialize<'de> for HttpStatus<MIN, M
     }
 }
 
-/// A redirect's status: 301 or 302.
+/// A redirect's status: 301, 302, 303, 307 or 308 (the Gateway API's set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RedirectStatus(u16);
 
@@ -207,13 +207,13 @@ impl Default for RedirectStatus {
 }
 
 impl FromInt for RedirectStatus {
-    const EXPECTING: &'static str = "a redirect status code (301 or 302)";
+    const EXPECTING: &'static str = "a redirect status code (301, 302, 303, 307 or 308)";
 
     fn from_int(value: u64) -> Result<Self, String> {
         match value {
-            301 | 302 => Ok(RedirectStatus(value as u16)),
+            301 | 302 | 303 | 307 | 308 => Ok(RedirectStatus(value as u16)),
             _ => Err(format!(
-                "invalid redirect status code {value}: use 301 or 302"
+                "invalid redirect status code {value}: use 301, 302, 303, 307 or 308"
             )),
         }
     }
@@ -345,7 +345,8 @@ mod tests {
         assert!(Ratio::from_float(1.5).is_err());
         assert!(RequestRate::from_float(0.0).is_err());
         assert!(RetryStatus::from_int(200).unwrap_err().contains("400-599"));
-        assert!(RedirectStatus::from_int(307).is_err());
+        assert!(RedirectStatus::from_int(304).is_err());
+        assert_eq!(RedirectStatus::from_int(308).unwrap().get(), 308);
         assert_eq!(Percent::of_fraction(1, 8).get(), 12.5);
     }
 
