@@ -434,3 +434,53 @@ spec:
     );
     drop(s.dir);
 }
+
+/// Filters on a backendRef apply to the requests sent to that backend only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_filters_apply_to_their_backend_only() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: per-backend}
+spec:
+  parentRefs: [{group: "", kind: Service, name: shop}]
+  rules:
+    - filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-rule, value: "1"}]}
+      backendRefs:
+        - name: shop
+          filters:
+            - type: RequestHeaderModifier
+              requestHeaderModifier: {set: [{name: x-backend-says, value: shop}]}
+            - type: ResponseHeaderModifier
+              responseHeaderModifier: {add: [{name: x-via, value: shop}]}
+        - name: outlet
+"#;
+    let s = setup(&["shop", "outlet"], route, &[]).await;
+    let mut c = Http1Client::connect(s.proxy.outbound).await;
+    let (mut to_shop, mut to_outlet) = (0, 0);
+    for _ in 0..60 {
+        let answer = c.get("shop", "/echo").await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert!(answer.body.contains("x-rule: 1\n"), "{}", answer.body);
+        match answer.header("x-backend") {
+            Some("shop") => {
+                to_shop += 1;
+                assert!(
+                    answer.body.contains("x-backend-says: shop\n"),
+                    "{}",
+                    answer.body
+                );
+                assert_eq!(answer.header("x-via"), Some("shop"));
+            }
+            Some("outlet") => {
+                to_outlet += 1;
+                assert!(!answer.body.contains("x-backend-says"), "{}", answer.body);
+                assert_eq!(answer.header("x-via"), None);
+            }
+            other => panic!("answered by {other:?}"),
+        }
+    }
+    assert!(to_shop > 0 && to_outlet > 0, "{to_shop} / {to_outlet}");
+}

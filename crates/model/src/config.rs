@@ -258,6 +258,12 @@ pub struct BackendRef {
     /// The reference names no Service (or a port it lacks): its share is answered 500.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub missing: bool,
+    /// Header changes for requests sent to this backend (after the rule's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifier>,
+    /// Header changes for this backend's answers (before the rule's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifier>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

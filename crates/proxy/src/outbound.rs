@@ -134,8 +134,8 @@ async fn route_request(
     if let Some(rewrite) = &filters.rewrite {
         apply_rewrite(&mut request, rewrite, prefix);
     }
-    let backend = match route.pick_backend() {
-        Ok(backend) => backend,
+    let (backend, chosen) = match route.pick_backend() {
+        Ok(picked) => picked,
         Err(NoBackend::NoWeight) => {
             return synthetic(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -162,6 +162,9 @@ async fn route_request(
                 tokio::time::sleep(Duration::from_millis(delay.delay_ms)).await;
             }
         }
+    }
+    if let Some(edits) = &chosen.request_headers {
+        edits.apply(request.headers_mut());
     }
     let permit = match backend.connections.limits.start_request() {
         Ok(permit) => permit,
@@ -211,8 +214,10 @@ async fn route_request(
         },
         None => attempts.await,
     };
-    if let Some(edits) = &filters.response_headers {
-        edits.apply(response.headers_mut());
+    for edits in [&chosen.response_headers, &filters.response_headers] {
+        if let Some(edits) = edits {
+            edits.apply(response.headers_mut());
+        }
     }
     response
 }

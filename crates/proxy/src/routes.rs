@@ -26,6 +26,27 @@ pub struct WeightedBackend {
     /// requests is answered 500, as the Gateway API says, rather than given to the others.
     pub backend: Option<Arc<Backend>>,
     pub weight: u32,
+    /// The backendRef's own filters, applied after the rule's (requests) and before them
+    /// (answers).
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+}
+
+impl WeightedBackend {
+    pub fn new(
+        config: &weft_model::config::BackendRef,
+        backend: Option<Arc<Backend>>,
+    ) -> Result<Self, String> {
+        let edits = |modifier: &Option<weft_model::config::HeaderModifier>| {
+            modifier.as_ref().map(HeaderEdits::new).transpose()
+        };
+        Ok(Self {
+            backend: backend.filter(|_| !config.missing),
+            weight: config.weight,
+            request_headers: edits(&config.request_headers)?,
+            response_headers: edits(&config.response_headers)?,
+        })
+    }
 }
 
 /// Why a route has no backend for a request.
@@ -278,7 +299,7 @@ impl Route {
     /// A backend chosen by weight, among the backends that have endpoints: a split keeps
     /// working when one side has none left (all failed their health checks), instead of
     /// failing its share of requests. A missing backend keeps its share (answered 500).
-    pub fn pick_backend(&self) -> Result<&Arc<Backend>, NoBackend> {
+    pub fn pick_backend(&self) -> Result<(&Arc<Backend>, &WeightedBackend), NoBackend> {
         if self.total_weight == 0 {
             return Err(NoBackend::NoWeight);
         }
@@ -303,7 +324,8 @@ impl Route {
         for candidate in self.backends.iter().filter(usable) {
             let weight = u64::from(candidate.weight);
             if ticket < weight {
-                return candidate.backend.as_ref().ok_or(NoBackend::Missing);
+                let backend = candidate.backend.as_ref().ok_or(NoBackend::Missing)?;
+                return Ok((backend, candidate));
             }
             ticket -= weight;
         }

@@ -122,6 +122,8 @@ impl Snapshot {
                     port: None,
                     weight: 1,
                     missing: false,
+                    request_headers: None,
+                    response_headers: None,
                 }],
                 timeouts: Default::default(),
                 retry: None,
@@ -269,11 +271,9 @@ fn build_route(
     let weighted = config
         .backends
         .iter()
-        .map(|r| WeightedBackend {
-            backend: resolve(r).filter(|_| !r.missing),
-            weight: r.weight,
-        })
-        .collect();
+        .map(|r| WeightedBackend::new(r, resolve(r)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("route {}: backend filters: {e}", config.name))?;
     let mirrors = config
         .filters
         .mirrors

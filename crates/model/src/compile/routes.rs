@@ -159,8 +159,8 @@ impl Rule<'_> {
         service: ServiceKey,
     ) -> RouteConfig {
         let namespace = route.metadata.namespace.as_str();
-        let filters = filters(catalog, namespace, self.filters);
-        let backends = if self.backend_refs.is_empty() && filters.redirect.is_none() {
+        let rule_filters = filters(catalog, namespace, self.filters);
+        let backends = if self.backend_refs.is_empty() && rule_filters.redirect.is_none() {
             // A rule that names no backend sends to the Service it is attached to (as
             // Linkerd does), so a route can add timeouts or retries without repeating it.
             vec![backend(service, parent.port.map(|p| p.get()), 1)]
@@ -171,7 +171,7 @@ impl Rule<'_> {
                 .iter()
                 .map(|b| {
                     let port = b.service.port.map(|p| p.get());
-                    match catalog.resolve(&b.service, namespace) {
+                    let resolved = match catalog.resolve(&b.service, namespace) {
                         Ok(key) => backend(key, port, b.weight.get()),
                         Err(_) => {
                             let name = b.service.name.as_str();
@@ -185,6 +185,12 @@ impl Rule<'_> {
                                 ..backend((ns, name), port, b.weight.get())
                             }
                         }
+                    };
+                    let own = filters(catalog, namespace, &b.filters);
+                    config::BackendRef {
+                        request_headers: own.request_headers,
+                        response_headers: own.response_headers,
+                        ..resolved
                     }
                 })
                 .collect()
@@ -192,7 +198,7 @@ impl Rule<'_> {
         RouteConfig {
             name: format!("{namespace}/{}/{index}", route.metadata.name),
             matches: Vec::new(),
-            filters,
+            filters: rule_filters,
             backends,
             timeouts: timeouts(self.timeouts),
             retry: self.retry.map(|spec| retry(spec, self.grpc)),
@@ -207,6 +213,8 @@ fn backend(key: ServiceKey, port: Option<u16>, weight: u32) -> config::BackendRe
         port,
         weight,
         missing: false,
+        request_headers: None,
+        response_headers: None,
     }
 }
 

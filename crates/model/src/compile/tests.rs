@@ -32,6 +32,8 @@ fn paths(routes: &[RouteConfig]) -> Vec<Option<&PathMatch>> {
 fn backend(namespace: &str, service: &str, port: Option<u16>, weight: u32) -> BackendRef {
     BackendRef {
         missing: false,
+        request_headers: None,
+        response_headers: None,
         service: service.to_owned(),
         namespace: namespace.to_owned(),
         port,

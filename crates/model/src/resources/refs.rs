@@ -5,6 +5,7 @@
 use super::checked::{self, deserialize_with, FromMap};
 use super::names::Name;
 use super::numbers::{Port, Weight};
+use super::route_filters::RouteFilter;
 use serde::de::MapAccess;
 use serde::Deserialize;
 
@@ -115,10 +116,12 @@ impl FromMap for ParentRef {
 }
 
 /// A weighted backend of a route rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BackendRef {
     pub service: ServiceRef,
     pub weight: Weight,
+    /// Header modifications for the requests sent to this backend only.
+    pub filters: Vec<RouteFilter>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +138,8 @@ struct RawBackendRef {
     port: Option<Port>,
     #[serde(default)]
     weight: Weight,
+    #[serde(default)]
+    filters: Vec<RouteFilter>,
 }
 
 impl FromMap for BackendRef {
@@ -146,6 +151,18 @@ impl FromMap for BackendRef {
             raw.group.as_deref(),
             raw.kind.as_deref(),
         ))?;
+        if let Some(other) = raw.filters.iter().find(|f| {
+            !matches!(
+                f,
+                RouteFilter::RequestHeaderModifier(_) | RouteFilter::ResponseHeaderModifier(_)
+            )
+        }) {
+            return checked::checked(Err(format!(
+                "a backendRef takes RequestHeaderModifier and ResponseHeaderModifier filters, \
+                 not {}: put it on the rule",
+                other.kind()
+            )));
+        }
         Ok(BackendRef {
             service: ServiceRef {
                 name: raw.name,
@@ -153,6 +170,7 @@ impl FromMap for BackendRef {
                 port: raw.port,
             },
             weight: raw.weight,
+            filters: raw.filters,
         })
     }
 }
