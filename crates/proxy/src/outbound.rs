@@ -214,10 +214,11 @@ async fn route_request(
         },
         None => attempts.await,
     };
-    for edits in [&chosen.response_headers, &filters.response_headers] {
-        if let Some(edits) = edits {
-            edits.apply(response.headers_mut());
-        }
+    for edits in [&chosen.response_headers, &filters.response_headers]
+        .into_iter()
+        .flatten()
+    {
+        edits.apply(response.headers_mut());
     }
     response
 }
