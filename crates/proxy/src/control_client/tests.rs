@@ -6,9 +6,12 @@ use crate::options::{JoinToken, ProxyOptions, ServerLimits};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use tonic::transport::server::TcpIncoming;
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use weft_api::v1::discovery_server::{Discovery, DiscoveryServer};
+use weft_api::v1::{control_message, proxy_message, Ack, Endpoints, ProxyMessage};
 use weft_api::v1::{Config, ControlMessage, ServiceEndpoints};
+use weft_model::config::{EndpointConfig, ProxyConfig};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

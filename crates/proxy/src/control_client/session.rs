@@ -1,0 +1,121 @@
+//! One discovery stream, from Hello until it ends: pushes in, answers, health and
+//! certificate reports out.
+
+use super::config_update::answer;
+use super::health::HealthReport;
+use super::*;
+use tokio::sync::{mpsc, watch};
+use weft_api::parts::Assembler;
+use weft_api::v1::discovery_client::DiscoveryClient;
+use weft_api::v1::{proxy_message, Certificate, Health, ProxyMessage};
+
+/// One stream, from Hello until it ends. `progressed` is set once the control plane has
+/// sent something, which resets the backoff.
+pub(super) async fn session(
+    client: &ControlClient,
+    proxy: &Arc<Proxy>,
+    hello: &Hello,
+    health: &mut watch::Receiver<HealthReport>,
+    progressed: &mut bool,
+) -> Result<(), SessionError> {
+    let channel = client.connect().await?;
+    let (outbound, queued) = mpsc::channel(8);
+    let running = proxy.snapshot();
+    let hello = Hello {
+        running_version: if running.generation > 0 {
+            running.config.version.clone()
+        } else {
+            String::new()
+        },
+        ..hello.clone()
+    };
+    drop(running);
+    let report = health.borrow_and_update().clone();
+    // The receiver is right here, so these sends cannot fail or wait.
+    let _ = outbound.try_send(message(proxy_message::Message::Hello(hello)));
+    let _ = outbound.try_send(health_message(report));
+    let mut certificate_changed = proxy.certificate_changed.subscribe();
+    if let Some(report) = certificate_message(proxy) {
+        let _ = outbound.try_send(report);
+    }
+    let queued = futures_util::stream::unfold(queued, |mut queued| async move {
+        queued.recv().await.map(|message| (message, queued))
+    });
+    let mut inbound = DiscoveryClient::new(channel)
+        .connect(queued)
+        .await?
+        .into_inner();
+    tracing::info!("connected to the control plane");
+    let mut assembler = Assembler::new(MAX_MESSAGE_BYTES);
+    loop {
+        tokio::select! {
+            received = inbound.message() => {
+                let Some(received) = received? else {
+                    return Ok(());
+                };
+                *progressed = true;
+                let Some(received) = received.message else {
+                    // A message kind newer than this proxy: nothing to apply or answer.
+                    tracing::warn!("ignoring a control-plane message of an unknown kind");
+                    continue;
+                };
+                let whole = match assembler.push(received) {
+                    Ok(Some(whole)) => whole,
+                    Ok(None) => continue,
+                    Err(error) => return Err(SessionError::Parts(error)),
+                };
+                // Decoding, compiling and building a large config takes a while: it runs on a
+                // blocking thread, and the data path's thread keeps serving meanwhile.
+                let applying = proxy.clone();
+                let answered = tokio::task::spawn_blocking(move || answer(&applying, whole)).await;
+                let answer = match answered {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        tracing::error!(%error, "applying a pushed configuration failed");
+                        None
+                    }
+                };
+                if let Some(answer) = answer {
+                    if outbound.send(message(answer)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            changed = health.changed() => {
+                changed.map_err(|_| SessionError::HealthGone)?;
+                let report = health.borrow_and_update().clone();
+                if outbound.send(health_message(report)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(()) = certificate_changed.changed() => {
+                if let Some(report) = certificate_message(proxy) {
+                    if outbound.send(report).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn message(body: proxy_message::Message) -> ProxyMessage {
+    ProxyMessage {
+        message: Some(body),
+    }
+}
+
+/// The certificate in force, for the control plane; `None` without mutual TLS.
+fn certificate_message(proxy: &Proxy) -> Option<ProxyMessage> {
+    let identity = proxy.tls.as_ref()?;
+    Some(message(proxy_message::Message::Certificate(Certificate {
+        chain_pem: identity.chain_pem(),
+    })))
+}
+
+fn health_message(report: HealthReport) -> ProxyMessage {
+    message(proxy_message::Message::Health(Health {
+        healthy: report.healthy,
+        detail: report.detail,
+    }))
+}
