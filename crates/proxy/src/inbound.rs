@@ -115,12 +115,7 @@ async fn forward_to_app(
         }
         Err(error) => {
             tracing::debug!(%error, "request to the local app failed");
-            let status = if error.is_connect_failure() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            synthetic(status, &format!("local app: {error}"))
+            synthetic(error.status(), &format!("local app: {error}"))
         }
     }
 }

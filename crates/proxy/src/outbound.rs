@@ -349,20 +349,7 @@ async fn send_with_retries(
             // endpoint that refuses or resets connections even without outlier detection.
             _ => in_flight.failed(backend.connections.connect_timeout),
         }
-        if let Some(outlier) = &backend.outlier {
-            let balancer = &backend.balancer;
-            let may_eject = || {
-                let total = balancer.endpoints().len();
-                (balancer.ejected_count() + 1) * 100
-                    <= total * outlier.max_ejection_percent as usize
-            };
-            if endpoint.record_outcome(outcome, outlier, may_eject) {
-                proxy
-                    .metrics
-                    .ejection(backend.label.clone(), endpoint.address.to_string());
-                tracing::warn!(endpoint = %endpoint.address, service = %backend.label, "endpoint ejected by outlier detection");
-            }
-        }
+        backend.record_outcome(proxy, &endpoint, outcome);
         let retry = match (policy, spare) {
             (Some(policy), Some(spare))
                 if spare.body().is_replayable() && is_retryable(policy, &result) =>
@@ -444,12 +431,7 @@ fn into_response(proxy: &Proxy, result: Result<Response<Body>, TryError>) -> Res
         Err(TryError::Upstream(UpstreamError::Overloaded(limit))) => overloaded(proxy, limit),
         Err(TryError::Upstream(error)) => {
             tracing::debug!(%error, "upstream request failed");
-            let status = if error.is_connect_failure() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            synthetic(status, &error.to_string())
+            synthetic(error.status(), &error.to_string())
         }
     }
 }

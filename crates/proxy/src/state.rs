@@ -6,8 +6,9 @@
 //! each service's resilience state whose settings did not change (circuit-breaker counts,
 //! rate-limit tokens, retry budget).
 
-use crate::balance::{Balancer, Endpoint};
+use crate::balance::{Balancer, Endpoint, Outcome};
 use crate::metrics::{Direction, Metrics};
+use crate::proxy::Proxy;
 use crate::resilience::{RateLimiter, Resilience, RetryBudget};
 use crate::routes::{Route, RouteParts, WeightedBackend};
 use crate::upstream::{ConnectionPolicy, EndpointPool};
@@ -32,6 +33,27 @@ pub struct Backend {
     /// Enforced on inbound by the proxy in front of this service.
     pub rate_limit: Option<Arc<RateLimiter>>,
     pub protocol: Protocol,
+}
+
+impl Backend {
+    /// Feeds outlier detection with one try's outcome on `endpoint`, ejecting it (counted
+    /// and logged) when its policy says so and no more than its share is out already.
+    pub fn record_outcome(&self, proxy: &Proxy, endpoint: &Endpoint, outcome: Outcome) {
+        let Some(outlier) = &self.outlier else {
+            return;
+        };
+        let balancer = &self.balancer;
+        let may_eject = || {
+            (balancer.ejected_count() + 1) * 100
+                <= balancer.endpoints().len() * outlier.max_ejection_percent as usize
+        };
+        if endpoint.record_outcome(outcome, outlier, may_eject) {
+            proxy
+                .metrics
+                .ejection(self.label.clone(), endpoint.address.to_string());
+            tracing::warn!(endpoint = %endpoint.address, service = %self.label, "endpoint ejected by outlier detection");
+        }
+    }
 }
 
 /// A service as a name clients address: its routes, and itself as the default backend.

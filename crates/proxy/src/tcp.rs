@@ -22,23 +22,12 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
         .pool
         .connect_tcp(backend.connections.connect_timeout)
         .await;
-    if let Some(outlier) = &backend.outlier {
-        let outcome = if upstream.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::ConnectFailure
-        };
-        let balancer = &backend.balancer;
-        let may_eject = || {
-            (balancer.ejected_count() + 1) * 100
-                <= balancer.endpoints().len() * outlier.max_ejection_percent as usize
-        };
-        if endpoint.record_outcome(outcome, outlier, may_eject) {
-            proxy
-                .metrics
-                .ejection(backend.label.clone(), endpoint.address.to_string());
-        }
-    }
+    let outcome = if upstream.is_ok() {
+        Outcome::Success
+    } else {
+        Outcome::ConnectFailure
+    };
+    backend.record_outcome(&proxy, &endpoint, outcome);
     let mut upstream = match upstream {
         Ok(upstream) => upstream,
         Err(error) => {

@@ -66,14 +66,7 @@ pub async fn send(
     prepare_upgrade(&mut request);
     let (mut response, upstream_permit) = match pool.send_upgrade(request, policy).await {
         Ok(sent) => sent,
-        Err(error) => {
-            let status = if error.is_connect_failure() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            return synthetic(status, &error.to_string());
-        }
+        Err(error) => return synthetic(error.status(), &error.to_string()),
     };
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
         || (is_connect && response.status().is_success());

@@ -62,6 +62,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The status a client gets for it: 503 when no connection was made (the endpoint is
+    /// unavailable), 502 when the exchange broke after the request was sent.
+    pub fn status(&self) -> http::StatusCode {
+        if self.is_connect_failure() {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            http::StatusCode::BAD_GATEWAY
+        }
+    }
+
     /// No connection was made, so the request never reached the endpoint.
     pub fn is_connect_failure(&self) -> bool {
         matches!(
