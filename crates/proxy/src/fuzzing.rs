@@ -66,21 +66,5 @@ pub fn pushed(messages: Vec<control_message::Message>) {
 }
 
 fn options() -> ProxyOptions {
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    ProxyOptions {
-        service: "fuzz".to_owned(),
-        namespace: "default".to_owned(),
-        app: any,
-        inbound: any,
-        outbound: any,
-        admin: any,
-        local: None,
-        control_plane: None,
-        tls: None,
-        upstreams: Vec::new(),
-        opaque_ports: Vec::new(),
-        access_log: false,
-        exit_on_stdin_close: false,
-        limits: ServerLimits::default(),
-    }
+    ProxyOptions::minimal(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
 }

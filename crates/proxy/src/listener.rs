@@ -163,12 +163,11 @@ impl Connection {
                         Ok::<_, Infallible>(served.await.map(|b| ServedBody::new(b, answering)))
                     }
                 });
-                self.serve_http(detected, io, svc, Direction::Outbound)
-                    .await;
+                Box::pin(self.serve_http(detected, io, svc, Direction::Outbound)).await;
             }
             (_, Some(service)) => {
                 let _active = self.tracked.begin();
-                tcp::forward_outbound(proxy, service.backend.clone(), io).await
+                Box::pin(tcp::forward_outbound(proxy, service.backend.clone(), io)).await
             }
             (_, None) => {
                 // Without a Host header there is no way to know where this was going.
@@ -204,9 +203,7 @@ impl Connection {
                 metrics: proxy.inbound_metrics(&Arc::from("unknown")),
             });
             let io: BoxIo = Box::new(Rewind::new(prefix, stream));
-            return self
-                .serve_inbound(detected, io, caller, app_is_opaque)
-                .await;
+            return Box::pin(self.serve_inbound(detected, io, caller, app_is_opaque)).await;
         };
         if detected != Detected::Tls {
             // With an identity, plaintext is refused unless the mesh is in permissive mode
@@ -221,11 +218,11 @@ impl Connection {
                 source,
             });
             let io: BoxIo = Box::new(Rewind::new(prefix, stream));
-            return self
-                .serve_inbound(detected, io, caller, app_is_opaque)
-                .await;
+            return Box::pin(self.serve_inbound(detected, io, caller, app_is_opaque)).await;
         }
-        let handshake = acceptor.accept(Rewind::new(prefix, stream));
+        // Boxed, like every stage past detection: a connection costs little until it is
+        // doing something.
+        let handshake = Box::pin(acceptor.accept(Rewind::new(prefix, stream)));
         let handshake = tokio::time::timeout(limits.header_read_timeout, handshake);
         let tls = match tokio::select! {
             done = handshake => done,
@@ -269,7 +266,7 @@ impl Connection {
             Some(ALPN_HTTP1) => Detected::Http1,
             _ => Detected::Opaque,
         };
-        self.serve_inbound(detected, io, caller, false).await;
+        Box::pin(self.serve_inbound(detected, io, caller, false)).await;
     }
 
     async fn serve_inbound(self, detected: Detected, io: BoxIo, caller: Arc<Caller>, opaque: bool) {
@@ -285,11 +282,11 @@ impl Connection {
                         Ok::<_, Infallible>(served.await.map(|b| ServedBody::new(b, answering)))
                     }
                 });
-                self.serve_http(detected, io, svc, Direction::Inbound).await;
+                Box::pin(self.serve_http(detected, io, svc, Direction::Inbound)).await;
             }
             _ => {
                 let _active = self.tracked.begin();
-                tcp::forward_inbound(proxy, caller.source.clone(), io).await
+                Box::pin(tcp::forward_inbound(proxy, caller.source.clone(), io)).await
             }
         }
     }
@@ -432,5 +429,48 @@ async fn idle_watch(tracked: &Tracked, limits: &ServerLimits) -> Idle {
             quiet = Duration::ZERO;
         }
         (begun, busy) = (now_begun, now_busy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::DrainSignal;
+    use crate::options::ProxyOptions;
+
+    async fn accepted(listener: &std::net::TcpListener) -> TcpStream {
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        TcpStream::from_std(stream).unwrap()
+    }
+
+    /// Every open connection is one of these tasks, so its size is what each of thousands
+    /// of idle connections costs before its first byte (ztunnel asserts the same of its
+    /// own). The bound has room for small changes and catches a large one.
+    #[tokio::test]
+    async fn a_connections_task_stays_small() {
+        const BOUND: usize = 2 * 1024;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let app = listener.local_addr().unwrap();
+        let proxy = Arc::new(Proxy::new(ProxyOptions::minimal(app), None));
+        let drains = DrainSignal::new();
+        let tracker = Tracker::new(4);
+        let connection = || Connection {
+            proxy: proxy.clone(),
+            drain: drains.watch(),
+            tracked: tracker.admit(drains.watch()).unwrap().0,
+        };
+        let inbound = connection().inbound(accepted(&listener).await);
+        let outbound = connection().outbound(accepted(&listener).await, None);
+        let sizes = (
+            std::mem::size_of_val(&inbound),
+            std::mem::size_of_val(&outbound),
+        );
+        eprintln!(
+            "connection tasks: inbound {} bytes, outbound {} bytes",
+            sizes.0, sizes.1
+        );
+        assert!(sizes.0 <= BOUND && sizes.1 <= BOUND, "{sizes:?}");
     }
 }

@@ -118,3 +118,27 @@ impl Default for ServerLimits {
         }
     }
 }
+
+#[cfg(any(test, fuzzing))]
+impl ProxyOptions {
+    /// A local-mode proxy for `app` with every default, for tests and fuzz targets.
+    pub(crate) fn minimal(app: SocketAddr) -> ProxyOptions {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        ProxyOptions {
+            service: "test".to_owned(),
+            namespace: "default".to_owned(),
+            app,
+            inbound: any,
+            outbound: any,
+            admin: any,
+            local: None,
+            control_plane: None,
+            tls: None,
+            upstreams: Vec::new(),
+            opaque_ports: Vec::new(),
+            access_log: false,
+            exit_on_stdin_close: false,
+            limits: ServerLimits::default(),
+        }
+    }
+}
