@@ -10,8 +10,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Per direction. Tokio allocates both at once for each joined pair.
-const BUFFER: usize = 64 * 1024;
+/// Per direction; tokio allocates both when the pair is joined, so this is most of what an
+/// open TCP connection or tunnel costs. 16 KiB moved 10.0 Gbit/s through a binding on
+/// loopback at 0.65 CPU-seconds per GiB, against 9.5 Gbit/s and 0.75 s with 64 KiB
+/// (iperf3, 8 s, two runs each), for a quarter of the memory.
+const BUFFER: usize = 16 * 1024;
 
 /// What went through, and how it ended.
 pub struct Spliced {
