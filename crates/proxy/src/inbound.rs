@@ -1,22 +1,30 @@
-//! Inbound HTTP: a request from the mesh (or a plain client) to the local app.
+//! The inbound path: who is calling on a new connection (mutual TLS and the peer's SPIFFE
+//! identity, or plain text where allowed), and each request from the mesh to the local app.
 
 use crate::access_log::{Exchange, RequestLog};
 use crate::body::Body;
 use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
+use crate::connections::Tracked;
+use crate::detect::Detected;
 use crate::http::{
     host_conflict, hosts_disagree, is_upgrade, prepare_upstream, strip_hop_by_hop, synthetic,
     DRAINING_HEADER,
 };
+use crate::io::{BoxIo, Rewind};
 use crate::metrics::{Direction, RequestMetrics};
 use crate::outbound::is_grpc;
 use crate::proxy::Proxy;
 use crate::upgrade;
 use crate::upstream::HttpMode;
+use crate::upstream::{ALPN_H2, ALPN_HTTP1};
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::net::TcpStream;
+use weft_identity::peer_identity;
 use weft_model::config::Protocol;
 
 /// Who is calling on this connection, resolved once per connection.
@@ -24,6 +32,114 @@ pub struct Caller {
     /// `service.namespace` from the peer's SPIFFE id, or `unknown` in plain text.
     pub source: Arc<str>,
     pub metrics: Arc<RequestMetrics>,
+}
+
+/// A new inbound connection, once it is known who is calling.
+pub struct Peer {
+    pub detected: Detected,
+    pub io: BoxIo,
+    pub caller: Arc<Caller>,
+    /// Forward as TCP without serving HTTP (the app's port is opaque).
+    pub opaque: bool,
+}
+
+/// Who is calling on a new inbound connection whose first bytes were `prefix`: the peer
+/// proxy's identity after mutual TLS (revocation applied to resumed sessions too), or
+/// `unknown`/`plaintext` where plain text is allowed. `None` when the connection is refused
+/// (counted) or is asked to close first.
+pub async fn identify(
+    proxy: &Proxy,
+    stream: TcpStream,
+    detected: Detected,
+    prefix: Bytes,
+    app_is_opaque: bool,
+    tracked: &Tracked,
+) -> Option<Peer> {
+    let Some(acceptor) = proxy.tls_acceptor.clone() else {
+        let caller = Arc::new(Caller {
+            source: Arc::from("unknown"),
+            metrics: proxy.inbound_metrics(&Arc::from("unknown")),
+        });
+        let io: BoxIo = Box::new(Rewind::new(prefix, stream));
+        return Some(Peer {
+            detected,
+            io,
+            caller,
+            opaque: app_is_opaque,
+        });
+    };
+    if detected != Detected::Tls {
+        // With an identity, plaintext is refused unless the mesh is in permissive mode
+        // (migration), where it is served but labelled so it stands out in metrics.
+        if proxy.snapshot().config.mtls_mode.is_strict() {
+            proxy.metrics.reject(Direction::Inbound, "plaintext");
+            return None;
+        }
+        let source: Arc<str> = Arc::from("plaintext");
+        let caller = Arc::new(Caller {
+            metrics: proxy.inbound_metrics(&source),
+            source,
+        });
+        let io: BoxIo = Box::new(Rewind::new(prefix, stream));
+        return Some(Peer {
+            detected,
+            io,
+            caller,
+            opaque: app_is_opaque,
+        });
+    }
+    // Boxed, like every stage past detection: a connection costs little until it is
+    // doing something.
+    let handshake = Box::pin(acceptor.accept(Rewind::new(prefix, stream)));
+    let handshake = tokio::time::timeout(proxy.options.limits.header_read_timeout, handshake);
+    let tls = match tokio::select! {
+        done = handshake => done,
+        _ = tracked.asked_to_close() => return None,
+    } {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "inbound TLS handshake failed");
+            proxy.metrics.reject(Direction::Inbound, "tls_handshake");
+            return None;
+        }
+        Err(_) => {
+            proxy
+                .metrics
+                .reject(Direction::Inbound, "tls_handshake_timeout");
+            return None;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    // A resumed session skipped the certificate checks: apply revocation now.
+    if let Some(reason) = proxy.tls.as_ref().and_then(|id| id.refused_peer(session)) {
+        tracing::debug!(%reason, "refused a resumed inbound session");
+        proxy.metrics.reject(Direction::Inbound, "revoked_peer");
+        return None;
+    }
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let source: Arc<str> = match peer_identity(session) {
+        Some(id) => Arc::from(format!("{}.{}", id.service(), id.namespace())),
+        None => {
+            proxy.metrics.reject(Direction::Inbound, "no_peer_identity");
+            return None;
+        }
+    };
+    let caller = Arc::new(Caller {
+        metrics: proxy.inbound_metrics(&source),
+        source,
+    });
+    let io: BoxIo = Box::new(tls);
+    let detected = match alpn.as_deref() {
+        Some(ALPN_H2) => Detected::Http2,
+        Some(ALPN_HTTP1) => Detected::Http1,
+        _ => Detected::Opaque,
+    };
+    Some(Peer {
+        detected,
+        io,
+        caller,
+        opaque: false,
+    })
 }
 
 pub async fn serve(

@@ -17,7 +17,7 @@ use crate::outbound;
 use crate::proxy::Proxy;
 use crate::state::service_key;
 use crate::tcp;
-use crate::upstream::{ALPN_H2, ALPN_HTTP1, CONNECTION_WINDOW, STREAM_WINDOW};
+use crate::upstream::{CONNECTION_WINDOW, STREAM_WINDOW};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -26,7 +26,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use weft_identity::peer_identity;
 use weft_model::config::Protocol;
 
 /// Which side of the proxy a listener is.
@@ -178,7 +177,6 @@ impl Connection {
 
     async fn inbound(self, mut stream: TcpStream) {
         let proxy = self.proxy.clone();
-        let limits = &proxy.options.limits;
         let app_is_opaque = {
             let snapshot = proxy.snapshot();
             proxy
@@ -197,76 +195,19 @@ impl Connection {
                 None => return,
             }
         };
-        let Some(acceptor) = proxy.tls_acceptor.clone() else {
-            let caller = Arc::new(Caller {
-                source: Arc::from("unknown"),
-                metrics: proxy.inbound_metrics(&Arc::from("unknown")),
-            });
-            let io: BoxIo = Box::new(Rewind::new(prefix, stream));
-            return Box::pin(self.serve_inbound(detected, io, caller, app_is_opaque)).await;
-        };
-        if detected != Detected::Tls {
-            // With an identity, plaintext is refused unless the mesh is in permissive mode
-            // (migration), where it is served but labelled so it stands out in metrics.
-            if proxy.snapshot().config.mtls_mode.is_strict() {
-                proxy.metrics.reject(Direction::Inbound, "plaintext");
-                return;
-            }
-            let source: Arc<str> = Arc::from("plaintext");
-            let caller = Arc::new(Caller {
-                metrics: proxy.inbound_metrics(&source),
-                source,
-            });
-            let io: BoxIo = Box::new(Rewind::new(prefix, stream));
-            return Box::pin(self.serve_inbound(detected, io, caller, app_is_opaque)).await;
-        }
-        // Boxed, like every stage past detection: a connection costs little until it is
-        // doing something.
-        let handshake = Box::pin(acceptor.accept(Rewind::new(prefix, stream)));
-        let handshake = tokio::time::timeout(limits.header_read_timeout, handshake);
-        let tls = match tokio::select! {
-            done = handshake => done,
-            _ = self.tracked.asked_to_close() => return,
-        } {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "inbound TLS handshake failed");
-                proxy.metrics.reject(Direction::Inbound, "tls_handshake");
-                return;
-            }
-            Err(_) => {
-                proxy
-                    .metrics
-                    .reject(Direction::Inbound, "tls_handshake_timeout");
-                return;
-            }
-        };
-        let (_, session) = tls.get_ref();
-        // A resumed session skipped the certificate checks: apply revocation now.
-        if let Some(reason) = proxy.tls.as_ref().and_then(|id| id.refused_peer(session)) {
-            tracing::debug!(%reason, "refused a resumed inbound session");
-            proxy.metrics.reject(Direction::Inbound, "revoked_peer");
+        let Some(peer) = inbound::identify(
+            &proxy,
+            stream,
+            detected,
+            prefix,
+            app_is_opaque,
+            &self.tracked,
+        )
+        .await
+        else {
             return;
-        }
-        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-        let source: Arc<str> = match peer_identity(session) {
-            Some(id) => Arc::from(format!("{}.{}", id.service(), id.namespace())),
-            None => {
-                proxy.metrics.reject(Direction::Inbound, "no_peer_identity");
-                return;
-            }
         };
-        let caller = Arc::new(Caller {
-            metrics: proxy.inbound_metrics(&source),
-            source,
-        });
-        let io: BoxIo = Box::new(tls);
-        let detected = match alpn.as_deref() {
-            Some(ALPN_H2) => Detected::Http2,
-            Some(ALPN_HTTP1) => Detected::Http1,
-            _ => Detected::Opaque,
-        };
-        Box::pin(self.serve_inbound(detected, io, caller, false)).await;
+        Box::pin(self.serve_inbound(peer.detected, peer.io, peer.caller, peer.opaque)).await;
     }
 
     async fn serve_inbound(self, detected: Detected, io: BoxIo, caller: Arc<Caller>, opaque: bool) {
