@@ -23,6 +23,8 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -251,7 +253,7 @@ impl Connection {
         let tracked = self.tracked.clone();
         let idle = idle_watch(&tracked, limits);
         tokio::pin!(idle);
-        let result = if detected == Detected::Http2 {
+        let outcome = if detected == Detected::Http2 {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
@@ -259,30 +261,15 @@ impl Connection {
                 .initial_stream_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
                 .keep_alive_interval(std::time::Duration::from_secs(30));
-            let connection = builder.serve_connection(io, svc);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => result,
-                _ = self.drain.signaled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-                _ = tracked.asked_to_close() => {
-                    if !tracked.ever_active() {
-                        return;
-                    }
-                    connection.as_mut().graceful_shutdown();
-                    close_within_grace(connection).await
-                }
-                ended = idle.as_mut() => {
-                    if let Idle::NeverActive = ended {
-                        self.proxy.metrics.reject(direction, "header_read_timeout");
-                        return;
-                    }
-                    connection.as_mut().graceful_shutdown();
-                    close_within_grace(connection).await
-                }
-            }
+            let connection = pin!(builder.serve_connection(io, svc));
+            drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &mut self.drain,
+                &tracked,
+                idle,
+            )
+            .await
         } else {
             let mut builder = http1::Builder::new();
             builder
@@ -290,45 +277,78 @@ impl Connection {
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .max_headers(limits.max_headers);
-            let connection = builder.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => result,
-                _ = self.drain.signaled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-                _ = tracked.asked_to_close() => {
-                    if !tracked.ever_active() {
-                        return;
-                    }
-                    connection.as_mut().graceful_shutdown();
-                    close_within_grace(connection).await
-                }
-                ended = idle.as_mut() => {
-                    if let Idle::NeverActive = ended {
-                        self.proxy.metrics.reject(direction, "header_read_timeout");
-                        return;
-                    }
-                    connection.as_mut().graceful_shutdown();
-                    close_within_grace(connection).await
-                }
-            }
+            let connection = pin!(builder.serve_connection(io, svc).with_upgrades());
+            drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &mut self.drain,
+                &tracked,
+                idle,
+            )
+            .await
         };
-        if let Err(error) = result {
-            let reason = if error.is_parse_too_large() {
-                "header_too_large"
-            } else if error.is_timeout() {
-                "header_read_timeout"
-            } else if error.is_parse() {
-                "bad_request"
-            } else {
-                tracing::debug!(%error, "connection ended with an error");
+        let error = match outcome {
+            Driven::Ended(Ok(())) | Driven::Dropped => return,
+            Driven::NeverActive => {
+                self.proxy.metrics.reject(direction, "header_read_timeout");
                 return;
-            };
-            self.proxy.metrics.reject(direction, reason);
-        }
+            }
+            Driven::Ended(Err(error)) => error,
+        };
+        let reason = if error.is_parse_too_large() {
+            "header_too_large"
+        } else if error.is_timeout() {
+            "header_read_timeout"
+        } else if error.is_parse() {
+            "bad_request"
+        } else {
+            tracing::debug!(%error, "connection ended with an error");
+            return;
+        };
+        self.proxy.metrics.reject(direction, reason);
     }
+}
+
+/// How a served connection's driving ended.
+enum Driven {
+    Ended(hyper::Result<()>),
+    /// Asked to make room before it ever began a request: dropped at once.
+    Dropped,
+    /// No request began within `--header-read-timeout`: dropped at once.
+    NeverActive,
+}
+
+/// Drives an HTTP/1.1 or HTTP/2 connection until it ends, shutting it down gracefully on
+/// drain, when asked to make room for another, or when idle.
+async fn drive<C: Future<Output = hyper::Result<()>>>(
+    mut connection: Pin<&mut C>,
+    graceful_shutdown: fn(Pin<&mut C>),
+    drain: &mut Drain,
+    tracked: &Tracked,
+    idle: Pin<&mut impl Future<Output = Idle>>,
+) -> Driven {
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = drain.signaled() => {
+            graceful_shutdown(connection.as_mut());
+            connection.await
+        }
+        _ = tracked.asked_to_close() => {
+            if !tracked.ever_active() {
+                return Driven::Dropped;
+            }
+            graceful_shutdown(connection.as_mut());
+            close_within_grace(connection).await
+        }
+        ended = idle => {
+            if let Idle::NeverActive = ended {
+                return Driven::NeverActive;
+            }
+            graceful_shutdown(connection.as_mut());
+            close_within_grace(connection).await
+        }
+    };
+    Driven::Ended(result)
 }
 
 /// How long an idle connection asked to close may take to say goodbye (an HTTP/2 GOAWAY
@@ -337,8 +357,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Waits for a connection told to shut down gracefully, for at most `CLOSE_GRACE`; an idle
 /// connection has nothing in flight to lose.
-async fn close_within_grace<F: std::future::Future<Output = hyper::Result<()>>>(
-    connection: std::pin::Pin<&mut F>,
+async fn close_within_grace<F: Future<Output = hyper::Result<()>>>(
+    connection: Pin<&mut F>,
 ) -> hyper::Result<()> {
     tokio::time::timeout(CLOSE_GRACE, connection)
         .await
