@@ -100,6 +100,17 @@ pub struct StoredResource {
     pub resource: Resource,
 }
 
+impl StoredResource {
+    /// The store revision of the commit that created it (kept through later changes;
+    /// route precedence breaks ties by it, oldest first).
+    pub fn created_version(&self) -> u64 {
+        self.resource
+            .metadata
+            .created
+            .unwrap_or(self.resource_version)
+    }
+}
+
 /// What an apply did to one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {

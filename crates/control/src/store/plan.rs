@@ -110,6 +110,8 @@ pub(super) fn apply(
             _ => {
                 let mut resource = item.resource;
                 resource.location = stored_location();
+                resource.metadata.created =
+                    Some(existing.map_or(revision, |entry| entry.created_version()));
                 let stored = Arc::new(StoredResource {
                     key: key.clone(),
                     resource_version: revision,

@@ -23,6 +23,10 @@ use weft_model::resources::Kind;
 /// (kind, namespace, name) -> (resourceVersion, document as JSON).
 const RESOURCES: TableDefinition<(&str, &str, &str), (u64, &str)> =
     TableDefinition::new("resources");
+/// (kind, namespace, name) -> the revision that created the resource. A table of its own
+/// so stores written before it existed still open: a row without one counts as created
+/// when it last changed, the oldest it can be known to be.
+const CREATED: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("created");
 /// The store's own counters; only `revision` so far.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const REVISION: &str = "revision";
@@ -227,15 +231,18 @@ impl Inner {
             txn.set_durability(Durability::Immediate)?;
             {
                 let mut rows = txn.open_table(RESOURCES)?;
+                let mut created = txn.open_table(CREATED)?;
                 for write in &plan.writes {
                     match write {
                         Write::Put(entry) => {
                             // `Value`'s Display is its compact JSON.
                             let json = entry.document.to_string();
                             rows.insert(row_key(&entry.key), (entry.resource_version, &*json))?;
+                            created.insert(row_key(&entry.key), entry.created_version())?;
                         }
                         Write::Remove(key) => {
                             rows.remove(row_key(key))?;
+                            created.remove(row_key(key))?;
                         }
                     }
                 }
@@ -267,6 +274,7 @@ fn backend(err: impl Into<redb::Error>) -> StoreError {
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(RESOURCES)?;
+    txn.open_table(CREATED)?;
     txn.open_table(COUNTERS)?;
     txn.open_table(META)?;
     txn.commit()?;
@@ -282,6 +290,7 @@ fn read_all(db: &Database) -> Result<Snapshot, String> {
         .map_err(|err| err.to_string())?
         .map_or(0, |v| v.value());
     let rows = txn.open_table(RESOURCES).map_err(|err| err.to_string())?;
+    let created = txn.open_table(CREATED).map_err(|err| err.to_string())?;
     let mut snapshot = Snapshot {
         revision,
         ..Snapshot::default()
@@ -290,7 +299,11 @@ fn read_all(db: &Database) -> Result<Snapshot, String> {
         let (key, value) = row.map_err(|err| err.to_string())?;
         let (kind, namespace, name) = key.value();
         let (resource_version, json) = value.value();
-        let entry = load_row(json, resource_version).map_err(|why| {
+        let created_version = created
+            .get((kind, namespace, name))
+            .map_err(|err| err.to_string())?
+            .map_or(resource_version, |v| v.value());
+        let entry = load_row(json, resource_version, created_version).map_err(|why| {
             format!(
                 "the stored {kind} {namespace}/{name} no longer loads: {why}; run the weft \
                  version that wrote it, or move the file away to start empty"
@@ -301,13 +314,18 @@ fn read_all(db: &Database) -> Result<Snapshot, String> {
     Ok(snapshot)
 }
 
-fn load_row(json: &str, resource_version: u64) -> Result<StoredResource, String> {
+fn load_row(
+    json: &str,
+    resource_version: u64,
+    created_version: u64,
+) -> Result<StoredResource, String> {
     let document = serde_json::from_str(json).map_err(|err| err.to_string())?;
     let mut resources = weft_model::load_str("stored", json).map_err(|err| err.to_string())?;
     let (Some(mut resource), None) = (resources.pop(), resources.pop()) else {
         return Err("expected one resource in the row".to_owned());
     };
     resource.location = plan::stored_location();
+    resource.metadata.created = Some(created_version);
     Ok(StoredResource {
         key: ResourceKey::of(&resource),
         resource_version,

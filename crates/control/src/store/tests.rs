@@ -334,3 +334,55 @@ async fn concurrent_updates_from_one_version_let_exactly_one_through() {
     assert_eq!(won, 1);
     assert_eq!(store.subscribe().borrow().revision, 2);
 }
+
+#[tokio::test]
+async fn equal_route_matches_go_to_the_oldest_route_across_changes_and_reopens() {
+    let dir = ScratchDir::new("created");
+    // Route names the other way round from their age, so name order would pick `a`.
+    let routes_in_order = |store: &RedbStore| {
+        let set = store.subscribe().borrow().clone();
+        let config = weft_model::compile(&set.resources);
+        let web = config.services.iter().find(|s| s.name == "web").unwrap();
+        web.routes
+            .iter()
+            .map(|route| {
+                route
+                    .name
+                    .split('/')
+                    .nth(1)
+                    .unwrap_or(&route.name)
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    {
+        let store = RedbStore::open(dir.path()).unwrap();
+        store
+            .apply(items(
+                "web.yaml",
+                &format!("{}---\n{}", service("web", 80), route("z", "web")),
+            ))
+            .await
+            .unwrap();
+        store
+            .apply(items("a.yaml", &route("a", "web")))
+            .await
+            .unwrap();
+        assert_eq!(routes_in_order(&store)[0], "z");
+        // A change keeps the route's age.
+        let changed = route("z", "web").replace("rules:\n", "rules:\n  - matches: [{path: {value: /z}}]\n    backendRefs: [{group: \"\", kind: Service, name: web}]\n");
+        store.apply(items("z.yaml", &changed)).await.unwrap();
+        assert!(routes_in_order(&store).ends_with(&["z".to_owned(), "a".to_owned()]));
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    let stored = store.get(key(Kind::HttpRoute, "z")).await.unwrap().unwrap();
+    assert_eq!((stored.created_version(), stored.resource_version), (1, 3));
+    assert!(routes_in_order(&store).ends_with(&["z".to_owned(), "a".to_owned()]));
+    // Deleted and created again, it is the youngest.
+    store.delete(key(Kind::HttpRoute, "z"), None).await.unwrap();
+    store
+        .apply(items("z.yaml", &route("z", "web")))
+        .await
+        .unwrap();
+    assert_eq!(routes_in_order(&store), ["a", "z"]);
+}

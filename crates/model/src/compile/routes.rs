@@ -90,7 +90,9 @@ struct Precedence {
     no_method: bool,
     headers: Reverse<usize>,
     query: Reverse<usize>,
-    /// Ties: by `namespace/name` (no creation time here), then rule and match order.
+    /// Ties: oldest first (resources without a creation order after those with one),
+    /// then by `namespace/name`, then rule and match order.
+    created: (bool, u64),
     namespace: String,
     name: String,
     kind: Kind,
@@ -120,6 +122,10 @@ fn expand(
             no_method: m.method.is_none(),
             headers: Reverse(m.headers.len()),
             query: Reverse(m.query.len()),
+            created: route
+                .metadata
+                .created
+                .map_or((true, 0), |revision| (false, revision)),
             namespace: route.metadata.namespace.to_string(),
             name: route.metadata.name.to_string(),
             kind: route.kind(),

@@ -158,6 +158,10 @@ pub struct Metadata {
     pub name: Name,
     pub namespace: Name,
     pub labels: BTreeMap<String, String>,
+    /// Creation order: the store revision that created the resource. Gateway API breaks
+    /// ties between equally specific route matches by age, oldest first. Set by the
+    /// control plane's store; resources read from files have none and tie by name.
+    pub created: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +194,7 @@ impl From<RawMetadata> for Metadata {
             name: raw.name,
             namespace: raw.namespace,
             labels: raw.labels,
+            created: None,
         }
     }
 }
