@@ -484,3 +484,105 @@ spec:
     }
     assert!(to_shop > 0 && to_outlet > 0, "{to_shop} / {to_outlet}");
 }
+
+/// The Gateway API's CORS conformance cases, through a real proxy: preflights are
+/// answered by the proxy (the app never sees them), allowed origins' answers are marked,
+/// others are served unmarked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_and_allowed_origins_marked() {
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cors}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+    - matches: [{path: {value: /cors-1}}]
+      filters:
+        - type: CORS
+          cors:
+            allowOrigins: ["https://www.foo.com", "https://*.bar.com"]
+            allowMethods: [GET, OPTIONS]
+            allowHeaders: [x-header-1, x-header-2]
+            exposeHeaders: [x-header-3, x-header-4]
+            allowCredentials: true
+            maxAge: 3600
+      backendRefs: [{group: "", kind: Service, name: web}]
+    - matches: [{path: {value: /cors-wildcard}}]
+      filters:
+        - type: CORS
+          cors: {allowOrigins: ["*"], allowMethods: ["*"], allowHeaders: ["*"]}
+      backendRefs: [{group: "", kind: Service, name: web}]
+"#;
+    let s = setup(&["web"], route, &[]).await;
+    let mut c = Http1Client::connect(s.proxy.outbound).await;
+    let preflight = |origin: &'static str, path: &'static str| {
+        request(
+            "OPTIONS",
+            "web",
+            path,
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "x-header-1, x-header-2"),
+            ],
+        )
+    };
+    let allowed = c
+        .send(preflight("https://xpto.www.bar.com", "/cors-1"))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status, 204);
+    let expected = [
+        ("access-control-allow-origin", "https://xpto.www.bar.com"),
+        ("access-control-allow-methods", "GET, OPTIONS"),
+        ("access-control-allow-headers", "x-header-1, x-header-2"),
+        ("access-control-expose-headers", "x-header-3, x-header-4"),
+        ("access-control-max-age", "3600"),
+        ("access-control-allow-credentials", "true"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(allowed.header(name), Some(value), "{name}");
+    }
+    let refused = c
+        .send(preflight("https://foobar.com", "/cors-1"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 204);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    let wildcard = c
+        .send(preflight("https://foobar.com:12345", "/cors-wildcard"))
+        .await
+        .unwrap();
+    assert_eq!(
+        wildcard.header("access-control-allow-origin"),
+        Some("https://foobar.com:12345")
+    );
+    assert_eq!(wildcard.header("access-control-allow-methods"), Some("PUT"));
+    assert_eq!(
+        wildcard.header("access-control-allow-headers"),
+        Some("x-header-1, x-header-2")
+    );
+    assert_eq!(wildcard.header("access-control-allow-credentials"), None);
+    assert_eq!(wildcard.header("access-control-max-age"), Some("5"));
+    assert_eq!(s.backends[0].count(), 0, "a preflight reached the app");
+
+    let simple =
+        |origin: &'static str| request("GET", "web", "/cors-1/echo", &[("origin", origin)]);
+    let answer = c.send(simple("https://www.foo.com")).await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-backend"), Some("web"));
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://www.foo.com")
+    );
+    assert_eq!(
+        answer.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(answer.header("vary"), Some("Origin"));
+    let answer = c.send(simple("https://foobar.com")).await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+    assert_eq!(s.backends[0].count(), 2);
+}

@@ -197,6 +197,25 @@ pub struct RouteFilters {
     pub rewrite: Option<Rewrite>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+/// Which browser origins may call the route (the Gateway API `CORS` filter). Lists hold
+/// `*` for "any"; origins are normalized (`scheme://host[:port]`, lower case, no default
+/// port; the host may start with `*`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cors {
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    pub max_age_seconds: u32,
 }
 
 /// Header names are lower-case.

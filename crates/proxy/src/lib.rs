@@ -13,6 +13,7 @@ mod body;
 mod client_body;
 mod connections;
 mod control_client;
+mod cors;
 mod detect;
 mod drain;
 #[cfg(fuzzing)]

@@ -1,7 +1,7 @@
 //! Outbound HTTP: a request from the local app, on its way into the mesh.
 //!
 //! ```text
-//! service (Host or bound port) -> route -> redirect? -> header/rewrite filters
+//! service (Host or bound port) -> route -> CORS preflight? -> redirect? -> header/rewrite filters
 //!   -> backend by weight -> fault? -> circuit breaker -> mirror copies
 //!   -> [try: endpoint by balancer -> send -> classify -> retry with backoff?]
 //!   -> response header filter -> metrics + access log
@@ -12,6 +12,7 @@ use crate::balance::Outcome;
 use crate::body::Body;
 use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
+use crate::cors::CorsCheck;
 use crate::http::{
     authority, host_conflict, hosts_disagree, is_upgrade, prepare_upstream, strip_hop_by_hop,
     synthetic, DRAINING_HEADER, OVERLOADED_HEADER,
@@ -92,8 +93,25 @@ pub async fn serve(
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
     let mut served = Served::default();
+    let cors = route
+        .filters
+        .cors
+        .as_ref()
+        .map_or(CorsCheck::Pass, |cors| cors.check(&request));
     let (request, verdict) = client_body::checked(request, proxy.options.limits.body_pace());
-    let mut response = route_request(&proxy, route, prefix, request, &mut served, active).await;
+    let mut allowance = None;
+    let mut response = match cors {
+        CorsCheck::Preflight(answer) => answer,
+        check => {
+            if let CorsCheck::Allowed(allowed) = check {
+                allowance = Some(allowed);
+            }
+            route_request(&proxy, route, prefix, request, &mut served, active).await
+        }
+    };
+    if let Some(allowance) = allowance {
+        allowance.mark(&mut response);
+    }
     if let Some(fault) = ClientFault::behind(verdict.as_ref(), &response) {
         proxy.metrics.reject(Direction::Outbound, fault.reason());
         response = fault.response();

@@ -1,6 +1,7 @@
 //! Routes compiled for matching: regexes built once, header names parsed once, backends
 //! resolved to live `Backend`s and metric handles looked up once per route.
 
+use crate::cors::Cors;
 use crate::metrics::RequestMetrics;
 use crate::state::Backend;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
@@ -63,6 +64,7 @@ pub struct Filters {
     pub redirect: Option<weft_model::config::Redirect>,
     pub rewrite: Option<weft_model::config::Rewrite>,
     pub mirrors: Vec<(Arc<Backend>, f64)>,
+    pub cors: Option<Cors>,
 }
 
 /// Header modifications with names and values parsed up front.
@@ -275,6 +277,7 @@ impl Route {
                 redirect: filters.redirect.clone(),
                 rewrite: filters.rewrite.clone(),
                 mirrors: parts.mirrors,
+                cors: filters.cors.as_ref().map(Cors::new).transpose()?,
             },
             backends: parts.backends,
             total_weight,

@@ -3,13 +3,13 @@
 
 use crate::catalog::{Catalog, ServiceKey};
 use crate::config::{
-    self, HeaderModifier, Mirror, PathModifier, Redirect, RetryOn, RetryPolicy, Rewrite,
+    self, Cors, HeaderModifier, Mirror, PathModifier, Redirect, RetryOn, RetryPolicy, Rewrite,
     RouteConfig, RouteFilters, RouteMatch, Timeouts, ValueMatch,
 };
 use crate::resources::{
-    BackendRef, GrpcMethodMatch, GrpcRouteMatch, HeaderModifierSpec, HttpRouteMatch, Kind,
-    ParentRef, PathMatch, PathModifierSpec, Resource, RetrySpec, RouteFilter, RouteTimeouts,
-    ServiceRef, Spec, StringMatch,
+    BackendRef, CorsSpec, GrpcMethodMatch, GrpcRouteMatch, HeaderModifierSpec, HttpRouteMatch,
+    Kind, ParentRef, PathMatch, PathModifierSpec, Resource, RetrySpec, RouteFilter, RouteTimeouts,
+    ServiceRef, Spec, StringMatch, Wildcard,
 };
 use std::cmp::Reverse;
 
@@ -324,6 +324,7 @@ fn filters(catalog: &Catalog, namespace: &str, filters: &[RouteFilter]) -> Route
                     path: spec.path.as_ref().map(path_modifier),
                 })
             }
+            RouteFilter::Cors(spec) => out.cors = Some(cors(spec)),
             RouteFilter::RequestMirror(spec) => {
                 // A mirror to a Service that does not exist was a warning; it is dropped.
                 if let Ok(key) = catalog.resolve(&spec.backend, namespace) {
@@ -336,6 +337,30 @@ fn filters(catalog: &Catalog, namespace: &str, filters: &[RouteFilter]) -> Route
         }
     }
     out
+}
+
+fn cors(spec: &CorsSpec) -> Cors {
+    fn list<T: ToString>(items: &[Wildcard<T>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Wildcard::Any => "*".to_owned(),
+                Wildcard::Only(item) => item.to_string(),
+            })
+            .collect()
+    }
+    Cors {
+        allow_origins: spec
+            .allow_origins
+            .iter()
+            .map(|o| o.as_str().to_owned())
+            .collect(),
+        allow_credentials: spec.allow_credentials,
+        allow_methods: list(&spec.allow_methods),
+        allow_headers: list(&spec.allow_headers),
+        expose_headers: list(&spec.expose_headers),
+        max_age_seconds: spec.max_age_seconds,
+    }
 }
 
 fn headers(spec: &HeaderModifierSpec) -> HeaderModifier {

@@ -47,7 +47,7 @@ impl FromMap for GrpcRouteRule {
         let http_only = rule.filters.iter().find(|f| {
             matches!(
                 f,
-                RouteFilter::RequestRedirect(_) | RouteFilter::UrlRewrite(_)
+                RouteFilter::RequestRedirect(_) | RouteFilter::UrlRewrite(_) | RouteFilter::Cors(_)
             )
         });
         if let Some(filter) = http_only {

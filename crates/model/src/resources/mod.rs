@@ -5,6 +5,7 @@
 
 mod authorization;
 mod checked;
+mod cors;
 mod duration;
 mod grpc_route;
 mod mesh;
@@ -19,6 +20,7 @@ mod traffic_policy;
 pub use authorization::{
     AuthorizationAction, AuthorizationPolicySpec, AuthorizationRule, Condition, Operation, Source,
 };
+pub use cors::{parse_origin, CorsOrigin, CorsSpec, Origin, Wildcard};
 pub use duration::{Duration, NonZeroDuration};
 pub use grpc_route::{GrpcMethodMatch, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec};
 pub use mesh::{DefaultAuthorization, MeshSpec, MtlsMode, MtlsSpec};

@@ -1,6 +1,7 @@
-//! Gateway API route filters: header modifiers, redirect, URL rewrite, mirror.
+//! Gateway API route filters: header modifiers, redirect, URL rewrite, mirror, CORS.
 
 use super::checked::{self, deserialize_with, FromMap};
+use super::cors::CorsSpec;
 use super::names::{HeaderName, Hostname, HttpPath};
 use super::numbers::{Percent, Port, RedirectStatus};
 use super::refs::ServiceRef;
@@ -18,6 +19,7 @@ pub enum RouteFilter {
     RequestRedirect(RedirectSpec),
     UrlRewrite(UrlRewriteSpec),
     RequestMirror(MirrorSpec),
+    Cors(CorsSpec),
 }
 
 impl RouteFilter {
@@ -29,6 +31,7 @@ impl RouteFilter {
             RouteFilter::RequestRedirect(_) => "RequestRedirect",
             RouteFilter::UrlRewrite(_) => "URLRewrite",
             RouteFilter::RequestMirror(_) => "RequestMirror",
+            RouteFilter::Cors(_) => "CORS",
         }
     }
 }
@@ -41,6 +44,8 @@ enum FilterType {
     #[serde(rename = "URLRewrite")]
     UrlRewrite,
     RequestMirror,
+    #[serde(rename = "CORS")]
+    Cors,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +63,8 @@ struct RawFilter {
     url_rewrite: Option<UrlRewriteSpec>,
     #[serde(default)]
     request_mirror: Option<MirrorSpec>,
+    #[serde(default)]
+    cors: Option<CorsSpec>,
 }
 
 impl RawFilter {
@@ -74,6 +81,7 @@ impl RawFilter {
             ("requestRedirect", self.request_redirect.is_some()),
             ("urlRewrite", self.url_rewrite.is_some()),
             ("requestMirror", self.request_mirror.is_some()),
+            ("cors", self.cors.is_some()),
         ];
         let (kind, wanted, filter) = match self.kind {
             FilterType::RequestHeaderModifier => (
@@ -103,6 +111,7 @@ impl RawFilter {
                 "requestMirror",
                 self.request_mirror.map(RouteFilter::RequestMirror),
             ),
+            FilterType::Cors => ("CORS", "cors", self.cors.map(RouteFilter::Cors)),
         };
         if let Some((stray, _)) = present.iter().find(|(name, set)| *set && *name != wanted) {
             return Err(format!("a {kind} filter takes `{wanted}`, not `{stray}`"));
