@@ -17,7 +17,7 @@ mod validate;
 #[cfg(test)]
 mod testdata;
 
-pub use compile::{compile, compile_with_workloads, Workload};
+pub use compile::{compile, compile_with_workloads, scope_of, scoped, scopes, Scope, Workload};
 pub use error::{Diagnostic, LoadError, Location, Warning};
 pub use load::{load_dir, load_file, load_path, load_str};
 pub use resources::Resource;
@@ -25,10 +25,20 @@ pub use validate::validate;
 
 use std::path::Path;
 
-/// Loads a file or directory of resources, validates them as a whole and compiles them:
-/// what `weft proxy --local FILE` runs on.
-pub fn load_and_compile(path: &Path) -> Result<(config::ProxyConfig, Vec<Warning>), LoadError> {
+/// Loads a file or directory of resources, validates them as a whole and compiles them
+/// for a proxy of `service` in `namespace` (the slice of the mesh its Service says it
+/// calls, or all of it): what `weft proxy --local FILE` runs on.
+pub fn load_and_compile(
+    path: &Path,
+    namespace: &str,
+    service: &str,
+) -> Result<(config::ProxyConfig, Vec<Warning>), LoadError> {
     let resources = load_path(path)?;
     let warnings = validate(&resources)?;
-    Ok((compile(&resources), warnings))
+    let config = compile(&resources);
+    let config = match scope_of(&scopes(&resources), namespace, service) {
+        Some(scope) => scoped(&config, scope),
+        None => config,
+    };
+    Ok((config, warnings))
 }

@@ -100,7 +100,26 @@ pub fn validate(resources: &[Resource]) -> Result<Vec<Warning>, LoadError> {
                     &mut warn,
                 );
             }
-            Spec::Mesh(_) | Spec::Service(_) => {}
+            Spec::Service(service) => {
+                for (i, called) in service.calls.iter().flatten().enumerate() {
+                    let called_namespace =
+                        called.namespace.as_ref().map_or(namespace, |n| n.as_str());
+                    if !catalog
+                        .services
+                        .contains_key(&(called_namespace, called.name.as_str()))
+                    {
+                        warn(
+                            format!("spec.calls[{i}]"),
+                            format!(
+                                "Service {called_namespace}/{} does not exist; its proxies will \
+                                 not know it until it does",
+                                called.name
+                            ),
+                        );
+                    }
+                }
+            }
+            Spec::Mesh(_) => {}
         }
     }
 
@@ -256,6 +275,12 @@ spec: {ports: [{port: 80}]}
         );
     }
 
+    const FRONT: &str = "apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: front}
+spec: {ports: [{port: 80}], calls: [web, audit.ops]}
+";
+
     #[test]
     fn references_to_missing_services_are_warnings() {
         let route = "apiVersion: gateway.networking.k8s.io/v1
@@ -278,7 +303,8 @@ spec: {targetRef: {name: api}}
             warnings(&[
                 ("web.yaml", WEB),
                 ("route.yaml", route),
-                ("authz.yaml", policy)
+                ("authz.yaml", policy),
+                ("front.yaml", FRONT)
             ]),
             [
                 "route.yaml:1:1: HTTPRoute default/web: spec.parentRefs[1]: Service default/api \
@@ -292,6 +318,8 @@ spec: {targetRef: {name: api}}
                  backendRef: Service default/shadow does not exist; the mirror is dropped",
                 "authz.yaml:1:1: AuthorizationPolicy prod/api: spec.targetRef: Service prod/api \
                  does not exist; the policy applies to nothing",
+                "front.yaml:1:1: Service default/front: spec.calls[1]: Service ops/audit does \
+                 not exist; its proxies will not know it until it does",
             ]
         );
     }

@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 const POLL: Duration = Duration::from_millis(500);
 
 pub fn load(proxy: &Proxy, path: &Path) -> Result<u64, String> {
-    let (config, warnings) = weft_model::load_and_compile(path).map_err(|e| e.to_string())?;
+    let options = &proxy.options;
+    let (config, warnings) =
+        weft_model::load_and_compile(path, &options.namespace, &options.service)
+            .map_err(|e| e.to_string())?;
     for warning in warnings {
         tracing::warn!(%warning, "configuration warning");
     }

@@ -1,5 +1,6 @@
 //! The publisher: recompiles the one shared `ProxyConfig` whenever resources or endpoints
-//! change, serializes it once, and publishes it as a [`Generation`] for every session.
+//! change, serializes it once, and publishes it as a [`Generation`] for every session;
+//! with it, one smaller generation per Service that lists what it calls (its scope).
 //!
 //! Changes are debounced with a leading edge: the first change after a quiet spell is
 //! compiled at once (a lone change pays no delay), and whatever arrives during the next
@@ -9,6 +10,7 @@
 use super::registry::Registry;
 use crate::resource_set::ResourceSet;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -16,7 +18,7 @@ use weft_api::parts;
 use weft_api::v1::control_message::Message;
 use weft_api::v1::{Config, ControlMessage, Endpoints, ServiceEndpoints};
 use weft_model::config::{ProxyConfig, ServiceConfig, TrustConfig};
-use weft_model::Workload;
+use weft_model::{Scope, Workload};
 
 /// One compiled config, ready to send: every proxy's stream clones these messages, whose
 /// payloads are reference-counted slices of buffers encoded once.
@@ -46,7 +48,38 @@ pub(super) struct Update {
 /// further behind gets the full config, as does one for which the updates add up to more.
 const MAX_UPDATE_CHAIN: usize = 32;
 
-pub(super) type Generations = watch::Sender<Option<Arc<Generation>>>;
+/// What sessions are handed: the whole mesh's generation, and a scoped one for each
+/// Service that lists what it calls.
+pub(super) struct Publication {
+    full: Published,
+    /// By `(namespace, service)`.
+    scoped: HashMap<(String, String), Published>,
+    scopes: Vec<Scope>,
+}
+
+/// One config and its generation.
+#[derive(Clone)]
+struct Published {
+    config: Arc<ProxyConfig>,
+    generation: Arc<Generation>,
+}
+
+impl Publication {
+    /// The generation the proxies of `service` in `namespace` are sent.
+    pub fn for_workload(&self, namespace: &str, service: &str) -> &Arc<Generation> {
+        let key = (namespace.to_owned(), service.to_owned());
+        &self.scoped.get(&key).unwrap_or(&self.full).generation
+    }
+
+    /// Every version in force: the whole mesh's and each scope's.
+    fn versions(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.full)
+            .chain(self.scoped.values())
+            .map(|published| published.config.version.as_str())
+    }
+}
+
+pub(super) type Generations = watch::Sender<Option<Arc<Publication>>>;
 
 pub(super) async fn run(
     mut resources: watch::Receiver<Arc<ResourceSet>>,
@@ -55,7 +88,7 @@ pub(super) async fn run(
     generations: Generations,
     debounce: Duration,
 ) {
-    let mut previous: Option<(Arc<ProxyConfig>, Arc<Generation>)> = None;
+    let mut previous: Option<Arc<Publication>> = None;
     loop {
         let set = resources.borrow_and_update().clone();
         let bundle = trust.as_mut().map(|t| t.borrow_and_update().clone());
@@ -67,19 +100,22 @@ pub(super) async fn run(
             tokio::task::spawn_blocking(move || compile(&compile_set, &workloads, bundle, base))
                 .await;
         match compiled {
-            Ok(Compiled::Changed(config, generation)) => {
-                registry.published(&set, &config.version);
+            Ok(Compiled::Changed(publication)) => {
+                registry.published(&set, publication.versions());
                 tracing::debug!(
-                    version = %generation.version,
+                    version = %publication.full.config.version,
+                    scopes = publication.scoped.len(),
                     revision = set.revision,
-                    incremental = !generation.updates.is_empty(),
+                    incremental = !publication.full.generation.updates.is_empty(),
                     "publishing proxy config"
                 );
-                let generation = Arc::new(generation);
-                generations.send_replace(Some(generation.clone()));
-                previous = Some((config, generation));
+                let publication = Arc::new(publication);
+                generations.send_replace(Some(publication.clone()));
+                previous = Some(publication);
             }
-            Ok(Compiled::Unchanged(version)) => registry.published(&set, &version),
+            Ok(Compiled::Unchanged(publication)) => {
+                registry.published(&set, publication.versions());
+            }
             Err(error) => tracing::error!(
                 %error,
                 revision = set.revision,
@@ -130,24 +166,49 @@ async fn continue_after(
 }
 
 enum Compiled {
-    /// Same version as the previous generation: nothing to send.
-    Unchanged(String),
-    Changed(Arc<ProxyConfig>, Generation),
+    /// The same configs as the previous publication: nothing to send.
+    Unchanged(Arc<Publication>),
+    Changed(Publication),
 }
 
 fn compile(
     set: &ResourceSet,
     workloads: &[Workload],
     trust: Option<TrustConfig>,
-    previous: Option<(Arc<ProxyConfig>, Arc<Generation>)>,
+    previous: Option<Arc<Publication>>,
 ) -> Compiled {
     let config = weft_model::compile_with_workloads(&set.resources, workloads, trust);
-    if previous
+    let scopes = weft_model::scopes(&set.resources);
+    if let Some(previous) = previous
         .as_ref()
-        .is_some_and(|(p, _)| p.version == config.version)
+        .filter(|p| p.full.config.version == config.version && p.scopes == scopes)
     {
-        return Compiled::Unchanged(config.version);
+        return Compiled::Unchanged(previous.clone());
     }
+    let full = publish(config, previous.as_ref().map(|p| &p.full));
+    let scoped = scopes
+        .iter()
+        .map(|scope| {
+            let key = (scope.namespace.clone(), scope.service.clone());
+            let config = weft_model::scoped(&full.config, scope);
+            let before = previous.as_ref().and_then(|p| p.scoped.get(&key));
+            let published = match before {
+                Some(before) if before.config.version == config.version => before.clone(),
+                _ => publish(config, before),
+            };
+            (key, published)
+        })
+        .collect();
+    Compiled::Changed(Publication {
+        full,
+        scoped,
+        scopes,
+    })
+}
+
+/// Serializes `config` once and makes its generation: the full config in parts, and the
+/// endpoints-only updates that lead to it from `previous` (the same scope's last one).
+fn publish(config: ProxyConfig, previous: Option<&Published>) -> Published {
     let json = serde_json::to_vec(&config).expect("a ProxyConfig always serializes to JSON");
     let full_bytes = json.len();
     let full = parts::split(ControlMessage {
@@ -157,14 +218,19 @@ fn compile(
         })),
     });
     let updates = previous
-        .and_then(|(old, old_generation)| {
-            let update = endpoints_update(&old, &config)?;
-            let keep = old_generation.updates.len().min(MAX_UPDATE_CHAIN - 1);
-            let mut updates =
-                old_generation.updates[old_generation.updates.len() - keep..].to_vec();
-            updates.push(Arc::new(update));
-            Some(updates)
-        })
+        .and_then(
+            |Published {
+                 config: old,
+                 generation: old_generation,
+             }| {
+                let update = endpoints_update(old, &config)?;
+                let keep = old_generation.updates.len().min(MAX_UPDATE_CHAIN - 1);
+                let mut updates =
+                    old_generation.updates[old_generation.updates.len() - keep..].to_vec();
+                updates.push(Arc::new(update));
+                Some(updates)
+            },
+        )
         .unwrap_or_default();
     let generation = Generation {
         version: config.version.clone(),
@@ -172,7 +238,10 @@ fn compile(
         full_bytes,
         updates,
     };
-    Compiled::Changed(Arc::new(config), generation)
+    Published {
+        config: Arc::new(config),
+        generation: Arc::new(generation),
+    }
 }
 
 /// The update from `old` to `new`, if nothing but endpoints changed.

@@ -141,7 +141,6 @@ impl Registry {
     /// Every connected proxy, by id.
     pub fn proxies(&self) -> Vec<ProxyInfo> {
         let state = self.lock();
-        let current = state.status.current();
         let mut proxies: Vec<ProxyInfo> = state
             .proxies
             .iter()
@@ -157,7 +156,10 @@ impl Registry {
                 healthy: entry.healthy,
                 health_detail: entry.health_detail.clone(),
                 acked_version: entry.acked.clone(),
-                in_sync: current.is_some() && entry.acked.as_deref() == current,
+                in_sync: entry
+                    .acked
+                    .as_deref()
+                    .is_some_and(|version| state.status.is_current(version)),
                 last_nack: entry.last_nack.clone(),
                 certificate: entry.certificate.clone(),
             })
@@ -294,13 +296,18 @@ impl Registry {
         self.endpoints_changed.notified().await;
     }
 
-    /// Records that `set` compiled to `version`, the version proxies are now sent.
-    pub(super) fn published(&self, set: &Arc<ResourceSet>, version: &str) {
+    /// Records that `set` compiled to `versions` (the whole mesh's and each scope's), the
+    /// versions proxies are now sent.
+    pub(super) fn published<'v>(
+        &self,
+        set: &Arc<ResourceSet>,
+        versions: impl Iterator<Item = &'v str>,
+    ) {
         let mut state = self.lock();
         let State {
             proxies, status, ..
         } = &mut *state;
-        status.published(set, version);
+        status.published(set, versions);
         status.retain_versions(proxies.values().flat_map(|entry| {
             let nacked = entry.last_nack.as_ref().map(|nack| nack.version.as_str());
             entry.acked.as_deref().into_iter().chain(nacked)

@@ -5,7 +5,7 @@
 //! Each session reads the latest generation from a `watch` channel, so a slow proxy skips
 //! the generations it had no time for instead of queueing them, and never holds up others.
 
-use super::publisher::Generation;
+use super::publisher::{Generation, Publication};
 use super::registry::{ProxyCertificate, Registration, Registry};
 use crate::transport::Peer;
 use std::collections::VecDeque;
@@ -27,7 +27,7 @@ pub(super) type Outbound = mpsc::Sender<Result<ControlMessage, Status>>;
 #[derive(Clone)]
 pub(super) struct Shared {
     pub registry: Arc<Registry>,
-    pub generations: watch::Receiver<Option<Arc<Generation>>>,
+    pub generations: watch::Receiver<Option<Arc<Publication>>>,
     /// Becomes true when the server shuts down: streams end so it can finish.
     pub closing: watch::Receiver<bool>,
     /// Until then, proxies that already run a config are not sent a new one (see
@@ -155,6 +155,8 @@ enum End {
 
 struct Session {
     registration: Registration,
+    /// `(namespace, service)`: which of a publication's generations this proxy is sent.
+    workload: (String, String),
     out: Outbound,
     /// The version the proxy runs, as far as its answers tell.
     running: Option<String>,
@@ -178,12 +180,20 @@ impl Session {
         let running = (!hello.running_version.is_empty()).then(|| hello.running_version.clone());
         Self {
             registration,
+            workload: (hello.namespace.clone(), hello.service.clone()),
             out,
             running,
             in_flight: VecDeque::new(),
             refused: None,
             deferred: false,
         }
+    }
+
+    /// What this proxy is sent of `publication`: its scope's generation, or the whole
+    /// mesh's.
+    fn generation(&self, publication: Option<&Publication>) -> Option<Arc<Generation>> {
+        let (namespace, service) = &self.workload;
+        publication.map(|p| p.for_workload(namespace, service).clone())
     }
 
     /// The version the proxy will run once it has applied everything sent.
@@ -205,7 +215,7 @@ impl Session {
         // is still refilling after a restart, would be sent a view missing the endpoints of
         // proxies that have not reconnected yet: it keeps what it has until the warm-up ends.
         let mut held = self.running.is_some() && Instant::now() < shared.warmup_until;
-        let current = shared.generations.borrow_and_update().clone();
+        let current = self.generation(shared.generations.borrow_and_update().as_deref());
         if let (false, Some(generation)) = (held, current) {
             if !self.push(&generation, false).await {
                 return End::Closed;
@@ -225,7 +235,7 @@ impl Session {
                     if changed.is_err() {
                         return End::Status(Status::unavailable("the control plane is shutting down; reconnect"));
                     }
-                    let generation = shared.generations.borrow_and_update().clone();
+                    let generation = self.generation(shared.generations.borrow_and_update().as_deref());
                     if let Some(generation) = generation {
                         if !self.push(&generation, false).await {
                             return End::Closed;
@@ -234,7 +244,7 @@ impl Session {
                 }
                 () = tokio::time::sleep_until(shared.warmup_until), if held => {
                     held = false;
-                    let generation = shared.generations.borrow_and_update().clone();
+                    let generation = self.generation(shared.generations.borrow_and_update().as_deref());
                     if let Some(generation) = generation {
                         if !self.push(&generation, false).await {
                             return End::Closed;
@@ -279,7 +289,7 @@ impl Session {
                     // will refuse too), and its answer to that is the one worth recording.
                     tracing::debug!(proxy = %self.registration.id(), reason = %nack.reason, "endpoints update refused; sending the full config");
                     let full_in_flight = self.in_flight.iter().any(|sent| !sent.update);
-                    let current = shared.generations.borrow().clone();
+                    let current = self.generation(shared.generations.borrow().as_deref());
                     if let (false, Some(generation)) = (full_in_flight, current) {
                         if !self.push(&generation, true).await {
                             return Err(End::Closed);
@@ -324,7 +334,7 @@ impl Session {
             return Ok(());
         }
         self.deferred = false;
-        let current = shared.generations.borrow().clone();
+        let current = self.generation(shared.generations.borrow().as_deref());
         match current {
             Some(generation) if !self.push(&generation, false).await => Err(End::Closed),
             _ => Ok(()),

@@ -22,12 +22,17 @@ pub(super) struct StatusIndex {
     /// The latest revision each version of interest was compiled from: the current one and
     /// those some proxy still runs or rejected (pruned by the registry).
     revisions: HashMap<String, u64>,
-    current: Option<String>,
+    /// The versions in force: the whole mesh's and one per scope.
+    current: HashSet<String>,
 }
 
 impl StatusIndex {
-    /// Records that `set` compiles to `version`, the version now in force.
-    pub fn published(&mut self, set: &Arc<ResourceSet>, version: &str) {
+    /// Records that `set` compiles to `versions`, the versions now in force.
+    pub fn published<'v>(
+        &mut self,
+        set: &Arc<ResourceSet>,
+        versions: impl Iterator<Item = &'v str>,
+    ) {
         let is_new = self
             .seen
             .as_ref()
@@ -35,9 +40,12 @@ impl StatusIndex {
         if is_new {
             self.index_changes(set);
         }
-        let revision = self.revisions.entry(version.to_owned()).or_insert(0);
-        *revision = (*revision).max(set.revision);
-        self.current = Some(version.to_owned());
+        self.current.clear();
+        for version in versions {
+            let revision = self.revisions.entry(version.to_owned()).or_insert(0);
+            *revision = (*revision).max(set.revision);
+            self.current.insert(version.to_owned());
+        }
     }
 
     fn index_changes(&mut self, set: &Arc<ResourceSet>) {
@@ -61,8 +69,8 @@ impl StatusIndex {
         self.seen = Some(set.clone());
     }
 
-    pub fn current(&self) -> Option<&str> {
-        self.current.as_deref()
+    pub fn is_current(&self, version: &str) -> bool {
+        self.current.contains(version)
     }
 
     pub fn revision_of(&self, version: &str) -> Option<u64> {
@@ -80,10 +88,9 @@ impl StatusIndex {
     /// versions proxies actually run.
     pub fn retain_versions<'a>(&mut self, referenced: impl Iterator<Item = &'a str>) {
         let keep: HashSet<&str> = referenced.collect();
-        let current = self.current.as_deref();
-        self.revisions.retain(|version, _| {
-            Some(version.as_str()) == current || keep.contains(version.as_str())
-        });
+        let current = &self.current;
+        self.revisions
+            .retain(|version, _| current.contains(version) || keep.contains(version.as_str()));
     }
 }
 

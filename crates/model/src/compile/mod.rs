@@ -2,8 +2,10 @@
 
 mod policy;
 mod routes;
+mod scope;
 mod workloads;
 
+pub use scope::{scope_of, scoped, scopes, Scope};
 pub use workloads::{compile_with_workloads, Workload};
 
 use crate::catalog::{Catalog, ServiceKey};

@@ -41,7 +41,8 @@ pub use route_filters::{
     Scheme, UrlRewriteSpec,
 };
 pub use service::{
-    EndpointSpec, HealthCheckSpec, HttpHealthCheck, ServicePort, ServiceSpec, TcpHealthCheck,
+    CalledService, EndpointSpec, HealthCheckSpec, HttpHealthCheck, ServicePort, ServiceSpec,
+    TcpHealthCheck,
 };
 pub use traffic_policy::{
     ConnectionLimitsSpec, FaultAbortSpec, FaultDelaySpec, FaultSpec, HashOn, LoadBalancerSpec,

@@ -1,6 +1,7 @@
-//! `Service`: ports and protocols, health check, optional static endpoints.
+//! `Service`: ports and protocols, health check, optional static endpoints, and the
+//! services it calls.
 
-use super::checked::{self, deserialize_with, FromMap};
+use super::checked::{self, deserialize_with, FromMap, FromText};
 use super::duration::NonZeroDuration;
 use super::names::{HttpPath, Name, SpiffeId};
 use super::numbers::{EndpointAddress, Port};
@@ -22,7 +23,40 @@ pub struct ServiceSpec {
     /// Static endpoints, for services outside the mesh and for `weft proxy --local`.
     #[serde(default, deserialize_with = "endpoints")]
     pub endpoints: Vec<EndpointSpec>,
+    /// The services this one calls. When set, its proxies are sent only those (and what
+    /// their routes lead to), not the whole mesh; unset, they get every service.
+    #[serde(default)]
+    pub calls: Option<Vec<CalledService>>,
 }
+
+/// A service another one calls, written as apps address it: `name` (in the caller's
+/// namespace) or `name.namespace`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CalledService {
+    pub name: Name,
+    pub namespace: Option<Name>,
+}
+
+impl FromText for CalledService {
+    const EXPECTING: &'static str = "a service as `name` or `name.namespace`";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        let (name, namespace) = match text.split_once('.') {
+            Some((name, namespace)) => (name, Some(namespace)),
+            None => (text, None),
+        };
+        let named = |part: &str| {
+            Name::new(part)
+                .map_err(|why| format!("{text:?} is not `name` or `name.namespace`: {why}"))
+        };
+        Ok(CalledService {
+            name: named(name)?,
+            namespace: namespace.map(named).transpose()?,
+        })
+    }
+}
+
+deserialize_with!(text: CalledService);
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

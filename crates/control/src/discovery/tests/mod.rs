@@ -2,6 +2,7 @@
 //! `watch` channel playing the store.
 
 mod scale;
+mod scopes;
 mod tls;
 mod updates;
 
