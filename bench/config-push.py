@@ -9,8 +9,8 @@ the mesh to SERVICES Services in BATCHES back-to-back `weft apply`s. Reports lat
 before and during the pushes, each proxy's peak resident memory, and the size of the
 config the client proxy ends up running.
 
-With --scoped, the `load` Service declares the only service it calls (`calls: [web]`),
-so its proxy is sent just that slice of the mesh.
+With --scoped, the Services declare what they call (`load` calls `web`, `web` calls
+nothing), so each proxy is sent just its slice of the mesh.
 
 Usage: bench/config-push.py [--services N] [--batches B] [--rate R] [--scoped] [--json]
 """
@@ -60,12 +60,12 @@ class Mesh:
         token = os.path.join(self.data, "admin.token")
         self.wait("the admin token", lambda: os.path.exists(token) and os.path.getsize(token))
         self.wait("the API", lambda: self.client("get", "services").returncode == 0)
-        calls = "\n  calls: [web]" if scoped else ""
+        web_calls, load_calls = ("\n  calls: []", "\n  calls: [web]") if scoped else ("", "")
         self.apply_text(
             "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: web}\n"
-            "spec:\n  ports: [{port: 80, protocol: http}]\n---\n"
+            f"spec:\n  ports: [{{port: 80, protocol: http}}]{web_calls}\n---\n"
             "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: load}\n"
-            f"spec:\n  ports: [{{port: 80, protocol: http}}]{calls}\n")
+            f"spec:\n  ports: [{{port: 80, protocol: http}}]{load_calls}\n")
         self.ca = os.path.join(work, "ca.pem")
         with open(self.ca, "wb") as out:
             out.write(self.client("ca", "show", "--pem").stdout)
@@ -228,6 +228,7 @@ async def main():
             await asyncio.sleep(0.05)
         settled = time.monotonic()
         await asyncio.sleep(2)
+        after = {name: status_kib(p.pid, "VmRSS") for name, p in (("web", web), ("load", client))}
         load.running = False
         await traffic
         await sampler
@@ -247,6 +248,7 @@ async def main():
             "client_config_services": len(config["services"]),
             "rss_before_kib": before,
             "rss_peak_kib": memory,
+            "rss_after_kib": after,
             "rss_hwm_kib": {n: status_kib(p.pid, "VmHWM") for n, p in (("web", web), ("load", client))},
         }
     finally:

@@ -396,6 +396,17 @@ impl Proxy {
             .1
     }
 
+    /// The process's resident memory now, in KiB (`VmRSS`).
+    pub fn resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))
+            .expect("reading the proxy's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
     /// Sum of all samples of `name` whose labels contain every `label="value"` given.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics(), name, labels)
@@ -544,4 +555,21 @@ pub fn plain_service(name: &str, protocol: &str, endpoints: &[SocketAddr]) -> St
     }
     yaml.push_str("---\n");
     yaml
+}
+
+/// Waits until `ready` holds, checking every 50 ms; panics naming `what` once `within`
+/// has passed.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !ready().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Seconds; dense below 10 ms where a sidecar's own latency lives.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -226,9 +226,8 @@ impl Metrics {
     }
 
     /// Counts requests to `destination` that found its connections saturated.
-    pub fn saturated(&self, destination: Arc<str>) -> Counter {
-        self.saturated
-            .get_or_create_owned(&DestinationLabels { destination })
+    pub fn saturated(&self, destination: Arc<str>) -> LazyCounter {
+        LazyCounter::new(&self.saturated, DestinationLabels { destination })
     }
 
     pub fn encode(&self) -> String {
@@ -282,9 +281,8 @@ impl Metrics {
         }
     }
 
-    pub fn retries(&self, destination: Arc<str>, route: Arc<str>) -> Counter {
-        self.retries
-            .get_or_create_owned(&RouteLabels { destination, route })
+    pub fn retries(&self, destination: Arc<str>, route: Arc<str>) -> LazyCounter {
+        LazyCounter::new(&self.retries, RouteLabels { destination, route })
     }
 
     pub fn reject(&self, direction: Direction, reason: &'static str) {
@@ -378,4 +376,29 @@ pub struct TcpMetrics {
     pub open: Gauge,
     pub read: Counter,
     pub written: Counter,
+}
+
+/// A counter that shows in `/metrics` only once it has counted something: a proxy that
+/// holds thousands of services it never calls exports no zero series for them (and keeps
+/// no counter for them). Created at the first increment, then one atomic add.
+pub struct LazyCounter {
+    create: Box<dyn Fn() -> Counter + Send + Sync>,
+    counter: OnceLock<Counter>,
+}
+
+impl LazyCounter {
+    fn new<L>(family: &Family<L, Counter>, labels: L) -> Self
+    where
+        L: Clone + std::hash::Hash + Eq + Send + Sync + 'static,
+    {
+        let family = family.clone();
+        LazyCounter {
+            create: Box::new(move || family.get_or_create_owned(&labels)),
+            counter: OnceLock::new(),
+        }
+    }
+
+    pub fn inc(&self) {
+        self.counter.get_or_init(&self.create).inc();
+    }
 }

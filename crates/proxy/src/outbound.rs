@@ -94,7 +94,7 @@ pub async fn serve(
         .map(|writer| (writer, RequestLog::capture(&request)));
     let mut served = Served::default();
     let cors = route
-        .filters
+        .filters()
         .cors
         .as_ref()
         .map_or(CorsCheck::Pass, |cors| cors.check(&request));
@@ -142,7 +142,7 @@ async fn route_request(
     served: &mut Served,
     active: Active,
 ) -> Response<Body> {
-    let filters = &route.filters;
+    let filters = route.filters();
     if let Some(redirect) = &filters.redirect {
         return redirect_response(&request, redirect, prefix);
     }

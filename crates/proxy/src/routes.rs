@@ -2,10 +2,9 @@
 //! resolved to live `Backend`s and metric handles looked up once per route.
 
 use crate::cors::Cors;
-use crate::metrics::RequestMetrics;
+use crate::metrics::{LazyCounter, RequestMetrics};
 use crate::state::Backend;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 use std::sync::Arc;
 use weft_model::config::{PathMatch, RetryPolicy, RouteConfig, StringMatch, Timeouts};
@@ -13,13 +12,15 @@ use weft_model::config::{PathMatch, RetryPolicy, RouteConfig, StringMatch, Timeo
 pub struct Route {
     pub name: Arc<str>,
     matches: Vec<Matcher>,
-    pub filters: Filters,
+    /// `None` for a route without filters, as most are (every service's default route):
+    /// the common case costs a pointer, not the whole set.
+    filters: Option<Box<Filters>>,
     pub backends: Vec<WeightedBackend>,
     total_weight: u64,
     pub timeouts: Timeouts,
     pub retry: Option<RetryPolicy>,
     pub metrics: RequestMetrics,
-    pub retries: Counter,
+    pub retries: LazyCounter,
 }
 
 pub struct WeightedBackend {
@@ -58,6 +59,16 @@ pub enum NoBackend {
     Missing,
 }
 
+/// What a route with no filters reads.
+static NO_FILTERS: Filters = Filters {
+    request_headers: None,
+    response_headers: None,
+    redirect: None,
+    rewrite: None,
+    mirrors: Vec::new(),
+    cors: None,
+};
+
 pub struct Filters {
     pub request_headers: Option<HeaderEdits>,
     pub response_headers: Option<HeaderEdits>,
@@ -65,6 +76,25 @@ pub struct Filters {
     pub rewrite: Option<weft_model::config::Rewrite>,
     pub mirrors: Vec<(Arc<Backend>, f64)>,
     pub cors: Option<Cors>,
+}
+
+impl Filters {
+    fn is_empty(&self) -> bool {
+        let Filters {
+            request_headers,
+            response_headers,
+            redirect,
+            rewrite,
+            mirrors,
+            cors,
+        } = self;
+        request_headers.is_none()
+            && response_headers.is_none()
+            && redirect.is_none()
+            && rewrite.is_none()
+            && mirrors.is_empty()
+            && cors.is_none()
+    }
 }
 
 /// Header modifications with names and values parsed up front.
@@ -249,13 +279,29 @@ pub struct RouteParts {
     pub backends: Vec<WeightedBackend>,
     pub mirrors: Vec<(Arc<Backend>, f64)>,
     pub metrics: RequestMetrics,
-    pub retries: Counter,
+    pub retries: LazyCounter,
 }
 
 impl Route {
     pub fn new(config: &RouteConfig, parts: RouteParts) -> Result<Self, String> {
         let total_weight = parts.backends.iter().map(|b| u64::from(b.weight)).sum();
         let filters = &config.filters;
+        let built = Filters {
+            request_headers: filters
+                .request_headers
+                .as_ref()
+                .map(HeaderEdits::new)
+                .transpose()?,
+            response_headers: filters
+                .response_headers
+                .as_ref()
+                .map(HeaderEdits::new)
+                .transpose()?,
+            redirect: filters.redirect.clone(),
+            rewrite: filters.rewrite.clone(),
+            mirrors: parts.mirrors,
+            cors: filters.cors.as_ref().map(Cors::new).transpose()?,
+        };
         Ok(Self {
             name: Arc::from(config.name.as_str()),
             matches: config
@@ -263,22 +309,7 @@ impl Route {
                 .iter()
                 .map(Matcher::new)
                 .collect::<Result<_, _>>()?,
-            filters: Filters {
-                request_headers: filters
-                    .request_headers
-                    .as_ref()
-                    .map(HeaderEdits::new)
-                    .transpose()?,
-                response_headers: filters
-                    .response_headers
-                    .as_ref()
-                    .map(HeaderEdits::new)
-                    .transpose()?,
-                redirect: filters.redirect.clone(),
-                rewrite: filters.rewrite.clone(),
-                mirrors: parts.mirrors,
-                cors: filters.cors.as_ref().map(Cors::new).transpose()?,
-            },
+            filters: (!built.is_empty()).then(|| Box::new(built)),
             backends: parts.backends,
             total_weight,
             timeouts: config.timeouts.clone(),
@@ -286,6 +317,10 @@ impl Route {
             metrics: parts.metrics,
             retries: parts.retries,
         })
+    }
+
+    pub fn filters(&self) -> &Filters {
+        self.filters.as_deref().unwrap_or(&NO_FILTERS)
     }
 
     /// `Some(prefix)` when it matched on a path prefix; `None` inside when no prefix applies.
@@ -346,4 +381,16 @@ pub fn select<'a, B>(routes: &'a [Route], request: &Request<B>) -> Option<RouteM
                 matched_prefix,
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A proxy holds one route per service (its default) plus the routes it is given: in a
+    /// mesh of thousands of services their size is most of the proxy's memory. Filters
+    /// (over 500 bytes) are boxed and only present where configured.
+    #[test]
+    fn a_route_stays_small() {
+        let size = std::mem::size_of::<super::Route>();
+        assert!(size <= 400, "a Route is {size} bytes");
+    }
 }

@@ -91,7 +91,7 @@ pub struct ConnectionPolicy {
     /// Pooled HTTP/1 connections unused for longer are closed rather than reused.
     pub idle_timeout: Duration,
     /// Counts requests that found every HTTP/2 connection to an endpoint full.
-    pub saturated: prometheus_client::metrics::counter::Counter,
+    pub saturated: crate::metrics::LazyCounter,
 }
 
 /// How HTTP is spoken to an endpoint.
