@@ -58,8 +58,6 @@ pub enum ControlError {
     },
     #[error("serving proxies (gRPC)")]
     Grpc(#[source] tonic::transport::Error),
-    #[error("cannot install the signal handlers: {0}")]
-    Signals(#[source] std::io::Error),
 }
 
 /// The control plane's shared parts.
@@ -189,23 +187,6 @@ impl Shutdown {
         Shutdown(stop)
     }
 
-    /// Installs the handlers now, so a signal that comes early is not missed.
-    pub fn on_signals() -> Result<Shutdown, ControlError> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(ControlError::Signals)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(ControlError::Signals)?;
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::info!(signal = name, "shutting down");
-            let _ = tx.send(true);
-        });
-        Ok(Shutdown(rx))
-    }
-
     pub async fn wait(mut self) {
         // An error means the sender is gone, which only happens after it signalled.
         let _ = self.0.wait_for(|stop| *stop).await;
@@ -213,14 +194,13 @@ impl Shutdown {
 }
 
 /// `weft control`: the store, the REST API and the discovery server that pushes config to
-/// proxies, until SIGTERM or SIGINT.
-pub async fn run(options: ControlOptions) -> Result<(), ControlError> {
-    run_with_ca(options, CaSource::Store).await
-}
-
-/// [`run`], with the CA root from `ca` (the store's, or the operator's files).
-pub async fn run_with_ca(options: ControlOptions, ca: CaSource) -> Result<(), ControlError> {
-    let shutdown = Shutdown::on_signals()?;
+/// proxies, with the CA root from `ca` (the store's, or the operator's files), until
+/// `shutdown` (the binary's on SIGTERM or SIGINT).
+pub async fn run_with_ca(
+    options: ControlOptions,
+    ca: CaSource,
+    shutdown: Shutdown,
+) -> Result<(), ControlError> {
     // Listeners first: a port in use must not leave a fresh store and CA behind.
     let api = bind(options.api_addr, "api", "--api-addr").await?;
     let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;

@@ -15,8 +15,6 @@ pub enum DemoError {
         app: &'static str,
         source: std::io::Error,
     },
-    #[error("installing the Ctrl-C handler: {0}")]
-    Signals(std::io::Error),
     #[error("cannot run {bin} for the {service} sidecar: {source}; is this the weft binary?")]
     Spawn {
         bin: PathBuf,

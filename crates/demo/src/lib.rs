@@ -51,10 +51,11 @@ pub struct DemoOptions {
 /// whether it succeeds or not.
 pub async fn run(
     options: DemoOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
     on_ready: impl FnOnce(&Guide),
 ) -> Result<Summary, DemoError> {
-    // Installed first, so a Ctrl-C during startup also stops what has started.
-    let mut stop = StopSignal::install()?;
+    // Watched from the start, so a Ctrl-C during startup also stops what has started.
+    let mut stop = StopSignal::new(stop);
     let mut mesh = tokio::select! {
         mesh = SampleMesh::start(&options) => mesh?,
         () = stop.received() => return Err(DemoError::Interrupted),

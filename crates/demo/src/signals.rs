@@ -1,34 +1,21 @@
-//! The signals that end the demo in order: the summary printed, every sidecar stopped, the
-//! temporary directory removed.
+//! What ends the demo in order (the summary printed, every sidecar stopped, the temporary
+//! directory removed): the stop the binary hands it, set on SIGINT, SIGTERM or SIGHUP.
 
-use crate::DemoError;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
 
-pub struct StopSignal {
-    interrupt: Signal,
-    terminate: Signal,
-    /// A closed terminal sends SIGHUP, whose default action would end the demo without
-    /// stopping its sidecars.
-    hangup: Signal,
-}
+pub struct StopSignal(watch::Receiver<bool>);
 
 impl StopSignal {
-    /// Installs the handlers; from then on these signals no longer kill the process.
-    pub fn install() -> Result<Self, DemoError> {
-        let install = |kind| signal(kind).map_err(DemoError::Signals);
-        Ok(StopSignal {
-            interrupt: install(SignalKind::interrupt())?,
-            terminate: install(SignalKind::terminate())?,
-            hangup: install(SignalKind::hangup())?,
-        })
+    pub fn new(stop: watch::Receiver<bool>) -> Self {
+        StopSignal(stop)
     }
 
-    /// Completes when any of them arrives. Cancel-safe: a signal is never lost.
+    /// Completes once told to stop (at once if that happened already): a stop is never
+    /// lost, whenever it is waited for.
     pub async fn received(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-            _ = self.hangup.recv() => {}
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            // Nobody can tell the demo to stop any more: it runs until its duration.
+            std::future::pending::<()>().await;
         }
     }
 }

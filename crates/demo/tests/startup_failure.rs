@@ -32,7 +32,9 @@ fn leftover_dirs() -> Vec<PathBuf> {
 // One test, so no other demo in this process is running while leftovers are counted.
 #[tokio::test]
 async fn sidecars_that_cannot_start_are_reported_and_cleaned_up() {
-    let error = weft_demo::run(options("/nonexistent/weft"), |_| {
+    // Never told to stop: the sender stays alive for the whole test.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let error = weft_demo::run(options("/nonexistent/weft"), stopped.clone(), |_| {
         panic!("nothing can be ready")
     })
     .await
@@ -42,9 +44,11 @@ async fn sidecars_that_cannot_start_are_reported_and_cleaned_up() {
     assert_eq!(leftover_dirs(), Vec::<PathBuf>::new());
 
     // `false` starts and exits at once, as a weft binary without `proxy` would.
-    let error = weft_demo::run(options("/bin/false"), |_| panic!("nothing can be ready"))
-        .await
-        .unwrap_err();
+    let error = weft_demo::run(options("/bin/false"), stopped, |_| {
+        panic!("nothing can be ready")
+    })
+    .await
+    .unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, DemoError::Sidecar { .. }), "{message}");
     assert!(message.contains("loadgen sidecar exited"), "{message}");

@@ -48,6 +48,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -115,8 +116,9 @@ async fn bind(
     Ok(listener)
 }
 
-/// Runs the proxy until SIGTERM or SIGINT, then drains.
-pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
+/// Runs the proxy until `stop` turns true (the binary sets it on SIGTERM or SIGINT), then
+/// drains.
+pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(), ProxyError> {
     let source = ConfigSource::of(&options)?;
     if let ConfigSource::ControlPlane(client) = &source {
         client
@@ -149,7 +151,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
                     url: options.control_plane.as_ref().map(|c| c.url.clone()).unwrap_or_default(),
                     reason,
                 })?,
-                _ = shutdown_signal() => {
+                () = stopped(stop.clone()) => {
                     tracing::info!("stopped before a certificate was issued");
                     return Ok(());
                 }
@@ -227,7 +229,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     };
 
     tokio::select! {
-        _ = shutdown_signal() => {}
+        () = stopped(stop.clone()) => {}
         _ = stdin_closed(), if proxy.options.exit_on_stdin_close => {
             tracing::info!("standard input closed: the supervisor is gone");
         }
@@ -371,12 +373,7 @@ async fn stdin_closed() {
     while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+/// Resolves once `stop` turns true, or once nothing can turn it any more.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -1,11 +1,12 @@
 //! `weft control`: flags to `ControlOptions`, and the runtime the control plane runs on.
 
+use crate::stop_signal;
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use weft_control::ca::CaSource;
-use weft_control::server::{self, ControlOptions};
+use weft_control::server::{self, ControlOptions, Shutdown};
 use weft_control::transport::Plaintext;
 
 #[derive(Args)]
@@ -60,6 +61,12 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(server::run_with_ca(options, ca))?;
+    runtime.block_on(async {
+        let stop = stop_signal::install(stop_signal::TERMINATE_OR_INTERRUPT)
+            .context("installing the signal handlers")?;
+        server::run_with_ca(options, ca, Shutdown::on(stop))
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
     Ok(())
 }

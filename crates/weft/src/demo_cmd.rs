@@ -1,5 +1,6 @@
 //! `weft demo`: flags to `DemoOptions`, and the runtime the demo runs on.
 
+use crate::stop_signal;
 use anyhow::Context;
 use clap::Args;
 use std::time::Duration;
@@ -38,7 +39,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let summary = runtime.block_on(weft_demo::run(options, |guide| println!("{guide}")))?;
+    let summary = runtime.block_on(async {
+        let stop = stop_signal::install(stop_signal::TERMINATE_INTERRUPT_OR_HANGUP)
+            .context("installing the signal handlers")?;
+        weft_demo::run(options, stop, |guide| println!("{guide}"))
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
     println!("{summary}");
     Ok(())
 }

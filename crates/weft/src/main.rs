@@ -13,6 +13,7 @@ mod fleet_cmd;
 mod identity_cmd;
 mod operator_cert_cmd;
 mod proxy_cmd;
+mod stop_signal;
 mod table;
 mod token_cmd;
 

@@ -1,5 +1,6 @@
 //! `weft proxy`: flags to `ProxyOptions`, and the runtime it runs on.
 
+use crate::stop_signal;
 use anyhow::Context;
 use clap::Args;
 use std::collections::BTreeMap;
@@ -216,7 +217,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let result = runtime.block_on(weft_proxy::run(options));
+    let result = runtime.block_on(async {
+        let stop = stop_signal::install(stop_signal::TERMINATE_OR_INTERRUPT)
+            .context("installing the signal handlers")?;
+        weft_proxy::run(options, stop)
+            .await
+            .map_err(anyhow::Error::from)
+    });
     // A read of standard input (--exit-on-stdin-close) blocks a thread that dropping the
     // runtime would wait for: once drained, the process exits whatever stdin does.
     runtime.shutdown_background();
