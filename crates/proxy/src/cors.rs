@@ -7,6 +7,7 @@
 //! one origin's answer to another.
 
 use crate::body::Body;
+use crate::config_error::ConfigError;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
@@ -43,11 +44,11 @@ enum OriginPattern {
 }
 
 impl OriginPattern {
-    fn new(text: &str) -> Result<Self, String> {
+    fn new(text: &str) -> Result<Self, ConfigError> {
         if text == "*" {
             return Ok(OriginPattern::Any);
         }
-        let origin = parse_origin(text).ok_or_else(|| format!("invalid CORS origin {text:?}"))?;
+        let origin = parse_origin(text).ok_or_else(|| ConfigError::CorsOrigin(text.to_owned()))?;
         Ok(OriginPattern::Host {
             scheme: origin.scheme,
             host: origin.host,
@@ -94,16 +95,17 @@ impl Allowance<'_> {
 }
 
 impl Cors {
-    pub fn new(config: &weft_model::config::Cors) -> Result<Self, String> {
-        let joined = |items: &[String]| -> Result<Option<HeaderValue>, String> {
+    pub fn new(config: &weft_model::config::Cors) -> Result<Self, ConfigError> {
+        let joined = |items: &[String]| -> Result<Option<HeaderValue>, ConfigError> {
             if items.is_empty() {
                 return Ok(None);
             }
-            HeaderValue::try_from(items.join(", "))
+            let list = items.join(", ");
+            HeaderValue::try_from(list.as_str())
                 .map(Some)
-                .map_err(|err| format!("CORS list {items:?}: {err}"))
+                .map_err(|_| ConfigError::HeaderValue(list))
         };
-        let allowed = |items: &[String]| -> Result<Option<Allowed>, String> {
+        let allowed = |items: &[String]| -> Result<Option<Allowed>, ConfigError> {
             if items.iter().any(|item| item == "*") {
                 return Ok(Some(Allowed::Echo));
             }

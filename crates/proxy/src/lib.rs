@@ -11,6 +11,7 @@ mod admin;
 mod balance;
 mod body;
 mod client_body;
+mod config_error;
 mod connections;
 mod control_client;
 mod cors;
@@ -67,8 +68,8 @@ pub enum ProxyError {
         service: String,
         namespace: String,
     },
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] config_error::ConfigError),
     #[error("--control-plane {url}: {reason}")]
     ControlPlane { url: String, reason: String },
     #[error("no configuration source: give --control-plane URL (a running `weft control`) or --local FILE")]
@@ -181,7 +182,7 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
     }
     let proxy = Arc::new(Proxy::new(options, tls));
     if let ConfigSource::Local(path) = &source {
-        local::load(&proxy, path).map_err(ProxyError::Config)?;
+        local::load(&proxy, path)?;
     }
     let Listeners {
         admin,

@@ -4,6 +4,7 @@
 //! break watches, and a poll every half second costs nothing. A bad file is reported
 //! (file, line, field) and the config in force keeps serving.
 
+use crate::config_error::ConfigError;
 use crate::proxy::Proxy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,11 +12,10 @@ use std::time::{Duration, SystemTime};
 
 const POLL: Duration = Duration::from_millis(500);
 
-pub fn load(proxy: &Proxy, path: &Path) -> Result<u64, String> {
+pub fn load(proxy: &Proxy, path: &Path) -> Result<u64, ConfigError> {
     let options = &proxy.options;
     let (config, warnings) =
-        weft_model::load_and_compile(path, &options.namespace, &options.service)
-            .map_err(|e| e.to_string())?;
+        weft_model::load_and_compile(path, &options.namespace, &options.service)?;
     for warning in warnings {
         tracing::warn!(%warning, "configuration warning");
     }

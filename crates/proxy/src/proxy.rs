@@ -1,6 +1,7 @@
 //! State shared by every listener of one proxy process.
 
 use crate::access_log::AccessLog;
+use crate::config_error::ConfigError;
 use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::options::ProxyOptions;
 use crate::state::{BuildContext, Carried, Snapshot};
@@ -93,7 +94,7 @@ impl Proxy {
     }
 
     /// Builds and swaps in a new configuration. On error nothing changes.
-    pub fn apply(&self, config: ProxyConfig) -> Result<u64, String> {
+    pub fn apply(&self, config: ProxyConfig) -> Result<u64, ConfigError> {
         let generation = self.snapshot.load().generation + 1;
         let version = config.version.clone();
         let ctx = BuildContext {

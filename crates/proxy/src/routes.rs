@@ -1,6 +1,7 @@
 //! Routes compiled for matching: regexes built once, header names parsed once, backends
 //! resolved to live `Backend`s and metric handles looked up once per route.
 
+use crate::config_error::ConfigError;
 use crate::cors::Cors;
 use crate::metrics::{LazyCounter, RequestMetrics};
 use crate::state::Backend;
@@ -38,7 +39,7 @@ impl WeightedBackend {
     pub fn new(
         config: &weft_model::config::BackendRef,
         backend: Option<Arc<Backend>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         let edits = |modifier: &Option<weft_model::config::HeaderModifier>| {
             modifier.as_ref().map(HeaderEdits::new).transpose()
         };
@@ -105,12 +106,12 @@ pub struct HeaderEdits {
 }
 
 impl HeaderEdits {
-    fn new(config: &weft_model::config::HeaderModifier) -> Result<Self, String> {
-        let pair = |(n, v): &(String, String)| -> Result<(HeaderName, HeaderValue), String> {
+    fn new(config: &weft_model::config::HeaderModifier) -> Result<Self, ConfigError> {
+        let pair = |(n, v): &(String, String)| -> Result<(HeaderName, HeaderValue), ConfigError> {
             Ok((
-                HeaderName::try_from(n.as_str()).map_err(|e| format!("header name {n:?}: {e}"))?,
+                header_name(n)?,
                 HeaderValue::try_from(v.as_str())
-                    .map_err(|e| format!("header value {v:?}: {e}"))?,
+                    .map_err(|_| ConfigError::HeaderValue(v.clone()))?,
             ))
         };
         Ok(Self {
@@ -119,9 +120,7 @@ impl HeaderEdits {
             remove: config
                 .remove
                 .iter()
-                .map(|n| {
-                    HeaderName::try_from(n.as_str()).map_err(|e| format!("header name {n:?}: {e}"))
-                })
+                .map(|n| header_name(n))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -159,7 +158,7 @@ enum ValueMatcher {
 }
 
 impl ValueMatcher {
-    fn new(config: &StringMatch) -> Result<Self, String> {
+    fn new(config: &StringMatch) -> Result<Self, ConfigError> {
         Ok(match config {
             StringMatch::Exact(v) => ValueMatcher::Exact(v.clone()),
             StringMatch::Regex(r) => ValueMatcher::Regex(anchored(r)?),
@@ -174,8 +173,15 @@ impl ValueMatcher {
     }
 }
 
-fn anchored(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("regex {pattern:?}: {e}"))
+fn anchored(pattern: &str) -> Result<Regex, ConfigError> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| ConfigError::Regex {
+        pattern: pattern.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn header_name(name: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::try_from(name).map_err(|_| ConfigError::HeaderName(name.to_owned()))
 }
 
 /// What matched, for filters that depend on it (prefix rewrites).
@@ -185,12 +191,12 @@ pub struct RouteMatchResult<'a> {
 }
 
 impl Matcher {
-    fn new(config: &weft_model::config::RouteMatch) -> Result<Self, String> {
+    fn new(config: &weft_model::config::RouteMatch) -> Result<Self, ConfigError> {
         Ok(Self {
             path: config
                 .path
                 .as_ref()
-                .map(|p| -> Result<_, String> {
+                .map(|p| -> Result<_, ConfigError> {
                     Ok(match p {
                         PathMatch::Exact(v) => PathMatcher::Exact(v.clone()),
                         PathMatch::Prefix(v) => {
@@ -204,22 +210,22 @@ impl Matcher {
             method: config
                 .method
                 .as_ref()
-                .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}")))
+                .map(|m| {
+                    Method::from_bytes(m.as_bytes()).map_err(|_| ConfigError::Method(m.clone()))
+                })
                 .transpose()?,
             headers: config
                 .headers
                 .iter()
-                .map(|h| -> Result<_, String> {
-                    let name = HeaderName::try_from(h.name.as_str())
-                        .map_err(|e| format!("header name {:?}: {e}", h.name))?;
-                    Ok((name, ValueMatcher::new(&h.value)?))
+                .map(|h| -> Result<_, ConfigError> {
+                    Ok((header_name(&h.name)?, ValueMatcher::new(&h.value)?))
                 })
                 .collect::<Result<_, _>>()?,
             query: config
                 .query
                 .iter()
                 .map(|q| Ok((q.name.clone(), ValueMatcher::new(&q.value)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, ConfigError>>()?,
         })
     }
 
@@ -283,7 +289,7 @@ pub struct RouteParts {
 }
 
 impl Route {
-    pub fn new(config: &RouteConfig, parts: RouteParts) -> Result<Self, String> {
+    pub fn new(config: &RouteConfig, parts: RouteParts) -> Result<Self, ConfigError> {
         let total_weight = parts.backends.iter().map(|b| u64::from(b.weight)).sum();
         let filters = &config.filters;
         let built = Filters {

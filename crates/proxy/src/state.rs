@@ -7,6 +7,7 @@
 //! rate-limit tokens, retry budget).
 
 use crate::balance::{Balancer, Endpoint, Outcome};
+use crate::config_error::ConfigError;
 use crate::metrics::{Direction, Metrics};
 use crate::proxy::Proxy;
 use crate::resilience::{RateLimiter, Resilience, RetryBudget};
@@ -113,7 +114,11 @@ impl Snapshot {
         }
     }
 
-    pub fn build(config: ProxyConfig, generation: u64, ctx: &BuildContext) -> Result<Self, String> {
+    pub fn build(
+        config: ProxyConfig,
+        generation: u64,
+        ctx: &BuildContext,
+    ) -> Result<Self, ConfigError> {
         let mut carried = ctx.carried.lock().unwrap_or_else(|e| e.into_inner());
         // Built aside and swapped in only once the whole build succeeded: a rejected config
         // must not cost the running one its state.
@@ -227,7 +232,7 @@ fn build_backend(
     ctx: &BuildContext,
     old: &Carried,
     kept: &mut Carried,
-) -> Result<Backend, String> {
+) -> Result<Backend, ConfigError> {
     let mut endpoints = Vec::with_capacity(service.endpoints.len());
     for config in &service.endpoints {
         let endpoint_key = EndpointKey {
@@ -246,7 +251,12 @@ fn build_backend(
                 let tls = match (&config.identity, ctx.tls) {
                     (Some(id), Some(identity)) => {
                         let expected = SpiffeId::parse(id).map_err(|e| {
-                            format!("service {key}: endpoint {}: {e}", config.address)
+                            ConfigError::EndpointIdentity {
+                                address: config.address,
+                                identity: id.clone(),
+                                reason: e.to_string(),
+                            }
+                            .in_service(key)
                         })?;
                         Some((identity.clone(), expected))
                     }
@@ -284,7 +294,7 @@ fn build_route(
     service: &Arc<Backend>,
     backends: &HashMap<String, Arc<Backend>>,
     ctx: &BuildContext,
-) -> Result<Route, String> {
+) -> Result<Route, ConfigError> {
     let resolve = |r: &BackendRef| {
         backends
             .get(&service_key(&r.service, &r.namespace))
@@ -295,7 +305,7 @@ fn build_route(
         .iter()
         .map(|r| WeightedBackend::new(r, resolve(r)))
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("route {}: backend filters: {e}", config.name))?;
+        .map_err(|e: ConfigError| e.in_route(&config.name))?;
     let mirrors = config
         .filters
         .mirrors
@@ -314,5 +324,5 @@ fn build_route(
         ),
         retries: ctx.metrics.retries(service.label.clone(), route_label),
     };
-    Route::new(config, parts).map_err(|e| format!("route {}: {e}", config.name))
+    Route::new(config, parts).map_err(|e| e.in_route(&config.name))
 }

@@ -2,6 +2,7 @@
 //! swapped in, and answered with ACK or NACK; the trust bundle and revocations they carry.
 
 use super::*;
+use crate::config_error::ConfigError;
 use weft_api::v1::{control_message, proxy_message, Ack, Endpoints, Nack};
 use weft_model::config::{EndpointConfig, ProxyConfig, TrustConfig};
 
@@ -13,12 +14,15 @@ pub(crate) fn answer(
     let (version, result) = match received {
         control_message::Message::Config(full) => {
             let result = serde_json::from_slice::<ProxyConfig>(&full.config_json)
-                .map_err(|e| format!("the config is not valid JSON: {e}"))
+                .map_err(ConfigError::Json)
                 .and_then(|config| {
                     if config.version == full.version {
                         install(proxy, config)
                     } else {
-                        Err(format!("the config says version {}", config.version))
+                        Err(ConfigError::Version {
+                            found: config.version,
+                            announced: full.version.clone(),
+                        })
                     }
                 });
             (full.version, result)
@@ -35,7 +39,8 @@ pub(crate) fn answer(
     };
     Some(match result {
         Ok(()) => proxy_message::Message::Ack(Ack { version }),
-        Err(reason) => {
+        Err(error) => {
+            let reason = error.to_string();
             proxy.metrics.config_rejected();
             tracing::error!(%version, %reason, "configuration rejected; the previous configuration stays in force");
             proxy_message::Message::Nack(Nack { version, reason })
@@ -44,38 +49,34 @@ pub(crate) fn answer(
 }
 
 /// The running config with the update's endpoints in place.
-fn patch(proxy: &Proxy, update: Endpoints) -> Result<ProxyConfig, String> {
+fn patch(proxy: &Proxy, update: Endpoints) -> Result<ProxyConfig, ConfigError> {
     let running = proxy.snapshot();
     if running.generation == 0 || running.config.version != update.base_version {
-        return Err(format!(
-            "the endpoints update applies to version {}, but this proxy runs {}",
-            update.base_version,
-            if running.generation == 0 {
-                "none"
+        return Err(ConfigError::NotOnBase {
+            base: update.base_version,
+            running: if running.generation == 0 {
+                "none".to_owned()
             } else {
-                &running.config.version
-            }
-        ));
+                running.config.version.clone()
+            },
+        });
     }
     let mut config = ProxyConfig::clone(&running.config);
     drop(running);
     for changed in update.services {
         let endpoints: Vec<EndpointConfig> = serde_json::from_slice(&changed.endpoints_json)
-            .map_err(|e| {
-                format!(
-                    "endpoints of {}/{} are not valid JSON: {e}",
-                    changed.namespace, changed.service
-                )
+            .map_err(|source| ConfigError::EndpointsJson {
+                namespace: changed.namespace.clone(),
+                service: changed.service.clone(),
+                source,
             })?;
         let service = config
             .services
             .iter_mut()
             .find(|s| s.name == changed.service && s.namespace == changed.namespace)
-            .ok_or_else(|| {
-                format!(
-                    "the update names service {}/{}, which the config does not have",
-                    changed.namespace, changed.service
-                )
+            .ok_or_else(|| ConfigError::UnknownService {
+                namespace: changed.namespace.clone(),
+                service: changed.service.clone(),
             })?;
         service.endpoints = endpoints;
     }
@@ -85,7 +86,7 @@ fn patch(proxy: &Proxy, update: Endpoints) -> Result<ProxyConfig, String> {
 
 /// Swaps `config` in, unless it is the one already running (a resync after reconnecting
 /// must not reset the running snapshot and its counters).
-fn install(proxy: &Proxy, config: ProxyConfig) -> Result<(), String> {
+fn install(proxy: &Proxy, config: ProxyConfig) -> Result<(), ConfigError> {
     let running = proxy.snapshot();
     if running.generation > 0 && running.config.version == config.version {
         return Ok(());
@@ -105,21 +106,23 @@ fn install(proxy: &Proxy, config: ProxyConfig) -> Result<(), String> {
 
 /// Trusts the control plane's bundle, if it changed, and asks for a new certificate at
 /// once if the current one is not from the root that signs now (a root rotation).
-fn adopt_trust(proxy: &Proxy, identity: &TlsIdentity, trust: &TrustConfig) -> Result<(), String> {
+fn adopt_trust(
+    proxy: &Proxy,
+    identity: &TlsIdentity,
+    trust: &TrustConfig,
+) -> Result<(), ConfigError> {
     let bundle = weft_identity::parse_pem(&trust.bundle_pem);
     if identity.bundle() != bundle {
         identity
             .trust(&trust.bundle_pem)
-            .map_err(|e| format!("cannot adopt the trust bundle: {e}"))?;
+            .map_err(ConfigError::Trust)?;
         tracing::info!(roots = bundle.len(), "trust bundle updated");
     }
     let revoked = weft_identity::Revoked::new(
         trust.revoked_identities.iter().map(String::as_str),
         trust.revoked_certificates.iter().map(String::as_str),
     );
-    identity
-        .revoke(revoked)
-        .map_err(|e| format!("cannot adopt the revocation list: {e}"))?;
+    identity.revoke(revoked).map_err(ConfigError::Revocations)?;
     let chain = identity.chain_pem();
     let signing_root: Vec<_> = bundle
         .iter()
