@@ -25,6 +25,7 @@ mod io;
 mod listener;
 mod local;
 mod metrics;
+mod mirror;
 mod options;
 mod outbound;
 mod proxy;
@@ -36,6 +37,7 @@ mod state;
 mod tcp;
 mod upgrade;
 mod upstream;
+mod url_rewrite;
 
 pub use options::{
     ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,

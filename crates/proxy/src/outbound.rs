@@ -18,6 +18,7 @@ use crate::http::{
     synthetic, DRAINING_HEADER, OVERLOADED_HEADER,
 };
 use crate::metrics::Direction;
+use crate::mirror;
 use crate::proxy::Proxy;
 use crate::replay::ReplayBody;
 use crate::resilience::LimitExceeded;
@@ -25,24 +26,19 @@ use crate::routes::{self, NoBackend, Route};
 use crate::state::{Backend, ServiceRoutes};
 use crate::upgrade;
 use crate::upstream::{HttpMode, UpstreamError};
+use crate::url_rewrite::{apply_rewrite, redirect_response};
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_model::config::{PathModifier, Protocol, Redirect, RetryOn, RetryPolicy, Rewrite};
+use weft_model::config::{Protocol, RetryOn, RetryPolicy};
 
 /// Bodies up to this size are kept so a request can be retried or mirrored.
-const REPLAY_LIMIT: usize = 64 * 1024;
-/// Mirror copies in flight at once, per proxy; more are dropped and counted, so a slow or
-/// dead mirror target can never pile up tasks, buffers and connections.
-pub const MIRRORS_IN_FLIGHT: usize = 256;
+pub const REPLAY_LIMIT: usize = 64 * 1024;
 /// An endpoint that said it is draining is not chosen for this long (by then the control
 /// plane has taken it out of the config, or it has gone).
 const DRAINING_AVOIDANCE: Duration = Duration::from_secs(30);
-/// A mirror copy not answered in this time is abandoned and counted.
-const MIRROR_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the access log wants to know about how a request was served.
 #[derive(Default)]
@@ -194,29 +190,7 @@ async fn route_request(
     }
     let _permit = permit;
     if !filters.mirrors.is_empty() {
-        // Mirrors get their own copy of a small body, taken before the body becomes
-        // replayable: a mirror must never read from the stream the real request is using.
-        request = buffer_if_small(request).await;
-        for (mirror, percent) in &filters.mirrors {
-            if fastrand::f64() * 100.0 < *percent {
-                let Some(copy) = copy_request(&request) else {
-                    continue;
-                };
-                match proxy.mirrors.clone().try_acquire_owned() {
-                    Ok(slot) => {
-                        let (proxy, mirror) = (proxy.clone(), mirror.clone());
-                        tokio::spawn(async move {
-                            let sent = send_mirror(mirror, copy);
-                            if tokio::time::timeout(MIRROR_TIMEOUT, sent).await.is_err() {
-                                proxy.metrics.reject(Direction::Outbound, "mirror_timeout");
-                            }
-                            drop(slot);
-                        });
-                    }
-                    Err(_) => proxy.metrics.reject(Direction::Outbound, "mirror_dropped"),
-                }
-            }
-        }
+        request = mirror::send_copies(proxy, &filters.mirrors, request).await;
     }
     if route.retry.is_some() {
         request = request.map(|body| match body {
@@ -250,25 +224,8 @@ fn overloaded(proxy: &Proxy, limit: LimitExceeded) -> Response<Body> {
     response
 }
 
-/// Reads a small, complete body into memory so it can be sent more than once. Streams and
-/// large bodies are left alone (and are then neither retried nor mirrored).
-async fn buffer_if_small(request: Request<Body>) -> Request<Body> {
-    let hint = http_body::Body::size_hint(request.body());
-    if http_body::Body::is_end_stream(request.body()) {
-        return request.map(|_| Body::Empty);
-    }
-    if hint.upper().is_none_or(|upper| upper > REPLAY_LIMIT as u64) {
-        return request;
-    }
-    let (parts, body) = request.into_parts();
-    match body.collect().await {
-        Ok(collected) => Request::from_parts(parts, Body::full(collected.to_bytes())),
-        // The client went away mid-body; forward nothing useful but let the try fail normally.
-        Err(_) => Request::from_parts(parts, Body::Empty),
-    }
-}
-
-fn copy_request(request: &Request<Body>) -> Option<Request<Body>> {
+/// The request with a copy of its body, if the body can be copied (it is buffered).
+pub fn copy_request(request: &Request<Body>) -> Option<Request<Body>> {
     let body = request.body().try_clone()?;
     let mut copy = Request::new(body);
     *copy.method_mut() = request.method().clone();
@@ -276,22 +233,6 @@ fn copy_request(request: &Request<Body>) -> Option<Request<Body>> {
     *copy.version_mut() = request.version();
     *copy.headers_mut() = request.headers().clone();
     Some(copy)
-}
-
-async fn send_mirror(backend: Arc<Backend>, mut request: Request<Body>) {
-    let Some(endpoint) = backend.balancer.pick(Some(request.headers())) else {
-        return;
-    };
-    let mode = http_mode(&backend, endpoint.identity.is_some(), &request);
-    prepare_upstream(&mut request, mode);
-    if let Ok(response) = endpoint
-        .pool
-        .send(mode, request, &backend.connections)
-        .await
-    {
-        // Drain so the connection can be reused; the answer itself is ignored.
-        let _ = response.into_body().collect().await;
-    }
 }
 
 /// HTTP/2 to Weft peers; to plain endpoints, what the service's protocol says.
@@ -454,177 +395,9 @@ fn into_response(proxy: &Proxy, result: Result<Response<Body>, TryError>) -> Res
     }
 }
 
-fn rewritten_path(path: &str, modifier: &PathModifier, prefix: Option<&str>) -> String {
-    match modifier {
-        PathModifier::ReplaceFullPath(full) => full.clone(),
-        PathModifier::ReplacePrefixMatch(replacement) => {
-            let rest = prefix.and_then(|p| path.strip_prefix(p)).unwrap_or(path);
-            let joined = format!(
-                "{}/{}",
-                replacement.trim_end_matches('/'),
-                rest.trim_start_matches('/')
-            );
-            if joined.len() > 1 && !rest.is_empty() {
-                joined
-            } else {
-                let trimmed = joined.trim_end_matches('/');
-                if trimmed.is_empty() {
-                    "/".to_string()
-                } else {
-                    trimmed.to_string()
-                }
-            }
-        }
-    }
-}
-
-fn with_query(path: String, query: Option<&str>) -> String {
-    match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    }
-}
-
-fn apply_rewrite(request: &mut Request<Body>, rewrite: &Rewrite, prefix: Option<&str>) {
-    if let Some(modifier) = &rewrite.path {
-        let path = rewritten_path(request.uri().path(), modifier, prefix);
-        let target = with_query(path, request.uri().query());
-        let mut parts = request.uri().clone().into_parts();
-        if let Ok(pq) = target.parse() {
-            parts.path_and_query = Some(pq);
-            if let Ok(uri) = http::Uri::from_parts(parts) {
-                *request.uri_mut() = uri;
-            }
-        }
-    }
-    if let Some(hostname) = &rewrite.hostname {
-        if let Ok(value) = HeaderValue::try_from(hostname.as_str()) {
-            request.headers_mut().insert(http::header::HOST, value);
-            let mut parts = request.uri().clone().into_parts();
-            if parts.authority.is_some() {
-                parts.authority = hostname.parse().ok();
-                if let Ok(uri) = http::Uri::from_parts(parts) {
-                    *request.uri_mut() = uri;
-                }
-            }
-        }
-    }
-}
-
-fn redirect_response<B>(
-    request: &Request<B>,
-    redirect: &Redirect,
-    prefix: Option<&str>,
-) -> Response<Body> {
-    // Gateway API: an unset scheme keeps the request's; an unset port is the scheme's
-    // well-known port when the scheme was set, else the port the request was sent to.
-    let scheme = redirect
-        .scheme
-        .as_deref()
-        .unwrap_or_else(|| request.uri().scheme_str().unwrap_or("http"));
-    let original = authority(request).unwrap_or("");
-    let (original_host, original_port) = match original.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => (host, port.parse().ok()),
-        _ => (original, None),
-    };
-    let host = redirect.hostname.as_deref().unwrap_or(original_host);
-    let port = redirect.port.or(if redirect.scheme.is_some() {
-        None
-    } else {
-        original_port
-    });
-    let port = match (port, scheme) {
-        (Some(80), "http") | (Some(443), "https") | (None, _) => String::new(),
-        (Some(port), _) => format!(":{port}"),
-    };
-    let path = match &redirect.path {
-        Some(modifier) => rewritten_path(request.uri().path(), modifier, prefix),
-        None => request.uri().path().to_string(),
-    };
-    let location = format!(
-        "{scheme}://{host}{port}{}",
-        with_query(path, request.uri().query())
-    );
-    let status = StatusCode::from_u16(redirect.status_code).unwrap_or(StatusCode::FOUND);
-    let mut response = Response::new(Body::Empty);
-    *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::try_from(location) {
-        response.headers_mut().insert(http::header::LOCATION, value);
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_rewrites_follow_gateway_api_examples() {
-        let replace = |r: &str| PathModifier::ReplacePrefixMatch(r.to_string());
-        assert_eq!(
-            rewritten_path("/foo/bar", &replace("/xyz"), Some("/foo")),
-            "/xyz/bar"
-        );
-        assert_eq!(
-            rewritten_path("/foo", &replace("/xyz"), Some("/foo")),
-            "/xyz"
-        );
-        assert_eq!(
-            rewritten_path("/foo/bar", &replace("/"), Some("/foo")),
-            "/bar"
-        );
-        assert_eq!(rewritten_path("/foo", &replace("/"), Some("/foo")), "/");
-        assert_eq!(
-            rewritten_path("/foo/bar", &replace("/xyz/"), Some("/foo")),
-            "/xyz/bar"
-        );
-        let full = PathModifier::ReplaceFullPath("/new".to_string());
-        assert_eq!(rewritten_path("/anything/here", &full, None), "/new");
-    }
-
-    #[test]
-    fn redirects_keep_or_drop_the_port_as_gateway_api_says() {
-        let request = Request::builder()
-            .uri("/a?x=1")
-            .header(http::header::HOST, "web:8080")
-            .body(())
-            .unwrap();
-        let location = |redirect: Redirect| {
-            let response = redirect_response(&request, &redirect, None);
-            response.headers()[http::header::LOCATION]
-                .to_str()
-                .unwrap()
-                .to_string()
-        };
-        let base = Redirect {
-            scheme: None,
-            hostname: None,
-            path: None,
-            port: None,
-            status_code: 302,
-        };
-        let host_only = Redirect {
-            hostname: Some("new.example".into()),
-            ..base.clone()
-        };
-        assert_eq!(location(host_only), "http://new.example:8080/a?x=1");
-        let https = Redirect {
-            scheme: Some("https".into()),
-            ..base.clone()
-        };
-        assert_eq!(location(https), "https://web/a?x=1");
-        let port = Redirect {
-            port: Some(9000),
-            ..base.clone()
-        };
-        assert_eq!(location(port), "http://web:9000/a?x=1");
-        let http_80 = Redirect {
-            scheme: Some("http".into()),
-            port: Some(80),
-            ..base
-        };
-        assert_eq!(location(http_80), "http://web/a?x=1");
-    }
 
     #[test]
     fn backoff_stays_within_the_cap() {

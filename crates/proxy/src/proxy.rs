@@ -30,7 +30,7 @@ pub struct Proxy {
     inbound_metrics: Mutex<HashMap<Arc<str>, Arc<RequestMetrics>>>,
     /// `--access-log`: the writer lines go to.
     pub access_log: Option<AccessLog>,
-    /// Slots for mirror copies in flight (`outbound::MIRRORS_IN_FLIGHT`).
+    /// Slots for mirror copies in flight (`mirror::MIRRORS_IN_FLIGHT`).
     pub mirrors: Arc<tokio::sync::Semaphore>,
     ready: AtomicBool,
     /// Set once a graceful stop begins: answers carry `x-weft-draining` from then on.
@@ -78,7 +78,7 @@ impl Proxy {
             },
             inbound_metrics: Mutex::new(HashMap::new()),
             mirrors: Arc::new(tokio::sync::Semaphore::new(
-                crate::outbound::MIRRORS_IN_FLIGHT,
+                crate::mirror::MIRRORS_IN_FLIGHT,
             )),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
