@@ -9,7 +9,7 @@
 //!   any identity (`weft identity revoke`).
 
 use crate::access::{Caller, Role, OPERATOR_NAMESPACES};
-use crate::api::ApiError;
+use crate::api::{requested_ttl, ApiError};
 use crate::ca::{MeshCa, DEFAULT_TRUST_DOMAIN};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -54,14 +54,7 @@ async fn issue(
             "invalid operator certificate request: {err}; send {{\"name\": \"alice\", \"role\": \"admin\", \"csr\": PEM, \"ttl\": \"30d\"}}"
         ))
     })?;
-    let ttl = match &request.ttl {
-        None => DEFAULT_TTL,
-        Some(text) => {
-            let parsed: weft_model::resources::Duration =
-                text.parse().map_err(ApiError::bad_request)?;
-            Duration::from_millis(parsed.as_millis())
-        }
-    };
+    let ttl = requested_ttl(request.ttl.as_deref(), DEFAULT_TTL)?;
     if ttl.is_zero() || ttl > MAX_TTL {
         return Err(ApiError::bad_request(
             "an operator certificate lasts longer than zero and at most 365d",

@@ -14,7 +14,7 @@
 //!
 //! [`TokenStore::verify_and_consume`] is what the CSR flow calls.
 
-use crate::api::ApiError;
+use crate::api::{requested_ttl, ApiError};
 use crate::secret::{hash, id_of};
 use crate::store::{Store, StoreError};
 use axum::extract::{Path, State};
@@ -324,14 +324,7 @@ async fn create(
             "invalid token request: {err}; send {{\"service\": NAME, \"namespace\": NS, \"ttl\": \"1h\", \"singleUse\": false}}"
         ))
     })?;
-    let ttl = match &request.ttl {
-        None => DEFAULT_TTL,
-        Some(text) => {
-            let parsed: weft_model::resources::Duration =
-                text.parse().map_err(ApiError::bad_request)?;
-            Duration::from_millis(parsed.as_millis())
-        }
-    };
+    let ttl = requested_ttl(request.ttl.as_deref(), DEFAULT_TTL)?;
     let namespace = request.namespace.as_deref().unwrap_or("default");
     let created = tokens
         .create(

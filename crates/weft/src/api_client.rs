@@ -210,6 +210,25 @@ impl ApiClient {
         })
     }
 
+    /// POSTs `body` as JSON to `path` and returns the JSON answer; a refusal is an error
+    /// that says it happened while `doing` ("creating the join token").
+    pub(crate) fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        doing: &'static str,
+    ) -> anyhow::Result<Value> {
+        self.send(
+            Method::POST,
+            path,
+            Some("application/json"),
+            Bytes::from(body.to_string()),
+        )?
+        .success()
+        .context(doing)?
+        .json()
+    }
+
     /// Sends one request. A write without a content type says JSON (its body is JSON or
     /// empty): the API refuses writes that do not say what they carry.
     pub(crate) fn send(
@@ -361,5 +380,32 @@ impl Reply {
             self.status,
             String::from_utf8_lossy(&self.body).trim()
         )
+    }
+}
+
+/// A string field of an answer from the control plane, which must be there.
+pub(crate) fn answer_field(answer: &Value, name: &str) -> anyhow::Result<String> {
+    answer[name]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("the control plane's answer has no {name:?}: {answer}"))
+}
+
+/// What an API token or an operator certificate may do (`--role`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Role {
+    /// Everything: applies, deletes, tokens, certificates.
+    Admin,
+    /// Reads only: resources, proxies, check, the CA's roots, metrics.
+    ReadOnly,
+}
+
+impl Role {
+    /// As the API names it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ReadOnly => "read-only",
+        }
     }
 }

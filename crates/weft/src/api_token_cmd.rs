@@ -1,10 +1,10 @@
 //! `weft api-token create|list|revoke`: the REST API's credentials (see
 //! `weft_control::access`). Needs an admin token.
 
-use crate::api_client::{ApiArgs, ApiClient, ListArgs};
-use anyhow::{anyhow, Context};
+use crate::api_client::{answer_field, ApiArgs, ApiClient, ListArgs, Role};
+use anyhow::Context;
 use bytes::Bytes;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use http::Method;
 use serde_json::{json, Value};
 
@@ -21,14 +21,6 @@ pub enum ApiTokenCommand {
     List(ListArgs),
     /// Revoke an API token by its id: refused from the next call on.
     Revoke(RevokeArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Role {
-    /// Everything: applies, deletes, tokens, certificates.
-    Admin,
-    /// Reads only: resources, proxies, check, the CA's roots, metrics.
-    ReadOnly,
 }
 
 #[derive(Args)]
@@ -59,24 +51,14 @@ pub fn run(cmd: ApiTokenCommand) -> anyhow::Result<()> {
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let role = match args.role {
-        Role::Admin => "admin",
-        Role::ReadOnly => "read-only",
-    };
+    let role = args.role.as_str();
     let body = json!({ "name": args.name, "role": role });
-    let answer = ApiClient::new(&args.api)?
-        .send(
-            Method::POST,
-            "/api/v1/api-tokens",
-            Some("application/json"),
-            Bytes::from(body.to_string()),
-        )?
-        .success()
-        .context("creating the API token")?
-        .json()?;
-    let token = answer["token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the control plane's answer has no token: {answer}"))?;
+    let answer = ApiClient::new(&args.api)?.post_json(
+        "/api/v1/api-tokens",
+        &body,
+        "creating the API token",
+    )?;
+    let token = answer_field(&answer, "token")?;
     eprintln!(
         "API token {} ({}, {role})",
         text(&answer["id"]),

@@ -2,12 +2,10 @@
 //! API over HTTPS instead of with a token (see `weft_control::operators`). The key is made
 //! here and never leaves this machine. Needs an admin credential.
 
-use crate::api_client::{ApiArgs, ApiClient};
+use crate::api_client::{answer_field, ApiArgs, ApiClient, Role};
 use crate::cert_cmd::{write_file, Access};
-use anyhow::{anyhow, Context};
-use bytes::Bytes;
-use clap::{Args, Subcommand, ValueEnum};
-use http::Method;
+use anyhow::Context;
+use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -21,12 +19,6 @@ pub enum OperatorCertCommand {
         --key ~/.config/weft/alice-key.pem --ca ~/.config/weft/ca.pem\n\n\
         Revoke one like any identity: weft identity revoke spiffe://weft.local/ns/weft-operators/svc/alice")]
     Create(CreateArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Role {
-    Admin,
-    ReadOnly,
 }
 
 #[derive(Args)]
@@ -56,27 +48,18 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     // The CA names the certificate itself; the id in the CSR is only a placeholder.
     let placeholder = weft_identity::SpiffeId::new("weft.local", "weft-operators", "operator")?;
     let (key_pem, csr_pem) = weft_identity::generate_csr(&placeholder)?;
-    let role = match args.role {
-        Role::Admin => "admin",
-        Role::ReadOnly => "read-only",
-    };
-    let body = json!({ "name": args.name, "role": role, "csr": csr_pem, "ttl": args.ttl });
-    let answer = ApiClient::new(&args.api)?
-        .send(
-            Method::POST,
-            "/api/v1/operator-certificates",
-            Some("application/json"),
-            Bytes::from(body.to_string()),
-        )?
-        .success()
-        .context("getting the operator certificate")?
-        .json()?;
-    let field = |name: &str| {
-        answer[name]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("the control plane's answer has no {name:?}: {answer}"))
-    };
+    let body = json!({
+        "name": args.name,
+        "role": args.role.as_str(),
+        "csr": csr_pem,
+        "ttl": args.ttl,
+    });
+    let answer = ApiClient::new(&args.api)?.post_json(
+        "/api/v1/operator-certificates",
+        &body,
+        "getting the operator certificate",
+    )?;
+    let field = |name: &str| answer_field(&answer, name);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let cert = args.out.join(format!("{}.pem", args.name));
@@ -86,8 +69,9 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     write_file(&cert, &field("certificate")?, Access::Readable, true)?;
     write_file(&ca, &field("trustBundle")?, Access::Readable, true)?;
     eprintln!(
-        "{} ({role}) until {}: {}, {}, {}",
+        "{} ({}) until {}: {}, {}, {}",
         field("identity")?,
+        args.role.as_str(),
         field("notAfter")?,
         cert.display(),
         key.display(),

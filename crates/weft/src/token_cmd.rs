@@ -1,8 +1,8 @@
 //! `weft token create|revoke`: join tokens, through the control plane's REST API (see
 //! `weft_control::tokens`).
 
-use crate::api_client::{ApiArgs, ApiClient, ListArgs};
-use anyhow::{anyhow, Context};
+use crate::api_client::{answer_field, ApiArgs, ApiClient, ListArgs};
+use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http::Method;
@@ -102,22 +102,8 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         "ttl": args.ttl,
         "singleUse": !args.reusable,
     });
-    let answer = client
-        .send(
-            Method::POST,
-            "/api/v1/tokens",
-            Some("application/json"),
-            Bytes::from(body.to_string()),
-        )?
-        .success()
-        .context("creating the join token")?
-        .json()?;
-    let field = |name: &str| {
-        answer[name]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("the control plane's answer has no {name:?}: {answer}"))
-    };
+    let answer = client.post_json("/api/v1/tokens", &body, "creating the join token")?;
+    let field = |name: &str| answer_field(&answer, name);
     let token = field("token")?;
     eprintln!(
         "join token {} for {}.{}{}, expires {}",

@@ -113,6 +113,19 @@ impl ApiError {
     }
 }
 
+/// A request's `ttl` field: `default` when absent, else a duration written as in resources
+/// (`30d`, `1h30m`); a malformed one is the caller's 400.
+pub(crate) fn requested_ttl(
+    text: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ApiError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let parsed: weft_model::resources::Duration = text.parse().map_err(ApiError::bad_request)?;
+    Ok(std::time::Duration::from_millis(parsed.as_millis()))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({ "errors": self.errors }))).into_response()
