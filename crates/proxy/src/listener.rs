@@ -127,7 +127,7 @@ impl Connection {
         let proxy = self.proxy.clone();
         let bound_service = bound
             .as_ref()
-            .and_then(|key| proxy.snapshot().by_key(key).cloned());
+            .and_then(|key| proxy.snapshot().by_key(&proxy, key));
         if bound.is_some() && bound_service.is_none() {
             tracing::warn!(
                 service = bound.as_deref().unwrap_or(""),

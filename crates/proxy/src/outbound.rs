@@ -61,9 +61,7 @@ pub async fn serve(
     let snapshot = proxy.snapshot();
     let service = match bound {
         Some(service) => Some(service),
-        None => authority(&request)
-            .and_then(|a| snapshot.by_host(a))
-            .cloned(),
+        None => authority(&request).and_then(|a| snapshot.by_host(&proxy, a)),
     };
     let Some(service) = service else {
         proxy.metrics.reject(Direction::Outbound, "unknown_service");

@@ -95,21 +95,27 @@ impl Proxy {
 
     /// Builds and swaps in a new configuration. On error nothing changes.
     pub fn apply(&self, config: ProxyConfig) -> Result<u64, ConfigError> {
-        let generation = self.snapshot.load().generation + 1;
+        let previous = self.snapshot.load_full();
+        let generation = previous.generation + 1;
         let version = config.version.clone();
-        let ctx = BuildContext {
+        let snapshot = Snapshot::build(config, generation, &self.build_context(), &previous)?;
+        drop(previous);
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.config_loaded(&version, generation as i64);
+        self.ready.store(true, Ordering::Release);
+        Ok(generation)
+    }
+
+    /// What building (a part of) a snapshot needs from the proxy.
+    pub fn build_context(&self) -> BuildContext<'_> {
+        BuildContext {
             metrics: &self.metrics,
             tls: self.tls.as_ref(),
             service: &self.options.service,
             namespace: &self.options.namespace,
             source: self.local_label.clone(),
             carried: &self.carried,
-        };
-        let snapshot = Snapshot::build(config, generation, &ctx)?;
-        self.snapshot.store(Arc::new(snapshot));
-        self.metrics.config_loaded(&version, generation as i64);
-        self.ready.store(true, Ordering::Release);
-        Ok(generation)
+        }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -1,6 +1,13 @@
 //! The proxy's view of the mesh, built from a `ProxyConfig` into structures ready for the
 //! request path, and swapped in atomically as a whole.
 //!
+//! A service's runtime state (balancer, endpoints and their pools, routes) is built the
+//! first time a request needs it, not with the snapshot: a proxy sent a mesh of thousands
+//! of services pays for the few it calls, and holds the rest as the config it was sent.
+//! The whole config is still checked before it is swapped in, so a config that cannot run
+//! is refused (and NACKed) as a whole, and a new snapshot builds at once the services the
+//! one before it had built, so traffic never waits for them.
+//!
 //! Live state outlives snapshots (`Carried`): a rebuilt snapshot reuses the endpoint of the
 //! same service, address and identity (latency estimates, ejections, connection pools), and
 //! each service's resilience state whose settings did not change (circuit-breaker counts,
@@ -15,7 +22,7 @@ use crate::routes::{Route, RouteParts, WeightedBackend};
 use crate::upstream::{ConnectionPolicy, EndpointPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use weft_identity::{SpiffeId, TlsIdentity};
 use weft_model::config::{
@@ -67,9 +74,15 @@ pub struct ServiceRoutes {
 pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<ProxyConfig>,
-    services: HashMap<String, Arc<ServiceRoutes>>,
-    hosts: HashMap<String, Arc<ServiceRoutes>>,
-    /// This proxy's own service, looked up once per build for the inbound path.
+    /// `name.namespace` -> index in `config.services`.
+    by_key: HashMap<Box<str>, usize>,
+    /// Services of this proxy's own namespace, by bare name (what apps call them).
+    local_names: HashMap<Box<str>, usize>,
+    /// Each service's routes, built on first use.
+    services: Box<[OnceLock<Arc<ServiceRoutes>>]>,
+    /// Each service as a destination, built on first use (by its routes or another's).
+    backends: Box<[OnceLock<Arc<Backend>>]>,
+    /// This proxy's own service, built with the snapshot for the inbound path.
     own: Option<Arc<ServiceRoutes>>,
 }
 
@@ -88,19 +101,17 @@ pub struct BuildContext<'a> {
     pub carried: &'a Mutex<Carried>,
 }
 
-/// What one snapshot hands to the next.
+/// What one snapshot hands to the next: each built service's live state, by `service_key`.
 #[derive(Default)]
 pub struct Carried {
-    endpoints: HashMap<EndpointKey, Arc<Endpoint>>,
-    /// By `service_key`.
-    resilience: HashMap<String, Resilience>,
+    services: HashMap<String, ServiceState>,
 }
 
-#[derive(Clone, Hash, PartialEq, Eq)]
-struct EndpointKey {
-    service: String,
-    address: SocketAddr,
-    identity: Option<String>,
+#[derive(Clone, Default)]
+struct ServiceState {
+    /// By address and expected identity.
+    endpoints: HashMap<(SocketAddr, Option<String>), Arc<Endpoint>>,
+    resilience: Option<Resilience>,
 }
 
 impl Snapshot {
@@ -108,95 +119,197 @@ impl Snapshot {
         Self {
             generation: 0,
             config: Arc::default(),
-            services: HashMap::new(),
-            hosts: HashMap::new(),
+            by_key: HashMap::new(),
+            local_names: HashMap::new(),
+            services: Box::default(),
+            backends: Box::default(),
             own: None,
         }
     }
 
+    /// Checks that every service of `config` builds, then indexes it, building at once
+    /// this proxy's own service and those `previous` had built. On error nothing changes:
+    /// the live state carried between snapshots is only touched once the check passed.
     pub fn build(
         config: ProxyConfig,
         generation: u64,
         ctx: &BuildContext,
+        previous: &Snapshot,
     ) -> Result<Self, ConfigError> {
-        let mut carried = ctx.carried.lock().unwrap_or_else(|e| e.into_inner());
-        // Built aside and swapped in only once the whole build succeeded: a rejected config
-        // must not cost the running one its state.
-        let mut kept = Carried::default();
-        let mut backends = HashMap::new();
-        for service in &config.services {
-            let key = service_key(&service.name, &service.namespace);
-            let backend = build_backend(service, &key, ctx, &carried, &mut kept)?;
-            backends.insert(key, Arc::new(backend));
-        }
-        let mut services = HashMap::new();
-        let mut hosts = HashMap::new();
-        for service in &config.services {
-            let key = service_key(&service.name, &service.namespace);
-            let backend = backends[&key].clone();
-            let routes = service
-                .routes
-                .iter()
-                .map(|r| build_route(r, &backend, &backends, ctx))
-                .collect::<Result<Vec<_>, _>>()?;
-            let default = RouteConfig {
-                name: format!("{}/{}/default", service.namespace, service.name),
-                matches: Vec::new(),
-                filters: Default::default(),
-                backends: vec![BackendRef {
-                    service: service.name.clone(),
-                    namespace: service.namespace.clone(),
-                    port: None,
-                    weight: 1,
-                    missing: false,
-                    request_headers: None,
-                    response_headers: None,
-                }],
-                timeouts: Default::default(),
-                retry: None,
-            };
-            let default_route = build_route(&default, &backend, &backends, ctx)?;
-            let entry = Arc::new(ServiceRoutes {
-                backend,
-                routes,
-                default_route,
-            });
-            for host in host_names(service, ctx.namespace) {
-                hosts.insert(host, entry.clone());
+        check(&config, ctx)?;
+        let mut by_key = HashMap::with_capacity(config.services.len());
+        let mut local_names = HashMap::new();
+        for (at, service) in config.services.iter().enumerate() {
+            by_key.insert(service_key(&service.name, &service.namespace).into(), at);
+            if service.namespace == ctx.namespace {
+                local_names.insert(service.name.as_str().into(), at);
             }
-            services.insert(key, entry);
         }
-        *carried = kept;
-        let own = services
-            .get(&service_key(ctx.service, ctx.namespace))
-            .cloned();
-        Ok(Self {
-            own,
+        let count = config.services.len();
+        let mut snapshot = Self {
             generation,
             config: Arc::new(config),
-            services,
-            hosts,
-        })
+            by_key,
+            local_names,
+            services: (0..count).map(|_| OnceLock::new()).collect(),
+            backends: (0..count).map(|_| OnceLock::new()).collect(),
+            own: None,
+        };
+        {
+            let mut carried = ctx.carried.lock().unwrap_or_else(|e| e.into_inner());
+            carried
+                .services
+                .retain(|key, _| snapshot.by_key.contains_key(key.as_str()));
+        }
+        for (key, &at) in &previous.by_key {
+            if previous.services[at].get().is_some() {
+                snapshot.by_key_built(key, ctx);
+            }
+        }
+        snapshot.own = snapshot.by_key_built(&service_key(ctx.service, ctx.namespace), ctx);
+        Ok(snapshot)
     }
 
-    /// Looks a service up by a `Host`/`:authority` value (port ignored, case-insensitive).
-    pub fn by_host(&self, authority: &str) -> Option<&Arc<ServiceRoutes>> {
+    /// Looks a service up by a `Host`/`:authority` value (port ignored, case-insensitive):
+    /// `reviews` (this proxy's namespace), `reviews.ns`, `reviews.ns.svc` or
+    /// `reviews.ns.svc.cluster.local`, the forms apps already use in Kubernetes.
+    pub fn by_host(&self, proxy: &Proxy, authority: &str) -> Option<Arc<ServiceRoutes>> {
         let host = strip_port(authority);
-        if let Some(found) = self.hosts.get(host) {
-            return Some(found);
+        let at = self.host_index(host).or_else(|| {
+            let lower = host.to_ascii_lowercase();
+            self.host_index(&lower)
+        })?;
+        self.service_at(at, &proxy.build_context())
+    }
+
+    fn host_index(&self, host: &str) -> Option<usize> {
+        let name = host
+            .strip_suffix(".svc.cluster.local")
+            .or_else(|| host.strip_suffix(".svc"))
+            .unwrap_or(host);
+        if name.contains('.') {
+            self.by_key.get(name).copied()
+        } else {
+            self.local_names.get(name).copied()
         }
-        self.hosts.get(&host.to_ascii_lowercase())
     }
 
     /// By `service_key` (`name.namespace`).
-    pub fn by_key(&self, key: &str) -> Option<&Arc<ServiceRoutes>> {
-        self.services.get(key)
+    pub fn by_key(&self, proxy: &Proxy, key: &str) -> Option<Arc<ServiceRoutes>> {
+        self.by_key_built(key, &proxy.build_context())
+    }
+
+    fn by_key_built(&self, key: &str, ctx: &BuildContext) -> Option<Arc<ServiceRoutes>> {
+        let at = *self.by_key.get(key)?;
+        self.service_at(at, ctx)
     }
 
     /// The service this proxy runs for, if the configuration has it.
     pub fn own(&self) -> Option<&Arc<ServiceRoutes>> {
         self.own.as_ref()
     }
+
+    fn service_at(&self, at: usize, ctx: &BuildContext) -> Option<Arc<ServiceRoutes>> {
+        if let Some(built) = self.services[at].get() {
+            return Some(built.clone());
+        }
+        let service = &self.config.services[at];
+        let backend = self.backend_at(at, ctx)?;
+        let resolve = |r: &BackendRef| {
+            let at = *self
+                .by_key
+                .get(service_key(&r.service, &r.namespace).as_str())?;
+            self.backend_at(at, ctx)
+        };
+        match build_routes(service, backend, &resolve, ctx) {
+            Ok(built) => Some(self.services[at].get_or_init(|| Arc::new(built)).clone()),
+            Err(error) => {
+                // `build` checked every service: only a bug gets here.
+                tracing::error!(%error, service = %service.name, "cannot build a checked service");
+                None
+            }
+        }
+    }
+
+    fn backend_at(&self, at: usize, ctx: &BuildContext) -> Option<Arc<Backend>> {
+        if let Some(built) = self.backends[at].get() {
+            return Some(built.clone());
+        }
+        let service = &self.config.services[at];
+        let key = service_key(&service.name, &service.namespace);
+        let mut carried = ctx.carried.lock().unwrap_or_else(|e| e.into_inner());
+        let state = carried.services.entry(key.clone()).or_default();
+        match build_backend(service, &key, ctx, state) {
+            Ok(backend) => {
+                drop(carried);
+                Some(self.backends[at].get_or_init(|| Arc::new(backend)).clone())
+            }
+            Err(error) => {
+                tracing::error!(%error, service = %key, "cannot build a checked service");
+                None
+            }
+        }
+    }
+}
+
+/// Builds every service of `config` once, each on its own and dropped at once, on state of
+/// its own: what would fail later fails now, and nothing live is touched.
+fn check(config: &ProxyConfig, ctx: &BuildContext) -> Result<(), ConfigError> {
+    let index: HashMap<String, &ServiceConfig> = config
+        .services
+        .iter()
+        .map(|s| (service_key(&s.name, &s.namespace), s))
+        .collect();
+    let scratch = |service: &ServiceConfig, key: &str| {
+        build_backend(service, key, ctx, &mut ServiceState::default()).map(Arc::new)
+    };
+    for service in &config.services {
+        let key = service_key(&service.name, &service.namespace);
+        let backend = scratch(service, &key)?;
+        let resolve = |r: &BackendRef| {
+            let key = service_key(&r.service, &r.namespace);
+            scratch(index.get(&key)?, &key).ok()
+        };
+        build_routes(service, backend, &resolve, ctx)?;
+    }
+    Ok(())
+}
+
+/// A service's routes and its default route, with `backend` as itself and `resolve`
+/// finding the services they send to.
+fn build_routes(
+    service: &ServiceConfig,
+    backend: Arc<Backend>,
+    resolve: &dyn Fn(&BackendRef) -> Option<Arc<Backend>>,
+    ctx: &BuildContext,
+) -> Result<ServiceRoutes, ConfigError> {
+    let routes = service
+        .routes
+        .iter()
+        .map(|r| build_route(r, &backend, resolve, ctx))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default = RouteConfig {
+        name: format!("{}/{}/default", service.namespace, service.name),
+        matches: Vec::new(),
+        filters: Default::default(),
+        backends: vec![BackendRef {
+            service: service.name.clone(),
+            namespace: service.namespace.clone(),
+            port: None,
+            weight: 1,
+            missing: false,
+            request_headers: None,
+            response_headers: None,
+        }],
+        timeouts: Default::default(),
+        retry: None,
+    };
+    let default_route = build_route(&default, &backend, resolve, ctx)?;
+    Ok(ServiceRoutes {
+        backend,
+        routes,
+        default_route,
+    })
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -211,41 +324,20 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-/// `reviews` (same namespace only), `reviews.ns`, `reviews.ns.svc`,
-/// `reviews.ns.svc.cluster.local`: the forms apps already use in Kubernetes.
-fn host_names(service: &ServiceConfig, own_namespace: &str) -> Vec<String> {
-    let base = service_key(&service.name, &service.namespace);
-    let mut names = vec![
-        format!("{base}.svc"),
-        format!("{base}.svc.cluster.local"),
-        base,
-    ];
-    if service.namespace == own_namespace {
-        names.push(service.name.clone());
-    }
-    names
-}
-
+/// `service` as a destination, reusing the live state `state` holds for it (its
+/// endpoints by address and identity, its resilience state while its settings are the
+/// same), and leaving in `state` what the next build reuses.
 fn build_backend(
     service: &ServiceConfig,
     key: &str,
     ctx: &BuildContext,
-    old: &Carried,
-    kept: &mut Carried,
+    state: &mut ServiceState,
 ) -> Result<Backend, ConfigError> {
     let mut endpoints = Vec::with_capacity(service.endpoints.len());
+    let mut kept = HashMap::with_capacity(service.endpoints.len());
     for config in &service.endpoints {
-        let endpoint_key = EndpointKey {
-            service: key.to_string(),
-            address: config.address,
-            identity: config.identity.clone(),
-        };
-        let endpoint = match kept
-            .endpoints
-            .get(&endpoint_key)
-            .or_else(|| old.endpoints.get(&endpoint_key))
-            .cloned()
-        {
+        let endpoint_key = (config.address, config.identity.clone());
+        let endpoint = match state.endpoints.get(&endpoint_key).cloned() {
             Some(existing) => existing,
             None => {
                 let tls = match (&config.identity, ctx.tls) {
@@ -266,12 +358,13 @@ fn build_backend(
                 Arc::new(Endpoint::new(config, pool))
             }
         };
-        kept.endpoints.insert(endpoint_key, endpoint.clone());
+        kept.insert(endpoint_key, endpoint.clone());
         endpoints.push(endpoint);
     }
+    state.endpoints = kept;
     let policy = &service.policy;
-    let resilience = Resilience::carry(old.resilience.get(key), policy);
-    kept.resilience.insert(key.to_string(), resilience.clone());
+    let resilience = Resilience::carry(state.resilience.as_ref(), policy);
+    state.resilience = Some(resilience.clone());
     Ok(Backend {
         label: Arc::from(key),
         balancer: Balancer::new(endpoints, &policy.load_balancer),
@@ -292,14 +385,9 @@ fn build_backend(
 fn build_route(
     config: &RouteConfig,
     service: &Arc<Backend>,
-    backends: &HashMap<String, Arc<Backend>>,
+    resolve: &dyn Fn(&BackendRef) -> Option<Arc<Backend>>,
     ctx: &BuildContext,
 ) -> Result<Route, ConfigError> {
-    let resolve = |r: &BackendRef| {
-        backends
-            .get(&service_key(&r.service, &r.namespace))
-            .cloned()
-    };
     let weighted = config
         .backends
         .iter()
@@ -325,4 +413,113 @@ fn build_route(
         retries: ctx.metrics.retries(service.label.clone(), route_label),
     };
     Route::new(config, parts).map_err(|e| e.in_route(&config.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::ProxyOptions;
+
+    /// Services `test` (this proxy's own), `web` (whose route splits to `web-v2`) and
+    /// `unused`, each with one plain endpoint.
+    fn mesh(version: &str) -> ProxyConfig {
+        let yaml = "
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: test}
+spec: {ports: [{port: 80}], endpoints: [{address: '127.0.0.1:9001'}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}], endpoints: [{address: '127.0.0.1:9002'}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: web-v2}
+spec: {ports: [{port: 80}], endpoints: [{address: '127.0.0.1:9003'}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: unused}
+spec: {ports: [{port: 80}], endpoints: [{address: '127.0.0.1:9004'}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: '', kind: Service, name: web}]
+  rules: [{backendRefs: [{name: web, weight: 1}, {name: web-v2, weight: 1}]}]
+";
+        let mut config = weft_model::compile(&weft_model::load_str("mesh.yaml", yaml).unwrap());
+        config.version = version.to_owned();
+        config
+    }
+
+    fn built(snapshot: &Snapshot) -> Vec<&str> {
+        let mut names: Vec<&str> = snapshot
+            .config
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| snapshot.backends[*at].get().is_some())
+            .map(|(_, s)| s.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn services_are_built_when_first_called_and_kept_built_across_pushes() {
+        let proxy = Proxy::new(ProxyOptions::minimal("127.0.0.1:9".parse().unwrap()), None);
+        proxy.apply(mesh("one")).unwrap();
+        assert_eq!(
+            built(&proxy.snapshot()),
+            ["test"],
+            "only its own service at first"
+        );
+
+        let web = proxy
+            .snapshot()
+            .by_host(&proxy, "WEB.default.svc.cluster.local:80");
+        let web = web.expect("found by a Kubernetes-style name");
+        assert_eq!(&*web.backend.label, "web.default");
+        assert_eq!(built(&proxy.snapshot()), ["test", "web", "web-v2"]);
+        assert!(proxy.snapshot().by_host(&proxy, "nothing").is_none());
+
+        // The next config builds at once what the last one had built, on the same endpoints.
+        proxy.apply(mesh("two")).unwrap();
+        assert_eq!(built(&proxy.snapshot()), ["test", "web", "web-v2"]);
+        let again = proxy.snapshot().by_key(&proxy, "web.default").unwrap();
+        assert!(Arc::ptr_eq(
+            &web.backend.balancer.endpoints()[0],
+            &again.backend.balancer.endpoints()[0]
+        ));
+    }
+
+    #[test]
+    fn a_config_that_cannot_run_is_refused_whole_and_changes_nothing() {
+        let proxy = Proxy::new(ProxyOptions::minimal("127.0.0.1:9".parse().unwrap()), None);
+        proxy.apply(mesh("one")).unwrap();
+        let mut bad = mesh("bad");
+        let unused = bad
+            .services
+            .iter_mut()
+            .find(|s| s.name == "unused")
+            .unwrap();
+        unused.routes = mesh("x")
+            .services
+            .iter()
+            .find(|s| s.name == "web")
+            .unwrap()
+            .routes
+            .clone();
+        unused.routes[0].matches = vec![weft_model::config::RouteMatch {
+            path: Some(weft_model::config::PathMatch::Regex("(".to_owned())),
+            ..Default::default()
+        }];
+        let error = proxy.apply(bad).unwrap_err().to_string();
+        assert!(error.contains("regular expression"), "{error}");
+        assert_eq!(proxy.snapshot().config.version, "one");
+    }
 }
