@@ -2,7 +2,7 @@
 //! parsing the proxy does itself, reached with arbitrary bytes. Each must return (or fail
 //! with an error value) for every input; a panic or a hang is a bug.
 
-use crate::options::{ProxyOptions, ServerLimits};
+use crate::options::ProxyOptions;
 use crate::proxy::Proxy;
 use crate::upstream::HttpMode;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
