@@ -111,6 +111,7 @@ def cmd_sample(args):
                 "comm": st["comm"],
                 "root": p == int(pid),
                 "ticks": st["utime"] + st["stime"],
+                "user_ticks": st["utime"],
                 "rss_kb": mem["VmRSS"],
                 "hwm_kb": mem["VmHWM"],
             })
