@@ -2,7 +2,8 @@
 //! warns about references that resolve to nothing) and `compile` (which drops them).
 
 use crate::resources::{
-    MeshSpec, Port, Resource, ServiceRef, ServiceSpec, Spec, TargetRef, TrafficPolicySpec,
+    AuthorizationPolicySpec, MeshSpec, Port, Resource, ServiceRef, ServiceSpec, Spec, TargetRef,
+    TrafficPolicySpec,
 };
 use std::collections::BTreeMap;
 
@@ -14,6 +15,8 @@ pub(crate) struct Catalog<'a> {
     pub services: BTreeMap<ServiceKey<'a>, (&'a Resource, &'a ServiceSpec)>,
     /// The TrafficPolicy for each Service it targets.
     pub policies: BTreeMap<ServiceKey<'a>, (&'a Resource, &'a TrafficPolicySpec)>,
+    /// The AuthorizationPolicies targeting each Service, in input order.
+    pub authorizations: BTreeMap<ServiceKey<'a>, Vec<(&'a Resource, &'a AuthorizationPolicySpec)>>,
     /// HTTPRoutes and GRPCRoutes, in input order.
     pub routes: Vec<&'a Resource>,
 }
@@ -26,6 +29,7 @@ impl<'a> Catalog<'a> {
             mesh: None,
             services: BTreeMap::new(),
             policies: BTreeMap::new(),
+            authorizations: BTreeMap::new(),
             routes: Vec::new(),
         };
         for resource in resources {
@@ -43,7 +47,11 @@ impl<'a> Catalog<'a> {
                     catalog.policies.entry(key).or_insert((resource, policy));
                 }
                 Spec::HttpRoute(_) | Spec::GrpcRoute(_) => catalog.routes.push(resource),
-                Spec::AuthorizationPolicy(_) => {}
+                Spec::AuthorizationPolicy(policy) => {
+                    let key = target_key(&policy.target_ref, namespace);
+                    let targeting = catalog.authorizations.entry(key).or_default();
+                    targeting.push((resource, policy));
+                }
             }
         }
         catalog

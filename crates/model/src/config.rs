@@ -5,6 +5,7 @@
 //! compile, weights and percentages in range. It serializes to JSON for the proxy's `/config`
 //! admin endpoint, and it is what the control plane will push over the wire later.
 
+use crate::authz::{AuthzPolicy, DefaultAuthorization};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +20,9 @@ pub struct ProxyConfig {
     /// Whether inbound accepts plaintext (from the `Mesh` resource); strict unless it says so.
     #[serde(default, skip_serializing_if = "MtlsMode::is_strict")]
     pub mtls_mode: MtlsMode,
+    /// What a call that no AuthorizationPolicy allows or denies gets (from the `Mesh`).
+    #[serde(default, skip_serializing_if = "DefaultAuthorization::is_allow")]
+    pub default_authorization: DefaultAuthorization,
     /// The roots proxies trust, from the control plane's CA (absent in local mode, where
     /// `--ca` gives them). Several while a root rotates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +82,10 @@ pub struct ServiceConfig {
     /// decides whether they are endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
+    /// The AuthorizationPolicies targeting this service, by namespace and name; its own
+    /// proxies enforce them on inbound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization: Vec<AuthzPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

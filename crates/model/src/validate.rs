@@ -2,7 +2,10 @@
 
 use crate::catalog::{target_key, Catalog, ServiceKey};
 use crate::error::{Diagnostic, LoadError, Warning};
-use crate::resources::{Kind, ParentRef, Resource, RouteFilter, ServiceRef, Spec};
+use crate::resources::{
+    AuthorizationAction, AuthorizationPolicySpec, Kind, ParentRef, Resource, RouteFilter,
+    ServiceRef, Spec,
+};
 use std::collections::HashMap;
 
 /// Checks a whole set of resources, as it would be applied. Returns the warnings
@@ -77,6 +80,16 @@ pub fn validate(resources: &[Resource]) -> Result<Vec<Warning>, LoadError> {
             Spec::TrafficPolicy(policy) => {
                 let key = target_key(&policy.target_ref, namespace);
                 check_target(&catalog, key, &mut warn);
+                if policy.target_ref.port.is_some() {
+                    errors.push(Diagnostic {
+                        location: resource.location.clone(),
+                        message: format!(
+                            "{}: spec.targetRef.port: a TrafficPolicy applies to the whole \
+                             Service; remove the port",
+                            resource.describe()
+                        ),
+                    });
+                }
                 let (owner, _) = catalog.policies[&key];
                 if !std::ptr::eq(owner, *resource) {
                     errors.push(Diagnostic {
@@ -94,11 +107,9 @@ pub fn validate(resources: &[Resource]) -> Result<Vec<Warning>, LoadError> {
                 }
             }
             Spec::AuthorizationPolicy(policy) => {
-                check_target(
-                    &catalog,
-                    target_key(&policy.target_ref, namespace),
-                    &mut warn,
-                );
+                let key = target_key(&policy.target_ref, namespace);
+                check_target(&catalog, key, &mut warn);
+                check_authorization(&catalog, key, resource, policy, &mut warn, &mut errors);
             }
             Spec::Service(service) => {
                 for (i, called) in service.calls.iter().flatten().enumerate() {
@@ -181,6 +192,62 @@ fn check_target(catalog: &Catalog, key: ServiceKey, warn: &mut impl FnMut(String
             format!(
                 "Service {}/{} does not exist; the policy applies to nothing",
                 key.0, key.1
+            ),
+        );
+    }
+}
+
+/// What an AuthorizationPolicy can get wrong beyond its fields' own checks.
+fn check_authorization(
+    catalog: &Catalog,
+    target: ServiceKey,
+    resource: &Resource,
+    policy: &AuthorizationPolicySpec,
+    warn: &mut impl FnMut(String, String),
+    errors: &mut Vec<Diagnostic>,
+) {
+    for (i, rule) in policy.rules.iter().enumerate() {
+        for (j, source) in rule.from.iter().enumerate() {
+            let named = !source.identities.is_empty()
+                || !source.services.is_empty()
+                || !source.namespaces.is_empty();
+            if source.unauthenticated && named {
+                errors.push(Diagnostic {
+                    location: resource.location.clone(),
+                    message: format!(
+                        "{}: spec.rules[{i}].from[{j}]: unauthenticated callers have no \
+                         identity, service or namespace; put `unauthenticated: true` in an \
+                         entry of its own",
+                        resource.describe()
+                    ),
+                });
+            }
+        }
+    }
+    // What follows is about the Service targeted; a missing one is warned about already.
+    let Some((_, service)) = catalog.services.get(&target) else {
+        return;
+    };
+    if let Some(port) = policy.target_ref.port {
+        if !service.ports.iter().any(|p| p.port == port) {
+            warn(
+                "spec.targetRef.port".to_owned(),
+                format!(
+                    "Service {}/{} has no port {}; the policy applies to nothing",
+                    target.0,
+                    target.1,
+                    port.get()
+                ),
+            );
+        }
+    }
+    if policy.rules.is_empty() && policy.action == AuthorizationAction::Allow {
+        warn(
+            "spec.rules".to_owned(),
+            format!(
+                "an ALLOW policy without rules allows nothing: every call to Service {}/{} \
+                 is denied",
+                target.0, target.1
             ),
         );
     }
@@ -271,6 +338,50 @@ spec: {ports: [{port: 80}]}
             [
                 "p2.yaml:1:1: TrafficPolicy default/two targets Service default/web, which \
               TrafficPolicy default/one (at p1.yaml:1:1) already targets; merge them into one"
+            ]
+        );
+    }
+
+    #[test]
+    fn authorization_policies_that_cannot_work_are_reported() {
+        let policy = "apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  targetRef: {name: web, port: 81}
+  rules: [{from: [{unauthenticated: true, namespaces: [default]}]}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: nothing}
+spec: {targetRef: {name: web}}
+";
+        assert_eq!(
+            errors(&[("web.yaml", WEB), ("authz.yaml", policy)]),
+            [
+                "authz.yaml:1:1: AuthorizationPolicy default/p: spec.rules[0].from[0]: \
+              unauthenticated callers have no identity, service or namespace; put \
+              `unauthenticated: true` in an entry of its own"
+            ]
+        );
+        let fixed = policy.replace(", namespaces: [default]", "");
+        assert_eq!(
+            warnings(&[("web.yaml", WEB), ("authz.yaml", &fixed)]),
+            [
+                "authz.yaml:1:1: AuthorizationPolicy default/p: spec.targetRef.port: Service \
+                 default/web has no port 81; the policy applies to nothing",
+                "authz.yaml:8:1: AuthorizationPolicy default/nothing: spec.rules: an ALLOW \
+                 policy without rules allows nothing: every call to Service default/web is \
+                 denied"
+            ]
+        );
+        let traffic = "apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\n\
+                       metadata: {name: web}\nspec: {targetRef: {name: web, port: 80}}\n";
+        assert_eq!(
+            errors(&[("web.yaml", WEB), ("tp.yaml", traffic)]),
+            [
+                "tp.yaml:1:1: TrafficPolicy default/web: spec.targetRef.port: a TrafficPolicy \
+              applies to the whole Service; remove the port"
             ]
         );
     }

@@ -4,12 +4,14 @@
 //! of stdout that is slow or gone (a full pipe, a stalled log shipper) then costs lines,
 //! dropped and counted in `weft_access_log_dropped_total`, never a stalled request.
 
+use crate::authorization::Verdict;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
+use weft_model::authz::RuleRef;
 
 /// Lines waiting for the writer; more are dropped.
 const QUEUE_LINES: usize = 16 * 1024;
@@ -111,8 +113,13 @@ pub struct Entry<'a> {
     pub retries: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
-    pub authz_decision: &'static str,
-    pub authz_rule: &'a str,
+    /// Inbound only: `allow`, `deny`, `dry_run_deny` or `audit`, and what decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_decision: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_rule: Option<RuleRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +168,8 @@ pub struct Exchange<'a> {
     pub upstream: Option<SocketAddr>,
     pub retries: u32,
     pub duration: std::time::Duration,
+    /// The authorization verdict, for inbound requests.
+    pub authz: Option<&'a Verdict>,
 }
 
 impl RequestLog {
@@ -186,8 +195,9 @@ impl RequestLog {
             upstream: exchange.upstream,
             retries: exchange.retries,
             trace_id: self.trace_id.as_deref(),
-            authz_decision: "allow",
-            authz_rule: "default",
+            authz_decision: exchange.authz.map(|v| v.decision),
+            authz_policy: exchange.authz.map(|v| &*v.policy),
+            authz_rule: exchange.authz.map(|v| v.rule),
             bytes_in: None,
             bytes_out: None,
             error: response
@@ -240,8 +250,9 @@ mod tests {
             upstream: None,
             retries: 0,
             trace_id: None,
-            authz_decision: "allow",
-            authz_rule: "default",
+            authz_decision: None,
+            authz_policy: None,
+            authz_rule: None,
             bytes_in: None,
             bytes_out: None,
             error: None,

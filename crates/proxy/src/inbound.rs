@@ -2,6 +2,7 @@
 //! identity, or plain text where allowed), and each request from the mesh to the local app.
 
 use crate::access_log::{Exchange, RequestLog};
+use crate::authorization;
 use crate::body::Body;
 use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
@@ -24,14 +25,37 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
-use weft_identity::peer_identity;
+use weft_identity::{peer_identity, SpiffeId};
+use weft_model::authz;
 use weft_model::config::Protocol;
 
 /// Who is calling on this connection, resolved once per connection.
 pub struct Caller {
     /// `service.namespace` from the peer's SPIFFE id, or `unknown` in plain text.
     pub source: Arc<str>,
+    /// The SPIFFE id mutual TLS proved; `None` in plain text.
+    pub identity: Option<PeerIdentity>,
     pub metrics: Arc<RequestMetrics>,
+}
+
+pub struct PeerIdentity {
+    /// The whole id, as policies match it.
+    uri: Box<str>,
+    id: SpiffeId,
+}
+
+impl Caller {
+    /// The caller as authorization judges it.
+    pub fn authz(&self) -> authz::Caller<'_> {
+        match &self.identity {
+            Some(peer) => authz::Caller::Mesh {
+                identity: &peer.uri,
+                namespace: peer.id.namespace(),
+                service: peer.id.service(),
+            },
+            None => authz::Caller::Unauthenticated,
+        }
+    }
 }
 
 /// A new inbound connection, once it is known who is calling.
@@ -58,6 +82,7 @@ pub async fn identify(
     let Some(acceptor) = proxy.tls_acceptor.clone() else {
         let caller = Arc::new(Caller {
             source: Arc::from("unknown"),
+            identity: None,
             metrics: proxy.inbound_metrics(&Arc::from("unknown")),
         });
         let io: BoxIo = Box::new(Rewind::new(prefix, stream));
@@ -78,6 +103,7 @@ pub async fn identify(
         let source: Arc<str> = Arc::from("plaintext");
         let caller = Arc::new(Caller {
             metrics: proxy.inbound_metrics(&source),
+            identity: None,
             source,
         });
         let io: BoxIo = Box::new(Rewind::new(prefix, stream));
@@ -117,15 +143,17 @@ pub async fn identify(
         return None;
     }
     let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-    let source: Arc<str> = match peer_identity(session) {
-        Some(id) => Arc::from(format!("{}.{}", id.service(), id.namespace())),
-        None => {
-            proxy.metrics.reject(Direction::Inbound, "no_peer_identity");
-            return None;
-        }
+    let Some(id) = peer_identity(session) else {
+        proxy.metrics.reject(Direction::Inbound, "no_peer_identity");
+        return None;
     };
+    let source: Arc<str> = Arc::from(format!("{}.{}", id.service(), id.namespace()));
     let caller = Arc::new(Caller {
         metrics: proxy.inbound_metrics(&source),
+        identity: Some(PeerIdentity {
+            uri: id.to_string().into(),
+            id,
+        }),
         source,
     });
     let io: BoxIo = Box::new(tls);
@@ -158,10 +186,16 @@ pub async fn serve(
         .access_log
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
-    let limited = own
-        .and_then(|s| s.backend.rate_limit.as_ref())
-        .is_some_and(|limiter| !limiter.try_acquire());
-    let response = if limited {
+    // Judged first: a caller that may not call must not use up the rate limit of those
+    // that may. Upgrades are judged here too, before any tunnel exists.
+    let verdict = authorization::judge_request(&proxy, &snapshot, &caller, &request);
+    let limited = verdict.allowed
+        && own
+            .and_then(|s| s.backend.rate_limit.as_ref())
+            .is_some_and(|limiter| !limiter.try_acquire());
+    let response = if !verdict.allowed {
+        verdict.denied_response(is_grpc(&request))
+    } else if limited {
         proxy.metrics.reject(Direction::Inbound, "rate_limited");
         let mut response = synthetic(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
         response.headers_mut().insert(
@@ -201,6 +235,7 @@ pub async fn serve(
             upstream: Some(proxy.options.app),
             retries: 0,
             duration: elapsed,
+            authz: Some(&verdict),
         };
         log.write(writer, exchange, &response);
     }

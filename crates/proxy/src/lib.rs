@@ -8,6 +8,7 @@
 
 mod access_log;
 mod admin;
+mod authorization;
 mod balance;
 mod body;
 mod client_body;

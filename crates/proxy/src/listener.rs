@@ -229,7 +229,7 @@ impl Connection {
             }
             _ => {
                 let _active = self.tracked.begin();
-                Box::pin(tcp::forward_inbound(proxy, caller.source.clone(), io)).await
+                Box::pin(tcp::forward_inbound(proxy, caller, io)).await
             }
         }
     }

@@ -3,13 +3,14 @@
 //! Label sets are resolved into metric handles when a route or connection is set up; the
 //! per-request path only increments. Names are part of Weft's contract (DESIGN.md).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, OnceLock, RwLock};
+use weft_model::authz::RuleRef;
 
 /// Seconds; dense below 10 ms where a sidecar's own latency lives.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -73,6 +74,18 @@ struct RejectLabels {
 struct AuthzLabels {
     decision: &'static str,
     policy: Arc<str>,
+    rule: RuleLabel,
+}
+
+/// A rule's index in its policy, `none` (no ALLOW matched) or `default` (the mesh's).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct RuleLabel(RuleRef);
+
+impl EncodeLabelValue for RuleLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{}", self.0)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +118,7 @@ pub struct Metrics {
     tcp_bytes: Family<TcpByteLabels, Counter>,
     retries: Family<RouteLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    authz: Family<AuthzLabels, Counter>,
     ejections: Family<EndpointLabels, Counter>,
     config_version: Family<VersionLabels, Gauge>,
     config_reloads: Family<ResultLabels, Counter>,
@@ -135,8 +149,7 @@ impl Metrics {
         let tcp_bytes = Family::default();
         let retries = Family::default();
         let rejected = Family::default();
-        // Authorization (its own issue) records here; registered now so the name is stable.
-        let authz = Family::<AuthzLabels, Counter>::default();
+        let authz = Family::default();
         let ejections = Family::default();
         let config_version = Family::default();
         let config_reloads = Family::default();
@@ -171,7 +184,11 @@ impl Metrics {
             "Connections and requests refused by the proxy, by reason",
             rejected.clone(),
         );
-        registry.register("weft_authz_decisions", "Authorization decisions", authz);
+        registry.register(
+            "weft_authz_decisions",
+            "Authorization decisions on inbound connections and requests, by policy and rule",
+            authz.clone(),
+        );
         registry.register(
             "weft_outlier_ejections",
             "Endpoints taken out of rotation by outlier detection",
@@ -215,6 +232,7 @@ impl Metrics {
             tcp_bytes,
             retries,
             rejected,
+            authz,
             ejections,
             config_version,
             config_reloads,
@@ -290,6 +308,17 @@ impl Metrics {
             .get_or_create(&RejectLabels {
                 direction: direction.as_str(),
                 reason,
+            })
+            .inc();
+    }
+
+    /// Counts one authorization decision (`allow`, `deny`, `dry_run_deny`, `audit`).
+    pub fn authz_decision(&self, decision: &'static str, policy: &Arc<str>, rule: RuleRef) {
+        self.authz
+            .get_or_create(&AuthzLabels {
+                decision,
+                policy: policy.clone(),
+                rule: RuleLabel(rule),
             })
             .inc();
     }

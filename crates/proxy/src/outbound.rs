@@ -122,6 +122,7 @@ pub async fn serve(
             upstream: served.upstream,
             retries: served.retries,
             duration: elapsed,
+            authz: None,
         };
         log.write(writer, exchange, &response);
     }

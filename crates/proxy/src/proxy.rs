@@ -40,6 +40,9 @@ pub struct Proxy {
     epoch: Instant,
     /// Bumped whenever the certificate in force changes, so the control plane hears of it.
     pub certificate_changed: tokio::sync::watch::Sender<u64>,
+    /// The generation of the snapshot in force, so what judged a connection once (its
+    /// authorization) can judge it again when the config changes.
+    pub config_applied: tokio::sync::watch::Sender<u64>,
     /// Wakes the renewal task early: the control plane signs with a new root.
     pub renew_now: tokio::sync::Notify,
 }
@@ -85,6 +88,7 @@ impl Proxy {
             last_request_while_draining: AtomicU64::new(0),
             epoch: Instant::now(),
             certificate_changed: tokio::sync::watch::Sender::new(0),
+            config_applied: tokio::sync::watch::Sender::new(0),
             renew_now: tokio::sync::Notify::new(),
         }
     }
@@ -103,6 +107,7 @@ impl Proxy {
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.config_loaded(&version, generation as i64);
         self.ready.store(true, Ordering::Release);
+        self.config_applied.send_replace(generation);
         Ok(generation)
     }
 

@@ -3,6 +3,7 @@
 //! timeout. Without that timeout, a peer that goes silent would hold its connection, its
 //! place under the connection cap and its buffers forever.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +29,20 @@ pub struct Spliced {
 pub enum SpliceError {
     #[error("idle for {0:?}")]
     Idle(Duration),
+    #[error("{0}")]
+    Stopped(&'static str),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
 
-/// Copies both ways until both sides are done, an error, or `idle` without a byte.
-pub async fn splice<A, B>(first: &mut A, second: &mut B, idle: Duration) -> Spliced
+/// Copies both ways until both sides are done, an error, `idle` without a byte, or `stop`
+/// ends (with the reason it gives).
+pub async fn splice<A, B>(
+    first: &mut A,
+    second: &mut B,
+    idle: Duration,
+    stop: impl Future<Output = &'static str>,
+) -> Spliced
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -49,6 +58,7 @@ where
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER);
     tokio::pin!(copy);
+    tokio::pin!(stop);
     // Checked a few times per timeout rather than re-armed on every read.
     let period = (idle / 4).max(Duration::from_millis(10));
     let moved = || from_first.load(Ordering::Relaxed) + from_second.load(Ordering::Relaxed);
@@ -57,6 +67,7 @@ where
     let ended = loop {
         tokio::select! {
             done = copy.as_mut() => break done.map(|_| ()).map_err(SpliceError::from),
+            reason = stop.as_mut() => break Err(SpliceError::Stopped(reason)),
             _ = tokio::time::sleep(period) => {
                 let now = moved();
                 if now == seen {
@@ -138,10 +149,10 @@ mod tests {
     async fn a_silent_pair_ends_after_the_idle_timeout_and_counts_what_moved() {
         let (mut client, mut first) = tokio::io::duplex(1024);
         let (mut second, mut server) = tokio::io::duplex(1024);
-        let spliced =
-            tokio::spawn(
-                async move { splice(&mut first, &mut second, Duration::from_secs(60)).await },
-            );
+        let spliced = tokio::spawn(async move {
+            let never = std::future::pending();
+            splice(&mut first, &mut second, Duration::from_secs(60), never).await
+        });
         client.write_all(b"hello").await.unwrap();
         let mut got = [0u8; 5];
         server.read_exact(&mut got).await.unwrap();

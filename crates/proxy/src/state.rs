@@ -13,6 +13,7 @@
 //! each service's resilience state whose settings did not change (circuit-breaker counts,
 //! rate-limit tokens, retry budget).
 
+use crate::authorization::OwnPolicies;
 use crate::balance::{Balancer, Endpoint, Outcome};
 use crate::config_error::ConfigError;
 use crate::metrics::{Direction, Metrics};
@@ -84,6 +85,8 @@ pub struct Snapshot {
     backends: Box<[OnceLock<Arc<Backend>>]>,
     /// This proxy's own service, built with the snapshot for the inbound path.
     own: Option<Arc<ServiceRoutes>>,
+    /// Its authorization policies, as the inbound path judges with them.
+    pub policies: OwnPolicies,
 }
 
 pub fn service_key(name: &str, namespace: &str) -> String {
@@ -124,6 +127,7 @@ impl Snapshot {
             services: Box::default(),
             backends: Box::default(),
             own: None,
+            policies: OwnPolicies::new(&ProxyConfig::default(), None),
         }
     }
 
@@ -146,6 +150,8 @@ impl Snapshot {
             }
         }
         let count = config.services.len();
+        let own_key = service_key(ctx.service, ctx.namespace);
+        let policies = OwnPolicies::new(&config, by_key.get(own_key.as_str()).copied());
         let mut snapshot = Self {
             generation,
             config: Arc::new(config),
@@ -154,6 +160,7 @@ impl Snapshot {
             services: (0..count).map(|_| OnceLock::new()).collect(),
             backends: (0..count).map(|_| OnceLock::new()).collect(),
             own: None,
+            policies,
         };
         {
             let mut carried = ctx.carried.lock().unwrap_or_else(|e| e.into_inner());
@@ -166,7 +173,7 @@ impl Snapshot {
                 snapshot.by_key_built(key, ctx);
             }
         }
-        snapshot.own = snapshot.by_key_built(&service_key(ctx.service, ctx.namespace), ctx);
+        snapshot.own = snapshot.by_key_built(&own_key, ctx);
         Ok(snapshot)
     }
 

@@ -1,12 +1,15 @@
 //! Opaque TCP: bytes copied both ways, counted, and logged once when the connection closes.
 
 use crate::access_log::{self, Entry};
+use crate::authorization::{self, Verdict};
 use crate::balance::Outcome;
+use crate::inbound::Caller;
 use crate::io::{tune, BoxIo};
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
 use crate::splice::splice;
 use crate::state::Backend;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -38,22 +41,41 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
         }
     };
     let source = proxy.local_label.clone();
+    let ends = Ends {
+        direction: Direction::Outbound,
+        source,
+        destination: backend.label.clone(),
+        endpoint: Some(endpoint.address),
+        started,
+    };
     copy(
         &proxy,
-        Direction::Outbound,
-        source,
-        backend.label.clone(),
+        ends,
         &mut downstream,
         &mut upstream,
-        started,
-        Some(endpoint.address),
+        None,
+        std::future::pending(),
     )
     .await;
 }
 
-/// Inbound: from a peer (or a plain client) to the local app.
-pub async fn forward_inbound(proxy: Arc<Proxy>, source: Arc<str>, mut downstream: BoxIo) {
+/// Inbound: from a peer (or a plain client) to the local app, if authorization allows the
+/// caller a connection; closed when a config change stops allowing it.
+pub async fn forward_inbound(proxy: Arc<Proxy>, caller: Arc<Caller>, mut downstream: BoxIo) {
     let started = Instant::now();
+    let mut applied = proxy.config_applied.subscribe();
+    let verdict = authorization::judge_connection(&proxy, &proxy.snapshot(), &caller);
+    let ends = Ends {
+        direction: Direction::Inbound,
+        source: caller.source.clone(),
+        destination: proxy.local_label.clone(),
+        endpoint: Some(proxy.options.app),
+        started,
+    };
+    if !verdict.allowed {
+        log(&proxy, &ends, (0, 0), Some("denied"), Some(&verdict));
+        return;
+    }
     let app = proxy.options.app;
     let mut upstream = match tokio::time::timeout(
         proxy.app_connections.connect_timeout,
@@ -73,62 +95,93 @@ pub async fn forward_inbound(proxy: Arc<Proxy>, source: Arc<str>, mut downstream
         }
     };
     tune(&upstream);
-    let destination = proxy.local_label.clone();
+    // Each config applied judges the connection again; one that no longer allows it
+    // closes it (TCP has no next request to judge).
+    let revoked = async {
+        loop {
+            if applied.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if !authorization::still_allowed(&proxy, &proxy.snapshot(), &caller) {
+                return "closed: authorization no longer allows this connection";
+            }
+        }
+    };
     copy(
         &proxy,
-        Direction::Inbound,
-        source,
-        destination,
+        ends,
         &mut downstream,
         &mut upstream,
-        started,
-        Some(app),
+        Some(&verdict),
+        revoked,
     )
     .await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn copy<U>(
-    proxy: &Proxy,
+/// Both ends of a proxied connection, as metrics and the access log name them.
+struct Ends {
     direction: Direction,
     source: Arc<str>,
     destination: Arc<str>,
+    endpoint: Option<std::net::SocketAddr>,
+    started: Instant,
+}
+
+async fn copy<U>(
+    proxy: &Proxy,
+    ends: Ends,
     downstream: &mut BoxIo,
     upstream: &mut U,
-    started: Instant,
-    endpoint: Option<std::net::SocketAddr>,
+    verdict: Option<&Verdict>,
+    stop: impl Future<Output = &'static str>,
 ) where
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
 {
-    let metrics = proxy
-        .metrics
-        .tcp_metrics(direction, source.clone(), destination.clone());
+    let metrics = proxy.metrics.tcp_metrics(
+        ends.direction,
+        ends.source.clone(),
+        ends.destination.clone(),
+    );
     metrics.open.inc();
-    let spliced = splice(downstream, upstream, proxy.options.limits.tcp_idle_timeout).await;
+    let idle = proxy.options.limits.tcp_idle_timeout;
+    let spliced = splice(downstream, upstream, idle, stop).await;
     metrics.open.dec();
     let (read, written) = (spliced.from_first, spliced.from_second);
     let error = spliced.ended.err().map(|e| e.to_string());
     metrics.read.inc_by(read);
     metrics.written.inc_by(written);
-    if let Some(log) = &proxy.access_log {
-        log.write(&Entry {
-            time: access_log::now_rfc3339(),
-            direction: direction.as_str(),
-            source: &source,
-            destination: &destination,
-            route: None,
-            method: None,
-            path: None,
-            status: None,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            upstream: endpoint,
-            retries: 0,
-            trace_id: None,
-            authz_decision: "allow",
-            authz_rule: "default",
-            bytes_in: Some(read),
-            bytes_out: Some(written),
-            error: error.as_deref(),
-        });
-    }
+    log(proxy, &ends, (read, written), error.as_deref(), verdict);
+}
+
+/// The connection's access-log line, written when it closes.
+fn log(
+    proxy: &Proxy,
+    ends: &Ends,
+    (read, written): (u64, u64),
+    error: Option<&str>,
+    verdict: Option<&Verdict>,
+) {
+    let Some(log) = &proxy.access_log else {
+        return;
+    };
+    log.write(&Entry {
+        time: access_log::now_rfc3339(),
+        direction: ends.direction.as_str(),
+        source: &ends.source,
+        destination: &ends.destination,
+        route: None,
+        method: None,
+        path: None,
+        status: None,
+        duration_ms: ends.started.elapsed().as_secs_f64() * 1000.0,
+        upstream: ends.endpoint,
+        retries: 0,
+        trace_id: None,
+        authz_decision: verdict.map(|v| v.decision),
+        authz_policy: verdict.map(|v| &*v.policy),
+        authz_rule: verdict.map(|v| v.rule),
+        bytes_in: Some(read),
+        bytes_out: Some(written),
+        error,
+    });
 }

@@ -76,8 +76,13 @@ pub async fn send(
             let _held = (hold, upstream_permit);
             match tokio::join!(downstream, upstream) {
                 (Ok(down), Ok(up)) => {
-                    let spliced =
-                        splice(&mut TokioIo::new(down), &mut TokioIo::new(up), idle).await;
+                    let spliced = splice(
+                        &mut TokioIo::new(down),
+                        &mut TokioIo::new(up),
+                        idle,
+                        std::future::pending(),
+                    )
+                    .await;
                     if let Err(error) = spliced.ended {
                         tracing::debug!(%error, "tunnel ended");
                     }

@@ -281,11 +281,13 @@ fn endpoint_changes<'a>(old: &ProxyConfig, new: &'a ProxyConfig) -> Option<Vec<&
         version: _,
         trust_domain,
         mtls_mode,
+        default_authorization,
         trust,
         services,
     } = old;
     if *trust_domain != new.trust_domain
         || *mtls_mode != new.mtls_mode
+        || *default_authorization != new.default_authorization
         || *trust != new.trust
         || services.len() != new.services.len()
     {
@@ -314,6 +316,7 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
         routes,
         policy,
         health_check,
+        authorization,
     } = old;
     *name == new.name
         && *namespace == new.namespace
@@ -321,4 +324,5 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
         && *routes == new.routes
         && *policy == new.policy
         && *health_check == new.health_check
+        && *authorization == new.authorization
 }

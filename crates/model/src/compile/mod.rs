@@ -1,5 +1,6 @@
 //! Resources in, one `ProxyConfig` out. Pure: no I/O, same input, same output.
 
+mod authorization;
 mod policy;
 mod routes;
 mod scope;
@@ -8,6 +9,7 @@ mod workloads;
 pub use scope::{scope_of, scoped, scopes, Scope};
 pub use workloads::{compile_with_workloads, Workload};
 
+use crate::authz::DefaultAuthorization;
 use crate::catalog::{Catalog, ServiceKey};
 use crate::config::{
     EndpointConfig, HealthCheckConfig, MtlsMode, PortConfig, ProxyConfig, ServiceConfig,
@@ -56,16 +58,22 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
             routes: routes::compile(&catalog, key),
             policy: policy::compile(catalog.policies.get(&key).map(|(_, spec)| *spec)),
             health_check: spec.health_check.as_ref().map(health_check),
+            authorization: authorization::compile(&catalog, key),
         })
         .collect();
     let mtls_mode = match catalog.mesh.map(|mesh| mesh.mtls.mode) {
         Some(crate::resources::MtlsMode::Permissive) => MtlsMode::Permissive,
         _ => MtlsMode::Strict,
     };
+    let default_authorization = match catalog.mesh.map(|mesh| mesh.default_authorization) {
+        Some(crate::resources::DefaultAuthorization::Deny) => DefaultAuthorization::Deny,
+        _ => DefaultAuthorization::Allow,
+    };
     ProxyConfig {
         version: String::new(),
         trust_domain,
         mtls_mode,
+        default_authorization,
         trust: None,
         services,
     }

@@ -88,6 +88,7 @@ pub fn scoped(config: &ProxyConfig, scope: &Scope) -> ProxyConfig {
         version: String::new(),
         trust_domain: config.trust_domain.clone(),
         mtls_mode: config.mtls_mode,
+        default_authorization: config.default_authorization,
         trust: config.trust.clone(),
         services: needed
             .into_iter()

@@ -1,8 +1,8 @@
-//! `AuthorizationPolicy`: who may call a Service, and what. Loaded and checked now;
-//! the proxy enforces it in a later step.
+//! `AuthorizationPolicy`: who may call a Service, and what. Compiled into the config of the
+//! Service's proxies (`crate::authz`), which enforce it on inbound.
 
 use super::checked;
-use super::names::{HeaderName, HttpPath, Method, Name, SpiffeId};
+use super::names::{HeaderName, HttpPath, Method, Name, SpiffeIdPattern};
 use super::numbers::Port;
 use super::refs::TargetRef;
 use serde::Deserialize;
@@ -13,7 +13,9 @@ pub struct AuthorizationPolicySpec {
     pub target_ref: TargetRef,
     #[serde(default)]
     pub action: AuthorizationAction,
-    /// A request the policy applies to matches any one rule.
+    #[serde(default)]
+    pub mode: AuthorizationMode,
+    /// A request the policy applies to matches any one rule; no rules match nothing.
     #[serde(default)]
     pub rules: Vec<AuthorizationRule>,
 }
@@ -26,6 +28,16 @@ pub enum AuthorizationAction {
     Deny,
     /// Logs the decision the rules would make, and lets the request through.
     Audit,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthorizationMode {
+    #[default]
+    Enforce,
+    /// Denies nothing; records what the policy would have denied, so it can be watched on
+    /// live traffic before it is enforced.
+    DryRun,
 }
 
 /// All of `from`, `to` and `when` must hold; within each list, any one entry.
@@ -45,11 +57,15 @@ pub struct AuthorizationRule {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Source {
     #[serde(default)]
-    pub identities: Vec<SpiffeId>,
+    pub identities: Vec<SpiffeIdPattern>,
+    /// Caller services, in the policy's namespace unless `namespaces` says where.
     #[serde(default)]
     pub services: Vec<Name>,
     #[serde(default)]
     pub namespaces: Vec<Name>,
+    /// Callers without a mesh identity (plain text, accepted in permissive mode). Set alone.
+    #[serde(default)]
+    pub unauthenticated: bool,
 }
 
 /// The request; each list left empty matches anything.
@@ -58,7 +74,8 @@ pub struct Source {
 pub struct Operation {
     #[serde(default)]
     pub methods: Vec<Method>,
-    /// Exact paths, or prefixes ending in `*` (`/api/*`).
+    /// Exact paths, prefixes ending in `*` (`/api/*`), or globs whose inner `*` stands for
+    /// part of one segment (`/users/*/orders`).
     #[serde(default)]
     pub paths: Vec<HttpPath>,
     #[serde(default)]

@@ -18,14 +18,16 @@ mod service;
 mod traffic_policy;
 
 pub use authorization::{
-    AuthorizationAction, AuthorizationPolicySpec, AuthorizationRule, Condition, Operation, Source,
+    AuthorizationAction, AuthorizationMode, AuthorizationPolicySpec, AuthorizationRule, Condition,
+    Operation, Source,
 };
 pub use cors::{parse_origin, CorsOrigin, CorsSpec, Origin, Wildcard};
 pub use duration::{Duration, NonZeroDuration};
 pub use grpc_route::{GrpcMethodMatch, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec};
 pub use mesh::{DefaultAuthorization, MeshSpec, MtlsMode, MtlsSpec};
 pub use names::{
-    HeaderName, Hostname, HttpPath, Method, Name, RegexPattern, SpiffeId, TrustDomain,
+    HeaderName, Hostname, HttpPath, Method, Name, RegexPattern, SpiffeId, SpiffeIdPattern,
+    TrustDomain,
 };
 pub use numbers::{
     AbortStatus, EndpointAddress, GrpcCode, HttpStatus, Percent, Port, Ratio, RedirectStatus,

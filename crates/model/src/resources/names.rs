@@ -103,6 +103,15 @@ string_type!(
     check_spiffe_id
 );
 
+string_type!(
+    /// Who a caller may be in an authorization rule: a SPIFFE id, or one ending in `*`
+    /// (`spiffe://weft.local/ns/prod/*`), which matches every id starting with what comes
+    /// before the `*`. A lone `*` matches any authenticated caller.
+    SpiffeIdPattern,
+    "a SPIFFE id, or one ending in '*', like spiffe://weft.local/ns/prod/*",
+    check_spiffe_id_pattern
+);
+
 impl Name {
     /// The namespace of a resource that names none.
     pub fn default_namespace() -> Name {
@@ -245,6 +254,40 @@ fn check_spiffe_id(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+fn check_spiffe_id_pattern(text: &str) -> Result<String, String> {
+    let Some(prefix) = text.strip_suffix('*') else {
+        return check_spiffe_id(text);
+    };
+    if prefix.is_empty() {
+        return Ok(text.to_owned());
+    }
+    if prefix.contains('*') {
+        return Err(format!(
+            "invalid SPIFFE id pattern {text:?}: '*' may only be the last character"
+        ));
+    }
+    // What comes before the `*` must hold the whole trust domain (else
+    // `spiffe://weft.local*` would match `spiffe://weft.local.evil/...`) and start a valid
+    // id: complete it with one more path character and check that.
+    let has_domain = prefix
+        .strip_prefix("spiffe://")
+        .is_some_and(|rest| rest.contains('/'));
+    if !has_domain {
+        return Err(format!(
+            "invalid SPIFFE id pattern {text:?}: the '*' must come after the trust domain \
+             and a '/', like spiffe://weft.local/ns/prod/*"
+        ));
+    }
+    let completed = if prefix.ends_with('/') {
+        format!("{prefix}x")
+    } else {
+        prefix.to_owned()
+    };
+    check_spiffe_id(&completed)
+        .map(|_| text.to_owned())
+        .map_err(|why| why.replace(&format!("{completed:?}"), &format!("{text:?}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +356,25 @@ mod tests {
             "spiffe://weft.local/../x",
         ] {
             assert!(SpiffeId::new(bad).is_err(), "{bad}");
+            assert!(SpiffeIdPattern::new(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "*",
+            "spiffe://weft.local/*",
+            "spiffe://weft.local/ns/prod/*",
+            "spiffe://weft.local/ns/prod/svc/web-*",
+            "spiffe://weft.local/ns/prod/svc/web",
+        ] {
+            assert!(SpiffeIdPattern::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "spiffe://*",
+            "spiffe://weft.local*",
+            "spiffe://weft.local/*/svc",
+            "web*",
+            "**",
+        ] {
+            assert!(SpiffeIdPattern::new(bad).is_err(), "{bad}");
         }
     }
 }

@@ -181,6 +181,8 @@ pub struct TargetRef {
     pub name: Name,
     /// Defaults to the policy's namespace.
     pub namespace: Option<Name>,
+    /// One port of the Service rather than all of it (AuthorizationPolicy only).
+    pub port: Option<Port>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +195,8 @@ struct RawTargetRef {
     name: Name,
     #[serde(default)]
     namespace: Option<Name>,
+    #[serde(default)]
+    port: Option<Port>,
 }
 
 impl FromMap for TargetRef {
@@ -207,6 +211,7 @@ impl FromMap for TargetRef {
         Ok(TargetRef {
             name: raw.name,
             namespace: raw.namespace,
+            port: raw.port,
         })
     }
 }
