@@ -7,6 +7,7 @@ pub mod api_listener;
 pub mod ca;
 pub mod data_dir;
 pub mod discovery;
+pub mod explain;
 pub mod fleet;
 #[cfg(fuzzing)]
 pub mod fuzzing;

@@ -268,6 +268,7 @@ pub async fn serve(
             Some(identity.ca.clone()),
             plaintext,
         ))
+        .merge(crate::explain::router(discovery.clone(), registry.clone()))
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),

@@ -11,8 +11,11 @@ mod catalog;
 mod compile;
 pub mod config;
 mod error;
+pub mod explain;
+pub mod host;
 mod load;
 pub mod resources;
+pub mod route_match;
 mod validate;
 
 #[cfg(test)]

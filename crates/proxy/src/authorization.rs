@@ -9,8 +9,8 @@ use crate::proxy::Proxy;
 use crate::state::Snapshot;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use std::sync::Arc;
-use weft_model::authz::{self, AuthzPolicy, Call, Cause, Judgment, RuleRef};
-use weft_model::config::{Protocol, ProxyConfig, ServiceConfig};
+use weft_model::authz::{self, called_port, AuthzPolicy, Call, Cause, Judgment, RuleRef};
+use weft_model::config::{ProxyConfig, ServiceConfig};
 
 /// The header of a denied answer that names the policy (or `mesh` for the default).
 pub const DENIED_BY_HEADER: &str = "x-weft-denied-by";
@@ -77,14 +77,14 @@ pub fn judge_request<B>(
     request: &http::Request<B>,
 ) -> Verdict {
     let own = own_service(snapshot);
-    let called_port = request.uri().port_u16().or_else(|| {
+    let named = request.uri().port_u16().or_else(|| {
         let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
         host.rsplit_once(':')?.1.parse().ok()
     });
     let headers = RequestHeaders(request.headers());
     let call = Call {
         caller: caller.authz(),
-        port: service_port(own, called_port, false),
+        port: called_port(own, named, false),
         request: Some(authz::Request {
             method: request.method().as_str(),
             path: request.uri().path(),
@@ -119,7 +119,7 @@ pub fn still_allowed(proxy: &Proxy, snapshot: &Snapshot, caller: &Caller) -> boo
 fn connection<'a>(snapshot: &Snapshot, caller: &'a Caller) -> Call<'a> {
     Call {
         caller: caller.authz(),
-        port: service_port(own_service(snapshot), None, true),
+        port: called_port(own_service(snapshot), None, true),
         request: None,
     }
 }
@@ -133,20 +133,6 @@ enum Record {
 
 fn own_service(snapshot: &Snapshot) -> Option<&ServiceConfig> {
     snapshot.policies.at.map(|at| &snapshot.config.services[at])
-}
-
-/// The Service port a call is for: the one the caller named when the Service has it, else
-/// (for a connection) its first TCP port, else its first port.
-fn service_port(own: Option<&ServiceConfig>, named: Option<u16>, connection: bool) -> u16 {
-    let Some(own) = own else {
-        return named.unwrap_or(0);
-    };
-    if let Some(port) = named.filter(|n| own.ports.iter().any(|p| p.port == *n)) {
-        return port;
-    }
-    let tcp = own.ports.iter().find(|p| p.protocol == Protocol::Tcp);
-    let first = if connection { tcp } else { None };
-    first.or(own.ports.first()).map_or(0, |p| p.port)
 }
 
 fn judge(proxy: &Proxy, snapshot: &Snapshot, call: &Call, record: Record) -> Verdict {

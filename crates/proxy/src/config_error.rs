@@ -12,8 +12,6 @@ pub enum ConfigError {
     HeaderName(String),
     #[error("header value {0:?} is not valid")]
     HeaderValue(String),
-    #[error("method {0:?} is not valid")]
-    Method(String),
     #[error("regular expression {pattern:?}: {reason}")]
     Regex { pattern: String, reason: String },
     #[error("CORS origin {0:?} is not scheme://host[:port]")]

@@ -5,14 +5,14 @@ use crate::config_error::ConfigError;
 use crate::cors::Cors;
 use crate::metrics::{LazyCounter, RequestMetrics};
 use crate::state::Backend;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use regex::Regex;
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use std::sync::Arc;
-use weft_model::config::{PathMatch, RetryPolicy, RouteConfig, StringMatch, Timeouts};
+use weft_model::config::{RetryPolicy, RouteConfig, Timeouts};
+use weft_model::route_match::{RequestView, RuleMatcher};
 
 pub struct Route {
     pub name: Arc<str>,
-    matches: Vec<Matcher>,
+    matches: RuleMatcher,
     /// `None` for a route without filters, as most are (every service's default route):
     /// the common case costs a pointer, not the whole set.
     filters: Option<Box<Filters>>,
@@ -138,48 +138,6 @@ impl HeaderEdits {
     }
 }
 
-struct Matcher {
-    path: Option<PathMatcher>,
-    method: Option<Method>,
-    headers: Vec<(HeaderName, ValueMatcher)>,
-    query: Vec<(String, ValueMatcher)>,
-}
-
-enum PathMatcher {
-    Exact(String),
-    /// Without a trailing slash; matches itself and anything below it.
-    Prefix(String),
-    Regex(Regex),
-}
-
-enum ValueMatcher {
-    Exact(String),
-    Regex(Regex),
-}
-
-impl ValueMatcher {
-    fn new(config: &StringMatch) -> Result<Self, ConfigError> {
-        Ok(match config {
-            StringMatch::Exact(v) => ValueMatcher::Exact(v.clone()),
-            StringMatch::Regex(r) => ValueMatcher::Regex(anchored(r)?),
-        })
-    }
-
-    fn matches(&self, value: &str) -> bool {
-        match self {
-            ValueMatcher::Exact(v) => v == value,
-            ValueMatcher::Regex(r) => r.is_match(value),
-        }
-    }
-}
-
-fn anchored(pattern: &str) -> Result<Regex, ConfigError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| ConfigError::Regex {
-        pattern: pattern.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
 fn header_name(name: &str) -> Result<HeaderName, ConfigError> {
     HeaderName::try_from(name).map_err(|_| ConfigError::HeaderName(name.to_owned()))
 }
@@ -190,93 +148,28 @@ pub struct RouteMatchResult<'a> {
     pub matched_prefix: Option<&'a str>,
 }
 
-impl Matcher {
-    fn new(config: &weft_model::config::RouteMatch) -> Result<Self, ConfigError> {
-        Ok(Self {
-            path: config
-                .path
-                .as_ref()
-                .map(|p| -> Result<_, ConfigError> {
-                    Ok(match p {
-                        PathMatch::Exact(v) => PathMatcher::Exact(v.clone()),
-                        PathMatch::Prefix(v) => {
-                            let trimmed = v.trim_end_matches('/');
-                            PathMatcher::Prefix(trimmed.to_string())
-                        }
-                        PathMatch::Regex(r) => PathMatcher::Regex(anchored(r)?),
-                    })
-                })
-                .transpose()?,
-            method: config
-                .method
-                .as_ref()
-                .map(|m| {
-                    Method::from_bytes(m.as_bytes()).map_err(|_| ConfigError::Method(m.clone()))
-                })
-                .transpose()?,
-            headers: config
-                .headers
-                .iter()
-                .map(|h| -> Result<_, ConfigError> {
-                    Ok((header_name(&h.name)?, ValueMatcher::new(&h.value)?))
-                })
-                .collect::<Result<_, _>>()?,
-            query: config
-                .query
-                .iter()
-                .map(|q| Ok((q.name.clone(), ValueMatcher::new(&q.value)?)))
-                .collect::<Result<_, ConfigError>>()?,
-        })
+/// A request as route matching reads it.
+struct Incoming<'a, B>(&'a Request<B>);
+
+impl<B> RequestView for Incoming<'_, B> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
     }
 
-    fn matches<B>(&self, request: &Request<B>) -> bool {
-        if let Some(method) = &self.method {
-            if request.method() != method {
-                return false;
-            }
-        }
-        if let Some(path) = &self.path {
-            let p = request.uri().path();
-            let ok = match path {
-                PathMatcher::Exact(v) => p == v,
-                PathMatcher::Prefix(v) => {
-                    v.is_empty()
-                        || (p.starts_with(v.as_str())
-                            && (p.len() == v.len() || p.as_bytes()[v.len()] == b'/'))
-                }
-                PathMatcher::Regex(r) => r.is_match(p),
-            };
-            if !ok {
-                return false;
-            }
-        }
-        let headers_ok = self.headers.iter().all(|(name, matcher)| {
-            request
-                .headers()
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| matcher.matches(v)))
-        });
-        if !headers_ok {
-            return false;
-        }
-        if self.query.is_empty() {
-            return true;
-        }
-        let query = request.uri().query().unwrap_or("");
-        self.query.iter().all(|(name, matcher)| {
-            query.split('&').any(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                k == name && matcher.matches(v)
-            })
-        })
+    fn path(&self) -> &str {
+        self.0.uri().path()
     }
 
-    fn prefix(&self) -> Option<&str> {
-        match &self.path {
-            Some(PathMatcher::Prefix(p)) => Some(p),
-            _ => None,
-        }
+    fn query(&self) -> &str {
+        self.0.uri().query().unwrap_or("")
+    }
+
+    fn any_header(&self, name: &str, test: &dyn Fn(&str) -> bool) -> bool {
+        self.0
+            .headers()
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(test))
     }
 }
 
@@ -310,11 +203,10 @@ impl Route {
         };
         Ok(Self {
             name: Arc::from(config.name.as_str()),
-            matches: config
-                .matches
-                .iter()
-                .map(Matcher::new)
-                .collect::<Result<_, _>>()?,
+            matches: RuleMatcher::new(&config.matches).map_err(|e| ConfigError::Regex {
+                pattern: e.pattern,
+                reason: e.reason,
+            })?,
             filters: (!built.is_empty()).then(|| Box::new(built)),
             backends: parts.backends,
             total_weight,
@@ -331,13 +223,7 @@ impl Route {
 
     /// `Some(prefix)` when it matched on a path prefix; `None` inside when no prefix applies.
     fn match_request<B>(&self, request: &Request<B>) -> Option<Option<&str>> {
-        if self.matches.is_empty() {
-            return Some(None);
-        }
-        self.matches
-            .iter()
-            .find(|m| m.matches(request))
-            .map(|m| m.prefix())
+        self.matches.match_request(&Incoming(request))
     }
 
     /// A backend chosen by weight, among the backends that have endpoints: a split keeps

@@ -29,6 +29,7 @@ use weft_identity::{SpiffeId, TlsIdentity};
 use weft_model::config::{
     BackendRef, Fault, OutlierDetection, Protocol, ProxyConfig, RouteConfig, ServiceConfig,
 };
+use weft_model::host::{host_target, HostTarget};
 
 /// Traffic policy and endpoints of one service, as a destination of requests.
 pub struct Backend {
@@ -181,7 +182,7 @@ impl Snapshot {
     /// `reviews` (this proxy's namespace), `reviews.ns`, `reviews.ns.svc` or
     /// `reviews.ns.svc.cluster.local`, the forms apps already use in Kubernetes.
     pub fn by_host(&self, proxy: &Proxy, authority: &str) -> Option<Arc<ServiceRoutes>> {
-        let host = strip_port(authority);
+        let host = weft_model::host::strip_port(authority);
         let at = self.host_index(host).or_else(|| {
             let lower = host.to_ascii_lowercase();
             self.host_index(&lower)
@@ -190,14 +191,9 @@ impl Snapshot {
     }
 
     fn host_index(&self, host: &str) -> Option<usize> {
-        let name = host
-            .strip_suffix(".svc.cluster.local")
-            .or_else(|| host.strip_suffix(".svc"))
-            .unwrap_or(host);
-        if name.contains('.') {
-            self.by_key.get(name).copied()
-        } else {
-            self.local_names.get(name).copied()
+        match host_target(host) {
+            HostTarget::Qualified(key) => self.by_key.get(key).copied(),
+            HostTarget::Local(name) => self.local_names.get(name).copied(),
         }
     }
 
@@ -317,18 +313,6 @@ fn build_routes(
         routes,
         default_route,
     })
-}
-
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .split_once(']')
-            .map_or(authority, |(h, _)| &h[1..]);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
 }
 
 /// `service` as a destination, reusing the live state `state` holds for it (its

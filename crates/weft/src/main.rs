@@ -9,6 +9,7 @@ mod client_cmd;
 mod control_cmd;
 mod demo_cmd;
 mod duration_flag;
+mod explain_cmd;
 mod fleet_cmd;
 mod identity_cmd;
 mod operator_cert_cmd;
@@ -49,6 +50,9 @@ enum Command {
     /// Is the control plane up, are its proxies connected, healthy and in sync? Exits
     /// non-zero with hints when not.
     Check(fleet_cmd::CheckArgs),
+    /// What the mesh would do with one request, and why: route, backends, endpoints,
+    /// timeouts, retries, identities and each authorization rule. Sends nothing.
+    Explain(explain_cmd::ExplainArgs),
     /// Run a sample mesh with sidecars and traffic on loopback: the first thing to try.
     Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
@@ -116,6 +120,7 @@ fn main() -> std::process::ExitCode {
         Command::Delete(args) => client_cmd::delete(args),
         Command::Proxies(args) => fleet_cmd::proxies(args),
         Command::Check(args) => fleet_cmd::check(args),
+        Command::Explain(args) => explain_cmd::run(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Ca { cmd } => ca_cmd::run(cmd),

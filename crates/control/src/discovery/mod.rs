@@ -37,7 +37,7 @@ use weft_api::v1::discovery_server::{self, Discovery};
 use weft_api::v1::{ControlMessage, ProxyMessage};
 
 use crate::resource_set::ResourceSet;
-use weft_model::config::TrustConfig;
+use weft_model::config::{ProxyConfig, TrustConfig};
 
 /// Messages queued for one stream before the session waits for the proxy to read. Queued
 /// messages share their payloads with every other stream, so this bounds little memory;
@@ -131,6 +131,15 @@ impl DiscoveryServer {
     /// server's graceful shutdown waits for them forever. [`serve`] does both.
     pub fn into_service(self) -> discovery_server::DiscoveryServer<Self> {
         discovery_server::DiscoveryServer::new(self)
+    }
+
+    /// The config the proxies of `service` in `namespace` are sent now; `None` before the
+    /// first compile.
+    pub fn config_for(&self, namespace: &str, service: &str) -> Option<Arc<ProxyConfig>> {
+        let published = self.shared.generations.borrow();
+        published
+            .as_ref()
+            .map(|p| p.config_for(namespace, service).clone())
     }
 
     /// Ends every open stream (proxies keep their config and reconnect), and every stream

@@ -71,6 +71,12 @@ impl Publication {
         &self.scoped.get(&key).unwrap_or(&self.full).generation
     }
 
+    /// The config the proxies of `service` in `namespace` run.
+    pub fn config_for(&self, namespace: &str, service: &str) -> &Arc<ProxyConfig> {
+        let key = (namespace.to_owned(), service.to_owned());
+        &self.scoped.get(&key).unwrap_or(&self.full).config
+    }
+
     /// Every version in force: the whole mesh's and each scope's.
     fn versions(&self) -> impl Iterator<Item = &str> {
         std::iter::once(&self.full)

@@ -136,6 +136,37 @@ pub fn judge<'p>(
     }
 }
 
+/// One policy as judged for a call, for `weft explain`: whether it applies (its port), and
+/// which of its rules match.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyTrace<'p> {
+    pub policy: &'p AuthzPolicy,
+    pub applies: bool,
+    /// Indexes of the rules that match the call.
+    pub matching_rules: Vec<usize>,
+}
+
+/// Every policy of the Service as judged for `call`, in the order [`judge`] takes them.
+pub fn trace<'p>(policies: &'p [AuthzPolicy], call: &Call) -> Vec<PolicyTrace<'p>> {
+    policies
+        .iter()
+        .map(|policy| {
+            let unknown_matches = policy.action == AuthzAction::Deny;
+            PolicyTrace {
+                policy,
+                applies: applies(policy, call),
+                matching_rules: policy
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, rule)| rule_matches(rule, call, unknown_matches))
+                    .map(|(index, _)| index)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// The decision of the policies `counted` picks out.
 fn decide<'p>(
     policies: &'p [AuthzPolicy],

@@ -11,9 +11,12 @@ mod pattern;
 #[cfg(test)]
 mod tests;
 
-pub use judge::{judge, Call, Caller, Cause, Headers, Judgment, Request, RuleRef};
+pub use judge::{
+    judge, trace, Call, Caller, Cause, Headers, Judgment, PolicyTrace, Request, RuleRef,
+};
 pub use pattern::Pattern;
 
+use crate::config::{Protocol, ServiceConfig};
 use serde::{Deserialize, Serialize};
 
 /// What a call that no policy allows or denies gets (the `Mesh`'s `defaultAuthorization`).
@@ -101,6 +104,20 @@ pub struct AuthzOperation {
 pub struct AuthzCondition {
     pub header: String,
     pub values: Vec<String>,
+}
+
+/// The Service port a call is for: the one the caller named when the Service has it, else
+/// (for a TCP connection) its first `tcp` port, else its first port.
+pub fn called_port(service: Option<&ServiceConfig>, named: Option<u16>, connection: bool) -> u16 {
+    let Some(service) = service else {
+        return named.unwrap_or(0);
+    };
+    if let Some(port) = named.filter(|n| service.ports.iter().any(|p| p.port == *n)) {
+        return port;
+    }
+    let tcp = service.ports.iter().find(|p| p.protocol == Protocol::Tcp);
+    let first = if connection { tcp } else { None };
+    first.or(service.ports.first()).map_or(0, |p| p.port)
 }
 
 impl AuthzRule {
