@@ -9,8 +9,12 @@
 # keeps perf.data). The side-by-side numbers belong to bench/run.sh.
 #
 # --mesh runs the pair in mesh mode (a `weft control` issues certificates and pushes config).
+# --policies N puts N AuthorizationPolicies of 10 rules each on the server's Service, laid out
+# so every request is judged against all of them: N/2 DENY policies that match nothing, then
+# N/2 ALLOW policies whose very last rule allows the client (compare with a run without).
 #
-# Usage: bench/profile.sh [--mesh] [--perf|--perf-client] [--perf-out FILE] [--rate RPS] [--seconds N]
+# Usage: bench/profile.sh [--mesh] [--policies N] [--perf|--perf-client] [--perf-out FILE]
+#                         [--rate RPS] [--seconds N]
 # Needs: target/release/weft (cargo build --release -p weft), nginx, oha (bench/run.sh installs
 # both), strace; perf for --perf (Debian's linux-perf).
 set -euo pipefail
@@ -18,16 +22,17 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
-RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT="" MODE=local
+RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT="" MODE=local POLICIES=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --mesh) MODE=mesh ;;
+    --policies) POLICIES=$2; shift ;;
     --perf) PERF=server ;;
     --perf-client) PERF=client ;;
     --perf-out) PERF_OUT=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --seconds) SECONDS_RUN=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -45,7 +50,32 @@ cleanup() { pair_stop; rm -rf "$DIR"; }
 trap cleanup EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# policies N: the YAML of --policies (see the header).
+policies() {
+  local n=$1 p r action caller
+  for ((p = 0; p < n; p++)); do
+    action=DENY
+    ((p >= n / 2)) && action=ALLOW
+    printf -- '---\napiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\n'
+    printf 'metadata: {name: p%03d, namespace: default}\n' "$p"
+    printf 'spec:\n  targetRef: {kind: Service, name: backend}\n  action: %s\n  rules:\n' "$action"
+    for ((r = 0; r < 10; r++)); do
+      caller="caller-$p-$r"
+      ((p == n - 1 && r == 9)) && caller=client
+      printf '  - from: [{services: [%s]}]\n    to: [{methods: [GET], paths: [/1k, /api/*]}]\n' "$caller"
+    done
+  done
+}
+
 pair_setup "$DIR" "$MODE"
+if ((POLICIES > 0)); then
+  policies "$POLICIES" >"$DIR/policies.yaml"
+  if [[ $MODE == mesh ]]; then
+    "$WEFT_BIN" apply --api "$PAIR_API" -f "$DIR/policies.yaml" >/dev/null
+  else
+    cat "$DIR/policies.yaml" >>"$DIR/mesh.yaml"
+  fi
+fi
 pair_start
 URL="http://127.0.0.1:$P_OUT/1k"
 
@@ -66,7 +96,7 @@ fi
 load "$SECONDS_RUN"
 after_c=$(cpu_ticks "$PID_client") after_s=$(cpu_ticks "$PID_server")
 requests=$((RATE * SECONDS_RUN))
-echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers"
+echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers, $POLICIES authorization policies"
 grep -E 'Success rate|50.00%|99.00%' "$DIR/oha.txt" | sed 's/^/  oha: /'
 for name in client server; do
   var="PID_$name"; pid=${!var}

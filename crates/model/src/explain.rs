@@ -432,7 +432,8 @@ fn endpoint_view(endpoint: &EndpointConfig) -> EndpointView {
 
 fn authz_view(config: &ProxyConfig, target: &ServiceConfig, call: &Call, l4: bool) -> AuthzView {
     let policies = &target.authorization;
-    let judgment = authz::judge(policies, config.default_authorization, call);
+    let index = authz::AuthzIndex::new(policies);
+    let judgment = authz::judge(policies, &index, config.default_authorization, call);
     let cause = |c: &authz::Cause| match c.rule {
         RuleRef::Rule(index) => format!("{} rule {index}", c.policy_name()),
         _ => c.policy_name().to_owned(),

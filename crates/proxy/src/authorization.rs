@@ -9,7 +9,9 @@ use crate::proxy::Proxy;
 use crate::state::Snapshot;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use std::sync::Arc;
-use weft_model::authz::{self, called_port, AuthzPolicy, Call, Cause, Judgment, RuleRef};
+use weft_model::authz::{
+    self, called_port, AuthzIndex, AuthzPolicy, Call, Cause, Judgment, RuleRef,
+};
 use weft_model::config::{ProxyConfig, ServiceConfig};
 
 /// The header of a denied answer that names the policy (or `mesh` for the default).
@@ -20,21 +22,22 @@ pub const DENIED_BY_HEADER: &str = "x-weft-denied-by";
 pub struct OwnPolicies {
     /// Index of this proxy's Service in the config.
     at: Option<usize>,
+    /// Which of its rules each caller can match.
+    index: AuthzIndex,
     labels: Box<[Arc<str>]>,
     mesh: Arc<str>,
 }
 
 impl OwnPolicies {
     pub fn new(config: &ProxyConfig, own: Option<usize>) -> Self {
-        let labels = own
-            .map(|at| &config.services[at].authorization)
-            .into_iter()
-            .flatten()
-            .map(|policy| Arc::from(policy.name.as_str()))
-            .collect();
+        let policies: &[AuthzPolicy] = own.map_or(&[], |at| &config.services[at].authorization);
         OwnPolicies {
             at: own,
-            labels,
+            index: AuthzIndex::new(policies),
+            labels: policies
+                .iter()
+                .map(|policy| Arc::from(policy.name.as_str()))
+                .collect(),
             mesh: Arc::from("mesh"),
         }
     }
@@ -137,8 +140,13 @@ fn own_service(snapshot: &Snapshot) -> Option<&ServiceConfig> {
 
 fn judge(proxy: &Proxy, snapshot: &Snapshot, call: &Call, record: Record) -> Verdict {
     let policies: &[AuthzPolicy] = own_service(snapshot).map_or(&[], |s| &s.authorization);
-    let judgment: Judgment = authz::judge(policies, snapshot.config.default_authorization, call);
     let own = &snapshot.policies;
+    let judgment: Judgment = authz::judge(
+        policies,
+        &own.index,
+        snapshot.config.default_authorization,
+        call,
+    );
     let count = |decision: &'static str, cause: &Cause| {
         let label = own.label(policies, cause);
         if record == Record::Every || decision == "deny" {

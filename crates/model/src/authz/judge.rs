@@ -3,6 +3,7 @@
 //! Dry-run policies are judged as if enforced and recorded when they would deny; `AUDIT`
 //! policies record the calls they match.
 
+use super::index::AuthzIndex;
 use super::{
     AuthzAction, AuthzOperation, AuthzPolicy, AuthzRule, AuthzSource, DefaultAuthorization,
 };
@@ -98,36 +99,48 @@ pub struct Judgment<'p> {
     pub audited: Option<Cause<'p>>,
 }
 
-/// Judges `call` against the policies of the Service called.
+/// Judges `call` against the policies of the Service called, with `index` built from
+/// them ([`AuthzIndex::new`]).
 pub fn judge<'p>(
     policies: &'p [AuthzPolicy],
+    index: &AuthzIndex,
     default: DefaultAuthorization,
     call: &Call,
 ) -> Judgment<'p> {
+    debug_assert!(index.fits(policies.len()), "an index of other policies");
+    if policies.is_empty() {
+        // Most Services: nothing to look up.
+        return Judgment {
+            allowed: default.is_allow(),
+            cause: Cause {
+                policy: None,
+                rule: RuleRef::MeshDefault,
+            },
+            would_deny: None,
+            audited: None,
+        };
+    }
+    let set = Set { policies, index };
     let enforced = |p: &AuthzPolicy| !p.dry_run && p.action != AuthzAction::Audit;
-    let (allowed, cause) = decide(policies, default, call, enforced);
+    let (allowed, cause) = set.decide(default, call, enforced);
     let would_deny = if allowed {
-        policies
-            .iter()
-            .filter(|p| p.dry_run && p.action != AuthzAction::Audit && applies(p, call))
-            .find_map(|trial| {
-                let (allowed, cause) = decide(policies, default, call, |p| {
-                    enforced(p) || std::ptr::eq(p, trial)
-                });
-                (!allowed).then_some(cause)
-            })
+        index.dry_runs.iter().find_map(|&at| {
+            let trial = &policies[at as usize];
+            if !applies(trial, call) {
+                return None;
+            }
+            let (allowed, cause) =
+                set.decide(default, call, |p| enforced(p) || std::ptr::eq(p, trial));
+            (!allowed).then_some(cause)
+        })
     } else {
         None
     };
-    let audited = policies
-        .iter()
-        .filter(|p| p.action == AuthzAction::Audit && applies(p, call))
-        .find_map(|p| {
-            matching_rule(p, call).map(|rule| Cause {
-                policy: Some(p),
-                rule: RuleRef::Rule(rule),
-            })
-        });
+    let audited = if index.audits {
+        set.first_match(call, |p| p.action == AuthzAction::Audit)
+    } else {
+        None
+    };
     Judgment {
         allowed,
         cause,
@@ -167,84 +180,90 @@ pub fn trace<'p>(policies: &'p [AuthzPolicy], call: &Call) -> Vec<PolicyTrace<'p
         .collect()
 }
 
-/// The decision of the policies `counted` picks out.
-fn decide<'p>(
+/// Policies and their index, judged together.
+struct Set<'p, 'i> {
     policies: &'p [AuthzPolicy],
-    default: DefaultAuthorization,
-    call: &Call,
-    counted: impl Fn(&AuthzPolicy) -> bool,
-) -> (bool, Cause<'p>) {
-    let in_force = || policies.iter().filter(|p| counted(p) && applies(p, call));
-    for policy in in_force().filter(|p| p.action == AuthzAction::Deny) {
-        if let Some(rule) = matching_rule(policy, call) {
-            return (
-                false,
-                Cause {
-                    policy: Some(policy),
-                    rule: RuleRef::Rule(rule),
-                },
-            );
+    index: &'i AuthzIndex,
+}
+
+impl<'p> Set<'p, '_> {
+    /// The decision of the policies `counted` picks out.
+    fn decide(
+        &self,
+        default: DefaultAuthorization,
+        call: &Call,
+        counted: impl Fn(&AuthzPolicy) -> bool,
+    ) -> (bool, Cause<'p>) {
+        let in_force = |p: &AuthzPolicy| counted(p) && applies(p, call);
+        let deny = self.first_match(call, |p| p.action == AuthzAction::Deny && in_force(p));
+        if let Some(cause) = deny {
+            return (false, cause);
         }
-    }
-    let mut first_allow = None;
-    for policy in in_force().filter(|p| p.action == AuthzAction::Allow) {
-        first_allow.get_or_insert(policy);
-        if let Some(rule) = matching_rule(policy, call) {
-            return (
-                true,
-                Cause {
-                    policy: Some(policy),
-                    rule: RuleRef::Rule(rule),
-                },
-            );
+        let allow = self.first_match(call, |p| p.action == AuthzAction::Allow && in_force(p));
+        if let Some(cause) = allow {
+            return (true, cause);
         }
-    }
-    if let Some(policy) = first_allow {
-        return (
-            false,
-            Cause {
+        let first_allow = self
+            .policies
+            .iter()
+            .find(|p| p.action == AuthzAction::Allow && in_force(p));
+        if let Some(policy) = first_allow {
+            let cause = Cause {
                 policy: Some(policy),
                 rule: RuleRef::NoAllowMatched,
-            },
-        );
+            };
+            return (false, cause);
+        }
+        let cause = Cause {
+            policy: None,
+            rule: RuleRef::MeshDefault,
+        };
+        (default.is_allow(), cause)
     }
-    let cause = Cause {
-        policy: None,
-        rule: RuleRef::MeshDefault,
-    };
-    (default.is_allow(), cause)
+
+    /// The first rule, in policy and rule order, of a policy `chosen` picks out that
+    /// matches `call`: only the rules the caller can match are looked at.
+    fn first_match(&self, call: &Call, chosen: impl Fn(&AuthzPolicy) -> bool) -> Option<Cause<'p>> {
+        self.index.candidates(&call.caller).find_map(|id| {
+            let policy = &self.policies[id.policy as usize];
+            let rule = &policy.rules[id.rule as usize];
+            // A connection can't show what only a request has (methods, paths, headers).
+            // Judged at L4, a DENY rule that names them matches (it fails closed); any
+            // other does not.
+            let unknown_matches = policy.action == AuthzAction::Deny;
+            (chosen(policy) && applies(policy, call) && rule_matches(rule, call, unknown_matches))
+                .then_some(Cause {
+                    policy: Some(policy),
+                    rule: RuleRef::Rule(id.rule as usize),
+                })
+        })
+    }
 }
 
 fn applies(policy: &AuthzPolicy, call: &Call) -> bool {
     policy.port.is_none_or(|port| port == call.port)
 }
 
-/// The index of the first rule of `policy` that matches `call`.
-pub(crate) fn matching_rule(policy: &AuthzPolicy, call: &Call) -> Option<usize> {
-    // A connection can't show what only a request has (methods, paths, headers). Judged
-    // at L4, a DENY rule that names them matches (it fails closed); any other does not.
-    let unknown_matches = policy.action == AuthzAction::Deny;
-    policy
-        .rules
-        .iter()
-        .position(|rule| rule_matches(rule, call, unknown_matches))
-}
-
 fn rule_matches(rule: &AuthzRule, call: &Call, unknown_matches: bool) -> bool {
-    let from = rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, &call.caller));
-    let to = rule.to.is_empty()
-        || rule
-            .to
-            .iter()
-            .any(|op| operation_matches(op, call, unknown_matches));
-    let when = rule.when.iter().all(|condition| match &call.request {
-        Some(request) => condition
-            .values
-            .iter()
-            .any(|value| request.headers.has(&condition.header, value)),
-        None => unknown_matches,
-    });
-    from && to && when
+    // Cheapest first, and stop at the first condition that fails.
+    let from = || rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, &call.caller));
+    let to = || {
+        rule.to.is_empty()
+            || rule
+                .to
+                .iter()
+                .any(|op| operation_matches(op, call, unknown_matches))
+    };
+    let when = || {
+        rule.when.iter().all(|condition| match &call.request {
+            Some(request) => condition
+                .values
+                .iter()
+                .any(|value| request.headers.has(&condition.header, value)),
+            None => unknown_matches,
+        })
+    };
+    from() && to() && when()
 }
 
 fn source_matches(source: &AuthzSource, caller: &Caller) -> bool {

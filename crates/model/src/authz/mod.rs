@@ -6,11 +6,13 @@
 //! here; `weft explain` calls the same code on the control plane's view, so both give the
 //! same answer by construction. Judging allocates nothing.
 
+mod index;
 mod judge;
 mod pattern;
 #[cfg(test)]
 mod tests;
 
+pub use index::AuthzIndex;
 pub use judge::{
     judge, trace, Call, Caller, Cause, Headers, Judgment, PolicyTrace, Request, RuleRef,
 };

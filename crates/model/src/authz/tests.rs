@@ -51,7 +51,12 @@ fn http(
             headers,
         }),
     };
-    let judgment = judge(policies(config), config.default_authorization, &call);
+    let judgment = judge(
+        policies(config),
+        &AuthzIndex::new(policies(config)),
+        config.default_authorization,
+        &call,
+    );
     (
         judgment.allowed,
         format!("{}#{}", judgment.cause.policy_name(), judgment.cause.rule),
@@ -64,7 +69,12 @@ fn tcp(config: &ProxyConfig, caller: Caller, port: u16) -> (bool, String) {
         port,
         request: None,
     };
-    let judgment = judge(policies(config), config.default_authorization, &call);
+    let judgment = judge(
+        policies(config),
+        &AuthzIndex::new(policies(config)),
+        config.default_authorization,
+        &call,
+    );
     (
         judgment.allowed,
         format!("{}#{}", judgment.cause.policy_name(), judgment.cause.rule),
@@ -268,8 +278,10 @@ spec:
         }),
     };
     let policies = policies(&config);
+    let index = AuthzIndex::new(policies);
     let web = judge(
         policies,
+        &index,
         config.default_authorization,
         &post(mesh("web", "prod")),
     );
@@ -284,6 +296,7 @@ spec:
 
     let other = judge(
         policies,
+        &index,
         config.default_authorization,
         &post(mesh("other", "prod")),
     );
@@ -311,4 +324,142 @@ fn globs_stay_linear_on_hostile_paths() {
     );
     assert_eq!(Pattern::parse("*"), Pattern::Any);
     assert_eq!(Pattern::parse("/x"), Pattern::Exact("/x".to_owned()));
+}
+
+/// The verdict a plain scan of every rule gives ([`trace`] looks at all of them): what the
+/// index must never change.
+fn scanned(config: &ProxyConfig, call: &Call) -> (bool, String) {
+    let traces = trace(policies(config), call);
+    let in_force = |t: &&PolicyTrace| t.applies && !t.policy.dry_run;
+    let first = |action| {
+        traces
+            .iter()
+            .filter(in_force)
+            .filter(|t| t.policy.action == action)
+            .find_map(|t| {
+                t.matching_rules
+                    .first()
+                    .map(|r| format!("{}#{r}", t.policy.name))
+            })
+    };
+    if let Some(cause) = first(AuthzAction::Deny) {
+        return (false, cause);
+    }
+    if let Some(cause) = first(AuthzAction::Allow) {
+        return (true, cause);
+    }
+    match traces
+        .iter()
+        .filter(in_force)
+        .find(|t| t.policy.action == AuthzAction::Allow)
+    {
+        Some(t) => (false, format!("{}#none", t.policy.name)),
+        None => (
+            config.default_authorization.is_allow(),
+            "mesh#default".to_owned(),
+        ),
+    }
+}
+
+#[test]
+fn the_index_gives_the_verdict_of_a_full_scan() {
+    let config = compiled(
+        r#"apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: a-deny, namespace: prod}
+spec:
+  targetRef: {kind: Service, name: api}
+  action: DENY
+  rules:
+  - from: [{namespaces: [evil]}]
+  - from: [{identities: ["spiffe://weft.local/ns/prod/svc/web"]}]
+    to: [{paths: [/admin/*]}]
+  - from: [{services: [web, jobs], namespaces: [prod, ops]}, {identities: ["spiffe://weft.local/ns/x/*"]}]
+    when: [{header: x-kill, values: ["1"]}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: b-allow, namespace: prod}
+spec:
+  targetRef: {kind: Service, name: api}
+  rules:
+  - from: [{services: [web]}]
+    to: [{methods: [GET]}]
+  - from: [{namespaces: [ops]}]
+  - from: [{identities: ["spiffe://weft.local/ns/x/svc/y", "*"]}]
+    to: [{paths: [/public/*]}]
+  - to: [{paths: [/health]}]
+  - from: [{unauthenticated: true}]
+    to: [{paths: [/plain]}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: c-allow-tcp, namespace: prod}
+spec:
+  targetRef: {kind: Service, name: api, port: 9090}
+  rules: [{from: [{services: [jobs]}]}]
+"#,
+    );
+    let callers = [
+        mesh("web", "prod"),
+        mesh("jobs", "prod"),
+        mesh("jobs", "ops"),
+        mesh("web", "evil"),
+        mesh("y", "x"),
+        mesh("z", "x"),
+        mesh("other", "prod"),
+        Caller::Unauthenticated,
+    ];
+    let kill = Map(HashMap::from([("x-kill", "1")]));
+    let none = no_headers();
+    let mut checked = 0;
+    for caller in callers {
+        for (method, path) in [
+            ("GET", "/"),
+            ("POST", "/admin/x"),
+            ("GET", "/public/a"),
+            ("PUT", "/health"),
+            ("GET", "/plain"),
+        ] {
+            for headers in [&none, &kill] {
+                for port in [9080, 9090] {
+                    let request = Request {
+                        method,
+                        path,
+                        headers,
+                    };
+                    for call in [
+                        Call {
+                            caller,
+                            port,
+                            request: Some(request),
+                        },
+                        Call {
+                            caller,
+                            port,
+                            request: None,
+                        },
+                    ] {
+                        let judged = judge(
+                            policies(&config),
+                            &AuthzIndex::new(policies(&config)),
+                            config.default_authorization,
+                            &call,
+                        );
+                        let got = (
+                            judged.allowed,
+                            format!("{}#{}", judged.cause.policy_name(), judged.cause.rule),
+                        );
+                        assert_eq!(
+                            got,
+                            scanned(&config, &call),
+                            "{caller:?} {method} {path} port {port}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 8 * 5 * 2 * 2 * 2);
 }
