@@ -271,3 +271,113 @@ async fn check_gives_a_verdict_and_explains_problems() {
         "reviews-v2 shows as unhealthy: {table}"
     );
 }
+
+const BROKEN: &str = r#"
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: front}
+spec: {ports: [{port: 80, protocol: http}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: ghostly}
+spec: {ports: [{port: 80, protocol: http}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: front}
+spec:
+  parentRefs: [{group: "", kind: Service, name: front}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /a}}]
+    backendRefs: [{name: reviews-v1}]
+  - matches: [{path: {type: PathPrefix, value: /a/b}}, {path: {type: PathPrefix, value: /a}}]
+    backendRefs: [{name: ghostly}]
+  - matches: [{path: {type: Exact, value: /c}}]
+    backendRefs: [{name: nosuch}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: wall}
+spec:
+  targetRef: {kind: Service, name: front}
+  action: DENY
+  rules: [{}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_analyses_the_configuration_and_get_keeps_its_warnings() {
+    let m = mesh().await;
+    let out = m.control.weft(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("✔ no findings in the configuration"),
+        "{text}"
+    );
+
+    m.control.apply(BROKEN);
+    // A proxy for a Service nobody declared.
+    let phantom_app = HttpBackend::start("phantom").await;
+    let phantom = m.control.proxy("phantom", phantom_app.addr).start();
+    let expected = [
+        "✖ AuthorizationPolicy default/wall: a rule without from, to or when denies every call to Service default/front",
+        "✖ Service default/phantom: proxies run for this Service, which does not exist",
+        "✖ route default/front: rule default/front/1 sends to Service default/ghostly, which has no endpoint in rotation",
+        "! HTTPRoute default/front: spec.rules[2].backendRefs[0]: Service default/nosuch does not exist",
+        "! route default/front: rule default/front/1 is never used: rule default/front/0, tried before it, matches every request it matches",
+    ];
+    let mut text = String::new();
+    wait_for("every finding", Duration::from_secs(20), || {
+        let out = m.control.weft(&["check"]);
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let all = !out.status.success() && expected.iter().all(|line| text.contains(line));
+        async move { all }
+    })
+    .await;
+    assert!(text.contains("hint: give the rule conditions"), "{text}");
+
+    // Deny by default: the Services that receive traffic and that no ALLOW names are named.
+    m.control.apply("apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: mesh}\nspec: {defaultAuthorization: deny}\n");
+    wait_for("the default-deny finding", Duration::from_secs(20), || {
+        let out = m.control.weft(&["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        async move {
+            text.contains("! Service default/reviews-v1: the mesh denies by default and no ALLOW policy names this Service")
+        }
+    })
+    .await;
+
+    // `weft get` keeps the apply-time warning in view while it is true.
+    let out = m.control.weft(&["get", "httproutes"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(
+            "warning: spec.rules[2].backendRefs[0]: Service default/nosuch does not exist"
+        ),
+        "{table}"
+    );
+
+    // Fixed, the findings go away.
+    drop(phantom);
+    for (kind, name) in [
+        ("mesh", "mesh"),
+        ("authorizationpolicy", "wall"),
+        ("httproute", "front"),
+        ("service", "ghostly"),
+        ("service", "front"),
+    ] {
+        let out = m.control.weft(&["delete", kind, name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for("a clean check", Duration::from_secs(30), || {
+        let out = m.control.weft(&["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        async move { out.status.success() && text.contains("✔ no findings in the configuration") }
+    })
+    .await;
+}

@@ -2,7 +2,8 @@
 //! the whole mesh (`weft check`), computed here so every client gets the same answer.
 
 use crate::ca::MeshCa;
-use crate::discovery::{ProxyInfo, Registry};
+use crate::discovery::{DiscoveryServer, ProxyInfo, Registry};
+use crate::resource_set::ResourceSet;
 use crate::transport::Plaintext;
 use axum::extract::State;
 use axum::routing::get;
@@ -10,7 +11,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
 use weft_identity::format_utc;
+use weft_model::analyze::{analyze, Finding, Running, Severity};
 
 /// A proxy certificate this close to expiry has missed its renewal (at half-life).
 const CERTIFICATE_WARNING: Duration = Duration::from_secs(10 * 60);
@@ -24,9 +27,24 @@ struct Fleet {
     ca: Option<Arc<MeshCa>>,
     /// Whether unauthenticated plain-text proxies are accepted (development only).
     plaintext: Plaintext,
+    /// What `weft check` analyses beside the fleet; `None` leaves the config out.
+    config: Option<ConfigView>,
 }
 
-pub fn router(registry: Arc<Registry>, ca: Option<Arc<MeshCa>>, plaintext: Plaintext) -> Router {
+/// The resources as stored, and the config compiled from them with the endpoints in
+/// rotation.
+#[derive(Clone)]
+pub struct ConfigView {
+    pub resources: watch::Receiver<Arc<ResourceSet>>,
+    pub discovery: DiscoveryServer,
+}
+
+pub fn router(
+    registry: Arc<Registry>,
+    ca: Option<Arc<MeshCa>>,
+    plaintext: Plaintext,
+    config: Option<ConfigView>,
+) -> Router {
     Router::new()
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/check", get(check))
@@ -34,7 +52,27 @@ pub fn router(registry: Arc<Registry>, ca: Option<Arc<MeshCa>>, plaintext: Plain
             registry,
             ca,
             plaintext,
+            config,
         })
+}
+
+/// The config's findings (`weft_model::analyze`), as JSON.
+fn config_findings(view: &ConfigView, proxies: &[ProxyInfo]) -> Vec<Finding> {
+    let Some(config) = view.discovery.whole_config() else {
+        return Vec::new();
+    };
+    let resources = view.resources.borrow().clone();
+    let running: Vec<(String, String)> = proxies
+        .iter()
+        .map(|p| (p.namespace.clone(), p.service.clone()))
+        .collect();
+    analyze(
+        &resources.resources,
+        &Running {
+            config: &config,
+            proxies: &running,
+        },
+    )
 }
 
 async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
@@ -53,6 +91,15 @@ async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
 async fn check(State(fleet): State<Fleet>) -> Json<Value> {
     let proxies = fleet.registry.proxies();
     let mut verdict = verdict(&proxies);
+    let findings = fleet
+        .config
+        .as_ref()
+        .map(|view| config_findings(view, &proxies))
+        .unwrap_or_default();
+    if findings.iter().any(|f| f.severity == Severity::Error) {
+        verdict["ok"] = Value::from(false);
+    }
+    verdict["findings"] = serde_json::to_value(&findings).unwrap_or_default();
     let mut warnings = identity_warnings(&proxies, fleet.ca.as_deref(), SystemTime::now());
     if let Ok(left) = fleet
         .registry
@@ -184,7 +231,7 @@ mod tests {
 
     async fn check_warnings(warmup: Duration, plaintext: Plaintext) -> String {
         let registry = Arc::new(Registry::warming_up_until(SystemTime::now() + warmup));
-        let response = router(registry, None, plaintext)
+        let response = router(registry, None, plaintext, None)
             .oneshot(Request::get("/api/v1/check").body(Body::empty()).unwrap())
             .await
             .unwrap();

@@ -267,6 +267,10 @@ pub async fn serve(
             registry.clone(),
             Some(identity.ca.clone()),
             plaintext,
+            Some(crate::fleet::ConfigView {
+                resources: plane.store.subscribe(),
+                discovery: discovery.clone(),
+            }),
         ))
         .merge(crate::explain::router(discovery.clone(), registry.clone()))
         .merge(identity.router)

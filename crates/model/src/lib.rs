@@ -6,6 +6,7 @@
 //! The pipeline is [`load_path`] (parse and check each value, with file, line and field
 //! in every error), then [`validate`] (checks across resources), then [`compile`].
 
+pub mod analyze;
 pub mod authz;
 mod catalog;
 mod compile;

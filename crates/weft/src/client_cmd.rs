@@ -252,11 +252,19 @@ fn print_table(items: &[Value]) {
         .iter()
         .map(|item| {
             let metadata = &item["metadata"];
+            let mut status = text(&item["status"]["summary"]).to_owned();
+            // Standing warnings, so a dangling reference shows until it is fixed.
+            if let Some(first) = item["status"]["warnings"]
+                .as_array()
+                .and_then(|w| w.first())
+            {
+                status = format!("{status}; warning: {}", text(first));
+            }
             [
                 text(&metadata["namespace"]).to_owned(),
                 text(&metadata["name"]).to_owned(),
                 text(&metadata["resourceVersion"]).to_owned(),
-                text(&item["status"]["summary"]).to_owned(),
+                status,
             ]
         })
         .collect();

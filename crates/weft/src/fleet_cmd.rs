@@ -102,6 +102,23 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         println!("✖ {}", problem["problem"].as_str().unwrap_or_default());
         println!("    hint: {}", problem["hint"].as_str().unwrap_or_default());
     }
+    let findings = verdict["findings"].as_array().cloned().unwrap_or_default();
+    if findings.is_empty() {
+        println!("✔ no findings in the configuration");
+    }
+    for finding in &findings {
+        let mark = if finding["severity"] == "error" {
+            "✖"
+        } else {
+            "!"
+        };
+        println!(
+            "{mark} {}: {}",
+            finding["resource"].as_str().unwrap_or_default(),
+            finding["finding"].as_str().unwrap_or_default()
+        );
+        println!("    hint: {}", finding["hint"].as_str().unwrap_or_default());
+    }
     for warning in verdict["warnings"].as_array().into_iter().flatten() {
         println!("! {}", warning["warning"].as_str().unwrap_or_default());
         println!("    hint: {}", warning["hint"].as_str().unwrap_or_default());

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +48,7 @@ pub(super) async fn list(
     let Query(query) = query.map_err(bad_query)?;
     let format = Format::choose(query.output.as_deref(), &headers)?;
     let kind = query.kind.as_deref().map(parse_kind).transpose()?;
+    let warnings = current_warnings(&state);
     let items: Vec<Value> = state
         .store
         .list(kind)
@@ -58,7 +60,7 @@ pub(super) async fn list(
                 .as_ref()
                 .is_none_or(|ns| *ns == entry.key.namespace)
         })
-        .map(|entry| view(&state, entry))
+        .map(|entry| view(&state, entry, &warnings))
         .collect();
     match format {
         Format::Json => Ok(Json(json!({ "items": items })).into_response()),
@@ -78,7 +80,7 @@ pub(super) async fn get_one(
     let Some(entry) = state.store.get(key.clone()).await? else {
         return Err(StoreError::NotFound(key).into());
     };
-    let document = view(&state, &entry);
+    let document = view(&state, &entry, &current_warnings(&state));
     match format {
         Format::Json => Ok(Json(document).into_response()),
         Format::Yaml => yaml(std::slice::from_ref(&document)),
@@ -120,8 +122,29 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     ))
 }
 
-/// The document as shown: as applied, plus its version and status.
-fn view(state: &ApiState, entry: &StoredResource) -> Value {
+/// What `weft apply` warned about and is still true (a reference to a Service that does not
+/// exist yet, say), by resource (`Kind namespace/name`): kept in view until it is fixed,
+/// not printed once and lost.
+fn current_warnings(state: &ApiState) -> HashMap<String, Vec<String>> {
+    let set = state.store.subscribe().borrow().clone();
+    let mut by_resource: HashMap<String, Vec<String>> = HashMap::new();
+    for warning in weft_model::validate(&set.resources).unwrap_or_default() {
+        if let Some((resource, what)) = warning.message.split_once(": ") {
+            by_resource
+                .entry(resource.to_owned())
+                .or_default()
+                .push(what.to_owned());
+        }
+    }
+    by_resource
+}
+
+/// The document as shown: as applied, plus its version, status and standing warnings.
+fn view(
+    state: &ApiState,
+    entry: &StoredResource,
+    warnings: &HashMap<String, Vec<String>>,
+) -> Value {
     let mut document = entry.document.clone();
     let key = &entry.key;
     if let Some(metadata) = document.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -130,9 +153,16 @@ fn view(state: &ApiState, entry: &StoredResource) -> Value {
             Value::String(entry.resource_version.to_string()),
         );
     }
-    let status = state
+    let mut status = state
         .status
         .status(key.kind.as_str(), &key.namespace, &key.name);
+    let described = format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name);
+    if let Some(standing) = warnings.get(&described) {
+        let status = status.get_or_insert_with(|| json!({}));
+        if let Some(fields) = status.as_object_mut() {
+            fields.insert("warnings".to_owned(), json!(standing));
+        }
+    }
     if let (Some(status), Some(fields)) = (status, document.as_object_mut()) {
         fields.insert("status".to_owned(), status);
     }

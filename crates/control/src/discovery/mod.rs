@@ -142,6 +142,12 @@ impl DiscoveryServer {
             .map(|p| p.config_for(namespace, service).clone())
     }
 
+    /// The whole mesh's config as compiled now; `None` before the first compile.
+    pub fn whole_config(&self) -> Option<Arc<ProxyConfig>> {
+        let published = self.shared.generations.borrow();
+        published.as_ref().map(|p| p.whole().clone())
+    }
+
     /// Ends every open stream (proxies keep their config and reconnect), and every stream
     /// opened from now on.
     pub fn close_streams(&self) {

@@ -71,6 +71,11 @@ impl Publication {
         &self.scoped.get(&key).unwrap_or(&self.full).generation
     }
 
+    /// The whole mesh's config.
+    pub fn whole(&self) -> &Arc<ProxyConfig> {
+        &self.full.config
+    }
+
     /// The config the proxies of `service` in `namespace` run.
     pub fn config_for(&self, namespace: &str, service: &str) -> &Arc<ProxyConfig> {
         let key = (namespace.to_owned(), service.to_owned());
