@@ -4,6 +4,8 @@
 
 mod support;
 
+use redb::ReadableTable;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -329,4 +331,154 @@ fn operators_call_the_api_over_https_with_a_certificate_of_their_role() {
     // TLS 1.3: the server checks the client's certificate after the client has finished,
     // so the refusal arrives as an alert on the first request.
     assert!(text(&out).contains("CertificateUnknown"), "{}", text(&out));
+}
+
+/// The audit log's rows, straight from the store file (the control plane stopped): seq ->
+/// (body, hash).
+const AUDIT: redb::TableDefinition<u64, (&str, &str)> = redb::TableDefinition::new("audit");
+
+#[test]
+fn the_audit_log_records_who_did_what_and_any_edit_breaks_its_chain() {
+    let dir = TempDir::new("audit");
+    let data = dir.path().join("data");
+    let control = ControlPlane::start(&data, None);
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    // Changes by two credentials, a join token, and refused calls.
+    let made = control.weft(&["api-token", "create", "--name", "ci", "--role", "admin"]);
+    assert!(made.status.success(), "{}", text(&made));
+    let ci = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    control.apply(SERVICE);
+    let changed = SERVICE.replace("port: 80", "port: 8080");
+    let mut apply = Command::new(weft_bin());
+    apply
+        .args(["apply", "-f", "-", "--api", &control.url()])
+        .env("WEFT_TOKEN", &ci)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = apply.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(changed.as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert!(control.weft(&["delete", "service", "web"]).status.success());
+    assert!(control
+        .weft(&["token", "create", "--service", "web"])
+        .status
+        .success());
+    // A flood of refused calls: logged up to the budget, then counted in one line.
+    for _ in 0..150 {
+        let (status, _) = raw(
+            &control,
+            "GET",
+            "/api/v1/resources",
+            &[("Authorization", "Bearer not-a-token")],
+            "",
+        );
+        assert_eq!(status, 401);
+    }
+
+    let log = control.weft(&["audit", "log", "--json", "--limit", "1000"]);
+    assert!(log.status.success(), "{}", text(&log));
+    let entries: Vec<serde_json::Value> = String::from_utf8(log.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let find = |action: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {entries:?}"))
+    };
+    let created = find("resource.create");
+    assert_eq!(created["target"], "Service default/web");
+    assert!(
+        created["actor"].as_str().unwrap().contains("admin"),
+        "{created}"
+    );
+    assert_eq!(created["after"]["spec"]["ports"][0]["port"], 80);
+    let updated = find("resource.update");
+    assert!(
+        updated["actor"].as_str().unwrap().contains("(ci)"),
+        "{updated}"
+    );
+    assert_eq!(updated["before"]["spec"]["ports"][0]["port"], 80);
+    assert_eq!(updated["after"]["spec"]["ports"][0]["port"], 8080);
+    let deleted = find("resource.delete");
+    assert_eq!(deleted["before"]["metadata"]["name"], "web");
+    assert!(deleted.get("after").is_none(), "{deleted}");
+    assert!(find("api-token.create")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("named ci"));
+    assert!(find("token.create")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("default/web"));
+    let denied = entries
+        .iter()
+        .filter(|e| e["action"] == "api.denied")
+        .count();
+    assert!((1..=60).contains(&denied), "{denied} refused calls logged");
+    // Only an admin reads it.
+    let made = control.weft(&[
+        "api-token",
+        "create",
+        "--name",
+        "viewer",
+        "--role",
+        "read-only",
+    ]);
+    let viewer = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let out = weft_as_stranger(
+        &control,
+        &home,
+        &["audit", "log"],
+        &[("WEFT_TOKEN", &viewer)],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("admin"),
+        "{}",
+        text(&out)
+    );
+
+    let verified = control.weft(&["audit", "verify"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(text(&verified).contains("intact"), "{}", text(&verified));
+
+    // One byte of a stored entry changed while the control plane is down.
+    let target = updated["seq"].as_u64().unwrap();
+    drop(control);
+    {
+        let db = redb::Database::create(data.join("weft.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(AUDIT).unwrap();
+            let (body, hash) = {
+                let row = table.get(target).unwrap().unwrap();
+                let (body, hash) = row.value();
+                (body.to_owned(), hash.to_owned())
+            };
+            let edited = body.replacen("8080", "8081", 1);
+            assert_ne!(edited, body);
+            table
+                .insert(target, (edited.as_str(), hash.as_str()))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let control = ControlPlane::start(&data, None);
+    let verified = control.weft(&["audit", "verify"]);
+    assert!(!verified.status.success());
+    let said = text(&verified);
+    assert!(
+        said.contains(&format!("not intact at entry {target}")) && said.contains("changed"),
+        "{said}"
+    );
 }

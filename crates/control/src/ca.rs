@@ -414,9 +414,20 @@ async fn show(State((ca, _)): State<(Arc<MeshCa>, Arc<dyn Store>)>) -> Json<Valu
 
 async fn rotate(
     State((ca, store)): State<(Arc<MeshCa>, Arc<dyn Store>)>,
+    caller: Option<axum::Extension<crate::access::Caller>>,
 ) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
     match ca.rotate(&*store).await {
-        Ok(()) => Ok(Json(ca.view())),
+        Ok(()) => {
+            let (signing, _) = ca.roots();
+            let record = crate::audit::AuditRecord::new(
+                &crate::api::actor(caller),
+                "ca.rotate",
+                format!("CA root {}", signing.sha256),
+            )
+            .detail("a new root signs from now on; the old one is trusted until every proxy has renewed");
+            crate::audit::record(&*store, record).await;
+            Ok(Json(ca.view()))
+        }
         Err(err) => {
             let status = match err {
                 RotationError::Supplied | RotationError::InProgress(_) => StatusCode::CONFLICT,

@@ -5,6 +5,7 @@
 //! consumed. The certificate names `spiffe://<trust-domain>/ns/<namespace>/svc/<service>`
 //! whatever the CSR says, lasting the `Mesh` resource's `certificateTTL` (24 h by default).
 
+use crate::audit::{self, AuditRecord};
 use crate::ca::{MeshCa, DEFAULT_TRUST_DOMAIN};
 use crate::resource_set::ResourceSet;
 use crate::revocation::RevocationList;
@@ -145,6 +146,20 @@ impl Identity for IdentityService {
             .map(|d| d.as_secs() as i64)
             .unwrap_or_default();
         tracing::info!(identity = %id, ?ttl, renewal, "issued a workload certificate");
+        let record = AuditRecord::new(
+            if renewal {
+                "proxy (renewal signed by its key)"
+            } else {
+                "proxy (join token)"
+            },
+            "certificate.issue",
+            id.to_string(),
+        )
+        .detail(format!(
+            "valid until {}",
+            weft_identity::format_utc(signed.not_after)
+        ));
+        audit::record(&*self.tokens.store, record).await;
         Ok(Response::new(SignResponse {
             cert_chain_pem: signed.cert_pem,
             trust_bundle_pem: self.ca.trust_bundle_pem(),

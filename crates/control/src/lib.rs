@@ -4,6 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod api_listener;
+pub mod audit;
 pub mod ca;
 pub mod data_dir;
 pub mod discovery;

@@ -15,6 +15,7 @@
 //!   stays revoked until it expires, then is forgotten).
 
 use crate::api::ApiError;
+use crate::audit::{self, AuditRecord};
 use crate::discovery::Registry;
 use crate::store::{Store, StoreError};
 use axum::extract::{Query, State};
@@ -314,6 +315,8 @@ async fn revoke(
             let id = spiffe_id(&identity)?;
             api.revocations.revoke_identity(&id).await?;
             tracing::warn!(identity = %id, by = %caller.name, "identity revoked");
+            let record = AuditRecord::new(&caller.name, "identity.revoke", id.to_string());
+            audit::record(&*api.revocations.store, record).await;
         }
         (None, Some(sha256)) => {
             let sha256 = sha256.to_ascii_lowercase();
@@ -324,6 +327,12 @@ async fn revoke(
             });
             api.revocations.revoke_certificate(&sha256, known).await?;
             tracing::warn!(certificate = %sha256, by = %caller.name, "certificate revoked");
+            let record = AuditRecord::new(
+                &caller.name,
+                "certificate.revoke",
+                format!("certificate {sha256}"),
+            );
+            audit::record(&*api.revocations.store, record).await;
         }
         _ => {
             return Err(ApiError::bad_request(
@@ -342,6 +351,8 @@ async fn restore(
     let id = spiffe_id(&query.identity)?;
     api.revocations.restore_identity(&id).await?;
     tracing::warn!(identity = %id, by = %caller.name, "identity restored");
+    let record = AuditRecord::new(&caller.name, "identity.restore", id.to_string());
+    audit::record(&*api.revocations.store, record).await;
     Ok(Json(api.revocations.view()))
 }
 

@@ -273,6 +273,7 @@ pub async fn serve(
             }),
         ))
         .merge(crate::explain::router(discovery.clone(), registry.clone()))
+        .merge(crate::audit::router(plane.store.clone()))
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),
@@ -282,7 +283,10 @@ pub async fn serve(
     let refusals = ConnectionRefusals::default();
     let api_cap = PortCap::new("api", API_CONNECTIONS, refusals.clone());
     let grpc_cap = PortCap::new("grpc", GRPC_CONNECTIONS, refusals.clone());
-    let router = crate::access::protect(router, Access::new(tokens, &refusals));
+    let router = crate::access::protect(
+        router,
+        Access::new(tokens, &refusals, Some(plane.store.clone())),
+    );
     let (api, grpc) = tokio::join!(
         serve_api(
             api,

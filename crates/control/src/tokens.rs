@@ -14,7 +14,9 @@
 //!
 //! [`TokenStore::verify_and_consume`] is what the CSR flow calls.
 
+use crate::api::actor;
 use crate::api::{requested_ttl, ApiError};
+use crate::audit::{self, AuditRecord};
 use crate::secret::{hash, id_of};
 use crate::store::{Store, StoreError};
 use axum::extract::{Path, State};
@@ -98,7 +100,7 @@ pub struct CreatedToken {
 
 /// The join tokens, kept in the store's `meta` table.
 pub struct TokenStore {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// Each change reads, edits and writes the whole map: one at a time.
     lock: tokio::sync::Mutex<()>,
     random: SystemRandom,
@@ -317,6 +319,7 @@ pub fn router(tokens: Arc<TokenStore>) -> Router {
 
 async fn create(
     State(tokens): State<Arc<TokenStore>>,
+    caller: Option<axum::Extension<crate::access::Caller>>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let request: CreateRequest = serde_json::from_slice(&body).map_err(|err| {
@@ -341,6 +344,23 @@ async fn create(
         single_use = created.single_use,
         "join token created"
     );
+    let detail = format!(
+        "for Service {}/{}, expires {}, {}",
+        created.namespace,
+        created.service,
+        format_utc(created.expires_at),
+        if created.single_use {
+            "single use"
+        } else {
+            "reusable"
+        }
+    );
+    let record = AuditRecord::new(
+        &actor(caller),
+        "token.create",
+        format!("join token {}", created.id),
+    );
+    audit::record(&*tokens.store, record.detail(detail)).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -360,10 +380,13 @@ async fn list(State(tokens): State<Arc<TokenStore>>) -> Result<Json<serde_json::
 
 async fn revoke(
     State(tokens): State<Arc<TokenStore>>,
+    caller: Option<axum::Extension<crate::access::Caller>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     tokens.revoke(&id).await?;
     tracing::info!(id = %id, "join token revoked");
+    let record = AuditRecord::new(&actor(caller), "token.revoke", format!("join token {id}"));
+    audit::record(&*tokens.store, record).await;
     Ok(Json(json!({ "revoked": id })))
 }
 

@@ -3,6 +3,7 @@
 
 mod api_client;
 mod api_token_cmd;
+mod audit_cmd;
 mod ca_cmd;
 mod cert_cmd;
 mod client_cmd;
@@ -61,6 +62,11 @@ enum Command {
     Cert {
         #[command(subcommand)]
         cmd: cert_cmd::CertCommand,
+    },
+    /// The audit log: who changed what and when, tamper-evident (`log`, `verify`).
+    Audit {
+        #[command(subcommand)]
+        cmd: audit_cmd::AuditCommand,
     },
     /// Show or rotate the control plane's CA root.
     Ca {
@@ -124,6 +130,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Ca { cmd } => ca_cmd::run(cmd),
+        Command::Audit { cmd } => audit_cmd::run(cmd),
         Command::Cert { cmd } => cert_cmd::run(cmd),
         Command::Token { cmd } => token_cmd::run(cmd),
         Command::ApiToken { cmd } => api_token_cmd::run(cmd),

@@ -12,6 +12,7 @@
 
 use super::{Caller, Role};
 use crate::api::ApiError;
+use crate::audit::{self, AuditRecord};
 use crate::data_dir;
 use crate::store::{Store, StoreError};
 use axum::extract::{Path, State};
@@ -291,6 +292,13 @@ async fn create(
     })?;
     let created = tokens.create(&request.name, request.role).await?;
     tracing::info!(id = %created.id, name = %created.name, role = %created.role, by = %caller.name, "API token created");
+    let record = AuditRecord::new(
+        &caller.name,
+        "api-token.create",
+        format!("API token {}", created.id),
+    )
+    .detail(format!("named {}, role {}", created.name, created.role));
+    audit::record(&*tokens.store, record).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -309,6 +317,8 @@ async fn revoke(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     tokens.revoke(&id).await?;
     tracing::info!(id = %id, by = %caller.name, "API token revoked");
+    let record = AuditRecord::new(&caller.name, "api-token.revoke", format!("API token {id}"));
+    audit::record(&*tokens.store, record).await;
     Ok(Json(json!({ "revoked": id })))
 }
 

@@ -33,6 +33,8 @@ mod api_tokens;
 pub use api_tokens::{ApiTokenError, ApiTokens, ADMIN_TOKEN_FILE, TOKEN_PREFIX};
 
 use crate::api::ApiError;
+use crate::audit::AuditRecord;
+use crate::store::{Store, CONTROL_PLANE};
 use crate::transport::Peer;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -46,12 +48,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The one call anyone may make: load balancers and supervisors probe it.
 const OPEN_PATH: &str = "/api/v1/health";
-/// Reads of these need the admin role too: they list credentials.
-const ADMIN_READ_PREFIX: &str = "/api/v1/api-tokens";
+/// Reads of these need the admin role too: they list credentials, or (the audit log) whole
+/// documents and who did what.
+const ADMIN_READ_PREFIXES: [&str; 2] = ["/api/v1/api-tokens", "/api/v1/audit"];
 /// The content types a write may carry (parameters such as `charset` aside).
 const WRITE_CONTENT_TYPES: [&str; 4] = [
     "application/json",
@@ -133,13 +137,49 @@ pub struct Access {
     tokens: Arc<ApiTokens>,
     refusals: Family<RefusalLabels, Counter>,
     registry: Registry,
+    /// Where refused calls are recorded (`None` in tests of the guard alone).
+    audit: Option<Arc<dyn Store>>,
+    denials: Mutex<DenialWindow>,
+}
+
+/// Refused calls go to the audit log, at most [`DENIALS_PER_MINUTE`] a minute: a flood of
+/// bad calls must not grow the store without bound or hold the disk. Beyond it they are
+/// counted, and one entry says how many were left out.
+const DENIALS_PER_MINUTE: u32 = 60;
+
+struct DenialWindow {
+    started: Instant,
+    logged: u32,
+    left_out: u64,
+}
+
+impl DenialWindow {
+    /// What to write for one more refusal now: the refusal, a note of those left out in
+    /// the window before, both, or nothing.
+    fn admit(&mut self, now: Instant) -> (bool, u64) {
+        let mut left_out = 0;
+        if now.duration_since(self.started) >= Duration::from_secs(60) {
+            left_out = std::mem::take(&mut self.left_out);
+            self.started = now;
+            self.logged = 0;
+        }
+        if self.logged < DENIALS_PER_MINUTE {
+            self.logged += 1;
+            (true, left_out)
+        } else {
+            self.left_out += 1;
+            (false, left_out)
+        }
+    }
 }
 
 impl Access {
     /// `connections`: the ports' connection refusals, served at `GET /metrics` too.
+    /// `audit`: the store whose audit log records refused calls.
     pub fn new(
         tokens: Arc<ApiTokens>,
         connections: &crate::transport::ConnectionRefusals,
+        audit: Option<Arc<dyn Store>>,
     ) -> Arc<Access> {
         let refusals = Family::<RefusalLabels, Counter>::default();
         let mut registry = Registry::default();
@@ -153,6 +193,12 @@ impl Access {
             tokens,
             refusals,
             registry,
+            audit,
+            denials: Mutex::new(DenialWindow {
+                started: Instant::now(),
+                logged: 0,
+                left_out: 0,
+            }),
         })
     }
 
@@ -187,6 +233,7 @@ impl Access {
             })
             .inc();
         tracing::warn!(%method, path, reason = ?refusal.reason, "refused an API call");
+        self.record_refusal(&refusal, method, path);
         let mut response = ApiError::new(refusal.status, refusal.message).into_response();
         if refusal.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -195,6 +242,47 @@ impl Access {
             );
         }
         response
+    }
+}
+
+impl Access {
+    /// Writes the refusal to the audit log, within the log's budget for refusals; in the
+    /// background, so a refused caller waits for no disk.
+    fn record_refusal(&self, refusal: &Refusal, method: &Method, path: &str) {
+        let Some(store) = &self.audit else {
+            return;
+        };
+        let (admitted, left_out) = self
+            .denials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(Instant::now());
+        let mut records = Vec::new();
+        if left_out > 0 {
+            records.push(
+                AuditRecord::new(CONTROL_PLANE, "api.denied", "the REST API").detail(format!(
+                    "{left_out} more refused calls in the minute before were counted \
+                     (weft_api_requests_refused_total) but not logged"
+                )),
+            );
+        }
+        if admitted {
+            records.push(
+                AuditRecord::new("unknown caller", "api.denied", format!("{method} {path}"))
+                    .detail(format!("{:?}: {}", refusal.reason, refusal.message)),
+            );
+        }
+        if records.is_empty() {
+            return;
+        }
+        let store = store.clone();
+        tokio::spawn(async move {
+            for record in records {
+                if let Err(error) = store.audit(record).await {
+                    tracing::warn!(%error, "could not write a refused call to the audit log");
+                }
+            }
+        });
     }
 }
 
@@ -242,7 +330,7 @@ impl Refusal {
 /// The role a call needs: reads are read-only's, except listing credentials.
 fn needed_role(method: &Method, path: &str) -> Role {
     let read = matches!(*method, Method::GET | Method::HEAD);
-    if read && !path.starts_with(ADMIN_READ_PREFIX) {
+    if read && !ADMIN_READ_PREFIXES.iter().any(|p| path.starts_with(p)) {
         Role::ReadOnly
     } else {
         Role::Admin

@@ -27,7 +27,7 @@ impl Guarded {
             ca_trust_domain: None,
             proxies_address: None,
         });
-        let router = protect(api, Access::new(tokens.clone(), &Default::default()));
+        let router = protect(api, Access::new(tokens.clone(), &Default::default(), None));
         Guarded {
             router,
             tokens,

@@ -6,10 +6,12 @@
 //! file and line (concatenating them would break both).
 
 use super::{ApiError, ApiState};
+use crate::access::Caller;
 use crate::store::{parse_documents, Applied, StoreError};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -36,6 +38,7 @@ struct File {
 
 pub(super) async fn apply(
     State(state): State<ApiState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -84,7 +87,7 @@ pub(super) async fn apply(
              kind, metadata and spec",
         ));
     }
-    let applied = state.store.apply(items).await?;
+    let applied = state.store.apply_as(items, super::actor(caller)).await?;
     Ok(Json(answer(&applied)))
 }
 

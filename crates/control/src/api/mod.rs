@@ -113,6 +113,12 @@ impl ApiError {
     }
 }
 
+/// Who made a call, for the audit log: its credential's name, or `unknown` where no guard
+/// runs (tests).
+pub(crate) fn actor(caller: Option<axum::Extension<crate::access::Caller>>) -> String {
+    caller.map_or_else(|| "unknown".to_owned(), |axum::Extension(c)| c.name)
+}
+
 /// A request's `ttl` field: `default` when absent, else a duration written as in resources
 /// (`30d`, `1h30m`); a malformed one is the caller's 400.
 pub(crate) fn requested_ttl(

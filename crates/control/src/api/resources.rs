@@ -6,12 +6,13 @@
 
 use super::kinds::parse_kind;
 use super::{ApiError, ApiState};
+use crate::access::Caller;
 use crate::store::{ResourceKey, StoreError, StoredResource};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -89,6 +90,7 @@ pub(super) async fn get_one(
 
 pub(super) async fn delete(
     State(state): State<ApiState>,
+    caller: Option<Extension<Caller>>,
     path: ResourcePath,
     query: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -96,7 +98,7 @@ pub(super) async fn delete(
     let key = resource_key(path)?;
     let deleted = state
         .store
-        .delete(key.clone(), query.resource_version)
+        .delete_as(key.clone(), query.resource_version, super::actor(caller))
         .await?;
     let warnings: Vec<String> = deleted.warnings.iter().map(ToString::to_string).collect();
     Ok(Json(json!({

@@ -16,6 +16,7 @@ pub(crate) mod tests;
 pub use document::{parse_documents, ApplyItem};
 pub use redb_store::RedbStore;
 
+use crate::audit::AuditRecord;
 use crate::resource_set::ResourceSet;
 use std::fmt;
 use std::future::Future;
@@ -26,6 +27,9 @@ use tokio::sync::watch;
 use weft_model::resources::Kind;
 use weft_model::{Diagnostic, Resource, Warning};
 
+/// The actor of what the control plane does by itself.
+pub const CONTROL_PLANE: &str = "control plane";
+
 /// What a store operation returns. Boxed so `Store` can be used as `Arc<dyn Store>`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -35,11 +39,34 @@ pub trait Store: Send + Sync {
     /// Creates or replaces every resource in `batch` at once. Items that carry an expected
     /// `resourceVersion` must still be at it, or nothing is applied
     /// ([`StoreError::Conflict`]). Items identical to what is stored are `Unchanged` and
-    /// keep their version.
-    fn apply(&self, batch: Vec<ApplyItem>) -> StoreFuture<'_, Applied>;
+    /// keep their version. Each change is written to the audit log, as done by `actor`, in
+    /// the same transaction.
+    fn apply_as(&self, batch: Vec<ApplyItem>, actor: String) -> StoreFuture<'_, Applied>;
+
+    /// [`Store::apply_as`] by the control plane itself.
+    fn apply(&self, batch: Vec<ApplyItem>) -> StoreFuture<'_, Applied> {
+        self.apply_as(batch, CONTROL_PLANE.to_owned())
+    }
 
     /// Removes one resource; with `expected_version`, only if it is still at that version.
-    fn delete(&self, key: ResourceKey, expected_version: Option<u64>) -> StoreFuture<'_, Deleted>;
+    /// Audited as done by `actor`.
+    fn delete_as(
+        &self,
+        key: ResourceKey,
+        expected_version: Option<u64>,
+        actor: String,
+    ) -> StoreFuture<'_, Deleted>;
+
+    /// [`Store::delete_as`] by the control plane itself.
+    fn delete(&self, key: ResourceKey, expected_version: Option<u64>) -> StoreFuture<'_, Deleted> {
+        self.delete_as(key, expected_version, CONTROL_PLANE.to_owned())
+    }
+
+    /// Appends one entry to the audit log, durably.
+    fn audit(&self, record: AuditRecord) -> StoreFuture<'_, ()>;
+
+    /// Audit log rows `(seq, body, hash)` from `from` (1 is the first), at most `limit`.
+    fn audit_rows(&self, from: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String, String)>>;
 
     fn get(&self, key: ResourceKey) -> StoreFuture<'_, Option<StoredResource>>;
 

@@ -13,6 +13,7 @@ use super::plan::{self, Plan, Snapshot, Write};
 use super::{
     Applied, ApplyItem, Deleted, ResourceKey, Store, StoreError, StoreFuture, StoredResource,
 };
+use crate::audit::{self, AuditRecord};
 use crate::resource_set::ResourceSet;
 use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const REVISION: &str = "revision";
 /// Small values other subsystems keep (the CA root, for instance).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The audit log: seq -> (body, hash), appended to and never rewritten (see `crate::audit`).
+const AUDIT: TableDefinition<u64, (&str, &str)> = TableDefinition::new("audit");
 
 /// The embedded [`Store`]. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -48,6 +51,8 @@ struct Inner {
     writer: Mutex<()>,
     snapshot: RwLock<Arc<Snapshot>>,
     published: watch::Sender<Arc<ResourceSet>>,
+    /// The audit chain's head: the last entry's number and hash. Moved with `writer` held.
+    audit_head: Mutex<(u64, String)>,
 }
 
 impl RedbStore {
@@ -76,6 +81,7 @@ impl RedbStore {
         })?;
         create_tables(&db).map_err(|err| open_error(err.to_string()))?;
         let snapshot = read_all(&db).map_err(open_error)?;
+        let audit_head = audit_head(&db).map_err(|err| open_error(err.to_string()))?;
         let (published, _) = watch::channel(Arc::new(snapshot.resource_set()));
         Ok(RedbStore {
             inner: Arc::new(Inner {
@@ -84,6 +90,7 @@ impl RedbStore {
                 writer: Mutex::new(()),
                 snapshot: RwLock::new(Arc::new(snapshot)),
                 published,
+                audit_head: Mutex::new(audit_head),
             }),
         })
     }
@@ -112,21 +119,63 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn apply(&self, batch: Vec<ApplyItem>) -> StoreFuture<'_, Applied> {
+    fn apply_as(&self, batch: Vec<ApplyItem>, actor: String) -> StoreFuture<'_, Applied> {
         self.blocking(move |inner| {
             let _writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let (plan, applied) = plan::apply(&inner.current(), batch)?;
-            inner.commit(plan)?;
+            inner.commit(plan, &actor)?;
             Ok(applied)
         })
     }
 
-    fn delete(&self, key: ResourceKey, expected_version: Option<u64>) -> StoreFuture<'_, Deleted> {
+    fn delete_as(
+        &self,
+        key: ResourceKey,
+        expected_version: Option<u64>,
+        actor: String,
+    ) -> StoreFuture<'_, Deleted> {
         self.blocking(move |inner| {
             let _writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let (plan, deleted) = plan::delete(&inner.current(), key, expected_version)?;
-            inner.commit(plan)?;
+            inner.commit(plan, &actor)?;
             Ok(deleted)
+        })
+    }
+
+    fn audit(&self, record: AuditRecord) -> StoreFuture<'_, ()> {
+        self.blocking(move |inner| {
+            let _writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut head = inner
+                .audit_head
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let chained = audit::chain((head.0, &head.1), record, audit::now());
+            inner.with_db(|db| {
+                let mut txn = db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                txn.open_table(AUDIT)?
+                    .insert(chained.seq, (chained.body.as_str(), chained.hash.as_str()))?;
+                txn.commit()?;
+                Ok(())
+            })?;
+            *head = (chained.seq, chained.hash);
+            Ok(())
+        })
+    }
+
+    fn audit_rows(&self, from: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String, String)>> {
+        self.blocking(move |inner| {
+            inner.with_db(|db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(AUDIT)?;
+                let mut rows = Vec::new();
+                for row in table.range(from..)?.take(limit) {
+                    let (seq, value) = row?;
+                    let (body, hash) = value.value();
+                    rows.push((seq.value(), body.to_owned(), hash.to_owned()));
+                }
+                Ok(rows)
+            })
         })
     }
 
@@ -220,16 +269,26 @@ impl Inner {
         Ok(())
     }
 
-    /// Persists the plan's writes in one transaction, then makes its snapshot current and
-    /// publishes it. Called with `writer` held.
-    fn commit(&self, plan: Plan) -> Result<(), StoreError> {
+    /// Persists the plan's writes and their audit entries (done by `actor`) in one
+    /// transaction, then makes its snapshot current and publishes it. Called with `writer`
+    /// held.
+    fn commit(&self, plan: Plan, actor: &str) -> Result<(), StoreError> {
         if plan.writes.is_empty() {
             return Ok(());
         }
+        let mut head = self
+            .audit_head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entries = self.audit_entries(&plan, actor, (head.0, &head.1));
         let persist = |db: &Database| -> Result<(), redb::Error> {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             {
+                let mut audit_rows = txn.open_table(AUDIT)?;
+                for entry in &entries {
+                    audit_rows.insert(entry.seq, (entry.body.as_str(), entry.hash.as_str()))?;
+                }
                 let mut rows = txn.open_table(RESOURCES)?;
                 let mut created = txn.open_table(CREATED)?;
                 for write in &plan.writes {
@@ -253,6 +312,9 @@ impl Inner {
             Ok(())
         };
         self.with_db(persist)?;
+        if let Some(last) = entries.last() {
+            *head = (last.seq, last.hash.clone());
+        }
         let next = Arc::new(plan.next);
         *self
             .snapshot
@@ -260,6 +322,38 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner) = next.clone();
         self.published.send_replace(Arc::new(next.resource_set()));
         Ok(())
+    }
+}
+
+impl Inner {
+    /// One audit entry per write of `plan`, with the document before and after, chained
+    /// after `head`.
+    fn audit_entries(&self, plan: &Plan, actor: &str, head: (u64, &str)) -> Vec<audit::Chained> {
+        let before = self.current();
+        let time = audit::now();
+        let mut head = (head.0, head.1.to_owned());
+        let mut entries = Vec::with_capacity(plan.writes.len());
+        for write in &plan.writes {
+            let key = match write {
+                Write::Put(entry) => &entry.key,
+                Write::Remove(key) => key,
+            };
+            let old = before.entries.get(key).map(|e| e.document.clone());
+            let (action, after) = match write {
+                Write::Put(entry) if old.is_some() => {
+                    ("resource.update", Some(entry.document.clone()))
+                }
+                Write::Put(entry) => ("resource.create", Some(entry.document.clone())),
+                Write::Remove(_) => ("resource.delete", None),
+            };
+            let mut record = AuditRecord::new(actor, action, key.to_string());
+            record.before = old;
+            record.after = after;
+            let chained = audit::chain((head.0, &head.1), record, time.clone());
+            head = (chained.seq, chained.hash.clone());
+            entries.push(chained);
+        }
+        entries
     }
 }
 
@@ -277,8 +371,20 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(CREATED)?;
     txn.open_table(COUNTERS)?;
     txn.open_table(META)?;
+    txn.open_table(AUDIT)?;
     txn.commit()?;
     Ok(())
+}
+
+/// The audit log's last entry, number and hash: where the next one chains on.
+fn audit_head(db: &Database) -> Result<(u64, String), redb::Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(AUDIT)?;
+    let head = match table.last()? {
+        Some((seq, value)) => (seq.value(), value.value().1.to_owned()),
+        None => (0, audit::GENESIS.to_owned()),
+    };
+    Ok(head)
 }
 
 /// Loads every row, re-reading each document with the model (`Resource` is not stored).

@@ -1,0 +1,348 @@
+//! The audit log: who changed what and when, every credential and certificate issued or
+//! revoked, every root rotation and every refused API call, kept in the store in a table
+//! nothing rewrites. Each entry carries the hash of the one before it, so editing, removing
+//! or reordering any entry breaks the chain at that entry, and `weft audit verify` names it.
+//!
+//! A resource change and its entry are written in one transaction: there is no change
+//! without its entry. The chain is `hash = SHA-256(previous hash || body)` over the exact
+//! stored text of the body, which names the previous hash itself.
+
+use crate::api::{requested_ttl, ApiError};
+use crate::store::Store;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::fmt::Write;
+use std::sync::Arc;
+use time::format_description::well_known::Rfc3339;
+
+/// The `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened, before it is numbered and chained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    /// The credential's name (`token 1a2b... (ci)`), a proxy's identity, or `control plane`.
+    pub actor: String,
+    /// `resource.apply`, `resource.delete`, `token.create`, `api.denied`, ...
+    pub action: String,
+    /// What it was done to: `HTTPRoute default/web`, a token id, a SPIFFE id.
+    pub target: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub detail: Option<String>,
+}
+
+impl AuditRecord {
+    pub fn new(actor: &str, action: &str, target: impl Into<String>) -> Self {
+        AuditRecord {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.into(),
+            before: None,
+            after: None,
+            detail: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// One entry as stored (its body) and shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The hash of the entry before ([`GENESIS`] for the first).
+    pub prev: String,
+}
+
+/// An entry's body as stored, and its hash.
+pub struct Chained {
+    pub seq: u64,
+    pub body: String,
+    pub hash: String,
+}
+
+/// Numbers `record` after `(seq, hash)`, the chain's head, and chains it.
+pub fn chain(head: (u64, &str), record: AuditRecord, time: String) -> Chained {
+    let entry = AuditEntry {
+        seq: head.0 + 1,
+        time,
+        actor: record.actor,
+        action: record.action,
+        target: record.target,
+        before: record.before,
+        after: record.after,
+        detail: record.detail,
+        prev: head.1.to_owned(),
+    };
+    let body = serde_json::to_string(&entry).expect("an entry serializes");
+    let hash = hash_of(head.1, &body);
+    Chained {
+        seq: entry.seq,
+        body,
+        hash,
+    }
+}
+
+fn hash_of(prev: &str, body: &str) -> String {
+    let mut input = Vec::with_capacity(prev.len() + body.len());
+    input.extend_from_slice(prev.as_bytes());
+    input.extend_from_slice(body.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest(&SHA256, &input).as_ref() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// Why the chain is not intact, at the first entry where it is not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Broken {
+    pub seq: u64,
+    pub why: String,
+}
+
+/// Checks stored rows `(seq, body, hash)`, in order from the first: every body reads, is
+/// numbered in sequence, names the hash before it, and hashes to what is stored. The
+/// number of entries checked, or the first that fails.
+pub fn verify<'a>(rows: impl IntoIterator<Item = (u64, &'a str, &'a str)>) -> Result<u64, Broken> {
+    let mut verifier = Verifier::default();
+    for (seq, body, hash) in rows {
+        verifier.check(seq, body, hash)?;
+    }
+    Ok(verifier.checked())
+}
+
+/// [`verify`] a page at a time.
+pub struct Verifier {
+    prev: String,
+    expected_seq: u64,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            prev: GENESIS.to_owned(),
+            expected_seq: 1,
+        }
+    }
+}
+
+impl Verifier {
+    /// Checks the next row.
+    pub fn check(&mut self, seq: u64, body: &str, hash: &str) -> Result<(), Broken> {
+        let broken = |why: String| Broken { seq, why };
+        if seq != self.expected_seq {
+            return Err(broken(format!(
+                "entry {} is missing: the next one is {seq}",
+                self.expected_seq
+            )));
+        }
+        let entry: AuditEntry = serde_json::from_str(body)
+            .map_err(|err| broken(format!("the entry does not read: {err}")))?;
+        if entry.seq != seq {
+            return Err(broken(format!("the entry says it is number {}", entry.seq)));
+        }
+        if entry.prev != self.prev {
+            return Err(broken(
+                "the entry does not name the hash of the one before it".to_owned(),
+            ));
+        }
+        if hash_of(&self.prev, body) != hash {
+            return Err(broken(
+                "the entry's content does not match its hash: it was changed".to_owned(),
+            ));
+        }
+        self.prev = hash.to_owned();
+        self.expected_seq += 1;
+        Ok(())
+    }
+
+    /// How many rows passed.
+    pub fn checked(&self) -> u64 {
+        self.expected_seq - 1
+    }
+}
+
+/// Rows read from the store at a time.
+const PAGE: usize = 1000;
+
+/// `GET /api/v1/audit` (entries, newest last; `since` a duration like `1h`, `action` a
+/// prefix like `resource.`, `limit` the most recent N, 100 by default, 10,000 at most)
+/// and `GET /api/v1/audit/verify`. Admin only: entries hold whole documents.
+pub fn router(store: Arc<dyn Store>) -> Router {
+    Router::new()
+        .route("/api/v1/audit", get(list))
+        .route("/api/v1/audit/verify", get(check_chain))
+        .with_state(store)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    since: Option<String>,
+    action: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(store): State<Arc<dyn Store>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "{}; the parameters are since (a duration, like 1h), action (a prefix, like \
+             resource.) and limit",
+            rejection.body_text()
+        ))
+    })?;
+    let since = match query.since.as_deref() {
+        Some(text) => {
+            let ago = requested_ttl(Some(text), std::time::Duration::ZERO)?;
+            let at = time::OffsetDateTime::now_utc() - ago;
+            Some(at)
+        }
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let mut kept: std::collections::VecDeque<AuditEntry> = std::collections::VecDeque::new();
+    let mut from = 1;
+    loop {
+        let rows = store.audit_rows(from, PAGE).await?;
+        let Some((last, _, _)) = rows.last() else {
+            break;
+        };
+        from = last + 1;
+        for (_, body, _) in &rows {
+            let Ok(entry) = serde_json::from_str::<AuditEntry>(body) else {
+                continue;
+            };
+            let recent = since.is_none_or(|since| {
+                time::OffsetDateTime::parse(&entry.time, &Rfc3339).is_ok_and(|at| at >= since)
+            });
+            let action = query
+                .action
+                .as_deref()
+                .is_none_or(|prefix| entry.action.starts_with(prefix));
+            if recent && action {
+                if kept.len() == limit {
+                    kept.pop_front();
+                }
+                kept.push_back(entry);
+            }
+        }
+    }
+    Ok(Json(json!({ "entries": kept })))
+}
+
+async fn check_chain(State(store): State<Arc<dyn Store>>) -> Result<Json<Value>, ApiError> {
+    let mut verifier = Verifier::default();
+    let mut from = 1;
+    loop {
+        let rows = store.audit_rows(from, PAGE).await?;
+        let Some((last, _, _)) = rows.last() else {
+            break;
+        };
+        from = last + 1;
+        for (seq, body, hash) in &rows {
+            if let Err(broken) = verifier.check(*seq, body, hash) {
+                return Ok(Json(json!({
+                    "intact": false,
+                    "checked": verifier.checked(),
+                    "broken": broken,
+                })));
+            }
+        }
+    }
+    Ok(Json(
+        json!({ "intact": true, "checked": verifier.checked() }),
+    ))
+}
+
+/// Writes `record` to `store`'s audit log. A failure is logged as an error, never hidden;
+/// what was done stays done (the store refusing writes refuses the change itself too).
+pub async fn record(store: &dyn Store, record: AuditRecord) {
+    if let Err(error) = store.audit(record).await {
+        tracing::error!(%error, "could not write to the audit log");
+    }
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(records: usize) -> Vec<Chained> {
+        let mut head = (0, GENESIS.to_owned());
+        let mut rows = Vec::new();
+        for i in 0..records {
+            let record = AuditRecord::new(
+                "token ab12 (ci)",
+                "resource.apply",
+                format!("Service default/s{i}"),
+            );
+            let chained = chain((head.0, &head.1), record, "2026-12-06T00:00:00Z".to_owned());
+            head = (chained.seq, chained.hash.clone());
+            rows.push(chained);
+        }
+        rows
+    }
+
+    fn rows(chained: &[Chained]) -> Vec<(u64, &str, &str)> {
+        chained
+            .iter()
+            .map(|c| (c.seq, c.body.as_str(), c.hash.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_any_change_names_its_entry() {
+        let mut chained = log(5);
+        assert_eq!(verify(rows(&chained)), Ok(5));
+        // One byte of entry 3's body.
+        chained[2].body = chained[2].body.replacen("s2", "s9", 1);
+        let broken = verify(rows(&chained)).unwrap_err();
+        assert_eq!(broken.seq, 3, "{broken:?}");
+        assert!(broken.why.contains("changed"), "{broken:?}");
+
+        // An entry removed.
+        let mut chained = log(5);
+        chained.remove(1);
+        assert_eq!(verify(rows(&chained)).unwrap_err().seq, 3);
+        // An entry rewritten whole, with a hash that fits its new body: the next one no
+        // longer names it.
+        let mut chained = log(5);
+        let forged = chain(
+            (1, &chained[0].hash),
+            AuditRecord::new("someone", "resource.delete", "Service default/x"),
+            "2026-12-06T00:00:00Z".to_owned(),
+        );
+        chained[1] = forged;
+        assert_eq!(verify(rows(&chained)).unwrap_err().seq, 3);
+    }
+}
