@@ -112,6 +112,17 @@ impl fmt::Display for Guide {
         writeln!(f, "  weft get httproutes")?;
         writeln!(f, "  weft get grpcroutes")?;
         writeln!(f, "  weft ca rotate      # a new root, with no outage")?;
+        writeln!(f, "  weft audit log      # who changed what")?;
+        writeln!(
+            f,
+            "\nCatalog answers only the frontend, ratings only the reviews (AuthorizationPolicy);\n\
+             ask why a call is allowed or denied, without sending it:"
+        )?;
+        writeln!(
+            f,
+            "  weft explain --from frontend --to catalog POST /weft.demo.v1.Catalog/GetItem"
+        )?;
+        writeln!(f, "  weft explain --from loadgen --to ratings GET /")?;
         writeln!(
             f,
             "\nChange the split live (every sidecar has it within a second; the summary shows it):"

@@ -78,7 +78,23 @@ pub fn resources() -> String {
     yaml.push_str(&split_route(&SPLIT));
     yaml.push_str("---\n");
     yaml.push_str(&catalog_route());
+    yaml.push_str("---\n");
+    yaml.push_str(&authorization());
     yaml
+}
+
+/// Who may call what: catalog answers only the frontend's gRPC calls, ratings only the
+/// reviews. Anything else is denied by their sidecars (`weft explain` shows why).
+pub fn authorization() -> String {
+    format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: catalog-callers\n  namespace: {NAMESPACE}\n\
+         spec:\n  targetRef: {{kind: Service, name: catalog}}\n  rules:\n\
+         \x20   - from: [{{services: [frontend]}}]\n      to: [{{paths: [/weft.demo.v1.Catalog/*]}}]\n\
+         ---\n\
+         apiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: ratings-callers\n  namespace: {NAMESPACE}\n\
+         spec:\n  targetRef: {{kind: Service, name: ratings}}\n  rules:\n\
+         \x20   - from: [{{services: [reviews-v1, reviews-v2]}}]\n      to: [{{methods: [GET]}}]\n"
+    )
 }
 
 /// The `reviews-split` HTTPRoute with these weights.
@@ -149,6 +165,8 @@ mod tests {
             !service("catalog").routes.is_empty(),
             "the catalog route applies"
         );
+        assert_eq!(service("catalog").authorization.len(), 1);
+        assert_eq!(service("ratings").authorization.len(), 1);
         let endpoint = &service("reviews-v2").endpoints[0];
         assert_eq!(endpoint.address, SocketAddr::from(([127, 0, 0, 1], 40005)));
         assert_eq!(
