@@ -146,10 +146,24 @@ fn render(answer: &Value, method: &str, path: &str) -> String {
         if let Some(ms) = route["backendRequestTimeoutMs"].as_u64() {
             facts.push(format!("per try {ms} ms"));
         }
-        if route["retry"].is_object() {
+        let retry = &route["retry"];
+        if retry.is_object() {
+            let mut on: Vec<String> = retry["on"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            for code in retry["status_codes"].as_array().into_iter().flatten() {
+                on.push(format!("HTTP {code}"));
+            }
+            for code in retry["grpc_codes"].as_array().into_iter().flatten() {
+                on.push(format!("gRPC status {code}"));
+            }
             facts.push(format!(
                 "up to {} retries on {}",
-                route["retry"]["attempts"], route["retry"]["on"]
+                retry["attempts"],
+                on.join(", ")
             ));
         }
         for mirror in route["mirrors"].as_array().into_iter().flatten() {
