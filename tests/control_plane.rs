@@ -381,3 +381,61 @@ async fn check_analyses_the_configuration_and_get_keeps_its_warnings() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suggested_policies_let_seen_traffic_through_and_deny_a_new_caller() {
+    let m = mesh().await;
+    let mut web = Http1Client::connect(m.web.outbound).await;
+    for path in ["/", "/books/1", "/books/2"] {
+        for _ in 0..5 {
+            assert_eq!(web.get("reviews", path).await.unwrap().status, 200);
+        }
+    }
+    // Proxies report what their inbound judged every few seconds.
+    let mut yaml = String::new();
+    wait_for(
+        "suggestions for both versions",
+        Duration::from_secs(30),
+        || {
+            let out = m.control.weft(&["policy", "suggest", "--since", "10m"]);
+            yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ready = out.status.success()
+                && yaml.contains("name: reviews-v1-observed")
+                && yaml.contains("name: reviews-v2-observed");
+            async move { ready }
+        },
+    )
+    .await;
+    assert!(yaml.contains("- web"), "{yaml}");
+    assert!(yaml.contains("/books/1"), "{yaml}");
+    m.control.apply(&yaml);
+
+    // A caller the mesh never saw.
+    m.control.apply(
+        "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: intruder}\nspec: {ports: [{port: 80, protocol: http}]}\n",
+    );
+    let intruder_app = HttpBackend::start("intruder").await;
+    let intruder = m.control.proxy("intruder", intruder_app.addr).start();
+    wait_for(
+        "the intruder to be denied",
+        Duration::from_secs(30),
+        || async {
+            let mut client = Http1Client::connect(intruder.outbound).await;
+            client
+                .get("reviews", "/books/1")
+                .await
+                .is_ok_and(|answer| answer.status == 403)
+        },
+    )
+    .await;
+    // What was seen still goes through, every time.
+    for path in ["/", "/books/1", "/books/2"] {
+        for _ in 0..10 {
+            let answer = web.get("reviews", path).await.unwrap();
+            assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        }
+    }
+    // What was not seen does not.
+    let unseen = web.get("reviews", "/admin").await.unwrap();
+    assert_eq!(unseen.status, 403, "{}", unseen.body);
+}

@@ -21,5 +21,6 @@ pub mod secret;
 pub mod server;
 pub mod serving;
 pub mod store;
+pub mod suggest;
 pub mod tokens;
 pub mod transport;

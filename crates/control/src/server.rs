@@ -274,6 +274,7 @@ pub async fn serve(
         ))
         .merge(crate::explain::router(discovery.clone(), registry.clone()))
         .merge(crate::audit::router(plane.store.clone()))
+        .merge(crate::suggest::router(registry.clone()))
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),

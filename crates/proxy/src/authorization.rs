@@ -94,17 +94,30 @@ pub fn judge_request<B>(
             headers: &headers,
         }),
     };
-    judge(proxy, snapshot, &call, Record::Every)
+    let verdict = judge(proxy, snapshot, &call, Record::Every);
+    if let Some(observed) = &proxy.observed {
+        observed.record(
+            caller.identity_uri(),
+            request.method().as_str(),
+            request.uri().path(),
+            !verdict.allowed,
+        );
+    }
+    verdict
 }
 
 /// Judges an inbound TCP connection (the app's port is opaque); counts the decision.
 pub fn judge_connection(proxy: &Proxy, snapshot: &Snapshot, caller: &Caller) -> Verdict {
-    judge(
+    let verdict = judge(
         proxy,
         snapshot,
         &connection(snapshot, caller),
         Record::Every,
-    )
+    );
+    if let Some(observed) = &proxy.observed {
+        observed.record(caller.identity_uri(), "", "", !verdict.allowed);
+    }
+    verdict
 }
 
 /// Whether an open TCP connection is still allowed under `snapshot` (after a push). Only

@@ -45,6 +45,11 @@ pub struct PeerIdentity {
 }
 
 impl Caller {
+    /// The SPIFFE id mutual TLS proved, or empty in plain text.
+    pub fn identity_uri(&self) -> &str {
+        self.identity.as_ref().map_or("", |peer| &peer.uri)
+    }
+
     /// The caller as authorization judges it.
     pub fn authz(&self) -> authz::Caller<'_> {
         match &self.identity {

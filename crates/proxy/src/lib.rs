@@ -27,6 +27,7 @@ mod listener;
 mod local;
 mod metrics;
 mod mirror;
+mod observed;
 mod options;
 mod outbound;
 mod proxy;

@@ -3,6 +3,7 @@
 use crate::access_log::AccessLog;
 use crate::config_error::ConfigError;
 use crate::metrics::{Direction, Metrics, RequestMetrics};
+use crate::observed::Observations;
 use crate::options::ProxyOptions;
 use crate::state::{BuildContext, Carried, Snapshot};
 use crate::upstream::{ConnectionPolicy, EndpointPool, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
@@ -45,6 +46,9 @@ pub struct Proxy {
     pub config_applied: tokio::sync::watch::Sender<u64>,
     /// Wakes the renewal task early: the control plane signs with a new root.
     pub renew_now: tokio::sync::Notify,
+    /// The inbound calls judged since the last report, for `weft policy suggest`; `None`
+    /// without a control plane to report to.
+    pub observed: Option<Observations>,
 }
 
 impl Proxy {
@@ -63,7 +67,9 @@ impl Proxy {
                 .inspect_err(|error| tracing::error!(%error, "cannot start the access log writer; no access log"))
                 .ok()
         });
+        let observed = options.control_plane.is_some().then(Observations::default);
         Self {
+            observed,
             access_log: access_log.flatten(),
             options,
             metrics,

@@ -14,6 +14,7 @@ mod explain_cmd;
 mod fleet_cmd;
 mod identity_cmd;
 mod operator_cert_cmd;
+mod policy_cmd;
 mod proxy_cmd;
 mod stop_signal;
 mod table;
@@ -62,6 +63,11 @@ enum Command {
     Cert {
         #[command(subcommand)]
         cmd: cert_cmd::CertCommand,
+    },
+    /// AuthorizationPolicies from observed traffic (`suggest`).
+    Policy {
+        #[command(subcommand)]
+        cmd: policy_cmd::PolicyCommand,
     },
     /// The audit log: who changed what and when, tamper-evident (`log`, `verify`).
     Audit {
@@ -131,6 +137,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Ca { cmd } => ca_cmd::run(cmd),
         Command::Audit { cmd } => audit_cmd::run(cmd),
+        Command::Policy { cmd } => policy_cmd::run(cmd),
         Command::Cert { cmd } => cert_cmd::run(cmd),
         Command::Token { cmd } => token_cmd::run(cmd),
         Command::ApiToken { cmd } => api_token_cmd::run(cmd),

@@ -16,6 +16,7 @@
 //!     └──────────── Hello, Health, Ack, Nack ─────────────────────────────┘
 //! ```
 
+pub mod observed;
 mod publisher;
 mod registry;
 mod session;

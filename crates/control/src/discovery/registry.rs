@@ -80,6 +80,8 @@ fn rfc3339<S: Serializer>(at: &SystemTime, serializer: S) -> Result<S::Ok, S::Er
 
 pub struct Registry {
     state: Mutex<State>,
+    /// What proxies report their inbound judged, for `weft policy suggest`.
+    pub observed: super::observed::ObservedCalls,
     /// Wakes the publisher when the set of endpoints (healthy workloads) may have changed.
     endpoints_changed: Notify,
     warmup_until: SystemTime,
@@ -122,6 +124,7 @@ impl Registry {
     pub(crate) fn warming_up_until(until: SystemTime) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            observed: Default::default(),
             endpoints_changed: Notify::new(),
             warmup_until: until,
         }
@@ -419,6 +422,21 @@ impl Registration {
         self.registry.update(self, |entry| {
             entry.certificate = Some(certificate);
         });
+    }
+
+    /// A report of the calls this proxy's inbound judged.
+    pub fn observed(&self, observed: weft_api::v1::Observed) {
+        let service = self.registry.update(self, |entry| {
+            (
+                entry.workload.namespace.clone(),
+                entry.workload.service.clone(),
+            )
+        });
+        if let Some((namespace, service)) = service {
+            self.registry
+                .observed
+                .add(&namespace, &service, observed, SystemTime::now());
+        }
     }
 
     pub fn health(&self, healthy: bool, detail: &str) {

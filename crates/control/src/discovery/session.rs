@@ -305,6 +305,9 @@ impl Session {
             Some(Message::Health(health)) => {
                 self.registration.health(health.healthy, &health.detail);
             }
+            Some(Message::Observed(observed)) => {
+                self.registration.observed(observed);
+            }
             Some(Message::Certificate(certificate)) => {
                 let bundle = shared.trust.as_ref().map(|t| t.borrow().bundle_pem.clone());
                 match describe(&certificate.chain_pem, bundle.as_deref()) {

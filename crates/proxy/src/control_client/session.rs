@@ -9,6 +9,9 @@ use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
 use weft_api::v1::{proxy_message, Certificate, Health, ProxyMessage};
 
+/// How often the calls the inbound judged are reported.
+const OBSERVED_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One stream, from Hello until it ends. `progressed` is set once the control plane has
 /// sent something, which resets the backoff.
 pub(super) async fn session(
@@ -47,8 +50,19 @@ pub(super) async fn session(
         .into_inner();
     tracing::info!("connected to the control plane");
     let mut assembler = Assembler::new(MAX_MESSAGE_BYTES);
+    let mut report_calls = tokio::time::interval(OBSERVED_EVERY);
+    report_calls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = report_calls.tick() => {
+                let Some(observed) = proxy.observed.as_ref().and_then(|o| o.take()) else {
+                    continue;
+                };
+                let report = message(proxy_message::Message::Observed(observed));
+                if outbound.send(report).await.is_err() {
+                    return Ok(());
+                }
+            }
             received = inbound.message() => {
                 let Some(received) = received? else {
                     return Ok(());
