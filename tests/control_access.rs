@@ -482,3 +482,42 @@ fn the_audit_log_records_who_did_what_and_any_edit_breaks_its_chain() {
         "{said}"
     );
 }
+
+#[test]
+fn the_cli_has_short_names_a_version_and_completion() {
+    let dir = TempDir::new("cli");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICE);
+    let out = control.weft(&["get", "svc"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("web"), "{}", text(&out));
+    let out = control.weft(&["version"]);
+    let said = text(&out);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        said.contains(&format!("client:        weft {version}")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("control plane: weft {version} at")),
+        "{said}"
+    );
+    // The version is a read like any other: no token, no answer.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = weft_as_stranger(&control, &home, &["version"], &[]);
+    assert!(
+        text(&out).contains("control plane: not reached"),
+        "{}",
+        text(&out)
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_weft(&["completion", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("explain") && script.contains("audit"),
+            "{shell}: {script}"
+        );
+    }
+}

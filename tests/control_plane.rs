@@ -338,12 +338,28 @@ async fn check_analyses_the_configuration_and_get_keeps_its_warnings() {
     assert!(text.contains("hint: give the rule conditions"), "{text}");
 
     // Deny by default: the Services that receive traffic and that no ALLOW names are named.
-    m.control.apply("apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: mesh}\nspec: {defaultAuthorization: deny}\n");
+    // And in a permissive mesh, plain text still arriving is named.
+    m.control.apply("apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: mesh}\nspec: {defaultAuthorization: deny, mtls: {mode: permissive}}\n");
     wait_for("the default-deny finding", Duration::from_secs(20), || {
         let out = m.control.weft(&["check"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         async move {
             text.contains("! Service default/reviews-v1: the mesh denies by default and no ALLOW policy names this Service")
+        }
+    })
+    .await;
+    let mut plain = Http1Client::connect(m._v1_proxy.inbound).await;
+    let answer = plain.get("reviews-v1", "/").await.unwrap();
+    assert_eq!(
+        answer.status, 403,
+        "plain text is served, and judged: {}",
+        answer.body
+    );
+    wait_for("the plain-text finding", Duration::from_secs(20), || {
+        let out = m.control.weft(&["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        async move {
+            text.contains("! Service default/reviews-v1: 1 plain-text calls in the last hour (the mesh is permissive)")
         }
     })
     .await;
@@ -438,4 +454,17 @@ async fn suggested_policies_let_seen_traffic_through_and_deny_a_new_caller() {
     // What was not seen does not.
     let unseen = web.get("reviews", "/admin").await.unwrap();
     assert_eq!(unseen.status, 403, "{}", unseen.body);
+    // The proxies' denials reach the audit log, with who was denied what.
+    wait_for(
+        "the denials in the audit log",
+        Duration::from_secs(30),
+        || {
+            let out = m
+                .control
+                .weft(&["audit", "log", "--action", "authz.denied", "--json"]);
+            let log = String::from_utf8_lossy(&out.stdout).into_owned();
+            async move { log.contains("spiffe://weft.local/ns/default/svc/intruder GET /books/1") }
+        },
+    )
+    .await;
 }

@@ -17,7 +17,8 @@ use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use time::format_description::well_known::Rfc3339;
 
 /// The `prev` of the first entry.
@@ -276,6 +277,80 @@ async fn check_chain(State(store): State<Arc<dyn Store>>) -> Result<Json<Value>,
     Ok(Json(
         json!({ "intact": true, "checked": verifier.checked() }),
     ))
+}
+
+/// How many entries of one kind (refused API calls, denials proxies report) the log takes
+/// a minute: a flood must not grow the store without bound or hold the disk. Beyond it,
+/// events are counted, and the next entry admitted says how many were left out.
+pub struct Budget {
+    per_minute: u32,
+    window: Mutex<Window>,
+}
+
+struct Window {
+    started: Instant,
+    written: u32,
+    left_out: u64,
+}
+
+impl Budget {
+    pub fn per_minute(per_minute: u32) -> Budget {
+        Budget {
+            per_minute,
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                written: 0,
+                left_out: 0,
+            }),
+        }
+    }
+
+    /// Whether one more entry may be written now, and how many were left out in the
+    /// minute before (to be said once).
+    pub fn admit(&self) -> (bool, u64) {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut left_out = 0;
+        if now.duration_since(window.started) >= Duration::from_secs(60) {
+            left_out = std::mem::take(&mut window.left_out);
+            window.started = now;
+            window.written = 0;
+        }
+        if window.written < self.per_minute {
+            window.written += 1;
+            (true, left_out)
+        } else {
+            window.left_out += 1;
+            (false, left_out)
+        }
+    }
+
+    /// `record` (if admitted) and a note of what was left out before, written in the
+    /// background so the caller waits for no disk. `what` names the events left out.
+    pub fn write(&self, store: &Arc<dyn Store>, record: AuditRecord, what: &str) {
+        let (admitted, left_out) = self.admit();
+        let mut records = Vec::new();
+        if left_out > 0 {
+            records.push(
+                AuditRecord::new(crate::store::CONTROL_PLANE, &record.action, "the audit log")
+                    .detail(format!(
+                        "{left_out} more {what} in the minute before were not logged"
+                    )),
+            );
+        }
+        if admitted {
+            records.push(record);
+        }
+        if records.is_empty() {
+            return;
+        }
+        let store = store.clone();
+        tokio::spawn(async move {
+            for record in records {
+                self::record(&*store, record).await;
+            }
+        });
+    }
 }
 
 /// Writes `record` to `store`'s audit log. A failure is logged as an error, never hidden;

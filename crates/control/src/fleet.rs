@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use weft_identity::format_utc;
 use weft_model::analyze::{analyze, Finding, Running, Severity};
+use weft_model::config::ProxyConfig;
 
 /// A proxy certificate this close to expiry has missed its renewal (at half-life).
 const CERTIFICATE_WARNING: Duration = Duration::from_secs(10 * 60);
@@ -48,6 +49,8 @@ pub fn router(
     Router::new()
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/check", get(check))
+        // Behind a token like every read: the version tells an attacker what to try.
+        .route("/api/v1/version", get(version))
         .with_state(Fleet {
             registry,
             ca,
@@ -56,23 +59,57 @@ pub fn router(
         })
 }
 
-/// The config's findings (`weft_model::analyze`), as JSON.
-fn config_findings(view: &ConfigView, proxies: &[ProxyInfo]) -> Vec<Finding> {
+/// The config's findings (`weft_model::analyze`), and plain text still reaching Services
+/// in a permissive mesh (from what their proxies report).
+fn config_findings(view: &ConfigView, proxies: &[ProxyInfo], registry: &Registry) -> Vec<Finding> {
     let Some(config) = view.discovery.whole_config() else {
         return Vec::new();
     };
+    let mut findings = plaintext_findings(&config, registry);
     let resources = view.resources.borrow().clone();
     let running: Vec<(String, String)> = proxies
         .iter()
         .map(|p| (p.namespace.clone(), p.service.clone()))
         .collect();
-    analyze(
+    findings.extend(analyze(
         &resources.resources,
         &Running {
             config: &config,
             proxies: &running,
         },
-    )
+    ));
+    findings
+}
+
+/// Services that took plain-text calls in the last hour, while the mesh is permissive:
+/// what still has to join before it can be strict.
+fn plaintext_findings(config: &ProxyConfig, registry: &Registry) -> Vec<Finding> {
+    if config.mtls_mode.is_strict() {
+        return Vec::new();
+    }
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    registry
+        .observed
+        .seen(None, hour_ago)
+        .into_iter()
+        .filter_map(|((namespace, service), calls)| {
+            let plain: u64 = calls
+                .iter()
+                .filter(|call| call.source.is_empty())
+                .map(|call| call.count)
+                .sum();
+            (plain > 0).then(|| Finding {
+                severity: Severity::Warning,
+                resource: format!("Service {namespace}/{service}"),
+                finding: format!(
+                    "{plain} plain-text calls in the last hour (the mesh is permissive): their \
+                     callers are not in the mesh"
+                ),
+                hint: "give those callers a sidecar, then set the Mesh's mtls.mode to strict"
+                    .to_owned(),
+            })
+        })
+        .collect()
 }
 
 async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
@@ -88,13 +125,17 @@ async fn proxies(State(fleet): State<Fleet>) -> Json<Value> {
     }))
 }
 
+async fn version() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
 async fn check(State(fleet): State<Fleet>) -> Json<Value> {
     let proxies = fleet.registry.proxies();
     let mut verdict = verdict(&proxies);
     let findings = fleet
         .config
         .as_ref()
-        .map(|view| config_findings(view, &proxies))
+        .map(|view| config_findings(view, &proxies, &fleet.registry))
         .unwrap_or_default();
     if findings.iter().any(|f| f.severity == Severity::Error) {
         verdict["ok"] = Value::from(false);

@@ -240,6 +240,7 @@ pub async fn serve(
     );
     let discovery_options = DiscoveryOptions {
         trust: Some(trust),
+        audit: Some(plane.store.clone()),
         ..DiscoveryOptions::default()
     };
     let (discovery, registry) =

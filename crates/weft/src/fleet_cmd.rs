@@ -16,6 +16,26 @@ pub struct ProxiesArgs {
 }
 
 #[derive(Args)]
+pub struct VersionArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// The client's version, then the control plane's (or why it can't be asked).
+pub fn version(args: VersionArgs) -> anyhow::Result<()> {
+    println!("client:        weft {}", env!("CARGO_PKG_VERSION"));
+    match fetch(&args.api, "/api/v1/version") {
+        Ok(answer) => println!(
+            "control plane: weft {} at {}",
+            answer["version"].as_str().unwrap_or("?"),
+            args.api.api
+        ),
+        Err(error) => println!("control plane: not reached at {}: {error}", args.api.api),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     api: ApiArgs,

@@ -52,6 +52,14 @@ enum Command {
     /// Is the control plane up, are its proxies connected, healthy and in sync? Exits
     /// non-zero with hints when not.
     Check(fleet_cmd::CheckArgs),
+    /// This weft's version and the control plane's.
+    Version(fleet_cmd::VersionArgs),
+    /// Shell completion: `source <(weft completion bash)`, or write it where your shell
+    /// looks (zsh: a file `_weft` on $fpath; fish: ~/.config/fish/completions/weft.fish).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// What the mesh would do with one request, and why: route, backends, endpoints,
     /// timeouts, retries, identities and each authorization rule. Sends nothing.
     Explain(explain_cmd::ExplainArgs),
@@ -133,6 +141,12 @@ fn main() -> std::process::ExitCode {
         Command::Proxies(args) => fleet_cmd::proxies(args),
         Command::Check(args) => fleet_cmd::check(args),
         Command::Explain(args) => explain_cmd::run(args),
+        Command::Version(args) => fleet_cmd::version(args),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Ca { cmd } => ca_cmd::run(cmd),

@@ -33,8 +33,8 @@ mod api_tokens;
 pub use api_tokens::{ApiTokenError, ApiTokens, ADMIN_TOKEN_FILE, TOKEN_PREFIX};
 
 use crate::api::ApiError;
-use crate::audit::AuditRecord;
-use crate::store::{Store, CONTROL_PLANE};
+use crate::audit::{AuditRecord, Budget};
+use crate::store::Store;
 use crate::transport::Peer;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -48,8 +48,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 /// The one call anyone may make: load balancers and supervisors probe it.
 const OPEN_PATH: &str = "/api/v1/health";
@@ -139,39 +138,11 @@ pub struct Access {
     registry: Registry,
     /// Where refused calls are recorded (`None` in tests of the guard alone).
     audit: Option<Arc<dyn Store>>,
-    denials: Mutex<DenialWindow>,
+    denials: Budget,
 }
 
-/// Refused calls go to the audit log, at most [`DENIALS_PER_MINUTE`] a minute: a flood of
-/// bad calls must not grow the store without bound or hold the disk. Beyond it they are
-/// counted, and one entry says how many were left out.
+/// Refused calls go to the audit log, at most this many a minute (see `audit::Budget`).
 const DENIALS_PER_MINUTE: u32 = 60;
-
-struct DenialWindow {
-    started: Instant,
-    logged: u32,
-    left_out: u64,
-}
-
-impl DenialWindow {
-    /// What to write for one more refusal now: the refusal, a note of those left out in
-    /// the window before, both, or nothing.
-    fn admit(&mut self, now: Instant) -> (bool, u64) {
-        let mut left_out = 0;
-        if now.duration_since(self.started) >= Duration::from_secs(60) {
-            left_out = std::mem::take(&mut self.left_out);
-            self.started = now;
-            self.logged = 0;
-        }
-        if self.logged < DENIALS_PER_MINUTE {
-            self.logged += 1;
-            (true, left_out)
-        } else {
-            self.left_out += 1;
-            (false, left_out)
-        }
-    }
-}
 
 impl Access {
     /// `connections`: the ports' connection refusals, served at `GET /metrics` too.
@@ -194,11 +165,7 @@ impl Access {
             refusals,
             registry,
             audit,
-            denials: Mutex::new(DenialWindow {
-                started: Instant::now(),
-                logged: 0,
-                left_out: 0,
-            }),
+            denials: Budget::per_minute(DENIALS_PER_MINUTE),
         })
     }
 
@@ -246,43 +213,18 @@ impl Access {
 }
 
 impl Access {
-    /// Writes the refusal to the audit log, within the log's budget for refusals; in the
-    /// background, so a refused caller waits for no disk.
+    /// Writes the refusal to the audit log, within the log's budget for refusals.
     fn record_refusal(&self, refusal: &Refusal, method: &Method, path: &str) {
-        let Some(store) = &self.audit else {
-            return;
-        };
-        let (admitted, left_out) = self
-            .denials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(Instant::now());
-        let mut records = Vec::new();
-        if left_out > 0 {
-            records.push(
-                AuditRecord::new(CONTROL_PLANE, "api.denied", "the REST API").detail(format!(
-                    "{left_out} more refused calls in the minute before were counted \
-                     (weft_api_requests_refused_total) but not logged"
-                )),
-            );
-        }
-        if admitted {
-            records.push(
+        if let Some(store) = &self.audit {
+            let record =
                 AuditRecord::new("unknown caller", "api.denied", format!("{method} {path}"))
-                    .detail(format!("{:?}: {}", refusal.reason, refusal.message)),
+                    .detail(format!("{:?}: {}", refusal.reason, refusal.message));
+            self.denials.write(
+                store,
+                record,
+                "refused calls (weft_api_requests_refused_total)",
             );
         }
-        if records.is_empty() {
-            return;
-        }
-        let store = store.clone();
-        tokio::spawn(async move {
-            for record in records {
-                if let Err(error) = store.audit(record).await {
-                    tracing::warn!(%error, "could not write a refused call to the audit log");
-                }
-            }
-        });
     }
 }
 

@@ -3,8 +3,20 @@
 use super::ApiError;
 use weft_model::resources::Kind;
 
+/// Short names, as kubectl and istioctl users type them.
+const SHORT_NAMES: [(&str, Kind); 5] = [
+    ("svc", Kind::Service),
+    ("hr", Kind::HttpRoute),
+    ("gr", Kind::GrpcRoute),
+    ("tp", Kind::TrafficPolicy),
+    ("ap", Kind::AuthorizationPolicy),
+];
+
 pub(super) fn parse_kind(text: &str) -> Result<Kind, ApiError> {
     let wanted = text.to_ascii_lowercase();
+    if let Some((_, kind)) = SHORT_NAMES.iter().find(|(short, _)| *short == wanted) {
+        return Ok(*kind);
+    }
     Kind::ALL
         .into_iter()
         .find(|kind| {
@@ -13,9 +25,12 @@ pub(super) fn parse_kind(text: &str) -> Result<Kind, ApiError> {
         })
         .ok_or_else(|| {
             let known: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            let short: Vec<_> = SHORT_NAMES.iter().map(|(s, _)| *s).collect();
             ApiError::bad_request(format!(
-                "unknown kind {text:?}; use one of {} (any case, singular or plural)",
-                known.join(", ")
+                "unknown kind {text:?}; use one of {} (any case, singular or plural), or a \
+                 short name: {}",
+                known.join(", "),
+                short.join(", ")
             ))
         })
 }
@@ -45,6 +60,9 @@ mod tests {
             ("services", Kind::Service),
             ("trafficpolicies", Kind::TrafficPolicy),
             ("AuthorizationPolicies", Kind::AuthorizationPolicy),
+            ("svc", Kind::Service),
+            ("SVC", Kind::Service),
+            ("ap", Kind::AuthorizationPolicy),
         ] {
             assert_eq!(parse_kind(text).unwrap(), kind, "{text}");
         }

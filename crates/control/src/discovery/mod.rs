@@ -50,7 +50,7 @@ const STREAM_QUEUE: usize = 4;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DiscoveryOptions {
     /// Changes arriving within this interval after a push are coalesced into one push.
     pub debounce: Duration,
@@ -64,7 +64,13 @@ pub struct DiscoveryOptions {
     /// The CA's trust bundle, sent to proxies in their config; none when the control plane
     /// issues no certificates.
     pub trust: Option<watch::Receiver<TrustConfig>>,
+    /// Where the authorization denials proxies report are written (the audit log of this
+    /// store); none leaves them out.
+    pub audit: Option<Arc<dyn crate::store::Store>>,
 }
+
+/// Denial reports written to the audit log a minute, mesh-wide.
+const DENIAL_REPORTS_PER_MINUTE: u32 = 60;
 
 impl Default for DiscoveryOptions {
     fn default() -> Self {
@@ -72,6 +78,7 @@ impl Default for DiscoveryOptions {
             debounce: Duration::from_millis(20),
             warmup: Duration::from_secs(7),
             trust: None,
+            audit: None,
         }
     }
 }
@@ -121,6 +128,10 @@ impl DiscoveryServer {
                 closing: closing_rx,
                 warmup_until: tokio::time::Instant::now() + options.warmup,
                 trust: options.trust,
+                audit: options.audit.map(|store| {
+                    let budget = crate::audit::Budget::per_minute(DENIAL_REPORTS_PER_MINUTE);
+                    (store, Arc::new(budget))
+                }),
             },
             closing: Arc::new(closing),
         };
