@@ -511,6 +511,44 @@ fn the_cli_has_short_names_a_version_and_completion() {
         "{}",
         text(&out)
     );
+    // A dry run checks against what is stored and stores nothing.
+    let route = dir.path().join("route.yaml");
+    std::fs::write(
+        &route,
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: web}]\n  rules: [{backendRefs: [{name: web}]}]\n",
+    )
+    .unwrap();
+    let route = route.to_str().unwrap();
+    let out = control.weft(&["apply", "--dry-run", "-f", route]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("httproute/default/web created (dry run)"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("nothing was stored"), "{}", text(&out));
+    let out = control.weft(&["get", "all"]);
+    let table = text(&out);
+    assert!(
+        table.contains("KIND") && table.contains("Service") && !table.contains("HTTPRoute"),
+        "{table}"
+    );
+    // Applied for real, it shows; deleted by file, it goes.
+    assert!(control.weft(&["apply", "-f", route]).status.success());
+    assert!(text(&control.weft(&["get", "all"])).contains("HTTPRoute"));
+    let out = control.weft(&["delete", "-f", route]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("httproute/default/web deleted"),
+        "{}",
+        text(&out)
+    );
+    let out = control.weft(&["delete", "-f", route]);
+    assert!(
+        !out.status.success(),
+        "deleting what is gone fails: {}",
+        text(&out)
+    );
     for shell in ["bash", "zsh", "fish"] {
         let out = run_weft(&["completion", shell]);
         assert!(out.status.success(), "{shell}: {}", text(&out));

@@ -27,6 +27,9 @@ pub struct ApplyArgs {
         required = true
     )]
     files: Vec<PathBuf>,
+    /// Check everything against what is stored and show what would change; store nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -34,7 +37,7 @@ pub struct ApplyArgs {
 #[derive(Args)]
 pub struct GetArgs {
     /// Service, HTTPRoute, GRPCRoute, TrafficPolicy, AuthorizationPolicy or Mesh (any case,
-    /// singular or plural).
+    /// singular or plural, or svc, hr, gr, tp, ap), `all`, or `proxies`.
     kind: String,
     /// One resource; without it, all of this kind.
     name: Option<String>,
@@ -55,12 +58,23 @@ enum Output {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  weft delete httproute reviews\n  \
+    weft delete -f routes.yaml      # every resource the file defines")]
 pub struct DeleteArgs {
-    /// The resource's kind (any case, singular or plural).
-    kind: String,
-    name: String,
+    /// The resource's kind (any case, singular or plural, or a short name).
+    #[arg(required_unless_present = "files", requires = "name")]
+    kind: Option<String>,
+    name: Option<String>,
     #[arg(short, long, default_value = "default")]
     namespace: String,
+    /// Delete every resource these files (or directories, or `-`) define, instead.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        conflicts_with = "kind"
+    )]
+    files: Vec<PathBuf>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -72,12 +86,12 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     }
     let body = json!({ "files": files }).to_string();
     let client = ApiClient::new(&args.api)?;
-    let reply = client.send(
-        Method::POST,
-        "/api/v1/apply",
-        Some(FILES_CONTENT_TYPE),
-        body.into(),
-    )?;
+    let path = if args.dry_run {
+        "/api/v1/apply?dryRun=true"
+    } else {
+        "/api/v1/apply"
+    };
+    let reply = client.send(Method::POST, path, Some(FILES_CONTENT_TYPE), body.into())?;
     if !reply.status.is_success() {
         let errors = reply.errors();
         for error in &errors {
@@ -98,14 +112,18 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         );
     }
     let answer = reply.json()?;
+    let suffix = if args.dry_run { " (dry run)" } else { "" };
     for resource in answer["applied"].as_array().into_iter().flatten() {
         println!(
-            "{} {}",
+            "{} {}{suffix}",
             resource_path(resource, &resource["namespace"], &resource["name"]),
             text(&resource["result"])
         );
     }
     print_warnings(&answer);
+    if args.dry_run {
+        eprintln!("dry run: nothing was stored");
+    }
     Ok(())
 }
 
@@ -126,6 +144,13 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             encode(args.namespace.as_deref().unwrap_or("default")),
             encode(name)
         ),
+        None if args.kind.eq_ignore_ascii_case("all") => {
+            let mut path = format!("/api/v1/resources?output={output}");
+            if let Some(namespace) = &args.namespace {
+                path.push_str(&format!("&namespace={}", encode(namespace)));
+            }
+            path
+        }
         None => {
             let mut path = format!("/api/v1/resources?kind={}", encode(&args.kind));
             if let Some(namespace) = &args.namespace {
@@ -150,7 +175,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             if items.is_empty() {
                 eprintln!("no {} found", args.kind);
             } else {
-                print_table(&items);
+                print_table(&items, args.kind.eq_ignore_ascii_case("all"));
             }
         }
     }
@@ -159,23 +184,63 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 
 pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     let client = ApiClient::new(&args.api)?;
-    let path = format!(
-        "/api/v1/resources/{}/{}/{}",
-        encode(&args.kind),
-        encode(&args.namespace),
-        encode(&args.name)
-    );
-    let answer = client
-        .send(Method::DELETE, &path, None, Bytes::new())?
-        .success()?
-        .json()?;
-    let deleted = &answer["deleted"];
-    println!(
-        "{} deleted",
-        resource_path(deleted, &deleted["namespace"], &deleted["name"])
-    );
-    print_warnings(&answer);
+    let targets = match (&args.kind, &args.name) {
+        (Some(kind), Some(name)) => vec![(kind.clone(), args.namespace.clone(), name.clone())],
+        _ => defined_in(&args.files)?,
+    };
+    let mut failed = 0;
+    for (kind, namespace, name) in &targets {
+        let path = format!(
+            "/api/v1/resources/{}/{}/{}",
+            encode(kind),
+            encode(namespace),
+            encode(name)
+        );
+        let reply = client.send(Method::DELETE, &path, None, Bytes::new())?;
+        if !reply.status.is_success() {
+            for error in reply.errors() {
+                eprintln!("error: {error}");
+            }
+            failed += 1;
+            continue;
+        }
+        let answer = reply.json()?;
+        let deleted = &answer["deleted"];
+        println!(
+            "{} deleted",
+            resource_path(deleted, &deleted["namespace"], &deleted["name"])
+        );
+        print_warnings(&answer);
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} resources could not be deleted (see above)",
+            targets.len()
+        );
+    }
     Ok(())
+}
+
+/// `(kind, namespace, name)` of every resource the files define, as `weft apply` reads them.
+fn defined_in(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        read_input(path, &mut files)?;
+    }
+    let mut targets = Vec::new();
+    for file in &files {
+        let name = text(&file["name"]);
+        let resources = weft_model::load_str(name, text(&file["content"]))
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        for resource in resources {
+            targets.push((
+                resource.kind().as_str().to_owned(),
+                resource.metadata.namespace.to_string(),
+                resource.metadata.name.to_string(),
+            ));
+        }
+    }
+    Ok(targets)
 }
 
 /// Adds the file, the directory's resource files (in name order) or standard input.
@@ -247,8 +312,8 @@ fn print_warnings(answer: &Value) {
     }
 }
 
-fn print_table(items: &[Value]) {
-    let rows: Vec<[String; 4]> = items
+fn print_table(items: &[Value], with_kind: bool) {
+    let rows: Vec<[String; 5]> = items
         .iter()
         .map(|item| {
             let metadata = &item["metadata"];
@@ -261,6 +326,7 @@ fn print_table(items: &[Value]) {
                 status = format!("{status}; warning: {}", text(first));
             }
             [
+                text(&item["kind"]).to_owned(),
                 text(&metadata["namespace"]).to_owned(),
                 text(&metadata["name"]).to_owned(),
                 text(&metadata["resourceVersion"]).to_owned(),
@@ -268,7 +334,18 @@ fn print_table(items: &[Value]) {
             ]
         })
         .collect();
-    crate::table::print(["NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"], &rows);
+    if with_kind {
+        crate::table::print(
+            ["KIND", "NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"],
+            &rows,
+        );
+    } else {
+        let rows: Vec<[String; 4]> = rows
+            .into_iter()
+            .map(|[_, namespace, name, version, status]| [namespace, name, version, status])
+            .collect();
+        crate::table::print(["NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"], &rows);
+    }
 }
 
 /// Percent-encodes a path segment or query value.

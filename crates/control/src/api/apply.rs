@@ -9,6 +9,8 @@ use super::{ApiError, ApiState};
 use crate::access::Caller;
 use crate::store::{parse_documents, Applied, StoreError};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Extension;
@@ -36,9 +38,18 @@ struct File {
     content: String,
 }
 
+/// `?dryRun=true`: check and report, store nothing.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
 pub(super) async fn apply(
     State(state): State<ApiState>,
     caller: Option<Extension<Caller>>,
+    query: Result<Query<ApplyQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -86,6 +97,18 @@ pub(super) async fn apply(
             "the request holds no resources; send YAML or JSON documents with apiVersion, \
              kind, metadata and spec",
         ));
+    }
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "{}; the one parameter is dryRun=true",
+            rejection.body_text()
+        ))
+    })?;
+    if query.dry_run {
+        let planned = state.store.plan_apply(items).await?;
+        let mut answer = answer(&planned);
+        answer["dryRun"] = Value::Bool(true);
+        return Ok(Json(answer));
     }
     let applied = state.store.apply_as(items, super::actor(caller)).await?;
     Ok(Json(answer(&applied)))

@@ -43,6 +43,10 @@ pub trait Store: Send + Sync {
     /// the same transaction.
     fn apply_as(&self, batch: Vec<ApplyItem>, actor: String) -> StoreFuture<'_, Applied>;
 
+    /// What [`Store::apply_as`] would do with `batch`, checked the same way, storing nothing
+    /// (`weft apply --dry-run`).
+    fn plan_apply(&self, batch: Vec<ApplyItem>) -> StoreFuture<'_, Applied>;
+
     /// [`Store::apply_as`] by the control plane itself.
     fn apply(&self, batch: Vec<ApplyItem>) -> StoreFuture<'_, Applied> {
         self.apply_as(batch, CONTROL_PLANE.to_owned())

@@ -128,6 +128,11 @@ impl Store for RedbStore {
         })
     }
 
+    fn plan_apply(&self, batch: Vec<ApplyItem>) -> StoreFuture<'_, Applied> {
+        let planned = plan::apply(&self.current(), batch).map(|(_, applied)| applied);
+        Box::pin(async move { planned })
+    }
+
     fn delete_as(
         &self,
         key: ResourceKey,
