@@ -270,6 +270,26 @@ async fn check_gives_a_verdict_and_explains_problems() {
         v2_row.contains(" no "),
         "reviews-v2 shows as unhealthy: {table}"
     );
+    // One page on the Service: its instance out of rotation, and the route sending to it.
+    let out = m.control.weft(&["describe", "svc", "reviews-v2"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{page}");
+    assert!(page.contains("Service default/reviews-v2"), "{page}");
+    assert!(
+        page.contains("Instances (1):") && page.contains("out of rotation"),
+        "{page}"
+    );
+    assert!(
+        page.contains("HTTPRoute default/reviews: sends to it"),
+        "{page}"
+    );
+    let out = m.control.weft(&["describe", "service", "reviews"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains("HTTPRoute default/reviews: attached: routes calls to it"),
+        "{page}"
+    );
+    assert!(page.contains("Instances (0):"), "{page}");
 }
 
 const BROKEN: &str = r#"

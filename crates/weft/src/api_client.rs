@@ -27,6 +27,7 @@ use weft_control::access::ADMIN_TOKEN_FILE;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args)]
+#[command(next_help_heading = "Control plane connection")]
 pub struct ApiArgs {
     /// The control plane's REST API.
     #[arg(long, env = "WEFT_API", default_value = "http://127.0.0.1:7080")]

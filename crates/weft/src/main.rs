@@ -9,6 +9,7 @@ mod cert_cmd;
 mod client_cmd;
 mod control_cmd;
 mod demo_cmd;
+mod describe_cmd;
 mod duration_flag;
 mod explain_cmd;
 mod fleet_cmd;
@@ -28,10 +29,10 @@ use std::io::IsTerminal;
 struct Cli {
     /// Log filter, e.g. `info`, `debug`, `weft_proxy=debug` (also RUST_LOG).
     /// [default: info; `warn` for `weft demo`, whose own output is the point]
-    #[arg(long, global = true, env = "WEFT_LOG")]
+    #[arg(long, global = true, env = "WEFT_LOG", help_heading = "Global options")]
     log: Option<String>,
     /// Log as JSON lines instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -45,6 +46,8 @@ enum Command {
     Apply(client_cmd::ApplyArgs),
     /// Show resources: a table, or the documents with -o yaml|json.
     Get(client_cmd::GetArgs),
+    /// One Service on one page: instances and their health, routes, policies, status.
+    Describe(describe_cmd::DescribeArgs),
     /// Delete a resource.
     Delete(client_cmd::DeleteArgs),
     /// List the proxies connected to the control plane: identity, config version, health.
@@ -141,6 +144,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxies(args) => fleet_cmd::proxies(args),
         Command::Check(args) => fleet_cmd::check(args),
         Command::Explain(args) => explain_cmd::run(args),
+        Command::Describe(args) => describe_cmd::run(args),
         Command::Version(args) => fleet_cmd::version(args),
         Command::Completion { shell } => {
             use clap::CommandFactory;
