@@ -341,7 +341,9 @@ const AUDIT: redb::TableDefinition<u64, (&str, &str)> = redb::TableDefinition::n
 fn the_audit_log_records_who_did_what_and_any_edit_breaks_its_chain() {
     let dir = TempDir::new("audit");
     let data = dir.path().join("data");
-    let control = ControlPlane::start(&data, None);
+    let audit_file = dir.path().join("audit.jsonl");
+    let audit_flag = ["--audit-file", audit_file.to_str().unwrap()];
+    let control = ControlPlane::start_with(&data, None, &audit_flag);
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
 
@@ -452,6 +454,31 @@ fn the_audit_log_records_who_did_what_and_any_edit_breaks_its_chain() {
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains("intact"), "{}", text(&verified));
 
+    // The same entries reach the audit file, each once, in order.
+    let last = entries.last().unwrap()["seq"].as_u64().unwrap();
+    let file_seqs = || -> Vec<u64> {
+        std::fs::read_to_string(&audit_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(line["hash"].as_str().map(str::len), Some(64), "{line}");
+                line["entry"]["seq"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while file_seqs().last().copied().unwrap_or(0) < last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit file lags: {:?}",
+            file_seqs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seqs = file_seqs();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+
     // One byte of a stored entry changed while the control plane is down.
     let target = updated["seq"].as_u64().unwrap();
     drop(control);
@@ -473,7 +500,7 @@ fn the_audit_log_records_who_did_what_and_any_edit_breaks_its_chain() {
         }
         txn.commit().unwrap();
     }
-    let control = ControlPlane::start(&data, None);
+    let control = ControlPlane::start_with(&data, None, &audit_flag);
     let verified = control.weft(&["audit", "verify"]);
     assert!(!verified.status.success());
     let said = text(&verified);

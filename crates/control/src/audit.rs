@@ -353,6 +353,54 @@ impl Budget {
     }
 }
 
+/// Follows the audit log into `path`, one JSON line per entry as it is written (for a SIEM
+/// or a log shipper), until the control plane stops. The file is appended to; after a
+/// restart it picks up after the last entry it holds, so an entry is in it once.
+pub async fn stream_to_file(store: Arc<dyn Store>, path: std::path::PathBuf) {
+    use tokio::io::AsyncWriteExt;
+    let mut next = last_seq_in(&path).await.map_or(1, |seq| seq + 1);
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await;
+    let mut file = match file {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "cannot open the audit file; entries stay in the store only (`weft audit log`)");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let rows = match store.audit_rows(next, PAGE).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "reading the audit log for the audit file");
+                continue;
+            }
+        };
+        for (seq, body, hash) in rows {
+            let line = format!("{{\"entry\":{body},\"hash\":\"{hash}\"}}\n");
+            if let Err(error) = file.write_all(line.as_bytes()).await {
+                tracing::error!(path = %path.display(), %error, "writing the audit file failed; retrying");
+                break;
+            }
+            next = seq + 1;
+        }
+        let _ = file.flush().await;
+    }
+}
+
+/// The number of the last entry a previous run wrote to `path`.
+async fn last_seq_in(path: &std::path::Path) -> Option<u64> {
+    let text = tokio::fs::read_to_string(path).await.ok()?;
+    let last = text.lines().rev().find(|line| !line.trim().is_empty())?;
+    let line: Value = serde_json::from_str(last).ok()?;
+    line["entry"]["seq"].as_u64()
+}
+
 /// Writes `record` to `store`'s audit log. A failure is logged as an error, never hidden;
 /// what was done stays done (the store refusing writes refuses the change itself too).
 pub async fn record(store: &dyn Store, record: AuditRecord) {

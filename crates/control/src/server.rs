@@ -30,6 +30,8 @@ pub struct ControlOptions {
     pub grpc_addr: SocketAddr,
     /// Whether the gRPC port accepts plain text besides TLS (development only).
     pub plaintext: crate::transport::Plaintext,
+    /// Where the audit log is also written as JSON lines, as entries are added.
+    pub audit_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +207,15 @@ pub async fn run_with_ca(
     let api = bind(options.api_addr, "api", "--api-addr").await?;
     let grpc = bind(options.grpc_addr, "grpc", "--grpc-addr").await?;
     let plane = ControlPlane::open(&options)?;
+    let audit_file = options
+        .audit_file
+        .clone()
+        .map(|path| tokio::spawn(crate::audit::stream_to_file(plane.store.clone(), path)));
     serve(plane, api, grpc, &ca, options.plaintext, shutdown).await?;
+    if let Some(task) = audit_file {
+        // Its last second of entries is in the store; the next start catches up.
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

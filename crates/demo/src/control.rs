@@ -51,6 +51,7 @@ impl ControlPlaneHandle {
             api_addr: api,
             grpc_addr: grpc,
             plaintext: Plaintext::Refused,
+            audit_file: None,
         };
         let plane = tokio::task::spawn_blocking(move || ControlPlane::open(&options))
             .await

@@ -36,6 +36,11 @@ pub struct ControlArgs {
     /// --control-plane-ca and a join token.
     #[arg(long)]
     dev_plaintext_proxies: bool,
+    /// Also write the audit log to this file, one JSON line per entry (`{"entry": ...,
+    /// "hash": ...}`) within a second of it being recorded, for a SIEM or a log shipper.
+    /// Appended to; after a restart it continues after the last entry it holds.
+    #[arg(long, value_name = "FILE")]
+    audit_file: Option<PathBuf>,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -52,6 +57,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         } else {
             Plaintext::Refused
         },
+        audit_file: args.audit_file,
     };
     // Two workers: the API and the config push share a small, busy-when-it-matters load,
     // and the store's commits wait for the disk on blocking threads, not on these.
