@@ -226,14 +226,9 @@ async fn list(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     let mut kept: std::collections::VecDeque<AuditEntry> = std::collections::VecDeque::new();
-    let mut from = 1;
-    loop {
-        let rows = store.audit_rows(from, PAGE).await?;
-        let Some((last, _, _)) = rows.last() else {
-            break;
-        };
-        from = last + 1;
-        for (_, body, _) in &rows {
+    let mut rows = Rows::new(&*store);
+    while let Some(page) = rows.next_page().await? {
+        for (_, body, _) in &page {
             let Ok(entry) = serde_json::from_str::<AuditEntry>(body) else {
                 continue;
             };
@@ -255,16 +250,33 @@ async fn list(
     Ok(Json(json!({ "entries": kept })))
 }
 
+/// The log's rows from the first, a page at a time.
+struct Rows<'a> {
+    store: &'a dyn Store,
+    from: u64,
+}
+
+impl<'a> Rows<'a> {
+    fn new(store: &'a dyn Store) -> Self {
+        Rows { store, from: 1 }
+    }
+
+    /// The next page; `None` after the last.
+    async fn next_page(&mut self) -> Result<Option<Vec<(u64, String, String)>>, ApiError> {
+        let page = self.store.audit_rows(self.from, PAGE).await?;
+        let Some((last, _, _)) = page.last() else {
+            return Ok(None);
+        };
+        self.from = last + 1;
+        Ok(Some(page))
+    }
+}
+
 async fn check_chain(State(store): State<Arc<dyn Store>>) -> Result<Json<Value>, ApiError> {
     let mut verifier = Verifier::default();
-    let mut from = 1;
-    loop {
-        let rows = store.audit_rows(from, PAGE).await?;
-        let Some((last, _, _)) = rows.last() else {
-            break;
-        };
-        from = last + 1;
-        for (seq, body, hash) in &rows {
+    let mut rows = Rows::new(&*store);
+    while let Some(page) = rows.next_page().await? {
+        for (seq, body, hash) in &page {
             if let Err(broken) = verifier.check(*seq, body, hash) {
                 return Ok(Json(json!({
                     "intact": false,

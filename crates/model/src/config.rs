@@ -154,6 +154,29 @@ pub struct RouteConfig {
     pub retry: Option<RetryPolicy>,
 }
 
+impl RouteConfig {
+    /// The route of a Service without routes: every request to its own endpoints. Named
+    /// `<namespace>/<service>/default`, the `route` label such requests carry.
+    pub fn default_for(service: &ServiceConfig) -> RouteConfig {
+        RouteConfig {
+            name: format!("{}/{}/default", service.namespace, service.name),
+            matches: Vec::new(),
+            filters: RouteFilters::default(),
+            backends: vec![BackendRef {
+                service: service.name.clone(),
+                namespace: service.namespace.clone(),
+                port: None,
+                weight: 1,
+                missing: false,
+                request_headers: None,
+                response_headers: None,
+            }],
+            timeouts: Timeouts::default(),
+            retry: None,
+        }
+    }
+}
+
 /// All conditions in one match must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteMatch {

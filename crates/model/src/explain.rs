@@ -264,22 +264,7 @@ pub fn explain(config: &ProxyConfig, question: &Question) -> Result<Explanation,
     }
     let default_route;
     let chosen = if destination.routes.is_empty() {
-        default_route = RouteConfig {
-            name: format!("{}/{}/default", destination.namespace, destination.name),
-            matches: Vec::new(),
-            filters: Default::default(),
-            backends: vec![crate::config::BackendRef {
-                service: destination.name.clone(),
-                namespace: destination.namespace.clone(),
-                port: None,
-                weight: 1,
-                missing: false,
-                request_headers: None,
-                response_headers: None,
-            }],
-            timeouts: Default::default(),
-            retry: None,
-        };
+        default_route = RouteConfig::default_for(destination);
         Some(&default_route)
     } else {
         let mut found = None;

@@ -291,22 +291,7 @@ fn build_routes(
         .iter()
         .map(|r| build_route(r, &backend, resolve, ctx))
         .collect::<Result<Vec<_>, _>>()?;
-    let default = RouteConfig {
-        name: format!("{}/{}/default", service.namespace, service.name),
-        matches: Vec::new(),
-        filters: Default::default(),
-        backends: vec![BackendRef {
-            service: service.name.clone(),
-            namespace: service.namespace.clone(),
-            port: None,
-            weight: 1,
-            missing: false,
-            request_headers: None,
-            response_headers: None,
-        }],
-        timeouts: Default::default(),
-        retry: None,
-    };
+    let default = RouteConfig::default_for(service);
     let default_route = build_route(&default, &backend, resolve, ctx)?;
     Ok(ServiceRoutes {
         backend,

@@ -51,16 +51,7 @@ fn http(
             headers,
         }),
     };
-    let judgment = judge(
-        policies(config),
-        &AuthzIndex::new(policies(config)),
-        config.default_authorization,
-        &call,
-    );
-    (
-        judgment.allowed,
-        format!("{}#{}", judgment.cause.policy_name(), judgment.cause.rule),
-    )
+    verdict(config, &call)
 }
 
 fn tcp(config: &ProxyConfig, caller: Caller, port: u16) -> (bool, String) {
@@ -69,11 +60,16 @@ fn tcp(config: &ProxyConfig, caller: Caller, port: u16) -> (bool, String) {
         port,
         request: None,
     };
+    verdict(config, &call)
+}
+
+/// The judgment of `call`, as `(allowed, "policy#rule")`.
+fn verdict(config: &ProxyConfig, call: &Call) -> (bool, String) {
     let judgment = judge(
         policies(config),
         &AuthzIndex::new(policies(config)),
         config.default_authorization,
-        &call,
+        call,
     );
     (
         judgment.allowed,
@@ -440,16 +436,7 @@ spec:
                             request: None,
                         },
                     ] {
-                        let judged = judge(
-                            policies(&config),
-                            &AuthzIndex::new(policies(&config)),
-                            config.default_authorization,
-                            &call,
-                        );
-                        let got = (
-                            judged.allowed,
-                            format!("{}#{}", judged.cause.policy_name(), judged.cause.rule),
-                        );
+                        let got = verdict(&config, &call);
                         assert_eq!(
                             got,
                             scanned(&config, &call),
