@@ -384,8 +384,8 @@ spec:
     assert_eq!(c.get("slow", "/").await.unwrap().status, 200);
 }
 
-/// Two identical instances behind the default balancer each take a fair share of every
-/// window of steady load, not turns at most of it.
+/// Two identical instances behind the default balancer each take a fair share of steady
+/// load, in every window, not turns at most of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_instances_share_the_load() {
     let dir = TempDir::new("fair");
@@ -407,8 +407,21 @@ async fn identical_instances_share_the_load() {
     let (_, failed) = load.await.unwrap();
     assert_eq!(failed, 0);
     eprintln!("requests per 2 s window (a, b): {shares:?}");
+    // Turns at most of the load (the bug: over 90 % to one instance, flipping every ~10 s)
+    // show in every window. A window of a busy machine may lean one way (this test shares
+    // its 2 cores with the others of its binary), so each may lean to 75 %, and the whole
+    // run must be even.
+    let share = |a: u64, b: u64| a as f64 / (a + b) as f64;
     for (in_a, in_b) in &shares {
-        let share = *in_a as f64 / (*in_a + *in_b) as f64;
-        assert!((0.3..=0.7).contains(&share), "per 2 s window: {shares:?}");
+        let window = share(*in_a, *in_b);
+        assert!(
+            (0.25..=0.75).contains(&window),
+            "per 2 s window: {shares:?}"
+        );
     }
+    let (total_a, total_b) = shares
+        .iter()
+        .fold((0, 0), |(a, b), (in_a, in_b)| (a + in_a, b + in_b));
+    let whole = share(total_a, total_b);
+    assert!((0.4..=0.6).contains(&whole), "over 8 s: {shares:?}");
 }
