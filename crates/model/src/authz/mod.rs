@@ -121,15 +121,3 @@ pub fn called_port(service: Option<&ServiceConfig>, named: Option<u16>, connecti
     let first = if connection { tcp } else { None };
     first.or(service.ports.first()).map_or(0, |p| p.port)
 }
-
-impl AuthzRule {
-    /// Whether the rule names anything only an HTTP request has (methods, paths, headers),
-    /// which a TCP connection can't be judged on.
-    pub fn needs_http(&self) -> bool {
-        !self.when.is_empty()
-            || self
-                .to
-                .iter()
-                .any(|op| !op.methods.is_empty() || !op.paths.is_empty())
-    }
-}
