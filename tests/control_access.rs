@@ -510,6 +510,88 @@ fn the_audit_log_records_who_did_what_and_any_edit_breaks_its_chain() {
     );
 }
 
+/// SHA-256 of `prev` then `body`, hex: how the chain links one entry to the one before.
+fn chain_hash(prev: &str, body: &str) -> String {
+    let input = [prev.as_bytes(), body.as_bytes()].concat();
+    ring::digest::digest(&ring::digest::SHA256, &input)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_signed_checkpoint_catches_a_log_rewritten_with_its_hashes() {
+    let dir = TempDir::new("checkpoint");
+    let data = dir.path().join("data");
+    let control = ControlPlane::start(&data, None);
+    control.apply(SERVICE);
+    let signed = control.weft(&["audit", "checkpoint"]);
+    assert!(signed.status.success(), "{}", text(&signed));
+    let said = text(&signed);
+    let checkpoint: u64 = said
+        .split("written as entry ")
+        .nth(1)
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    // Nothing new to sign: no second checkpoint.
+    let again = control.weft(&["audit", "checkpoint"]);
+    assert!(text(&again).contains("nothing to sign"), "{}", text(&again));
+    let verified = control.weft(&["audit", "verify"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(
+        text(&verified).contains(&format!(
+            "1 signed checkpoints verified with the CA's key, the last at entry {checkpoint}"
+        )),
+        "{}",
+        text(&verified)
+    );
+    // Someone who can write the store changes the first entry and recomputes every hash
+    // after it, the checkpoint's included: the chain holds, the signature cannot.
+    drop(control);
+    {
+        let db = redb::Database::create(data.join("weft.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(AUDIT).unwrap();
+            let rows: Vec<(u64, String)> = table
+                .iter()
+                .unwrap()
+                .map(|row| {
+                    let (seq, value) = row.unwrap();
+                    (seq.value(), value.value().0.to_owned())
+                })
+                .collect();
+            assert_eq!(rows.last().unwrap().0, checkpoint);
+            let mut prev = "0".repeat(64);
+            for (seq, body) in rows {
+                let mut entry: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if seq == 1 {
+                    entry["detail"] = "nothing to see here".into();
+                }
+                if seq == checkpoint {
+                    entry["after"]["hash"] = prev.clone().into();
+                }
+                entry["prev"] = prev.clone().into();
+                let body = entry.to_string();
+                let hash = chain_hash(&prev, &body);
+                table.insert(seq, (body.as_str(), hash.as_str())).unwrap();
+                prev = hash;
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let control = ControlPlane::start(&data, None);
+    let verified = control.weft(&["audit", "verify"]);
+    assert!(!verified.status.success());
+    let said = text(&verified);
+    assert!(
+        said.contains(&format!("not intact at entry {checkpoint}"))
+            && said.contains("signature does not verify"),
+        "{said}"
+    );
+}
+
 #[test]
 fn the_cli_has_short_names_a_version_and_completion() {
     let dir = TempDir::new("cli");

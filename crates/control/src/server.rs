@@ -256,6 +256,7 @@ pub async fn serve(
     let (discovery, registry) =
         DiscoveryServer::with_options(plane.store.subscribe(), discovery_options);
     plane.status = registry.clone();
+    let checkpoints = crate::audit::Checkpointer::new(plane.store.clone(), identity.ca.clone());
     let background = [
         tokio::spawn(crate::serving::keep_current(
             identity.ca.clone(),
@@ -270,6 +271,7 @@ pub async fn serve(
             serving.clone(),
             identity.revocations.watch(),
         )),
+        tokio::spawn(checkpoints.clone().run(crate::audit::CHECKPOINT_EVERY)),
     ];
     let tokens = Arc::new(ApiTokens::open(plane.store.clone(), &plane.data_dir).await?);
     let router = plane
@@ -284,7 +286,11 @@ pub async fn serve(
             }),
         ))
         .merge(crate::explain::router(discovery.clone(), registry.clone()))
-        .merge(crate::audit::router(plane.store.clone()))
+        .merge(crate::audit::router(
+            plane.store.clone(),
+            identity.ca.clone(),
+            checkpoints.clone(),
+        ))
         .merge(crate::suggest::router(registry.clone()))
         .merge(identity.router)
         .merge(crate::revocation::router(

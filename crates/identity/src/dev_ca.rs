@@ -196,6 +196,11 @@ impl CertificateAuthority {
         })
     }
 
+    /// The key certificates are signed with.
+    pub(crate) fn key(&self) -> &KeyPair {
+        &self.key
+    }
+
     /// The CA certificate, PEM: the trust bundle workloads are given.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

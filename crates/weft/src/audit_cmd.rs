@@ -13,7 +13,11 @@ pub enum AuditCommand {
     Log(LogArgs),
     /// Check that no entry was changed, removed or reordered since it was written; names
     /// the first entry that fails. Exits non-zero if one does.
-    Verify(VerifyArgs),
+    Verify(ConnectionArgs),
+    /// Sign the log's last entry with the CA's key now (the control plane also does it every
+    /// 10 minutes when entries were added): a rewrite of the log from any earlier entry on
+    /// no longer verifies, even by someone who can write the store.
+    Checkpoint(ConnectionArgs),
 }
 
 #[derive(Args)]
@@ -37,7 +41,7 @@ pub struct LogArgs {
 }
 
 #[derive(Args)]
-pub struct VerifyArgs {
+pub struct ConnectionArgs {
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -46,7 +50,23 @@ pub fn run(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Log(args) => log(args),
         AuditCommand::Verify(args) => verify(args),
+        AuditCommand::Checkpoint(args) => checkpoint(args),
     }
+}
+
+fn checkpoint(args: ConnectionArgs) -> anyhow::Result<()> {
+    let answer = ApiClient::new(&args.api)?
+        .send(Method::POST, "/api/v1/audit/checkpoint", None, Bytes::new())?
+        .success()?
+        .json()?;
+    match answer["seq"].as_u64() {
+        Some(seq) => println!(
+            "✔ entries 1 to {} signed by the CA: checkpoint written as entry {seq}",
+            seq - 1
+        ),
+        None => println!("nothing to sign: the log is empty or already ends with a checkpoint"),
+    }
+    Ok(())
 }
 
 fn get(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
@@ -98,11 +118,26 @@ fn log(args: LogArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+fn verify(args: ConnectionArgs) -> anyhow::Result<()> {
     let answer = get(&args.api, "/api/v1/audit/verify")?;
     let checked = answer["checked"].as_u64().unwrap_or(0);
     if answer["intact"] == true {
         println!("✔ the audit log is intact: {checked} entries, each chained to the one before");
+        let checkpoints = &answer["checkpoints"];
+        match checkpoints["lastVerified"].as_u64() {
+            Some(last) => println!(
+                "✔ {} signed checkpoints verified with the CA's key, the last at entry {last}",
+                checkpoints["verified"]
+            ),
+            None => println!("  no signed checkpoint yet (`weft audit checkpoint` writes one)"),
+        }
+        let unknown = checkpoints["unknownSigner"].as_u64().unwrap_or(0);
+        if unknown > 0 {
+            println!(
+                "  {unknown} checkpoints were signed by roots this control plane no longer \
+                 holds (retired by a rotation): chained, but their signatures are not checked"
+            );
+        }
         return Ok(());
     }
     let broken = &answer["broken"];

@@ -17,6 +17,10 @@ pub use document::{parse_documents, ApplyItem};
 pub use redb_store::RedbStore;
 
 use crate::audit::AuditRecord;
+
+/// Builds an audit record from the log's head `(seq, hash)`.
+/// `None` writes nothing.
+pub type MakeAuditRecord = Box<dyn FnOnce((u64, &str)) -> Option<AuditRecord> + Send>;
 use crate::resource_set::ResourceSet;
 use std::fmt;
 use std::future::Future;
@@ -67,7 +71,14 @@ pub trait Store: Send + Sync {
     }
 
     /// Appends one entry to the audit log, durably.
-    fn audit(&self, record: AuditRecord) -> StoreFuture<'_, ()>;
+    fn audit(&self, record: AuditRecord) -> StoreFuture<'_, ()> {
+        self.audit_after_head(Box::new(move |_| Some(record)))
+    }
+
+    /// Appends the entry `make` builds from the log's head `(seq, hash)` at that moment,
+    /// with no other entry between (nothing if it builds none): how a checkpoint signs the
+    /// entry it follows.
+    fn audit_after_head(&self, make: MakeAuditRecord) -> StoreFuture<'_, ()>;
 
     /// Audit log rows `(seq, body, hash)` from `from` (1 is the first), at most `limit`.
     fn audit_rows(&self, from: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String, String)>>;

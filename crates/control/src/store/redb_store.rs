@@ -11,7 +11,8 @@
 
 use super::plan::{self, Plan, Snapshot, Write};
 use super::{
-    Applied, ApplyItem, Deleted, ResourceKey, Store, StoreError, StoreFuture, StoredResource,
+    Applied, ApplyItem, Deleted, MakeAuditRecord, ResourceKey, Store, StoreError, StoreFuture,
+    StoredResource,
 };
 use crate::audit::{self, AuditRecord};
 use crate::resource_set::ResourceSet;
@@ -147,13 +148,16 @@ impl Store for RedbStore {
         })
     }
 
-    fn audit(&self, record: AuditRecord) -> StoreFuture<'_, ()> {
+    fn audit_after_head(&self, make: MakeAuditRecord) -> StoreFuture<'_, ()> {
         self.blocking(move |inner| {
             let _writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let mut head = inner
                 .audit_head
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            let Some(record) = make((head.0, &head.1)) else {
+                return Ok(());
+            };
             let chained = audit::chain((head.0, &head.1), record, audit::now());
             inner.with_db(|db| {
                 let mut txn = db.begin_write()?;

@@ -7,11 +7,16 @@
 //! without its entry. The chain is `hash = SHA-256(previous hash || body)` over the exact
 //! stored text of the body, which names the previous hash itself.
 
+mod checkpoint;
+
+pub use checkpoint::{Checkpointer, EVERY as CHECKPOINT_EVERY};
+
 use crate::api::{requested_ttl, ApiError};
+use crate::ca::{MeshCa, Root};
 use crate::store::Store;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
@@ -108,11 +113,16 @@ fn hash_of(prev: &str, body: &str) -> String {
     let mut input = Vec::with_capacity(prev.len() + body.len());
     input.extend_from_slice(prev.as_bytes());
     input.extend_from_slice(body.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest(&SHA256, &input).as_ref() {
-        let _ = write!(hex, "{byte:02x}");
+    hex(digest(&SHA256, &input).as_ref())
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
     }
-    hex
+    text
 }
 
 /// Why the chain is not intact, at the first entry where it is not.
@@ -126,29 +136,46 @@ pub struct Broken {
 /// numbered in sequence, names the hash before it, and hashes to what is stored. The
 /// number of entries checked, or the first that fails.
 pub fn verify<'a>(rows: impl IntoIterator<Item = (u64, &'a str, &'a str)>) -> Result<u64, Broken> {
-    let mut verifier = Verifier::default();
+    let mut verifier = Verifier::trusting(Vec::new());
     for (seq, body, hash) in rows {
         verifier.check(seq, body, hash)?;
     }
     Ok(verifier.checked())
 }
 
-/// [`verify`] a page at a time.
+/// [`verify`] a page at a time, also checking signed checkpoints against `roots`.
 pub struct Verifier {
     prev: String,
     expected_seq: u64,
+    roots: Vec<Root>,
+    checkpoints: Checkpoints,
 }
 
-impl Default for Verifier {
-    fn default() -> Self {
-        Verifier {
-            prev: GENESIS.to_owned(),
-            expected_seq: 1,
-        }
-    }
+/// The signed checkpoints a verification met.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoints {
+    /// Signed by a root the control plane holds.
+    pub verified: u64,
+    /// Signed by a root it no longer holds (retired by a rotation): in the chain, but their
+    /// signature cannot be checked here.
+    pub unknown_signer: u64,
+    /// The number of the last verified one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<u64>,
 }
 
 impl Verifier {
+    /// A verifier that checks checkpoints signed by `roots`.
+    pub fn trusting(roots: Vec<Root>) -> Self {
+        Verifier {
+            prev: GENESIS.to_owned(),
+            expected_seq: 1,
+            roots,
+            checkpoints: Checkpoints::default(),
+        }
+    }
+
     /// Checks the next row.
     pub fn check(&mut self, seq: u64, body: &str, hash: &str) -> Result<(), Broken> {
         let broken = |why: String| Broken { seq, why };
@@ -173,6 +200,15 @@ impl Verifier {
                 "the entry's content does not match its hash: it was changed".to_owned(),
             ));
         }
+        if entry.action == checkpoint::ACTION {
+            match checkpoint::check(&entry, &self.prev, &self.roots).map_err(broken)? {
+                checkpoint::Signed::Verified => {
+                    self.checkpoints.verified += 1;
+                    self.checkpoints.last_verified = Some(seq);
+                }
+                checkpoint::Signed::UnknownSigner => self.checkpoints.unknown_signer += 1,
+            }
+        }
         self.prev = hash.to_owned();
         self.expected_seq += 1;
         Ok(())
@@ -182,6 +218,11 @@ impl Verifier {
     pub fn checked(&self) -> u64 {
         self.expected_seq - 1
     }
+
+    /// The checkpoints among them.
+    pub fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
+    }
 }
 
 /// Rows read from the store at a time.
@@ -189,12 +230,30 @@ const PAGE: usize = 1000;
 
 /// `GET /api/v1/audit` (entries, newest last; `since` a duration like `1h`, `action` a
 /// prefix like `resource.`, `limit` the most recent N, 100 by default, 10,000 at most)
-/// and `GET /api/v1/audit/verify`. Admin only: entries hold whole documents.
-pub fn router(store: Arc<dyn Store>) -> Router {
+/// `GET /api/v1/audit/verify`, and `POST /api/v1/audit/checkpoint` (sign the head now).
+/// Admin only: entries hold whole documents.
+pub fn router(store: Arc<dyn Store>, ca: Arc<MeshCa>, checkpoints: Arc<Checkpointer>) -> Router {
     Router::new()
         .route("/api/v1/audit", get(list))
         .route("/api/v1/audit/verify", get(check_chain))
-        .with_state(store)
+        .route("/api/v1/audit/checkpoint", post(write_checkpoint))
+        .with_state(AuditApi {
+            store,
+            ca,
+            checkpoints,
+        })
+}
+
+#[derive(Clone)]
+struct AuditApi {
+    store: Arc<dyn Store>,
+    ca: Arc<MeshCa>,
+    checkpoints: Arc<Checkpointer>,
+}
+
+async fn write_checkpoint(State(api): State<AuditApi>) -> Result<Json<Value>, ApiError> {
+    let written = api.checkpoints.write().await?;
+    Ok(Json(json!({ "seq": written })))
 }
 
 #[derive(Deserialize)]
@@ -206,7 +265,7 @@ struct ListQuery {
 }
 
 async fn list(
-    State(store): State<Arc<dyn Store>>,
+    State(AuditApi { store, .. }): State<AuditApi>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| {
@@ -272,23 +331,27 @@ impl<'a> Rows<'a> {
     }
 }
 
-async fn check_chain(State(store): State<Arc<dyn Store>>) -> Result<Json<Value>, ApiError> {
-    let mut verifier = Verifier::default();
-    let mut rows = Rows::new(&*store);
+async fn check_chain(State(api): State<AuditApi>) -> Result<Json<Value>, ApiError> {
+    let (signing, retiring) = api.ca.roots();
+    let mut verifier = Verifier::trusting([vec![signing], retiring].concat());
+    let mut rows = Rows::new(&*api.store);
     while let Some(page) = rows.next_page().await? {
         for (seq, body, hash) in &page {
             if let Err(broken) = verifier.check(*seq, body, hash) {
                 return Ok(Json(json!({
                     "intact": false,
                     "checked": verifier.checked(),
+                    "checkpoints": verifier.checkpoints(),
                     "broken": broken,
                 })));
             }
         }
     }
-    Ok(Json(
-        json!({ "intact": true, "checked": verifier.checked() }),
-    ))
+    Ok(Json(json!({
+        "intact": true,
+        "checked": verifier.checked(),
+        "checkpoints": verifier.checkpoints(),
+    })))
 }
 
 /// How many entries of one kind (refused API calls, denials proxies report) the log takes
