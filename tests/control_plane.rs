@@ -487,4 +487,44 @@ async fn suggested_policies_let_seen_traffic_through_and_deny_a_new_caller() {
         },
     )
     .await;
+
+    // Asked by the Mesh, every decision is sampled into the log, allowed ones too, each
+    // with the policy and rule that made it.
+    m.control.apply(
+        "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: mesh}\nspec: {auditDecisionsPercent: 100}\n",
+    );
+    wait_for(
+        "sampled decisions in the audit log",
+        Duration::from_secs(30),
+        || {
+            let sent = async {
+                let mut web = Http1Client::connect(m.web.outbound).await;
+                web.get("reviews", "/books/2")
+                    .await
+                    .is_ok_and(|a| a.status == 200)
+            };
+            let out = m
+                .control
+                .weft(&["audit", "log", "--action", "authz.sampled", "--json"]);
+            let log = String::from_utf8_lossy(&out.stdout).into_owned();
+            async move {
+                sent.await
+                    && log.lines().any(|line| {
+                        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+                        entry["after"].as_array().is_some_and(|decisions| {
+                            decisions.iter().any(|d| {
+                                d["decision"] == "allow"
+                                    && d["path"] == "/books/2"
+                                    && d["source"] == "spiffe://weft.local/ns/default/svc/web"
+                                    && d["policy"]
+                                        .as_str()
+                                        .is_some_and(|p| p.ends_with("-observed"))
+                                    && d["rule"] == "0"
+                            })
+                        })
+                    })
+            }
+        },
+    )
+    .await;
 }

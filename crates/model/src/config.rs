@@ -23,11 +23,19 @@ pub struct ProxyConfig {
     /// What a call that no AuthorizationPolicy allows or denies gets (from the `Mesh`).
     #[serde(default, skip_serializing_if = "DefaultAuthorization::is_allow")]
     pub default_authorization: DefaultAuthorization,
+    /// 0-100: the share of authorization decisions sampled into the audit log (from the
+    /// `Mesh`; denials are reported whatever it is).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audit_decisions_percent: f64,
     /// The roots proxies trust, from the control plane's CA (absent in local mode, where
     /// `--ca` gives them). Several while a root rotates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustConfig>,
     pub services: Vec<ServiceConfig>,
+}
+
+fn is_zero(percent: &f64) -> bool {
+    *percent == 0.0
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,7 +100,8 @@ pub fn judge_request<B>(
             caller.identity_uri(),
             request.method().as_str(),
             request.uri().path(),
-            !verdict.allowed,
+            &verdict,
+            snapshot.config.audit_decisions_percent,
         );
     }
     verdict
@@ -115,7 +116,13 @@ pub fn judge_connection(proxy: &Proxy, snapshot: &Snapshot, caller: &Caller) -> 
         Record::Every,
     );
     if let Some(observed) = &proxy.observed {
-        observed.record(caller.identity_uri(), "", "", !verdict.allowed);
+        observed.record(
+            caller.identity_uri(),
+            "",
+            "",
+            &verdict,
+            snapshot.config.audit_decisions_percent,
+        );
     }
     verdict
 }

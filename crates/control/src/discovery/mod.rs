@@ -16,6 +16,7 @@
 //!     └──────────── Hello, Health, Ack, Nack ─────────────────────────────┘
 //! ```
 
+mod decisions;
 pub mod observed;
 mod publisher;
 mod registry;
@@ -64,13 +65,10 @@ pub struct DiscoveryOptions {
     /// The CA's trust bundle, sent to proxies in their config; none when the control plane
     /// issues no certificates.
     pub trust: Option<watch::Receiver<TrustConfig>>,
-    /// Where the authorization denials proxies report are written (the audit log of this
-    /// store); none leaves them out.
+    /// Where the authorization denials (and sampled decisions) proxies report are written
+    /// (the audit log of this store); none leaves them out.
     pub audit: Option<Arc<dyn crate::store::Store>>,
 }
-
-/// Denial reports written to the audit log a minute, mesh-wide.
-const DENIAL_REPORTS_PER_MINUTE: u32 = 60;
 
 impl Default for DiscoveryOptions {
     fn default() -> Self {
@@ -128,10 +126,9 @@ impl DiscoveryServer {
                 closing: closing_rx,
                 warmup_until: tokio::time::Instant::now() + options.warmup,
                 trust: options.trust,
-                audit: options.audit.map(|store| {
-                    let budget = crate::audit::Budget::per_minute(DENIAL_REPORTS_PER_MINUTE);
-                    (store, Arc::new(budget))
-                }),
+                audit: options
+                    .audit
+                    .map(|store| Arc::new(decisions::AuditedDecisions::new(store))),
             },
             closing: Arc::new(closing),
         };

@@ -293,12 +293,14 @@ fn endpoint_changes<'a>(old: &ProxyConfig, new: &'a ProxyConfig) -> Option<Vec<&
         trust_domain,
         mtls_mode,
         default_authorization,
+        audit_decisions_percent,
         trust,
         services,
     } = old;
     if *trust_domain != new.trust_domain
         || *mtls_mode != new.mtls_mode
         || *default_authorization != new.default_authorization
+        || *audit_decisions_percent != new.audit_decisions_percent
         || *trust != new.trust
         || services.len() != new.services.len()
     {

@@ -35,8 +35,8 @@ pub(super) struct Shared {
     pub warmup_until: Instant,
     /// The CA's trust bundle, to tell which root a proxy's certificate comes from.
     pub trust: Option<watch::Receiver<TrustConfig>>,
-    /// The audit log authorization denials go to, and its budget for them.
-    pub audit: Option<(Arc<dyn crate::store::Store>, Arc<crate::audit::Budget>)>,
+    /// Where the authorization decisions proxies report are written.
+    pub audit: Option<Arc<super::decisions::AuditedDecisions>>,
 }
 
 /// Whether the connection may register `hello`'s workload. Over TLS a proxy proves who it
@@ -308,10 +308,8 @@ impl Session {
                 self.registration.health(health.healthy, &health.detail);
             }
             Some(Message::Observed(observed)) => {
-                if let Some((store, budget)) = &shared.audit {
-                    if let Some(record) = denials(self.registration.id(), &observed) {
-                        budget.write(store, record, "authorization denial reports");
-                    }
+                if let Some(audited) = &shared.audit {
+                    audited.report(self.registration.id(), &observed);
                 }
                 self.registration.observed(observed);
             }
@@ -411,45 +409,4 @@ impl Session {
         }
         true
     }
-}
-
-/// One audit entry for the authorization denials in a proxy's report: how many, and the
-/// first few calls denied.
-fn denials(proxy: &str, observed: &weft_api::v1::Observed) -> Option<crate::audit::AuditRecord> {
-    let denied: Vec<&weft_api::v1::ObservedCall> =
-        observed.calls.iter().filter(|c| c.denied > 0).collect();
-    let total: u64 = denied.iter().map(|c| c.denied).sum();
-    if total == 0 {
-        return None;
-    }
-    let shown: Vec<String> = denied
-        .iter()
-        .take(10)
-        .map(|c| {
-            let source = if c.source.is_empty() {
-                "plain text"
-            } else {
-                &c.source
-            };
-            format!("{source} {} {} x{}", c.method, c.path, c.denied)
-        })
-        .collect();
-    let more = denied.len().saturating_sub(shown.len());
-    let detail = format!(
-        "{total} calls denied: {}{}",
-        shown.join("; "),
-        if more > 0 {
-            format!("; and {more} more kinds")
-        } else {
-            String::new()
-        }
-    );
-    Some(
-        crate::audit::AuditRecord::new(
-            &format!("proxy {proxy}"),
-            "authz.denied",
-            proxy.split('@').next().unwrap_or(proxy).to_owned(),
-        )
-        .detail(detail),
-    )
 }

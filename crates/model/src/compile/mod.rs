@@ -74,6 +74,10 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
         trust_domain,
         mtls_mode,
         default_authorization,
+        audit_decisions_percent: catalog
+            .mesh
+            .and_then(|mesh| mesh.audit_decisions_percent)
+            .map_or(0.0, |percent| percent.get()),
         trust: None,
         services,
     }

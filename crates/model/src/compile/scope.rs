@@ -89,6 +89,7 @@ pub fn scoped(config: &ProxyConfig, scope: &Scope) -> ProxyConfig {
         trust_domain: config.trust_domain.clone(),
         mtls_mode: config.mtls_mode,
         default_authorization: config.default_authorization,
+        audit_decisions_percent: config.audit_decisions_percent,
         trust: config.trust.clone(),
         services: needed
             .into_iter()

@@ -2,6 +2,7 @@
 
 use super::duration::NonZeroDuration;
 use super::names::TrustDomain;
+use super::numbers::Percent;
 use serde::Deserialize;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -17,6 +18,10 @@ pub struct MeshSpec {
     /// What happens to a request no AuthorizationPolicy speaks about.
     #[serde(default)]
     pub default_authorization: DefaultAuthorization,
+    /// The share of all authorization decisions (allowed ones too) proxies also send to the
+    /// audit log, sampled; denials are always recorded. None by default.
+    #[serde(default)]
+    pub audit_decisions_percent: Option<Percent>,
 }
 
 impl Default for MeshSpec {
@@ -26,6 +31,7 @@ impl Default for MeshSpec {
             mtls: MtlsSpec::default(),
             certificate_ttl: default_certificate_ttl(),
             default_authorization: DefaultAuthorization::default(),
+            audit_decisions_percent: None,
         }
     }
 }
