@@ -79,22 +79,13 @@ pub fn judge_request<B>(
     caller: &Caller,
     request: &http::Request<B>,
 ) -> Verdict {
-    let own = own_service(snapshot);
-    let named = request.uri().port_u16().or_else(|| {
-        let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
-        host.rsplit_once(':')?.1.parse().ok()
-    });
     let headers = RequestHeaders(request.headers());
-    let call = Call {
-        caller: caller.authz(),
-        port: called_port(own, named, false),
-        request: Some(authz::Request {
-            method: request.method().as_str(),
-            path: request.uri().path(),
-            headers: &headers,
-        }),
-    };
-    let verdict = judge(proxy, snapshot, &call, Record::Every);
+    let verdict = judge(
+        proxy,
+        snapshot,
+        &request_call(snapshot, caller, request, &headers),
+        Record::Every,
+    );
     if let Some(observed) = &proxy.observed {
         observed.record(
             caller.identity_uri(),
@@ -105,6 +96,59 @@ pub fn judge_request<B>(
         );
     }
     verdict
+}
+
+/// Whether a request whose tunnel (WebSocket, CONNECT) is open is still allowed under
+/// `snapshot` (after a push). Only a denial is counted, as for a TCP connection.
+pub fn request_still_allowed<B>(
+    proxy: &Proxy,
+    snapshot: &Snapshot,
+    caller: &Caller,
+    request: &http::Request<B>,
+) -> bool {
+    let headers = RequestHeaders(request.headers());
+    let call = request_call(snapshot, caller, request, &headers);
+    judge(proxy, snapshot, &call, Record::Denials).allowed
+}
+
+fn request_call<'a, B>(
+    snapshot: &Snapshot,
+    caller: &'a Caller,
+    request: &'a http::Request<B>,
+    headers: &'a RequestHeaders<'a>,
+) -> Call<'a> {
+    let named = request.uri().port_u16().or_else(|| {
+        let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
+        host.rsplit_once(':')?.1.parse().ok()
+    });
+    Call {
+        caller: caller.authz(),
+        port: called_port(own_service(snapshot), named, false),
+        request: Some(authz::Request {
+            method: request.method().as_str(),
+            path: request.uri().path(),
+            headers,
+        }),
+    }
+}
+
+/// Resolves when a config applied after `applied` was subscribed no longer passes
+/// `allowed`; never if none does. What closes an open TCP connection or tunnel, which has
+/// no next request to judge. Subscribe before the first judgment, so a config applied
+/// between it and this wait is not missed.
+pub async fn until_revoked(
+    proxy: &Proxy,
+    mut applied: tokio::sync::watch::Receiver<u64>,
+    allowed: impl Fn(&Snapshot) -> bool,
+) -> &'static str {
+    loop {
+        if applied.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !allowed(&proxy.snapshot()) {
+            return "closed: authorization no longer allows this connection";
+        }
+    }
 }
 
 /// Judges an inbound TCP connection (the app's port is opaque); counts the decision.

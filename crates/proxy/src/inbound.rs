@@ -191,6 +191,9 @@ pub async fn serve(
         .access_log
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
+    // A tunnel has no next request to judge: it is judged again on each config applied
+    // from now on.
+    let applied = is_upgrade(&request).then(|| proxy.config_applied.subscribe());
     // Judged first: a caller that may not call must not use up the rate limit of those
     // that may. Upgrades are judged here too, before any tunnel exists.
     let verdict = authorization::judge_request(&proxy, &snapshot, &caller, &request);
@@ -210,8 +213,9 @@ pub async fn serve(
         response
     } else {
         let protocol = own.map_or(Protocol::Auto, |s| s.backend.protocol);
+        let revoked = applied.map(|applied| revocation(&proxy, &caller, &request, applied));
         let (request, verdict) = client_body::checked(request, proxy.options.limits.body_pace());
-        let response = forward_to_app(&proxy, protocol, request, active).await;
+        let response = forward_to_app(&proxy, protocol, request, active, revoked).await;
         match ClientFault::behind(verdict.as_ref(), &response) {
             Some(fault) => {
                 proxy.metrics.reject(Direction::Inbound, fault.reason());
@@ -247,16 +251,48 @@ pub async fn serve(
     response
 }
 
+/// What closes the tunnel `request` opens when a config applied after `applied` was
+/// subscribed no longer allows it: the request is kept (method, URI, headers) to be judged
+/// again.
+fn revocation<B>(
+    proxy: &Arc<Proxy>,
+    caller: &Arc<Caller>,
+    request: &Request<B>,
+    applied: tokio::sync::watch::Receiver<u64>,
+) -> upgrade::Stop {
+    let mut judged = Request::new(());
+    *judged.method_mut() = request.method().clone();
+    *judged.uri_mut() = request.uri().clone();
+    *judged.headers_mut() = request.headers().clone();
+    let (proxy, caller) = (proxy.clone(), caller.clone());
+    Box::pin(async move {
+        authorization::until_revoked(&proxy, applied, |snapshot| {
+            authorization::request_still_allowed(&proxy, snapshot, &caller, &judged)
+        })
+        .await
+    })
+}
+
 async fn forward_to_app(
     proxy: &Proxy,
     protocol: Protocol,
     mut request: Request<Body>,
     active: Active,
+    revoked: Option<upgrade::Stop>,
 ) -> Response<Body> {
     if is_upgrade(&request) {
         let hold = upgrade::Hold::new(active, None);
         let idle = proxy.options.limits.tcp_idle_timeout;
-        return upgrade::send(&proxy.app, request, &proxy.app_connections, hold, idle).await;
+        let stop = revoked.unwrap_or_else(|| Box::pin(std::future::pending()));
+        return upgrade::send(
+            &proxy.app,
+            request,
+            &proxy.app_connections,
+            hold,
+            idle,
+            stop,
+        )
+        .await;
     }
     let mode = match protocol {
         Protocol::Http2 | Protocol::Grpc => HttpMode::Http2,

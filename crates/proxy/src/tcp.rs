@@ -63,7 +63,7 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
 /// caller a connection; closed when a config change stops allowing it.
 pub async fn forward_inbound(proxy: Arc<Proxy>, caller: Arc<Caller>, mut downstream: BoxIo) {
     let started = Instant::now();
-    let mut applied = proxy.config_applied.subscribe();
+    let applied = proxy.config_applied.subscribe();
     let verdict = authorization::judge_connection(&proxy, &proxy.snapshot(), &caller);
     let ends = Ends {
         direction: Direction::Inbound,
@@ -96,17 +96,10 @@ pub async fn forward_inbound(proxy: Arc<Proxy>, caller: Arc<Caller>, mut downstr
     };
     tune(&upstream);
     // Each config applied judges the connection again; one that no longer allows it
-    // closes it (TCP has no next request to judge).
-    let revoked = async {
-        loop {
-            if applied.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-            if !authorization::still_allowed(&proxy, &proxy.snapshot(), &caller) {
-                return "closed: authorization no longer allows this connection";
-            }
-        }
-    };
+    // closes it.
+    let revoked = authorization::until_revoked(&proxy, applied, |snapshot| {
+        authorization::still_allowed(&proxy, snapshot, &caller)
+    });
     copy(
         &proxy,
         ends,

@@ -4,7 +4,8 @@
 //! A tunnel is held to every limit a request is: it keeps its place among the listener's
 //! connections (so the cap counts it and a graceful stop waits for it), its circuit-breaker
 //! permits (requests in flight, the upstream connection) for its whole life, and it ends
-//! after `--tcp-idle-timeout` without a byte either way.
+//! after `--tcp-idle-timeout` without a byte either way. An inbound tunnel is also closed
+//! when a config applied later no longer allows the request that opened it.
 
 use crate::body::Body;
 use crate::connections::Active;
@@ -17,8 +18,13 @@ use crate::state::Backend;
 use crate::upstream::{ConnectionPolicy, EndpointPool};
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Resolves, with the reason, when the tunnel must close before either end closes it.
+pub type Stop = Pin<Box<dyn Future<Output = &'static str> + Send>>;
 
 /// What a tunnel holds until it ends: its place among the connections of the listener the
 /// client came in on, and (outbound) the circuit breaker's request slot.
@@ -49,7 +55,16 @@ pub async fn forward(
     };
     served.upstream = Some(endpoint.address);
     let idle = proxy.options.limits.tcp_idle_timeout;
-    send(&endpoint.pool, request, &backend.connections, hold, idle).await
+    let never = Box::pin(std::future::pending());
+    send(
+        &endpoint.pool,
+        request,
+        &backend.connections,
+        hold,
+        idle,
+        never,
+    )
+    .await
 }
 
 /// Sends the upgrade request through `pool` and, if the answer switches protocols, joins the
@@ -60,6 +75,7 @@ pub async fn send(
     policy: &ConnectionPolicy,
     hold: Hold,
     idle: Duration,
+    stop: Stop,
 ) -> Response<Body> {
     let is_connect = request.method() == Method::CONNECT;
     let downstream = hyper::upgrade::on(&mut request);
@@ -76,13 +92,8 @@ pub async fn send(
             let _held = (hold, upstream_permit);
             match tokio::join!(downstream, upstream) {
                 (Ok(down), Ok(up)) => {
-                    let spliced = splice(
-                        &mut TokioIo::new(down),
-                        &mut TokioIo::new(up),
-                        idle,
-                        std::future::pending(),
-                    )
-                    .await;
+                    let spliced =
+                        splice(&mut TokioIo::new(down), &mut TokioIo::new(up), idle, stop).await;
                     if let Err(error) = spliced.ended {
                         tracing::debug!(%error, "tunnel ended");
                     }
