@@ -600,6 +600,13 @@ fn the_cli_has_short_names_a_version_and_completion() {
     let out = control.weft(&["get", "svc"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("web"), "{}", text(&out));
+    let out = control.weft(&["get", "services", "-o", "wide"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = text(&out);
+    assert!(
+        table.contains("SPEC") && table.contains("ports 80/http"),
+        "{table}"
+    );
     let out = control.weft(&["version"]);
     let said = text(&out);
     let version = env!("CARGO_PKG_VERSION");

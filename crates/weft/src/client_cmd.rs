@@ -44,17 +44,20 @@ pub struct GetArgs {
     /// The namespace: of NAME (default `default`), or the only one to list (default all).
     #[arg(short, long)]
     namespace: Option<String>,
-    /// Print the documents instead of a table; YAML applies back as is.
+    /// `yaml` or `json` print the documents instead of a table (YAML applies back as is);
+    /// `wide` adds what tells each resource apart (ports, parents and backends, targets,
+    /// actions) and every standing warning.
     #[arg(short, long)]
     output: Option<Output>,
     #[command(flatten)]
     api: ApiArgs,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Output {
     Yaml,
     Json,
+    Wide,
 }
 
 #[derive(Args)]
@@ -130,7 +133,8 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
     // Proxies are not resources, but `get` is where people look for them.
     if matches!(args.kind.to_ascii_lowercase().as_str(), "proxies" | "proxy") {
-        return crate::fleet_cmd::print_proxies(&args.api, args.output.is_some());
+        let as_json = matches!(args.output, Some(Output::Json | Output::Yaml));
+        return crate::fleet_cmd::print_proxies(&args.api, as_json);
     }
     let client = ApiClient::new(&args.api)?;
     let output = match args.output {
@@ -166,7 +170,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     match args.output {
         Some(Output::Yaml) => print!("{}", String::from_utf8_lossy(&reply.body)),
         Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&reply.json()?)?),
-        None => {
+        table => {
             let answer = reply.json()?;
             let items = match args.name {
                 Some(_) => vec![answer],
@@ -175,7 +179,8 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             if items.is_empty() {
                 eprintln!("no {} found", args.kind);
             } else {
-                print_table(&items, args.kind.eq_ignore_ascii_case("all"));
+                let with_kind = args.kind.eq_ignore_ascii_case("all");
+                print_table(&items, with_kind, table == Some(Output::Wide));
             }
         }
     }
@@ -312,40 +317,47 @@ fn print_warnings(answer: &Value) {
     }
 }
 
-fn print_table(items: &[Value], with_kind: bool) {
-    let rows: Vec<[String; 5]> = items
+/// The resources as a table: `with_kind` for `get all`; `wide` adds each one's spec in
+/// short and every warning (otherwise the first).
+fn print_table(items: &[Value], with_kind: bool, wide: bool) {
+    let mut header = vec!["KIND", "NAMESPACE", "NAME", "RESOURCEVERSION"];
+    if wide {
+        header.push("SPEC");
+    }
+    header.push("STATUS");
+    if !with_kind {
+        header.remove(0);
+    }
+    let rows: Vec<Vec<String>> = items
         .iter()
         .map(|item| {
             let metadata = &item["metadata"];
             let mut status = text(&item["status"]["summary"]).to_owned();
             // Standing warnings, so a dangling reference shows until it is fixed.
-            if let Some(first) = item["status"]["warnings"]
+            let warnings = item["status"]["warnings"]
                 .as_array()
-                .and_then(|w| w.first())
-            {
-                status = format!("{status}; warning: {}", text(first));
+                .map_or(&[][..], Vec::as_slice);
+            let shown = if wide { warnings.len() } else { 1 };
+            for warning in warnings.iter().take(shown) {
+                status = format!("{status}; warning: {}", text(warning));
             }
-            [
+            let mut row = vec![
                 text(&item["kind"]).to_owned(),
                 text(&metadata["namespace"]).to_owned(),
                 text(&metadata["name"]).to_owned(),
                 text(&metadata["resourceVersion"]).to_owned(),
-                status,
-            ]
+            ];
+            if wide {
+                row.push(crate::resource_summary::summary(item));
+            }
+            row.push(status);
+            if !with_kind {
+                row.remove(0);
+            }
+            row
         })
         .collect();
-    if with_kind {
-        crate::table::print(
-            ["KIND", "NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"],
-            &rows,
-        );
-    } else {
-        let rows: Vec<[String; 4]> = rows
-            .into_iter()
-            .map(|[_, namespace, name, version, status]| [namespace, name, version, status])
-            .collect();
-        crate::table::print(["NAMESPACE", "NAME", "RESOURCEVERSION", "STATUS"], &rows);
-    }
+    crate::table::print_rows(&header, &rows);
 }
 
 /// Percent-encodes a path segment or query value.

@@ -17,6 +17,7 @@ mod identity_cmd;
 mod operator_cert_cmd;
 mod policy_cmd;
 mod proxy_cmd;
+mod resource_summary;
 mod stop_signal;
 mod table;
 mod token_cmd;

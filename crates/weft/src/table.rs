@@ -2,22 +2,27 @@
 //! their widest cell.
 
 pub fn print<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
+    let rows: Vec<&[String]> = rows.iter().map(|row| &row[..]).collect();
+    print_rows(&header, &rows);
+}
+
+/// [`print`] for a number of columns known only at run time.
+pub fn print_rows<R: AsRef<[String]>>(header: &[&str], rows: &[R]) {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.len()).collect();
     for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
             *width = (*width).max(cell.len());
         }
     }
-    let line = |cells: [&str; N]| {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
         let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
         println!("{}", padded.join("  ").trim_end());
     };
-    line(header);
+    line(&mut header.iter().copied());
     for row in rows {
-        line(row.each_ref().map(String::as_str));
+        line(&mut row.as_ref().iter().map(String::as_str));
     }
 }
