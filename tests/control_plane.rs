@@ -44,7 +44,7 @@ struct Mesh {
     control: ControlPlane,
     v1: HttpBackend,
     v2: HttpBackend,
-    _v1_proxy: Proxy,
+    v1_proxy: Proxy,
     _v2_proxy: Proxy,
     web: Proxy,
     _web_app: HttpBackend,
@@ -65,7 +65,7 @@ async fn mesh() -> Mesh {
         control,
         v1,
         v2,
-        _v1_proxy: v1_proxy,
+        v1_proxy,
         _v2_proxy: v2_proxy,
         web,
         _web_app: web_app,
@@ -185,7 +185,7 @@ async fn proxies_ride_out_a_control_plane_crash_and_resync() {
         control,
         v1: _v1,
         v2,
-        _v1_proxy,
+        v1_proxy: _v1_proxy,
         _v2_proxy,
         web,
         _web_app,
@@ -368,7 +368,7 @@ async fn check_analyses_the_configuration_and_get_keeps_its_warnings() {
         }
     })
     .await;
-    let mut plain = Http1Client::connect(m._v1_proxy.inbound).await;
+    let mut plain = Http1Client::connect(m.v1_proxy.inbound).await;
     let answer = plain.get("reviews-v1", "/").await.unwrap();
     assert_eq!(
         answer.status, 403,
@@ -527,4 +527,106 @@ async fn suggested_policies_let_seen_traffic_through_and_deny_a_new_caller() {
         },
     )
     .await;
+}
+
+/// The leading count of an `authz.denied` entry's detail (`N calls denied: ...`).
+fn denied_in(entry: &serde_json::Value) -> u64 {
+    let detail = entry["detail"].as_str().unwrap_or_default();
+    detail
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {detail:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_flood_is_all_counted_few_entries_long_and_harms_no_good_caller() {
+    let m = mesh().await;
+    m.apply_and_wait(100, 0).await;
+    m.control.apply(
+        "apiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: no-probes}\nspec:\n  targetRef: {kind: Service, name: reviews-v1}\n  action: DENY\n  rules: [{to: [{paths: [/probe/*]}]}]\n",
+    );
+    wait_for("the policy in force", Duration::from_secs(20), || async {
+        let mut client = Http1Client::connect(m.web.outbound).await;
+        client
+            .get("reviews", "/probe/first")
+            .await
+            .is_ok_and(|a| a.status == 403)
+    })
+    .await;
+
+    // Four callers each invent 1,500 paths (more distinct calls than a proxy itemizes
+    // between reports) while a good caller keeps calling.
+    const PER_CALLER: usize = 1500;
+    let flood: Vec<_> = (0..4)
+        .map(|caller| {
+            let outbound = m.web.outbound;
+            tokio::spawn(async move {
+                let mut client = Http1Client::connect(outbound).await;
+                for i in 0..PER_CALLER {
+                    let answer = client.get("reviews", &format!("/probe/{caller}-{i}")).await;
+                    assert_eq!(answer.unwrap().status, 403);
+                }
+            })
+        })
+        .collect();
+    let mut good = Http1Client::connect(m.web.outbound).await;
+    let mut served = 0;
+    while flood.iter().any(|task| !task.is_finished()) {
+        let answer = good.get("reviews", "/books/1").await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        served += 1;
+    }
+    for task in flood {
+        task.await.unwrap();
+    }
+    assert!(served > 0);
+
+    // Every denial reaches the audit log, counted, in a handful of entries of bounded size.
+    let denied = m.v1_proxy.metric_reaching(
+        "weft_authz_decisions_total",
+        &[("decision", "deny")],
+        (4 * PER_CALLER) as f64,
+    );
+    assert!(denied >= (4 * PER_CALLER) as f64, "{denied}");
+    let mut entries = Vec::new();
+    wait_for(
+        "every denial counted in the audit log",
+        Duration::from_secs(30),
+        || {
+            let out = m.control.weft(&[
+                "audit",
+                "log",
+                "--action",
+                "authz.denied",
+                "--json",
+                "--limit",
+                "1000",
+            ]);
+            entries = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+                .filter(|e| {
+                    e["target"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("reviews-v1"))
+                })
+                .collect();
+            let logged: u64 = entries.iter().map(denied_in).sum();
+            async move { logged as f64 == denied }
+        },
+    )
+    .await;
+    assert!(entries.len() <= 60, "{} entries", entries.len());
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("not itemized")),
+        "{entries:?}"
+    );
+    for entry in &entries {
+        assert!(entry.to_string().len() < 8192, "{entry}");
+    }
+    // The control plane still answers.
+    assert!(m.control.weft(&["get", "services"]).status.success());
 }

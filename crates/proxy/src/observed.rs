@@ -33,6 +33,7 @@ struct State {
     /// By a hash of (caller, method, path); the strings are kept to report them.
     calls: HashMap<u64, ObservedCall>,
     left_out: u64,
+    denied_left_out: u64,
     sampled: Vec<SampledDecision>,
     sampled_left_out: u64,
 }
@@ -80,7 +81,10 @@ impl Observations {
                 call.count += 1;
                 call.denied += u64::from(denied);
             }
-            None if full => state.left_out += 1,
+            None if full => {
+                state.left_out += 1;
+                state.denied_left_out += u64::from(denied);
+            }
             None => {
                 state.calls.insert(
                     key,
@@ -108,6 +112,7 @@ impl Observations {
             left_out: taken.left_out,
             sampled: taken.sampled,
             sampled_left_out: taken.sampled_left_out,
+            denied_left_out: taken.denied_left_out,
         })
     }
 }
@@ -139,6 +144,7 @@ mod tests {
         let observed = seen.take().unwrap();
         assert_eq!(observed.calls.len(), MAX_CALLS);
         assert_eq!(observed.left_out, 11);
+        assert_eq!(observed.denied_left_out, 11);
         let web = observed.calls.iter().find(|c| c.path == "/a").unwrap();
         assert_eq!((web.count, web.denied), (4, 1));
         assert!(observed.sampled.is_empty(), "nothing sampled at 0 %");

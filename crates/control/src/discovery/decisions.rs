@@ -44,7 +44,7 @@ impl AuditedDecisions {
 /// first few calls denied.
 fn denials(proxy: &str, observed: &Observed) -> Option<AuditRecord> {
     let denied: Vec<&ObservedCall> = observed.calls.iter().filter(|c| c.denied > 0).collect();
-    let total: u64 = denied.iter().map(|c| c.denied).sum();
+    let total: u64 = denied.iter().map(|c| c.denied).sum::<u64>() + observed.denied_left_out;
     if total == 0 {
         return None;
     }
@@ -60,16 +60,17 @@ fn denials(proxy: &str, observed: &Observed) -> Option<AuditRecord> {
             format!("{source} {} {} x{}", c.method, c.path, c.denied)
         })
         .collect();
+    let mut detail = format!("{total} calls denied: {}", shown.join("; "));
     let more = denied.len().saturating_sub(shown.len());
-    let detail = format!(
-        "{total} calls denied: {}{}",
-        shown.join("; "),
-        if more > 0 {
-            format!("; and {more} more kinds")
-        } else {
-            String::new()
-        }
-    );
+    if more > 0 {
+        detail.push_str(&format!("; and {more} more kinds"));
+    }
+    if observed.denied_left_out > 0 {
+        detail.push_str(&format!(
+            "; {} of them beyond the proxy's cap of distinct calls, not itemized",
+            observed.denied_left_out
+        ));
+    }
     Some(
         AuditRecord::new(
             &format!("proxy {proxy}"),
