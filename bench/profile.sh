@@ -12,9 +12,12 @@
 # --policies N puts N AuthorizationPolicies of 10 rules each on the server's Service, laid out
 # so every request is judged against all of them: N/2 DENY policies that match nothing, then
 # N/2 ALLOW policies whose very last rule allows the client (compare with a run without).
+# --flood RPS sends, beside the measured load and through the same client proxy, RPS more
+# requests that a DENY policy on /probe/* denies (--flood-allowed: to /1k, allowed, for the
+# A/B): what a denial flood costs the good callers' latency.
 #
-# Usage: bench/profile.sh [--mesh] [--policies N] [--perf|--perf-client] [--perf-out FILE]
-#                         [--rate RPS] [--seconds N]
+# Usage: bench/profile.sh [--mesh] [--policies N] [--flood RPS [--flood-allowed]]
+#                         [--perf|--perf-client] [--perf-out FILE] [--rate RPS] [--seconds N]
 # Needs: target/release/weft (cargo build --release -p weft), nginx, oha (bench/run.sh installs
 # both), strace; perf for --perf (Debian's linux-perf).
 set -euo pipefail
@@ -22,17 +25,19 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
-RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT="" MODE=local POLICIES=0
+RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT="" MODE=local POLICIES=0 FLOOD=0 FLOOD_PATH=/probe/x
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --mesh) MODE=mesh ;;
     --policies) POLICIES=$2; shift ;;
+    --flood) FLOOD=$2; shift ;;
+    --flood-allowed) FLOOD_PATH=/1k ;;
     --perf) PERF=server ;;
     --perf-client) PERF=client ;;
     --perf-out) PERF_OUT=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --seconds) SECONDS_RUN=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -68,8 +73,11 @@ policies() {
 }
 
 pair_setup "$DIR" "$MODE"
-if ((POLICIES > 0)); then
-  policies "$POLICIES" >"$DIR/policies.yaml"
+if ((FLOOD > 0)); then
+  printf -- '---\napiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: no-probes, namespace: default}\nspec:\n  targetRef: {kind: Service, name: backend}\n  action: DENY\n  rules: [{to: [{paths: [/probe/*]}]}]\n' >"$DIR/flood.yaml"
+fi
+if ((POLICIES > 0 || FLOOD > 0)); then
+  { ((POLICIES > 0)) && policies "$POLICIES"; [[ -f $DIR/flood.yaml ]] && cat "$DIR/flood.yaml"; } >"$DIR/policies.yaml"
   if [[ $MODE == mesh ]]; then
     "$WEFT_BIN" apply --api "$PAIR_API" -f "$DIR/policies.yaml" >/dev/null
   else
@@ -80,7 +88,14 @@ pair_start
 URL="http://127.0.0.1:$P_OUT/1k"
 
 load() { # SECONDS
+  local flood_pid=""
+  if ((FLOOD > 0)); then
+    "$OHA" --no-tui -z "${1}s" -q "$FLOOD" -c 16 -H 'host: backend' \
+      "http://127.0.0.1:$P_OUT$FLOOD_PATH" >"$DIR/flood.txt" &
+    flood_pid=$!
+  fi
   "$OHA" --no-tui -z "${1}s" -q "$RATE" -c 16 --latency-correction -H 'host: backend' "$URL" >"$DIR/oha.txt"
+  [[ -n $flood_pid ]] && wait "$flood_pid"
   grep -q '\[200\]' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "profile.sh: no 200 answers" >&2; exit 1; }
 }
 
@@ -95,9 +110,13 @@ if [[ -n $PERF ]]; then
 fi
 load "$SECONDS_RUN"
 after_c=$(cpu_ticks "$PID_client") after_s=$(cpu_ticks "$PID_server")
-requests=$((RATE * SECONDS_RUN))
+requests=$(((RATE + FLOOD) * SECONDS_RUN))
 echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers, $POLICIES authorization policies"
 grep -E 'Success rate|50.00%|99.00%' "$DIR/oha.txt" | sed 's/^/  oha: /'
+if ((FLOOD > 0)); then
+  echo "  beside a flood of $FLOOD RPS to $FLOOD_PATH ($([[ $FLOOD_PATH == /1k ]] && echo allowed || echo denied)); CPU below is per request of both:"
+  grep -E '\[[0-9]{3}\]' "$DIR/flood.txt" | sed 's/^/  flood: /'
+fi
 for name in client server; do
   var="PID_$name"; pid=${!var}
   b="before_${name:0:1}" a="after_${name:0:1}"

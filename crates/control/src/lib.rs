@@ -22,5 +22,6 @@ pub mod server;
 pub mod serving;
 pub mod store;
 pub mod suggest;
+pub mod telemetry;
 pub mod tokens;
 pub mod transport;

@@ -248,9 +248,11 @@ pub async fn serve(
         identity.ca.trust(),
         identity.revocations.watch(),
     );
+    let telemetry = Arc::new(crate::telemetry::Telemetry::default());
     let discovery_options = DiscoveryOptions {
         trust: Some(trust),
         audit: Some(plane.store.clone()),
+        telemetry: Some(telemetry.clone()),
         ..DiscoveryOptions::default()
     };
     let (discovery, registry) =
@@ -292,6 +294,7 @@ pub async fn serve(
             checkpoints.clone(),
         ))
         .merge(crate::suggest::router(registry.clone()))
+        .merge(crate::telemetry::router(telemetry))
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),

@@ -202,6 +202,7 @@ pub async fn serve(
             .and_then(|s| s.backend.rate_limit.as_ref())
             .is_some_and(|limiter| !limiter.try_acquire());
     let response = if !verdict.allowed {
+        caller.metrics.traffic().denied();
         verdict.denied_response(is_grpc(&request))
     } else if limited {
         proxy.metrics.reject(Direction::Inbound, "rate_limited");

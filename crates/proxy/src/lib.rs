@@ -37,6 +37,7 @@ mod routes;
 mod splice;
 mod state;
 mod tcp;
+mod traffic;
 mod upgrade;
 mod upstream;
 mod url_rewrite;

@@ -3,6 +3,7 @@
 //! Label sets are resolved into metric handles when a route or connection is set up; the
 //! per-request path only increments. Names are part of Weft's contract (DESIGN.md).
 
+use crate::traffic::{EdgeStat, TrafficStats};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,7 +19,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     Inbound,
     Outbound,
@@ -127,6 +128,9 @@ pub struct Metrics {
     /// Access-log lines dropped because the writer fell behind (stdout blocked or slow).
     pub access_log_dropped: Counter,
     saturated: Family<DestinationLabels, Counter>,
+    /// The golden metrics reported to the control plane; every request and TCP handle
+    /// below holds its stat there.
+    pub traffic: TrafficStats,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -240,6 +244,7 @@ impl Metrics {
             certificate_renewals,
             access_log_dropped,
             saturated,
+            traffic: TrafficStats::default(),
         }
     }
 
@@ -262,7 +267,10 @@ impl Metrics {
         destination: Arc<str>,
         route: Arc<str>,
     ) -> RequestMetrics {
+        let inbound = direction == Direction::Inbound;
+        let peer = if inbound { &source } else { &destination };
         RequestMetrics {
+            traffic: self.traffic.stat(inbound, peer, &route),
             base: RequestLabels {
                 direction: direction.as_str(),
                 source,
@@ -288,7 +296,10 @@ impl Metrics {
             destination: destination.clone(),
             flow,
         };
+        let inbound = direction == Direction::Inbound;
+        let peer = if inbound { &source } else { &destination };
         TcpMetrics {
+            traffic: self.traffic.stat(inbound, peer, &Arc::from("")),
             open: self.tcp_open.get_or_create_owned(&TcpLabels {
                 direction: direction.as_str(),
                 source: source.clone(),
@@ -374,10 +385,17 @@ pub struct RequestMetrics {
     requests: Family<RequestLabels, Counter>,
     durations: HistogramFamily<RequestLabels>,
     by_status: RwLock<Vec<(u16, Counter, Histogram)>>,
+    traffic: Arc<EdgeStat>,
 }
 
 impl RequestMetrics {
+    /// The golden-metrics stat these requests count in too.
+    pub fn traffic(&self) -> &EdgeStat {
+        &self.traffic
+    }
+
     pub fn record(&self, status: u16, seconds: f64) {
+        self.traffic.request(status, seconds);
         {
             let known = self.by_status.read().unwrap_or_else(|e| e.into_inner());
             if let Some((_, count, latency)) = known.iter().find(|(s, _, _)| *s == status) {
@@ -402,6 +420,7 @@ impl RequestMetrics {
 }
 
 pub struct TcpMetrics {
+    pub traffic: Arc<EdgeStat>,
     pub open: Gauge,
     pub read: Counter,
     pub written: Counter,

@@ -325,6 +325,7 @@ async fn send_with_retries(
                 retries_done += 1;
                 served.retries = retries_done;
                 route.retries.inc();
+                route.metrics.traffic().retried();
                 tokio::time::sleep(backoff(policy, retries_done)).await;
                 request = spare;
             }

@@ -136,10 +136,12 @@ async fn copy<U>(
         ends.destination.clone(),
     );
     metrics.open.inc();
+    metrics.traffic.tcp_opened();
     let idle = proxy.options.limits.tcp_idle_timeout;
     let spliced = splice(downstream, upstream, idle, stop).await;
     metrics.open.dec();
     let (read, written) = (spliced.from_first, spliced.from_second);
+    metrics.traffic.tcp_closed(read, written);
     let error = spliced.ended.err().map(|e| e.to_string());
     metrics.read.inc_by(read);
     metrics.written.inc_by(written);

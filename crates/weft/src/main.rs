@@ -18,6 +18,7 @@ mod operator_cert_cmd;
 mod policy_cmd;
 mod proxy_cmd;
 mod resource_summary;
+mod stat_cmd;
 mod stop_signal;
 mod table;
 mod token_cmd;
@@ -67,6 +68,10 @@ enum Command {
     /// What the mesh would do with one request, and why: route, backends, endpoints,
     /// timeouts, retries, identities and each authorization rule. Sends nothing.
     Explain(explain_cmd::ExplainArgs),
+    /// Requests a second, success rate and latency of every Service, edge (caller ->
+    /// Service) and route, over the last minute (or 10 minutes, or hour), from what the
+    /// proxies report: `weft stat`, `weft stat edges`, `weft stat svc/reviews`.
+    Stat(stat_cmd::StatArgs),
     /// Run a sample mesh with sidecars and traffic on loopback: the first thing to try.
     Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
@@ -145,6 +150,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxies(args) => fleet_cmd::proxies(args),
         Command::Check(args) => fleet_cmd::check(args),
         Command::Explain(args) => explain_cmd::run(args),
+        Command::Stat(args) => stat_cmd::run(args),
         Command::Describe(args) => describe_cmd::run(args),
         Command::Version(args) => fleet_cmd::version(args),
         Command::Completion { shell } => {

@@ -68,6 +68,8 @@ pub struct DiscoveryOptions {
     /// Where the authorization denials (and sampled decisions) proxies report are written
     /// (the audit log of this store); none leaves them out.
     pub audit: Option<Arc<dyn crate::store::Store>>,
+    /// Where the traffic summaries proxies report are kept; none drops them.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Default for DiscoveryOptions {
@@ -77,6 +79,7 @@ impl Default for DiscoveryOptions {
             warmup: Duration::from_secs(7),
             trust: None,
             audit: None,
+            telemetry: None,
         }
     }
 }
@@ -129,6 +132,7 @@ impl DiscoveryServer {
                 audit: options
                     .audit
                     .map(|store| Arc::new(decisions::AuditedDecisions::new(store))),
+                telemetry: options.telemetry,
             },
             closing: Arc::new(closing),
         };

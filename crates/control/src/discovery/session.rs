@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub trust: Option<watch::Receiver<TrustConfig>>,
     /// Where the authorization decisions proxies report are written.
     pub audit: Option<Arc<super::decisions::AuditedDecisions>>,
+    /// Where traffic summaries go.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Whether the connection may register `hello`'s workload. Over TLS a proxy proves who it
@@ -312,6 +314,13 @@ impl Session {
                     audited.report(self.registration.id(), &observed);
                 }
                 self.registration.observed(observed);
+            }
+            Some(Message::Traffic(traffic)) => {
+                if let Some(telemetry) = &shared.telemetry {
+                    let (namespace, service) = &self.workload;
+                    let service = format!("{service}.{namespace}");
+                    telemetry.record(self.registration.id(), &service, &traffic);
+                }
             }
             Some(Message::Certificate(certificate)) => {
                 let bundle = shared.trust.as_ref().map(|t| t.borrow().bundle_pem.clone());

@@ -55,12 +55,15 @@ pub(super) async fn session(
     loop {
         tokio::select! {
             _ = report_calls.tick() => {
-                let Some(observed) = proxy.observed.as_ref().and_then(|o| o.take()) else {
-                    continue;
-                };
-                let report = message(proxy_message::Message::Observed(observed));
-                if outbound.send(report).await.is_err() {
-                    return Ok(());
+                let observed = proxy.observed.as_ref().and_then(|o| o.take());
+                let reports = observed
+                    .map(proxy_message::Message::Observed)
+                    .into_iter()
+                    .chain(proxy.metrics.traffic.take().map(proxy_message::Message::Traffic));
+                for report in reports {
+                    if outbound.send(message(report)).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
             received = inbound.message() => {

@@ -1,0 +1,227 @@
+//! Seeing the mesh: proxies report what they carried to `weft control`, which keeps rolling
+//! windows of it, and `weft stat` shows every Service, edge and route from them. Checked
+//! against traffic the test sent and counted itself.
+
+mod support;
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SERVICES: &str = "apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: reviews}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: store}
+spec:
+  ports: [{port: 80, protocol: tcp}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews-route}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: reviews}]
+  rules:
+  - backendRefs: [{group: \"\", kind: Service, name: reviews}]
+";
+
+/// The route of reviews, as proxies name it: namespace, HTTPRoute, rule.
+const ROUTE: &str = "default/reviews-route/0";
+
+/// `weft stat ARGS -o json`, parsed.
+fn stat_json(control: &ControlPlane, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["stat"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = control.weft(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn row<'a>(
+    view: &'a serde_json::Value,
+    list: &str,
+    field: &str,
+    value: &str,
+) -> Option<&'a serde_json::Value> {
+    view[list]
+        .as_array()?
+        .iter()
+        .find(|row| row[field].as_str() == Some(value))
+}
+
+/// The upper bound, in ms, of the latency bucket `ms` falls in.
+fn bucket_bound_ms(ms: f64) -> f64 {
+    let micros = (ms * 1000.0) as u64;
+    let at = weft_api::latency_bucket(micros);
+    weft_api::LATENCY_BUCKETS_US
+        .get(at)
+        .map_or(f64::INFINITY, |bound| *bound as f64 / 1000.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_shows_what_the_mesh_carried_per_service_edge_and_route() {
+    let dir = TempDir::new("observability");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICES);
+    let reviews_app = HttpBackend::start("reviews").await;
+    let _reviews = control.proxy("reviews", reviews_app.addr).start();
+    let (echo, _echo_task) = tcp_echo().await;
+    let _store = control.proxy("store", echo).start();
+    let web_app = HttpBackend::start("web").await;
+    let web = control
+        .proxy("web", web_app.addr)
+        .arg("--upstream")
+        .arg("store=127.0.0.1:0")
+        .start();
+
+    // Every request that reaches reviews is counted here, the wait for the mesh included.
+    let mut reached = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reached == 0 {
+        let mut first = Http1Client::connect(web.outbound).await;
+        let answer = first.get("reviews", "/").await;
+        if answer.is_ok_and(|a| a.status == 200 && a.body == "reviews") {
+            reached += 1;
+        } else {
+            assert!(Instant::now() < deadline, "reviews never became reachable");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut client = Http1Client::connect(web.outbound).await;
+    for _ in 0..15 {
+        assert_eq!(client.get("reviews", "/").await.unwrap().status, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            client.get("reviews", "/status/500").await.unwrap().status,
+            500
+        );
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            client.get("reviews", "/status/404").await.unwrap().status,
+            404
+        );
+    }
+    // Slow answers, timed by the client too: the reported latency is at most the client's.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(client.get("reviews", "/slow/35").await.unwrap().status, 200);
+        seen.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let total = reached + 15 + 10 + 5 + 20;
+    // One TCP connection through store, left open.
+    let mut tcp = TcpStream::connect(web.upstreams[0]).await.unwrap();
+    tcp.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    tcp.read_exact(&mut back).await.unwrap();
+
+    // Each proxy reports every 5 s: wait until the called side and the calling side have.
+    let mut view = serde_json::Value::Null;
+    wait_for(
+        "every request in the stats",
+        Duration::from_secs(30),
+        || {
+            view = stat_json(&control, &[]);
+            let routes = stat_json(&control, &["routes"]);
+            let counted = row(&view, "services", "name", "reviews.default")
+                .and_then(|r| r["requests"].as_u64());
+            let routed =
+                row(&routes, "routes", "route", ROUTE).and_then(|r| r["requests"].as_u64());
+            let open =
+                row(&view, "services", "name", "store.default").and_then(|r| r["tcpOpen"].as_u64());
+            async move { counted == Some(total) && routed == Some(total) && open == Some(1) }
+        },
+    )
+    .await;
+    let reviews = row(&view, "services", "name", "reviews.default").unwrap();
+    assert_eq!(reviews["serverErrors"], 10);
+    assert_eq!(reviews["clientErrors"], 5);
+    let success = reviews["successRate"].as_f64().unwrap();
+    assert!(
+        (success - (total - 10) as f64 / total as f64).abs() < 1e-9,
+        "{success}"
+    );
+    assert_eq!(reviews["mtlsShare"], 1.0);
+    assert!(reviews["rps"].as_f64().unwrap() > 0.0);
+
+    // Edges and routes agree with the same traffic.
+    let edges = stat_json(&control, &["edges"]);
+    let edge = edges["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == "web.default" && e["destination"] == "reviews.default")
+        .unwrap_or_else(|| panic!("{edges}"));
+    assert_eq!(edge["requests"].as_u64(), Some(total));
+    let routes = stat_json(&control, &["routes"]);
+    let route = row(&routes, "routes", "route", ROUTE).unwrap_or_else(|| panic!("{routes}"));
+    assert_eq!(route["destination"], "reviews.default");
+    assert_eq!(route["requests"].as_u64(), Some(total));
+    let store_edge = row(&edges, "edges", "destination", "store.default").unwrap();
+    assert_eq!(
+        (
+            store_edge["tcpOpened"].as_u64(),
+            store_edge["tcpOpen"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // The slow answers set the tail: the p95 lies between the app's 35 ms and the bucket
+    // of the slowest answer the client saw.
+    let p95 = reviews["p95Ms"].as_f64().unwrap();
+    let slowest = seen.iter().copied().fold(0.0, f64::max);
+    assert!(
+        p95 >= 30.0 && p95 <= bucket_bound_ms(slowest),
+        "p95 {p95}, client saw up to {slowest}"
+    );
+
+    // One Service, in a table: its row, its edges, its routes.
+    let out = control.weft(&["stat", "svc/reviews"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "SERVICES:",
+        "EDGES:",
+        "ROUTES:",
+        "web.default",
+        ROUTE,
+        "100.00%",
+    ] {
+        assert!(
+            table.contains(expected),
+            "{expected} missing from:\n{table}"
+        );
+    }
+    let out = control.weft(&["stat", "-o", "wide", "--window", "10m"]);
+    let wide = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        wide.contains("5XX") && wide.contains("reviews.default"),
+        "{wide}"
+    );
+    let out = control.weft(&["stat", "svc/nosuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no traffic of nosuch.default"));
+    let out = control.weft(&["stat", "--window", "2m"]);
+    assert!(!out.status.success());
+}
