@@ -225,3 +225,146 @@ async fn stat_shows_what_the_mesh_carried_per_service_edge_and_route() {
     let out = control.weft(&["stat", "--window", "2m"]);
     assert!(!out.status.success());
 }
+
+const THREE_SERVICES: &str = "apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: reviews}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: ratings}
+spec:
+  ports: [{port: 80, protocol: http}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Service
+metadata: {name: details}
+spec:
+  ports: [{port: 80, protocol: http}]
+";
+
+const DETAILS_DENY_WEB: &str = "apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: details-lockdown}
+spec:
+  targetRef: {kind: Service, name: details}
+  action: DENY
+  rules: [{from: [{services: [web]}]}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnose_names_a_slow_version_a_failing_service_and_new_denials() {
+    let dir = TempDir::new("diagnose");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(THREE_SERVICES);
+    let apps = [
+        HttpBackend::start("reviews").await,
+        HttpBackend::start("ratings").await,
+        HttpBackend::start("details").await,
+    ];
+    let _proxies: Vec<Proxy> = ["reviews", "ratings", "details"]
+        .iter()
+        .zip(&apps)
+        .map(|(name, app)| control.proxy(name, app.addr).start())
+        .collect();
+    let web_app = HttpBackend::start("web").await;
+    let web = control.proxy("web", web_app.addr).start();
+
+    // web calls all three, round and round, until the test ends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, outbound) = (stop.clone(), web.outbound);
+        tokio::spawn(async move {
+            let mut client = Http1Client::connect(outbound).await;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for service in ["reviews", "ratings", "details"] {
+                    if client.get(service, "/").await.is_err() {
+                        client = Http1Client::connect(outbound).await;
+                    }
+                }
+            }
+        })
+    };
+    // A past to compare with: traffic older than the 20 s diagnose looks at, and nothing
+    // standing out in it.
+    let started = Instant::now();
+    wait_for("a healthy past", Duration::from_secs(90), || {
+        let view = stat_json(&control, &[]);
+        let all_served = ["reviews.default", "ratings.default", "details.default"]
+            .iter()
+            .all(|name| {
+                row(&view, "services", "name", name)
+                    .is_some_and(|r| r["requests"].as_u64() >= Some(20) && r["successRate"] == 1.0)
+            });
+        let old_enough = started.elapsed() > Duration::from_secs(25);
+        async move { all_served && old_enough }
+    })
+    .await;
+    let calm = control.weft(&["diagnose"]);
+    assert!(
+        calm.status.success()
+            && String::from_utf8_lossy(&calm.stdout).contains("nothing stands out"),
+        "{}{}",
+        String::from_utf8_lossy(&calm.stdout),
+        String::from_utf8_lossy(&calm.stderr)
+    );
+
+    // Three incidents at once.
+    apps[0]
+        .delay_ms
+        .store(150, std::sync::atomic::Ordering::SeqCst);
+    apps[1]
+        .fail_all
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    control.apply(DETAILS_DENY_WEB);
+
+    let mut findings = serde_json::Value::Null;
+    wait_for(
+        "diagnose to name all three",
+        Duration::from_secs(90),
+        || {
+            let out = control.weft(&["diagnose", "--json"]);
+            findings = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let has = |service: &str, said: &str| {
+                findings.as_array().is_some_and(|all| {
+                    all.iter().any(|f| {
+                        f["service"] == service
+                            && f["summary"].as_str().is_some_and(|s| s.contains(said))
+                    })
+                })
+            };
+            let named = has("reviews.default", "p99 latency rose")
+                && (has("ratings.default", "success rate fell")
+                    || has("ratings.default", "out of rotation"))
+                && has("details.default", "authorization denials rose");
+            async move { named }
+        },
+    )
+    .await;
+    // Failing first: an error outranks a warning.
+    assert_eq!(findings[0]["severity"], "error", "{findings:#}");
+    assert_eq!(findings[0]["service"], "ratings.default", "{findings:#}");
+    let out = control.weft(&["diagnose", "reviews"]);
+    assert!(
+        out.status.success(),
+        "a slow service is a warning, not a failure"
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("1. ! web.default → reviews.default: p99 latency rose"),
+        "{said}"
+    );
+    assert!(!said.contains("ratings"), "{said}");
+    let out = control.weft(&["diagnose"]);
+    assert!(!out.status.success());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.await.unwrap();
+}

@@ -17,12 +17,14 @@ use tokio::net::TcpListener;
 /// An HTTP/1.1 + HTTP/2 (prior knowledge) server. Paths:
 /// `/` answers its name; `/status/N` answers N; `/flaky` fails every other request with 503;
 /// `/echo` answers the request line and headers; `/slow/MS` waits first; `/body` echoes the
-/// body; `/bytes/N` answers N bytes. `fail_all` makes every answer a 500.
+/// body; `/bytes/N` answers N bytes. `fail_all` makes every answer a 500; `delay_ms` delays
+/// every answer.
 pub struct HttpBackend {
     pub addr: SocketAddr,
     pub name: String,
     pub requests: Arc<AtomicU64>,
     pub fail_all: Arc<AtomicBool>,
+    pub delay_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -42,6 +44,7 @@ struct State {
     requests: Arc<AtomicU64>,
     flaky: AtomicU64,
     fail_all: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl HttpBackend {
@@ -55,11 +58,13 @@ impl HttpBackend {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
         let fail_all = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let state = Arc::new(State {
             name: name.to_string(),
             requests: requests.clone(),
             flaky: AtomicU64::new(0),
             fail_all: fail_all.clone(),
+            delay_ms: delay_ms.clone(),
         });
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let tracked = connections.clone();
@@ -86,6 +91,7 @@ impl HttpBackend {
             name: name.to_string(),
             requests,
             fail_all,
+            delay_ms,
             task,
             connections,
         }
@@ -117,6 +123,10 @@ async fn handle(
             }
         });
         return Ok(reply(200, ""));
+    }
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if state.fail_all.load(Ordering::SeqCst) {
         return Ok(reply(500, format!("{} is failing", state.name)));

@@ -17,7 +17,7 @@ use weft_model::analyze::{analyze, Finding, Running, Severity};
 use weft_model::config::ProxyConfig;
 
 /// A proxy certificate this close to expiry has missed its renewal (at half-life).
-const CERTIFICATE_WARNING: Duration = Duration::from_secs(10 * 60);
+pub(crate) const CERTIFICATE_WARNING: Duration = Duration::from_secs(10 * 60);
 /// A root this close to expiry should be rotated.
 const ROOT_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 

@@ -294,7 +294,7 @@ pub async fn serve(
             checkpoints.clone(),
         ))
         .merge(crate::suggest::router(registry.clone()))
-        .merge(crate::telemetry::router(telemetry))
+        .merge(crate::telemetry::router(telemetry, registry.clone()))
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),

@@ -10,6 +10,7 @@ mod client_cmd;
 mod control_cmd;
 mod demo_cmd;
 mod describe_cmd;
+mod diagnose_cmd;
 mod duration_flag;
 mod explain_cmd;
 mod fleet_cmd;
@@ -72,6 +73,10 @@ enum Command {
     /// Service) and route, over the last minute (or 10 minutes, or hour), from what the
     /// proxies report: `weft stat`, `weft stat edges`, `weft stat svc/reviews`.
     Stat(stat_cmd::StatArgs),
+    /// What changed: each edge's last seconds against its last 10 minutes (success rate,
+    /// p99, denials, retries, new edges), unhealthy endpoints and expiring certificates,
+    /// worst first with the numbers. Exits non-zero when something is failing.
+    Diagnose(diagnose_cmd::DiagnoseArgs),
     /// Run a sample mesh with sidecars and traffic on loopback: the first thing to try.
     Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
@@ -151,6 +156,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => fleet_cmd::check(args),
         Command::Explain(args) => explain_cmd::run(args),
         Command::Stat(args) => stat_cmd::run(args),
+        Command::Diagnose(args) => diagnose_cmd::run(args),
         Command::Describe(args) => describe_cmd::run(args),
         Command::Version(args) => fleet_cmd::version(args),
         Command::Completion { shell } => {

@@ -1,8 +1,11 @@
 //! `GET /api/v1/stats?window=1m|10m|1h`: the mesh's golden metrics over a window, per
-//! Service, edge and route (a read: any role may call it).
+//! Service, edge and route; `GET /api/v1/diagnose[?service=NAME.NAMESPACE]`: what changed,
+//! worst first. Reads: any role may call them.
 
+use super::diagnose::{diagnose, Finding};
 use super::{Telemetry, View, Window};
 use crate::api::ApiError;
+use crate::discovery::Registry;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
@@ -10,10 +13,47 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 
-pub fn router(telemetry: Arc<Telemetry>) -> Router {
+#[derive(Clone)]
+struct Telemetered {
+    telemetry: Arc<Telemetry>,
+    registry: Arc<Registry>,
+}
+
+pub fn router(telemetry: Arc<Telemetry>, registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/api/v1/stats", get(stats))
-        .with_state(telemetry)
+        .route("/api/v1/diagnose", get(diagnosis))
+        .with_state(Telemetered {
+            telemetry,
+            registry,
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiagnoseQuery {
+    service: Option<String>,
+}
+
+async fn diagnosis(
+    State(state): State<Telemetered>,
+    query: Result<Query<DiagnoseQuery>, QueryRejection>,
+) -> Result<Json<Vec<Finding>>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "{}; the one parameter is service (NAME.NAMESPACE)",
+            rejection.body_text()
+        ))
+    })?;
+    let now = super::now_secs();
+    let changes = state.telemetry.recent(now);
+    let proxies = state.registry.proxies();
+    Ok(Json(diagnose(
+        &changes,
+        &proxies,
+        query.service.as_deref(),
+        now,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -23,7 +63,7 @@ struct StatsQuery {
 }
 
 async fn stats(
-    State(telemetry): State<Arc<Telemetry>>,
+    State(Telemetered { telemetry, .. }): State<Telemetered>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<View>, ApiError> {
     let Query(query) = query.map_err(|rejection| {

@@ -10,13 +10,12 @@
 //! nothing in the last hour is forgotten.
 
 mod api;
+pub mod diagnose;
 mod windows;
 
 pub use api::router;
 
-pub use windows::Window;
-
-use windows::Counts;
+pub use windows::{Counts, Recent, Window};
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -56,6 +55,8 @@ struct State {
     per_service: HashMap<Arc<str>, usize>,
     dropped: u64,
     last_sweep: u64,
+    /// When the first report came (seconds since the epoch).
+    started: u64,
 }
 
 #[derive(Default)]
@@ -136,7 +137,19 @@ pub struct View {
     pub dropped_series: u64,
 }
 
-fn now_secs() -> u64 {
+/// Two names and their numbers: (caller, Service) for an edge, (Service, route) for a
+/// route.
+pub type Named = ((Arc<str>, Arc<str>), Recent);
+
+/// See [`Telemetry::recent`].
+pub struct Changes {
+    pub edges: Vec<Named>,
+    pub routes: Vec<Named>,
+    /// When the first report came; 0 before any.
+    pub started: u64,
+}
+
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
@@ -170,6 +183,9 @@ impl Telemetry {
 
     fn record_at(&self, proxy: &str, service: &str, traffic: &Traffic, now: u64) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.started == 0 {
+            state.started = now;
+        }
         if now >= state.last_sweep + 60 {
             let State {
                 series,
@@ -226,6 +242,30 @@ impl Telemetry {
             } else {
                 series.open.remove(&proxy);
             }
+        }
+    }
+
+    /// Each edge (caller, Service) and route (Service, route) with its last seconds against
+    /// the minutes before, and when the first report came: what `weft diagnose` compares.
+    pub fn recent(&self, now: u64) -> Changes {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut edges: BTreeMap<(Arc<str>, Arc<str>), Recent> = BTreeMap::new();
+        let mut routes: BTreeMap<(Arc<str>, Arc<str>), Recent> = BTreeMap::new();
+        for (key, series) in &state.series {
+            let recent = series.rings.recent(now);
+            let (list, at) = if key.inbound {
+                (&mut edges, (key.peer.clone(), key.service.clone()))
+            } else if !key.route.is_empty() {
+                (&mut routes, (key.peer.clone(), key.route.clone()))
+            } else {
+                continue;
+            };
+            list.entry(at).or_default().add(&recent);
+        }
+        Changes {
+            edges: edges.into_iter().collect(),
+            routes: routes.into_iter().collect(),
+            started: state.started,
         }
     }
 

@@ -85,6 +85,23 @@ impl Counts {
         }
     }
 
+    /// Takes `other` away, saturating: what a longer window held besides a shorter one.
+    pub fn sub(&mut self, other: &Counts) {
+        let sub = |sum: &mut u64, count: u64| *sum = sum.saturating_sub(count);
+        sub(&mut self.requests, other.requests);
+        sub(&mut self.client_errors, other.client_errors);
+        sub(&mut self.server_errors, other.server_errors);
+        sub(&mut self.denied, other.denied);
+        sub(&mut self.mtls, other.mtls);
+        sub(&mut self.retries, other.retries);
+        sub(&mut self.tcp_opened, other.tcp_opened);
+        sub(&mut self.bytes_received, other.bytes_received);
+        sub(&mut self.bytes_sent, other.bytes_sent);
+        for (sum, count) in self.latency.iter_mut().zip(&other.latency) {
+            sub(sum, *count);
+        }
+    }
+
     pub fn of(stat: &TrafficStat) -> Counts {
         let mut latency = [0; LATENCY_BUCKETS];
         for (bucket, count) in latency.iter_mut().zip(&stat.latency) {
@@ -131,6 +148,32 @@ impl Counts {
             below += count;
         }
         Some(bounds[bounds.len() - 1] as f64 / 1000.0)
+    }
+}
+
+/// Now against before: see [`Rings::recent`].
+#[derive(Clone, Debug, Default)]
+pub struct Recent {
+    pub latest: Counts,
+    pub latest_secs: f64,
+    pub before: Counts,
+    pub before_secs: f64,
+    /// When the series was first reported (seconds since the epoch).
+    pub since: u64,
+}
+
+impl Recent {
+    /// Adds another series' numbers to these.
+    pub fn add(&mut self, other: &Recent) {
+        self.latest.add(&other.latest);
+        self.before.add(&other.before);
+        self.latest_secs = self.latest_secs.max(other.latest_secs);
+        self.before_secs = self.before_secs.max(other.before_secs);
+        self.since = if self.since == 0 {
+            other.since
+        } else {
+            self.since.min(other.since)
+        };
     }
 }
 
@@ -191,6 +234,31 @@ impl Rings {
         (counts, covered)
     }
 
+    /// The counts of the last 10 to 20 s (this 10-s slot and the one before), and of the 10
+    /// minutes before them, each with the seconds it covers: now against its recent
+    /// baseline, for `weft diagnose`.
+    pub fn recent(&self, now: u64) -> Recent {
+        let (width, _) = Window::OneMinute.ring();
+        let current = now / width;
+        let mut latest = Counts::default();
+        for slot in &self.rings[0] {
+            if slot.number + 1 >= current && slot.number <= current {
+                latest.add(&slot.counts);
+            }
+        }
+        let latest_start = (current.saturating_sub(1) * width).max(self.since);
+        let latest_secs = now.saturating_sub(latest_start).max(1) as f64;
+        let (mut before, ten_minutes) = self.sum(Window::TenMinutes, now);
+        before.sub(&latest);
+        Recent {
+            latest,
+            latest_secs,
+            before,
+            before_secs: (ten_minutes - latest_secs).max(0.0),
+            since: self.since,
+        }
+    }
+
     /// Whether nothing was added within the longest window.
     pub fn is_stale(&self, now: u64) -> bool {
         let (counts, _) = self.sum(Window::OneHour, now);
@@ -230,6 +298,18 @@ mod tests {
         assert!(rings.is_stale(much_later));
         rings.add(&requests(1), much_later);
         assert_eq!(rings.sum(Window::OneHour, much_later).0.requests, 1);
+    }
+
+    #[test]
+    fn recent_traffic_is_set_against_the_minutes_before_it() {
+        let start = 1_000_000;
+        let mut rings = Rings::new(start);
+        rings.add(&requests(100), start);
+        rings.add(&requests(3), start + 295);
+        let recent = rings.recent(start + 300);
+        assert_eq!(recent.latest.requests, 3);
+        assert_eq!(recent.before.requests, 100);
+        assert!(recent.before_secs > 200.0, "{recent:?}");
     }
 
     #[test]
