@@ -115,7 +115,7 @@ echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB
 grep -E 'Success rate|50.00%|99.00%' "$DIR/oha.txt" | sed 's/^/  oha: /'
 if ((FLOOD > 0)); then
   echo "  beside a flood of $FLOOD RPS to $FLOOD_PATH ($([[ $FLOOD_PATH == /1k ]] && echo allowed || echo denied)); CPU below is per request of both:"
-  grep -E '\[[0-9]{3}\]' "$DIR/flood.txt" | sed 's/^/  flood: /'
+  grep -E '^ *\[[0-9]{3}\] [0-9]+ responses' "$DIR/flood.txt" | sed 's/^ */  flood: /'
 fi
 for name in client server; do
   var="PID_$name"; pid=${!var}
