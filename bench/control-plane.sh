@@ -20,6 +20,9 @@
 #                   "1000:all 1000:by-service 1000:unhealthy-first 10000:unhealthy-first:1000
 #                   10000:unhealthy-first 10000:all"
 #   SCALE_SERVICES (100), SCALE_ROUNDS (20), SCALE_STREAMS_PER_CONNECTION (1)
+#   SCALE_TRAFFIC_PEERS (0): after the rounds every proxy sends two traffic summaries naming
+#                   this many callers and routes, and the control plane's memory is read
+#                   again (control_vmrss_with_traffic_mb; its golden-metrics windows)
 #   SCALE_CONTROL_MAX_VM_MB (8192), SCALE_BENCH_MAX_VM_MB (8192): address-space caps
 #                   (ulimit -v), so a run that balloons fails alone instead of calling the
 #                   kernel's OOM killer on a shared machine
@@ -143,7 +146,7 @@ for run in "${RUNS[@]}"; do
     ulimit -v $((BENCH_VM_MB * 1024))
     exec "$SCALE_BIN" --addr "$GRPC_ADDR" --proxies "$n" --services "$SERVICES" \
       --rounds "$ROUNDS" --join "$join" --endpoints "$eps" --streams-per-connection "$STREAMS" \
-      --control-pid "$CONTROL_PID"
+      --control-pid "$CONTROL_PID" --traffic-peers "${SCALE_TRAFFIC_PEERS:-0}"
   ) >"$RUN_DIR/scale-$tag.json" 2> >(tee "$RUN_DIR/scale-$tag.log" >&2); then
     :
   else

@@ -27,7 +27,9 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
-use weft_api::v1::{control_message, proxy_message, Ack, ControlMessage, Health, Hello};
+use weft_api::v1::{
+    control_message, proxy_message, Ack, ControlMessage, Health, Hello, Traffic, TrafficStat,
+};
 use weft_api::v1::{ProxyMessage, ServiceEndpoints};
 
 /// The largest message a simulated proxy accepts once its parts are joined, as a real one.
@@ -75,6 +77,11 @@ struct Args {
     /// PID of the control plane, to report its VmRSS and VmHWM at the end.
     #[arg(long)]
     control_pid: Option<u32>,
+    /// After the rounds, each proxy sends traffic summaries (as real proxies do every 5 s)
+    /// naming K callers and K routes, and the control plane's memory is read again: its
+    /// golden-metrics windows hold 2 x K series per Service, whatever N.
+    #[arg(long, default_value_t = 0)]
+    traffic_peers: usize,
 }
 
 /// How the fleet joins.
@@ -213,7 +220,7 @@ async fn run(args: Args) -> Result<()> {
                     } else {
                         mpsc::channel(8)
                     };
-                    if args.join == Join::UnhealthyFirst {
+                    if args.join == Join::UnhealthyFirst || args.traffic_peers > 0 {
                         senders[index] = Some(tx.clone());
                     }
                     let healthy = index == trigger_index
@@ -261,7 +268,7 @@ async fn run(args: Args) -> Result<()> {
     if args.join == Join::UnhealthyFirst {
         for service in 0..args.services {
             for index in (service..endpoints).step_by(args.services) {
-                let sender = senders[index].take().expect("kept for unhealthy-first");
+                let sender = senders[index].as_ref().expect("kept for unhealthy-first");
                 sender
                     .send(message(proxy_message::Message::Health(Health {
                         healthy: true,
@@ -338,10 +345,30 @@ async fn run(args: Args) -> Result<()> {
         );
     }
 
-    let control = args.control_pid.map(|pid| {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        (kb_field(&status, "VmRSS:"), kb_field(&status, "VmHWM:"))
-    });
+    let control_memory = || {
+        args.control_pid.map(|pid| {
+            let status =
+                std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            (kb_field(&status, "VmRSS:"), kb_field(&status, "VmHWM:"))
+        })
+    };
+    let control = control_memory();
+    let mut with_traffic = None;
+    if args.traffic_peers > 0 {
+        // Two reports from every proxy, 5 s apart as real ones are; then the memory.
+        for _ in 0..2 {
+            for (index, sender) in senders.iter().enumerate().take(args.proxies) {
+                let sender = sender.as_ref().expect("kept for --traffic-peers");
+                let report = traffic(index, &args);
+                sender
+                    .send(message(proxy_message::Message::Traffic(report)))
+                    .await
+                    .with_context(|| format!("proxy {index}'s stream is gone"))?;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        with_traffic = control_memory();
+    }
     let own = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     round_times.sort();
     per_proxy.sort();
@@ -378,6 +405,8 @@ async fn run(args: Args) -> Result<()> {
             (round_bytes as f64 / args.rounds as f64 / (args.proxies + 1) as f64 / 102.4).round() / 10.0
         },
         "control_vmrss_mb": mb(control.and_then(|c| c.0)),
+        "traffic_series": 2 * args.traffic_peers * args.services.min(args.proxies),
+        "control_vmrss_with_traffic_mb": mb(with_traffic.and_then(|c| c.0)),
         "control_vmhwm_mb": mb(control.and_then(|c| c.1)),
         "bench_vmhwm_mb": mb(kb_field(&own, "VmHWM:")),
     });
@@ -557,6 +586,35 @@ async fn proxy(
         if outbound.send(ack).await.is_err() {
             return;
         }
+    }
+}
+
+/// Proxy `index`'s traffic report: requests from K callers and to K routes of other
+/// Services.
+fn traffic(index: usize, args: &Args) -> Traffic {
+    let service = index % args.services;
+    let mut latency = vec![0; weft_api::LATENCY_BUCKETS];
+    latency[weft_api::latency_bucket(800)] = 100;
+    let stat = |inbound: bool, peer: usize, route: String| TrafficStat {
+        inbound,
+        peer: format!("svc-{peer}.{}", args.namespace),
+        route,
+        requests: 100,
+        server_errors: 1,
+        mtls: if inbound { 100 } else { 0 },
+        latency: latency.clone(),
+        ..TrafficStat::default()
+    };
+    let mut stats = Vec::with_capacity(2 * args.traffic_peers);
+    for j in 0..args.traffic_peers {
+        let peer = (service + 1 + j) % args.services.max(1);
+        stats.push(stat(true, peer, String::new()));
+        stats.push(stat(false, peer, format!("{}/route-{j}/0", args.namespace)));
+    }
+    Traffic {
+        window_millis: 5000,
+        stats,
+        left_out: 0,
     }
 }
 
