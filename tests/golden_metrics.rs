@@ -368,3 +368,153 @@ async fn diagnose_names_a_slow_version_a_failing_service_and_new_denials() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     load.await.unwrap();
 }
+
+/// JSON lines from a running `weft tap`, as they come.
+struct TapLines {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl TapLines {
+    fn start(control: &ControlPlane, args: &[&str]) -> TapLines {
+        let mut all = vec!["tap"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let mut child = control
+            .weft_command(&all)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        TapLines { child, lines }
+    }
+
+    /// The next `n` requests (within 20 s).
+    fn next(&self, n: usize) -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|_| {
+                self.lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("a tapped request")
+            })
+            .collect()
+    }
+}
+
+impl Drop for TapLines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_streams_matching_requests_within_its_rate_and_stops_with_its_client() {
+    let dir = TempDir::new("tap");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICES);
+    let reviews_app = HttpBackend::start("reviews").await;
+    let reviews = control.proxy("reviews", reviews_app.addr).start();
+    let web_app = HttpBackend::start("web").await;
+    let web = control.proxy("web", web_app.addr).start();
+    wait_for("reviews reachable", Duration::from_secs(30), || async {
+        let mut client = Http1Client::connect(web.outbound).await;
+        client
+            .get("reviews", "/")
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    assert_eq!(reviews.metric("weft_taps_open", &[]), 0.0);
+
+    let tap = TapLines::start(&control, &["reviews", "--path", "/books", "--max-rps", "5"]);
+    wait_for(
+        "the tap open in reviews' proxy",
+        Duration::from_secs(20),
+        || {
+            let open = reviews.metric("weft_taps_open", &[]);
+            async move { open == 1.0 }
+        },
+    )
+    .await;
+    let mut client = Http1Client::connect(web.outbound).await;
+    assert_eq!(client.get("reviews", "/other").await.unwrap().status, 200);
+    assert_eq!(client.get("reviews", "/books/1").await.unwrap().status, 200);
+    let posted = client
+        .send(request("POST", "reviews", "/books/2", &[]))
+        .await
+        .unwrap();
+    assert_eq!(posted.status, 200);
+    let seen = tap.next(2);
+    let paths: Vec<&str> = seen.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/books/1", "/books/2"], "{seen:?}");
+    let first = &seen[0];
+    assert_eq!(first["direction"], "inbound");
+    assert_eq!(first["source"], "spiffe://weft.local/ns/default/svc/web");
+    assert_eq!(first["destination"], "reviews.default");
+    assert_eq!(
+        (first["method"].as_str(), first["status"].as_u64()),
+        (Some("GET"), Some(200))
+    );
+    assert_eq!(first["authz"]["decision"], "allow");
+    assert!(first["latencyMs"].as_f64().unwrap() > 0.0);
+    assert_eq!(seen[1]["method"], "POST");
+
+    // A burst: at most 5 a second reach the client.
+    let burst = Instant::now();
+    for i in 0..60 {
+        assert_eq!(
+            client
+                .get("reviews", &format!("/books/b{i}"))
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let seconds = burst.elapsed().as_secs() + 1;
+    // Past the second the burst ended in, a marker is within the rate again.
+    let marker_at = burst.elapsed().as_secs() + 1;
+    while burst.elapsed().as_secs() < marker_at {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        client.get("reviews", "/books/marker").await.unwrap().status,
+        200
+    );
+    let mut burst_seen = 0;
+    loop {
+        let event = &tap.next(1)[0];
+        if event["path"] == "/books/marker" {
+            break;
+        }
+        burst_seen += 1;
+    }
+    assert!(burst_seen >= 1, "nothing of the burst came through");
+    assert!(
+        burst_seen as u64 <= 5 * (seconds + 1),
+        "{burst_seen} events in {seconds} s at 5 a second"
+    );
+
+    // The client leaves: the proxies stop tapping.
+    drop(tap);
+    wait_for(
+        "the tap closed in reviews' proxy",
+        Duration::from_secs(20),
+        || {
+            let open = reviews.metric("weft_taps_open", &[]);
+            async move { open == 0.0 }
+        },
+    )
+    .await;
+}

@@ -166,13 +166,20 @@ impl ControlPlane {
     /// Runs a client command (`apply`, `get`, ...) against this control plane, finding
     /// its admin token in the data directory as an operator's `weft` does.
     pub fn weft(&self, args: &[&str]) -> Output {
-        Command::new(weft_bin())
+        self.weft_command(args)
+            .output()
+            .expect("running a weft client command")
+    }
+
+    /// `weft ARGS` against this control plane, as the admin, to run as the test likes.
+    pub fn weft_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(weft_bin());
+        command
             .args(args)
             .args(["--api", &self.url()])
             .arg("--data-dir")
-            .arg(&self.data_dir)
-            .output()
-            .expect("running a weft client command")
+            .arg(&self.data_dir);
+        command
     }
 
     /// `weft apply -f -` with `yaml` on stdin; panics with the output if it fails.

@@ -347,8 +347,7 @@ async fn run(args: Args) -> Result<()> {
 
     let control_memory = || {
         args.control_pid.map(|pid| {
-            let status =
-                std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             (kb_field(&status, "VmRSS:"), kb_field(&status, "VmHWM:"))
         })
     };
@@ -572,6 +571,10 @@ async fn proxy(
                 (update.version, true, bytes)
             }
             control_message::Message::Part(_) => unreachable!("the assembler joins parts"),
+            // No tap is ever opened on these proxies.
+            control_message::Message::TapStart(_) | control_message::Message::TapStop(_) => {
+                continue
+            }
         };
         let ack = message(proxy_message::Message::Ack(Ack {
             version: version.clone(),

@@ -22,6 +22,7 @@ pub mod server;
 pub mod serving;
 pub mod store;
 pub mod suggest;
+pub mod tap;
 pub mod telemetry;
 pub mod tokens;
 pub mod transport;

@@ -249,10 +249,12 @@ pub async fn serve(
         identity.revocations.watch(),
     );
     let telemetry = Arc::new(crate::telemetry::Telemetry::default());
+    let taps = crate::tap::TapHub::new(shutdown.clone());
     let discovery_options = DiscoveryOptions {
         trust: Some(trust),
         audit: Some(plane.store.clone()),
         telemetry: Some(telemetry.clone()),
+        taps: Some(taps.clone()),
         ..DiscoveryOptions::default()
     };
     let (discovery, registry) =
@@ -295,6 +297,7 @@ pub async fn serve(
         ))
         .merge(crate::suggest::router(registry.clone()))
         .merge(crate::telemetry::router(telemetry, registry.clone()))
+        .merge(crate::tap::router(taps))
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),

@@ -191,6 +191,7 @@ pub async fn serve(
         .access_log
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
+    let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
     // A tunnel has no next request to judge: it is judged again on each config applied
     // from now on.
     let applied = is_upgrade(&request).then(|| proxy.config_applied.subscribe());
@@ -248,6 +249,24 @@ pub async fn serve(
             authz: Some(&verdict),
         };
         log.write(writer, exchange, &response);
+    }
+    if let Some(tapped) = tapped {
+        let source = match caller.identity_uri() {
+            "" => &*caller.source,
+            identity => identity,
+        };
+        proxy.taps.offer(&crate::tap::Exchange {
+            inbound: true,
+            source,
+            destination: &proxy.local_label,
+            method: &tapped.method,
+            path: &tapped.path,
+            status,
+            latency_micros: crate::tap::micros(elapsed),
+            route: "",
+            authz: Some((verdict.decision, &verdict.policy)),
+            upstream: Some(proxy.options.app),
+        });
     }
     response
 }

@@ -36,6 +36,7 @@ mod resilience;
 mod routes;
 mod splice;
 mod state;
+mod tap;
 mod tcp;
 mod traffic;
 mod upgrade;

@@ -124,6 +124,8 @@ pub struct Metrics {
     config_version: Family<VersionLabels, Gauge>,
     config_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
+    /// `weft tap` streams open in this proxy.
+    pub taps_open: Gauge,
     certificate_renewals: Family<ResultLabels, Counter>,
     /// Access-log lines dropped because the writer fell behind (stdout blocked or slow).
     pub access_log_dropped: Counter,
@@ -158,6 +160,7 @@ impl Metrics {
         let config_version = Family::default();
         let config_reloads = Family::default();
         let certificate_expiry = Gauge::default();
+        let taps_open = Gauge::default();
         let certificate_renewals = Family::default();
         let access_log_dropped = Counter::default();
         let saturated = Family::default();
@@ -209,6 +212,11 @@ impl Metrics {
             config_reloads.clone(),
         );
         registry.register(
+            "weft_taps_open",
+            "weft tap streams open in this proxy (zero cost to requests when 0)",
+            taps_open.clone(),
+        );
+        registry.register(
             "weft_certificate_expiry_timestamp_seconds",
             "When this proxy's workload certificate expires, in seconds since the Unix epoch",
             certificate_expiry.clone(),
@@ -241,6 +249,7 @@ impl Metrics {
             config_version,
             config_reloads,
             certificate_expiry,
+            taps_open,
             certificate_renewals,
             access_log_dropped,
             saturated,

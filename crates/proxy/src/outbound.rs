@@ -86,6 +86,7 @@ pub async fn serve(
         .access_log
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
+    let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
     let mut served = Served::default();
     let cors = route
         .filters()
@@ -125,6 +126,20 @@ pub async fn serve(
             authz: None,
         };
         log.write(writer, exchange, &response);
+    }
+    if let Some(tapped) = tapped {
+        proxy.taps.offer(&crate::tap::Exchange {
+            inbound: false,
+            source: &proxy.local_label,
+            destination: &service.backend.label,
+            method: &tapped.method,
+            path: &tapped.path,
+            status,
+            latency_micros: crate::tap::micros(elapsed),
+            route: &route.name,
+            authz: None,
+            upstream: served.upstream,
+        });
     }
     response
 }

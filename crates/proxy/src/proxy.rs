@@ -49,6 +49,8 @@ pub struct Proxy {
     /// The inbound calls judged since the last report, for `weft policy suggest`; `None`
     /// without a control plane to report to.
     pub observed: Option<Observations>,
+    /// `weft tap` streams the control plane opened here.
+    pub taps: crate::tap::Taps,
 }
 
 impl Proxy {
@@ -70,6 +72,7 @@ impl Proxy {
         let observed = options.control_plane.is_some().then(Observations::default);
         Self {
             observed,
+            taps: crate::tap::Taps::default(),
             access_log: access_log.flatten(),
             options,
             metrics,

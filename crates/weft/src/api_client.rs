@@ -239,6 +239,90 @@ impl ApiClient {
         content_type: Option<&str>,
         body: Bytes,
     ) -> anyhow::Result<Reply> {
+        let request = self.request(method, path, content_type, body)?;
+        let exchange = async {
+            let response = self.open(request).await?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .with_context(|| format!("reading the answer from {}", self.api))?
+                .to_bytes();
+            Ok(self.reply(status, body))
+        };
+        self.runtime
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
+            .map_err(|_| self.no_answer())?
+    }
+
+    /// GETs `path`, an answer of lines that goes on (`weft tap`), and hands each line to
+    /// `each` as it comes, until the answer ends or `each` says stop.
+    pub(crate) fn stream_lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        let request = self.request(Method::GET, path, None, Bytes::new())?;
+        self.runtime.block_on(async {
+            let response = tokio::time::timeout(REQUEST_TIMEOUT, self.open(request))
+                .await
+                .map_err(|_| self.no_answer())??;
+            let status = response.status();
+            let mut body = response.into_body();
+            if !status.is_success() {
+                let answer = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                self.reply(status, answer).success()?;
+                return Ok(());
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.with_context(|| format!("reading the stream from {}", self.api))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    if !each(String::from_utf8_lossy(&line).trim_end()) {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn reply(&self, status: StatusCode, body: Bytes) -> Reply {
+        let refusal_hint = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            .then(|| self.credential_hint());
+        Reply {
+            status,
+            body,
+            refusal_hint,
+        }
+    }
+
+    fn no_answer(&self) -> anyhow::Error {
+        anyhow!(
+            "the control plane at {} did not answer within {}s; check its log",
+            self.api,
+            REQUEST_TIMEOUT.as_secs()
+        )
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
         let writes = matches!(method, Method::POST | Method::PUT | Method::PATCH);
         let mut request = Request::builder()
             .method(method)
@@ -252,53 +336,36 @@ impl ApiClient {
         if let Credential::Token { token, .. } = &self.credential {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(Full::new(body))?;
-        let exchange = async {
-            let stream = tokio::net::TcpStream::connect(&self.authority)
-                .await
-                .map_err(|err| {
-                    self.unreachable(match err.kind() {
-                        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-                        _ => err.to_string(),
-                    })
-                })?;
-            let response = match &self.tls {
-                None => self.exchange(stream, request).await?,
-                Some(config) => {
-                    // The control plane is checked by its SPIFFE id, not by this name.
-                    let name = ServerName::try_from(self.host().to_owned())
-                        .map_err(|err| anyhow!("--api {}: {err}", self.api))?;
-                    let tls = tokio_rustls::TlsConnector::from(config.clone())
-                        .connect(name, stream)
-                        .await
-                        .map_err(|err| self.unreachable(format!("TLS: {err}")))?;
-                    self.exchange(tls, request).await?
-                }
-            };
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .with_context(|| format!("reading the answer from {}", self.api))?
-                .to_bytes();
-            let refusal_hint = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-                .then(|| self.credential_hint());
-            Ok(Reply {
-                status,
-                body,
-                refusal_hint,
-            })
+        Ok(request.body(Full::new(body))?)
+    }
+
+    /// Connects (over TLS for https) and sends `request`: the answer's head.
+    async fn open(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|err| {
+                self.unreachable(match err.kind() {
+                    std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                    _ => err.to_string(),
+                })
+            })?;
+        let response = match &self.tls {
+            None => self.exchange(stream, request).await?,
+            Some(config) => {
+                // The control plane is checked by its SPIFFE id, not by this name.
+                let name = ServerName::try_from(self.host().to_owned())
+                    .map_err(|err| anyhow!("--api {}: {err}", self.api))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|err| self.unreachable(format!("TLS: {err}")))?;
+                self.exchange(tls, request).await?
+            }
         };
-        self.runtime
-            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
-            .map_err(|_| {
-                anyhow!(
-                    "the control plane at {} did not answer within {}s; check its log",
-                    self.api,
-                    REQUEST_TIMEOUT.as_secs()
-                )
-            })?
+        Ok(response)
     }
 
     fn host(&self) -> &str {

@@ -55,10 +55,7 @@ pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         println!("     {}", text("evidence"));
         println!("     next: {}", text("hint"));
     }
-    if findings
-        .iter()
-        .any(|f| f["severity"] == "error")
-    {
+    if findings.iter().any(|f| f["severity"] == "error") {
         anyhow::bail!("something is failing (see above)");
     }
     Ok(())

@@ -22,6 +22,7 @@ mod resource_summary;
 mod stat_cmd;
 mod stop_signal;
 mod table;
+mod tap_cmd;
 mod token_cmd;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +78,10 @@ enum Command {
     /// p99, denials, retries, new edges), unhealthy endpoints and expiring certificates,
     /// worst first with the numbers. Exits non-zero when something is failing.
     Diagnose(diagnose_cmd::DiagnoseArgs),
+    /// Watch the requests one Service's proxies carry, live: time, caller, method, path,
+    /// status, latency, route and authorization decision, at most --max-rps a second.
+    /// Costs the proxies nothing once it stops.
+    Tap(tap_cmd::TapArgs),
     /// Run a sample mesh with sidecars and traffic on loopback: the first thing to try.
     Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
@@ -157,6 +162,7 @@ fn main() -> std::process::ExitCode {
         Command::Explain(args) => explain_cmd::run(args),
         Command::Stat(args) => stat_cmd::run(args),
         Command::Diagnose(args) => diagnose_cmd::run(args),
+        Command::Tap(args) => tap_cmd::run(args),
         Command::Describe(args) => describe_cmd::run(args),
         Command::Version(args) => fleet_cmd::version(args),
         Command::Completion { shell } => {

@@ -70,6 +70,8 @@ pub struct DiscoveryOptions {
     pub audit: Option<Arc<dyn crate::store::Store>>,
     /// Where the traffic summaries proxies report are kept; none drops them.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The open `weft tap`s; none: no tap reaches these proxies.
+    pub taps: Option<Arc<crate::tap::TapHub>>,
 }
 
 impl Default for DiscoveryOptions {
@@ -80,6 +82,7 @@ impl Default for DiscoveryOptions {
             trust: None,
             audit: None,
             telemetry: None,
+            taps: None,
         }
     }
 }
@@ -133,6 +136,7 @@ impl DiscoveryServer {
                     .audit
                     .map(|store| Arc::new(decisions::AuditedDecisions::new(store))),
                 telemetry: options.telemetry,
+                taps: options.taps,
             },
             closing: Arc::new(closing),
         };

@@ -39,6 +39,8 @@ pub(super) struct Shared {
     pub audit: Option<Arc<super::decisions::AuditedDecisions>>,
     /// Where traffic summaries go.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The open taps, opened in the proxies they are for.
+    pub taps: Option<Arc<crate::tap::TapHub>>,
 }
 
 /// Whether the connection may register `hello`'s workload. Over TLS a proxy proves who it
@@ -171,6 +173,8 @@ struct Session {
     refused: Option<String>,
     /// A generation was held back until the proxy answers what is in flight.
     deferred: bool,
+    /// The taps opened in this proxy.
+    taps: std::collections::HashSet<u64>,
 }
 
 struct Sent {
@@ -190,6 +194,7 @@ impl Session {
             in_flight: VecDeque::new(),
             refused: None,
             deferred: false,
+            taps: std::collections::HashSet::new(),
         }
     }
 
@@ -215,6 +220,12 @@ impl Session {
         mut inbound: Streaming<ProxyMessage>,
     ) -> End {
         let mut trust = shared.trust.clone();
+        let mut taps = shared.taps.as_ref().map(|hub| hub.watch());
+        if let Some(open) = taps.as_mut().map(|taps| taps.borrow_and_update().clone()) {
+            if !self.sync_taps(&open).await {
+                return End::Closed;
+            }
+        }
         // A proxy that already runs a config, connecting while the control plane's registry
         // is still refilling after a restart, would be sent a view missing the endpoints of
         // proxies that have not reconnected yet: it keeps what it has until the warm-up ends.
@@ -266,6 +277,18 @@ impl Session {
                         _ => trust = None,
                     }
                 }
+                changed = async { taps.as_mut()?.changed().await.ok() }, if taps.is_some() => {
+                    let open = match (changed, &mut taps) {
+                        (Some(()), Some(taps)) => taps.borrow_and_update().clone(),
+                        _ => {
+                            taps = None;
+                            continue;
+                        }
+                    };
+                    if !self.sync_taps(&open).await {
+                        return End::Closed;
+                    }
+                }
                 () = self.registration.replaced() => {
                     return End::Status(Status::aborted("this proxy id connected again on a newer stream"));
                 }
@@ -274,6 +297,37 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Opens in this proxy the taps of `open` that are for its workload, and closes the ones
+    /// no longer open. False if the stream is gone.
+    async fn sync_taps(&mut self, open: &[crate::tap::TapSpec]) -> bool {
+        use weft_api::v1::control_message::Message as Sent;
+        let (namespace, service) = &self.workload;
+        let mine: std::collections::HashSet<u64> = open
+            .iter()
+            .filter(|spec| spec.namespace == *namespace && spec.service == *service)
+            .map(|spec| spec.start.id)
+            .collect();
+        let mut messages = Vec::new();
+        for spec in open.iter().filter(|spec| mine.contains(&spec.start.id)) {
+            if !self.taps.contains(&spec.start.id) {
+                messages.push(Sent::TapStart(spec.start.clone()));
+            }
+        }
+        for id in self.taps.difference(&mine) {
+            messages.push(Sent::TapStop(weft_api::v1::TapStop { id: *id }));
+        }
+        self.taps = mine;
+        for message in messages {
+            let message = ControlMessage {
+                message: Some(message),
+            };
+            if self.out.send(Ok(message)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Handles one message from the proxy.
@@ -314,6 +368,12 @@ impl Session {
                     audited.report(self.registration.id(), &observed);
                 }
                 self.registration.observed(observed);
+            }
+            Some(Message::TapEvents(batch)) => {
+                // Only for a tap opened here: a proxy can't feed another Service's tap.
+                if let (Some(hub), true) = (&shared.taps, self.taps.contains(&batch.id)) {
+                    hub.deliver(batch.id, batch.events, batch.dropped);
+                }
             }
             Some(Message::Traffic(traffic)) => {
                 if let Some(telemetry) = &shared.telemetry {

@@ -34,8 +34,10 @@ pub(crate) fn answer(
                 patch(proxy, update).and_then(|c| install(proxy, c)),
             )
         }
-        // The assembler hands over whole messages only.
-        control_message::Message::Part(_) => return None,
+        // The assembler hands over whole messages only; the session handles taps.
+        control_message::Message::Part(_)
+        | control_message::Message::TapStart(_)
+        | control_message::Message::TapStop(_) => return None,
     };
     Some(match result {
         Ok(()) => proxy_message::Message::Ack(Ack { version }),

@@ -7,10 +7,12 @@ use super::*;
 use tokio::sync::{mpsc, watch};
 use weft_api::parts::Assembler;
 use weft_api::v1::discovery_client::DiscoveryClient;
-use weft_api::v1::{proxy_message, Certificate, Health, ProxyMessage};
+use weft_api::v1::{control_message, proxy_message, Certificate, Health, ProxyMessage};
 
 /// How often the calls the inbound judged are reported.
 const OBSERVED_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often tapped requests are sent while a tap is open.
+const TAP_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One stream, from Hello until it ends. `progressed` is set once the control plane has
 /// sent something, which resets the backoff.
@@ -52,8 +54,21 @@ pub(super) async fn session(
     let mut assembler = Assembler::new(MAX_MESSAGE_BYTES);
     let mut report_calls = tokio::time::interval(OBSERVED_EVERY);
     report_calls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Taps belong to a stream: the control plane opens them again on the new one.
+    proxy.taps.stop_all();
+    proxy.metrics.taps_open.set(0);
+    let mut send_taps = tokio::time::interval(TAP_EVERY);
+    send_taps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = send_taps.tick(), if proxy.taps.is_open() => {
+                for batch in proxy.taps.take() {
+                    let events = message(proxy_message::Message::TapEvents(batch));
+                    if outbound.send(events).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
             _ = report_calls.tick() => {
                 let observed = proxy.observed.as_ref().and_then(|o| o.take());
                 let reports = observed
@@ -80,6 +95,19 @@ pub(super) async fn session(
                     Ok(Some(whole)) => whole,
                     Ok(None) => continue,
                     Err(error) => return Err(SessionError::Parts(error)),
+                };
+                let whole = match whole {
+                    control_message::Message::TapStart(start) => {
+                        proxy.taps.start(start);
+                        proxy.metrics.taps_open.set(proxy.taps.count() as i64);
+                        continue;
+                    }
+                    control_message::Message::TapStop(stop) => {
+                        proxy.taps.stop(stop.id);
+                        proxy.metrics.taps_open.set(proxy.taps.count() as i64);
+                        continue;
+                    }
+                    whole => whole,
                 };
                 // Decoding, compiling and building a large config takes a while: it runs on a
                 // blocking thread, and the data path's thread keeps serving meanwhile.

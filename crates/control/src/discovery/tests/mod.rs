@@ -302,6 +302,9 @@ impl FakeProxy {
                 }
             }
             control_message::Message::Part(_) => unreachable!("recv_within joins parts"),
+            control_message::Message::TapStart(_) | control_message::Message::TapStop(_) => {
+                unreachable!("these tests open no taps")
+            }
         }
     }
 
