@@ -518,3 +518,115 @@ async fn tap_streams_matching_requests_within_its_rate_and_stops_with_its_client
     )
     .await;
 }
+
+/// A tmux session the test started, killed when dropped.
+struct TmuxSession(String);
+
+impl TmuxSession {
+    fn capture(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn alive(&self) -> bool {
+        std::process::Command::new("tmux")
+            .args(["has-session", "-t", &self.0])
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_the_busiest_edge_in_tmux_and_plain_tables_in_a_pipe() {
+    assert!(
+        std::path::Path::new("/usr/bin/tmux").exists(),
+        "tmux is not installed: run ./scripts/test.sh (it installs Debian's `tmux` package)"
+    );
+    let dir = TempDir::new("top");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICES);
+    let reviews_app = HttpBackend::start("reviews").await;
+    let _reviews = control.proxy("reviews", reviews_app.addr).start();
+    let web_app = HttpBackend::start("web").await;
+    let web = control.proxy("web", web_app.addr).start();
+    wait_for("the edge in the stats", Duration::from_secs(30), || {
+        let sent = async {
+            let mut client = Http1Client::connect(web.outbound).await;
+            client
+                .get("reviews", "/")
+                .await
+                .is_ok_and(|a| a.status == 200)
+        };
+        let view = stat_json(&control, &["edges"]);
+        let seen = row(&view, "edges", "destination", "reviews.default").is_some();
+        async move { sent.await && seen }
+    })
+    .await;
+
+    // Not a terminal: one plain table per refresh.
+    let out = control.weft(&["top", "--count", "2", "--every", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("weft top: busiest edges").count(), 2, "{text}");
+    assert!(
+        text.contains("web.default") && text.contains("reviews.default"),
+        "{text}"
+    );
+
+    // In tmux: the full-screen table, redrawn in place, and q quits.
+    let command = control
+        .weft_command(&["top", "--every", "1"])
+        .get_args()
+        .map(|arg| format!("'{}'", arg.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let session = TmuxSession(format!("weft-top-{}", std::process::id()));
+    let started = std::process::Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "160",
+            "-y",
+            "30",
+        ])
+        .arg(format!("'{}' {command}", weft_bin()))
+        .status()
+        .unwrap();
+    assert!(started.success());
+    wait_for("the edge on the screen", Duration::from_secs(30), || {
+        let screen = session.capture();
+        let shown = screen.contains("busiest edges")
+            && screen
+                .lines()
+                .any(|line| line.contains("web.default") && line.contains("reviews.default"));
+        async move { shown }
+    })
+    .await;
+    std::process::Command::new("tmux")
+        .args(["send-keys", "-t", &session.0, "q"])
+        .status()
+        .unwrap();
+    wait_for("top to quit on q", Duration::from_secs(20), || {
+        let alive = session.alive();
+        async move { !alive }
+    })
+    .await;
+}

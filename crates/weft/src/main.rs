@@ -24,6 +24,7 @@ mod stop_signal;
 mod table;
 mod tap_cmd;
 mod token_cmd;
+mod top_cmd;
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -82,6 +83,9 @@ enum Command {
     /// status, latency, route and authorization decision, at most --max-rps a second.
     /// Costs the proxies nothing once it stops.
     Tap(tap_cmd::TapArgs),
+    /// The busiest edges of the mesh, refreshed in place (q quits); plain lines, one table
+    /// per refresh, when the output is not a terminal.
+    Top(top_cmd::TopArgs),
     /// Run a sample mesh with sidecars and traffic on loopback: the first thing to try.
     Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
@@ -163,6 +167,7 @@ fn main() -> std::process::ExitCode {
         Command::Stat(args) => stat_cmd::run(args),
         Command::Diagnose(args) => diagnose_cmd::run(args),
         Command::Tap(args) => tap_cmd::run(args),
+        Command::Top(args) => top_cmd::run(args),
         Command::Describe(args) => describe_cmd::run(args),
         Command::Version(args) => fleet_cmd::version(args),
         Command::Completion { shell } => {

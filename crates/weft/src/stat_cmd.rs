@@ -199,14 +199,14 @@ fn print(kind: &str, rows: &[Value], wide: bool) {
     crate::table::print_rows(&header, &table);
 }
 
-fn percent(value: &Value) -> String {
+pub(crate) fn percent(value: &Value) -> String {
     value
         .as_f64()
         .map_or_else(|| "-".to_owned(), |share| format!("{:.2}%", share * 100.0))
 }
 
 /// A latency in milliseconds as people read it: `0.42ms`, `4.2ms`, `42ms`, `1.50s`.
-fn millis(value: &Value) -> String {
+pub(crate) fn millis(value: &Value) -> String {
     match value.as_f64() {
         None => "-".to_owned(),
         Some(ms) if ms < 1.0 => format!("{ms:.2}ms"),
