@@ -631,6 +631,7 @@ fn hello(index: usize, args: &Args) -> Hello {
         zone: None,
         token: String::new(),
         running_version: String::new(),
+        admin_address: String::new(),
     }
 }
 

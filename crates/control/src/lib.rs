@@ -14,6 +14,8 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod identity;
 pub mod operators;
+pub mod plane_metrics;
+pub mod prometheus_sd;
 pub mod resource_set;
 pub mod revocation;
 pub mod rotation;

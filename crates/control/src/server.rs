@@ -32,6 +32,8 @@ pub struct ControlOptions {
     pub plaintext: crate::transport::Plaintext,
     /// Where the audit log is also written as JSON lines, as entries are added.
     pub audit_file: Option<PathBuf>,
+    /// Where the mesh's Prometheus targets are kept, in `file_sd_configs` format.
+    pub prometheus_sd_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,8 @@ pub struct ControlPlane {
     pub ca_trust_domain: Option<String>,
     /// The gRPC port's address, once bound.
     pub proxies_address: Option<SocketAddr>,
+    /// Where the Prometheus targets are kept, if anywhere.
+    pub prometheus_sd_file: Option<PathBuf>,
 }
 
 impl ControlPlane {
@@ -92,6 +96,7 @@ impl ControlPlane {
             data_dir: options.data_dir.clone(),
             ca_trust_domain: None,
             proxies_address: None,
+            prometheus_sd_file: options.prometheus_sd_file.clone(),
         })
     }
 
@@ -276,7 +281,22 @@ pub async fn serve(
             identity.revocations.watch(),
         )),
         tokio::spawn(checkpoints.clone().run(crate::audit::CHECKPOINT_EVERY)),
-    ];
+    ]
+    .into_iter()
+    .chain(
+        plane
+            .prometheus_sd_file
+            .clone()
+            .zip(api.local_addr().ok())
+            .map(|(path, addr)| {
+                tokio::spawn(crate::prometheus_sd::keep_written(
+                    path,
+                    addr,
+                    registry.clone(),
+                ))
+            }),
+    )
+    .collect::<Vec<_>>();
     let tokens = Arc::new(ApiTokens::open(plane.store.clone(), &plane.data_dir).await?);
     let router = plane
         .api_router()
@@ -296,20 +316,34 @@ pub async fn serve(
             checkpoints.clone(),
         ))
         .merge(crate::suggest::router(registry.clone()))
-        .merge(crate::telemetry::router(telemetry, registry.clone()))
-        .merge(crate::tap::router(taps))
+        .merge(crate::telemetry::router(
+            telemetry.clone(),
+            registry.clone(),
+        ))
+        .merge(crate::tap::router(taps.clone()))
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),
-            registry,
+            registry.clone(),
         ))
         .merge(crate::operators::router(identity.ca.clone()));
+    let plane_metrics = crate::plane_metrics::PlaneMetrics::new(crate::plane_metrics::Sources {
+        proxies: registry,
+        store: plane.store.clone(),
+        telemetry,
+        taps,
+    });
     let refusals = ConnectionRefusals::default();
     let api_cap = PortCap::new("api", API_CONNECTIONS, refusals.clone());
     let grpc_cap = PortCap::new("grpc", GRPC_CONNECTIONS, refusals.clone());
     let router = crate::access::protect(
         router,
-        Access::new(tokens, &refusals, Some(plane.store.clone())),
+        Access::new(
+            tokens,
+            &refusals,
+            Some(plane.store.clone()),
+            Some(plane_metrics),
+        ),
     );
     let (api, grpc) = tokio::join!(
         serve_api(

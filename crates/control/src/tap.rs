@@ -83,6 +83,11 @@ impl TapHub {
         })
     }
 
+    /// How many taps are open.
+    pub fn open_count(&self) -> usize {
+        self.open.borrow().len()
+    }
+
     /// The open taps, now and whenever they change.
     pub fn watch(&self) -> watch::Receiver<Arc<Vec<TapSpec>>> {
         self.open.subscribe()

@@ -52,6 +52,7 @@ impl ControlPlaneHandle {
             grpc_addr: grpc,
             plaintext: Plaintext::Refused,
             audit_file: None,
+            prometheus_sd_file: None,
         };
         let plane = tokio::task::spawn_blocking(move || ControlPlane::open(&options))
             .await

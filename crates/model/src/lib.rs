@@ -13,6 +13,7 @@ mod compile;
 pub mod config;
 mod error;
 pub mod explain;
+pub mod exposition;
 pub mod host;
 mod load;
 pub mod resources;

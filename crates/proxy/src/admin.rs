@@ -86,11 +86,18 @@ async fn handle(
         ));
     }
     Ok(match request.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            proxy.metrics.encode(),
-        ),
+        "/metrics" => {
+            let accept = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = weft_model::exposition::Exposition::negotiate(accept);
+            text(
+                StatusCode::OK,
+                format.content_type(),
+                format.render(proxy.metrics.encode()),
+            )
+        }
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
         "/ready" if proxy.is_ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
         "/ready" => text(

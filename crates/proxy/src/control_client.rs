@@ -118,9 +118,18 @@ impl ControlClient {
         }
     }
 
-    /// Runs until the proxy exits. `inbound` is the inbound listener's bound address.
-    pub async fn run(self, proxy: Arc<Proxy>, inbound: SocketAddr) {
+    /// Runs until the proxy exits. `inbound` and `admin` are the listeners' bound addresses.
+    pub async fn run(self, proxy: Arc<Proxy>, inbound: SocketAddr, admin: Option<SocketAddr>) {
         let address = advertised(inbound, self.options.advertise);
+        // Scraped where the proxy is reached, on the admin port.
+        let admin_address = admin.map_or_else(String::new, |admin| {
+            let ip = if admin.ip().is_unspecified() {
+                address.ip()
+            } else {
+                admin.ip()
+            };
+            SocketAddr::new(ip, admin.port()).to_string()
+        });
         let hello = Hello {
             proxy_id: format!(
                 "{}.{}@{address}",
@@ -134,6 +143,7 @@ impl ControlClient {
             // Proxies authenticate with their certificate; the token only ever goes to Sign.
             token: String::new(),
             running_version: String::new(),
+            admin_address,
         };
         tracing::info!(url = %self.options.url, proxy = %hello.proxy_id, %address, "registering with the control plane");
         let mut health = health::spawn(proxy.clone());

@@ -197,6 +197,7 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
         outbound,
         bound,
     } = listeners;
+    let admin_addr = admin.local_addr().ok();
     admin::spawn(proxy.clone(), admin).map_err(ProxyError::Admin)?;
 
     let drain = drain::DrainSignal::new();
@@ -231,7 +232,7 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
                 let (client, identity, proxy) = (client.clone(), identity.clone(), proxy.clone());
                 tokio::spawn(async move { client.keep_renewed(proxy, identity).await });
             }
-            tokio::spawn(client.run(proxy.clone(), inbound_addr))
+            tokio::spawn(client.run(proxy.clone(), inbound_addr, admin_addr))
         }
     };
 

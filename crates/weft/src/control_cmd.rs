@@ -41,6 +41,11 @@ pub struct ControlArgs {
     /// Appended to; after a restart it continues after the last entry it holds.
     #[arg(long, value_name = "FILE")]
     audit_file: Option<PathBuf>,
+    /// Keep the mesh's Prometheus targets in this file (Prometheus `file_sd_configs`
+    /// format): this control plane's /metrics and every connected proxy's admin server,
+    /// rewritten whole as proxies come and go. `deploy/prometheus.yml` reads it.
+    #[arg(long, value_name = "FILE")]
+    prometheus_sd_file: Option<PathBuf>,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -58,6 +63,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             Plaintext::Refused
         },
         audit_file: args.audit_file,
+        prometheus_sd_file: args.prometheus_sd_file,
     };
     // Two workers: the API and the config push share a small, busy-when-it-matters load,
     // and the store's commits wait for the disk on blocking threads, not on these.

@@ -139,6 +139,8 @@ pub struct Access {
     /// Where refused calls are recorded (`None` in tests of the guard alone).
     audit: Option<Arc<dyn Store>>,
     denials: Budget,
+    /// The control plane's own gauges, read at each scrape.
+    plane: Option<crate::plane_metrics::PlaneMetrics>,
 }
 
 /// Refused calls go to the audit log, at most this many a minute (see `audit::Budget`).
@@ -151,6 +153,7 @@ impl Access {
         tokens: Arc<ApiTokens>,
         connections: &crate::transport::ConnectionRefusals,
         audit: Option<Arc<dyn Store>>,
+        plane: Option<crate::plane_metrics::PlaneMetrics>,
     ) -> Arc<Access> {
         let refusals = Family::<RefusalLabels, Counter>::default();
         let mut registry = Registry::default();
@@ -160,12 +163,16 @@ impl Access {
             refusals.clone(),
         );
         connections.register(&mut registry);
+        if let Some(plane) = &plane {
+            plane.register(&mut registry);
+        }
         Arc::new(Access {
             tokens,
             refusals,
             registry,
             audit,
             denials: Budget::per_minute(DENIALS_PER_MINUTE),
+            plane,
         })
     }
 
@@ -301,16 +308,18 @@ fn acceptable_content_type(method: &Method, headers: &HeaderMap) -> bool {
 pub fn protect(router: Router, access: Arc<Access>) -> Router {
     let metrics = {
         let access = access.clone();
-        move || async move {
+        move |headers: HeaderMap| async move {
+            if let Some(plane) = &access.plane {
+                plane.refresh();
+            }
             let mut text = String::new();
             // Writing into a String cannot fail.
             let _ = prometheus_client::encoding::text::encode(&mut text, &access.registry);
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            let format = weft_model::exposition::Exposition::negotiate(accept);
             (
-                [(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                text,
+                [(header::CONTENT_TYPE, format.content_type())],
+                format.render(text),
             )
         }
     };

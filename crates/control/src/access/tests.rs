@@ -27,7 +27,10 @@ impl Guarded {
             ca_trust_domain: None,
             proxies_address: None,
         });
-        let router = protect(api, Access::new(tokens.clone(), &Default::default(), None));
+        let router = protect(
+            api,
+            Access::new(tokens.clone(), &Default::default(), None, None),
+        );
         Guarded {
             router,
             tokens,

@@ -50,6 +50,9 @@ pub struct ProxyInfo {
     /// Its workload certificate, as it last reported it; `None` without mutual TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<ProxyCertificate>,
+    /// Where its `/metrics` is scraped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_address: Option<SocketAddr>,
 }
 
 /// A proxy's workload certificate, as the control plane understood its report.
@@ -116,6 +119,8 @@ struct Entry {
     /// A NACK came after the last ACK: the proxy refuses the config it was last sent.
     rejecting: bool,
     certificate: Option<ProxyCertificate>,
+    /// Its admin server (`/metrics`), as its Hello said.
+    admin_address: Option<SocketAddr>,
 }
 
 impl Registry {
@@ -165,6 +170,7 @@ impl Registry {
                     .is_some_and(|version| state.status.is_current(version)),
                 last_nack: entry.last_nack.clone(),
                 certificate: entry.certificate.clone(),
+                admin_address: entry.admin_address,
             })
             .collect();
         proxies.sort_by(|a, b| a.id.cmp(&b.id));
@@ -260,6 +266,7 @@ impl Registry {
             stream,
             replaced: replaced.clone(),
             workload,
+            admin_address: hello.admin_address.parse().ok(),
             connected_at: now,
             last_seen: now,
             // Not an endpoint before its first health report.

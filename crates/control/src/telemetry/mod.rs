@@ -270,6 +270,15 @@ impl Telemetry {
         }
     }
 
+    /// Series kept now.
+    pub fn series(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .series
+            .len()
+    }
+
     /// The mesh over `window`, each list sorted by name.
     pub fn view(&self, window: Window) -> View {
         self.view_at(window, now_secs())

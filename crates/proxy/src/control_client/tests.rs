@@ -101,7 +101,7 @@ async fn start(app: SocketAddr) -> (Arc<Proxy>, mpsc::UnboundedReceiver<Stream>)
     };
     let proxy = Arc::new(Proxy::new(options(app, control.clone()), None));
     let client = ControlClient::new(&control).unwrap();
-    tokio::spawn(client.run(proxy.clone(), "0.0.0.0:7143".parse().unwrap()));
+    tokio::spawn(client.run(proxy.clone(), "0.0.0.0:7143".parse().unwrap(), None));
     (proxy, opened)
 }
 

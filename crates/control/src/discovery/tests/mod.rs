@@ -135,6 +135,7 @@ fn hello(id: &str, service: &str, address: &str) -> Hello {
         zone: Some("zone-a".to_owned()),
         token: String::new(),
         running_version: String::new(),
+        admin_address: String::new(),
     }
 }
 
