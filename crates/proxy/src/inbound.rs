@@ -178,7 +178,7 @@ pub async fn identify(
 pub async fn serve(
     proxy: Arc<Proxy>,
     caller: Arc<Caller>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     active: Active,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -192,6 +192,10 @@ pub async fn serve(
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
     let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
+    let traced = proxy.tracer.as_ref().map(|tracer| {
+        let line = (request.method().clone(), request.uri().path().to_owned());
+        (tracer.begin(request.headers_mut()), line)
+    });
     // A tunnel has no next request to judge: it is judged again on each config applied
     // from now on.
     let applied = is_upgrade(&request).then(|| proxy.config_applied.subscribe());
@@ -249,6 +253,19 @@ pub async fn serve(
             authz: Some(&verdict),
         };
         log.write(writer, exchange, &response);
+    }
+    if let (Some(tracer), Some((hop, (method, path)))) = (&proxy.tracer, traced) {
+        use crate::trace::{int, text};
+        let attributes = vec![
+            text("http.request.method", method.as_str()),
+            text("url.path", path),
+            text("url.scheme", "http"),
+            int("http.response.status_code", i64::from(status)),
+            text("weft.source", &*caller.source),
+            text("weft.authz.decision", verdict.decision),
+            text("weft.authz.policy", &*verdict.policy),
+        ];
+        tracer.end(hop, false, attributes, method.to_string(), status);
     }
     if let Some(tapped) = tapped {
         let source = match caller.identity_uri() {

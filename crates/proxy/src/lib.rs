@@ -38,6 +38,7 @@ mod splice;
 mod state;
 mod tap;
 mod tcp;
+pub mod trace;
 mod traffic;
 mod upgrade;
 mod upstream;

@@ -126,6 +126,8 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     /// `weft tap` streams open in this proxy.
     pub taps_open: Gauge,
+    /// Spans not exported: the queue was full or the collector refused them.
+    pub trace_spans_dropped: Counter,
     certificate_renewals: Family<ResultLabels, Counter>,
     /// Access-log lines dropped because the writer fell behind (stdout blocked or slow).
     pub access_log_dropped: Counter,
@@ -161,6 +163,7 @@ impl Metrics {
         let config_reloads = Family::default();
         let certificate_expiry = Gauge::default();
         let taps_open = Gauge::default();
+        let trace_spans_dropped = Counter::default();
         let certificate_renewals = Family::default();
         let access_log_dropped = Counter::default();
         let saturated = Family::default();
@@ -212,6 +215,11 @@ impl Metrics {
             config_reloads.clone(),
         );
         registry.register(
+            "weft_trace_spans_dropped",
+            "Spans not exported to the trace collector: its queue was full, or it refused or could not be reached",
+            trace_spans_dropped.clone(),
+        );
+        registry.register(
             "weft_taps_open",
             "weft tap streams open in this proxy (zero cost to requests when 0)",
             taps_open.clone(),
@@ -250,6 +258,7 @@ impl Metrics {
             config_reloads,
             certificate_expiry,
             taps_open,
+            trace_spans_dropped,
             certificate_renewals,
             access_log_dropped,
             saturated,

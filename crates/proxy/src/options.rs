@@ -24,6 +24,8 @@ pub struct ProxyOptions {
     /// Ports of the app that are never sniffed (server-speaks-first protocols).
     pub opaque_ports: Vec<u16>,
     pub access_log: bool,
+    /// `--trace-collector`: export spans of sampled traces over OTLP.
+    pub tracing: Option<crate::trace::TraceOptions>,
     /// Drain and exit when standard input closes (the supervisor holding it went away).
     pub exit_on_stdin_close: bool,
     pub limits: ServerLimits,
@@ -137,6 +139,7 @@ impl ProxyOptions {
             upstreams: Vec::new(),
             opaque_ports: Vec::new(),
             access_log: false,
+            tracing: None,
             exit_on_stdin_close: false,
             limits: ServerLimits::default(),
         }

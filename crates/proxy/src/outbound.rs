@@ -51,7 +51,7 @@ pub struct Served {
 pub async fn serve(
     proxy: Arc<Proxy>,
     bound: Option<Arc<ServiceRoutes>>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     active: Active,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -87,6 +87,10 @@ pub async fn serve(
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
     let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
+    let traced = proxy.tracer.as_ref().map(|tracer| {
+        let method = request.method().clone();
+        (tracer.begin(request.headers_mut()), method)
+    });
     let mut served = Served::default();
     let cors = route
         .filters()
@@ -126,6 +130,20 @@ pub async fn serve(
             authz: None,
         };
         log.write(writer, exchange, &response);
+    }
+    if let (Some(tracer), Some((hop, method))) = (&proxy.tracer, traced) {
+        use crate::trace::{int, text};
+        let mut attributes = vec![
+            text("http.request.method", method.as_str()),
+            text("server.address", &*service.backend.label),
+            int("http.response.status_code", i64::from(status)),
+            text("weft.route", &*route.name),
+        ];
+        if let Some(upstream) = served.upstream {
+            attributes.push(text("network.peer.address", upstream.ip().to_string()));
+            attributes.push(int("network.peer.port", i64::from(upstream.port())));
+        }
+        tracer.end(hop, true, attributes, method.to_string(), status);
     }
     if let Some(tapped) = tapped {
         proxy.taps.offer(&crate::tap::Exchange {

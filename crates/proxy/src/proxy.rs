@@ -51,6 +51,8 @@ pub struct Proxy {
     pub observed: Option<Observations>,
     /// `weft tap` streams the control plane opened here.
     pub taps: crate::tap::Taps,
+    /// Records and exports spans, with `--trace-collector`.
+    pub tracer: Option<crate::trace::Tracer>,
 }
 
 impl Proxy {
@@ -70,8 +72,16 @@ impl Proxy {
                 .ok()
         });
         let observed = options.control_plane.is_some().then(Observations::default);
+        let tracer = options.tracing.as_ref().map(|tracing| {
+            crate::trace::Tracer::start(
+                tracing,
+                local_label.to_string(),
+                metrics.trace_spans_dropped.clone(),
+            )
+        });
         Self {
             observed,
+            tracer,
             taps: crate::tap::Taps::default(),
             access_log: access_log.flatten(),
             options,

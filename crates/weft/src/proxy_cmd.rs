@@ -89,6 +89,14 @@ pub struct ProxyArgs {
     /// Write one JSON line per request or TCP connection to stdout.
     #[arg(long)]
     access_log: bool,
+    /// Export a span per request for sampled traces to this OTLP/gRPC collector
+    /// (`http://HOST:4317`). W3C `traceparent` is continued, or started here.
+    #[arg(long, value_name = "URL")]
+    trace_collector: Option<String>,
+    /// The share of traces started here that are recorded, 0-100 (a trace that arrives with
+    /// a `traceparent` keeps the decision it carries).
+    #[arg(long, default_value_t = 1.0, value_name = "PERCENT", value_parser = parse_percent)]
+    trace_sample_percent: f64,
     /// Drain and exit when standard input closes. A supervisor that starts proxies with a
     /// pipe on their stdin (as `weft demo` does) then never leaves one behind, even if it
     /// is killed with SIGKILL.
@@ -190,6 +198,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         upstreams: args.upstream,
         opaque_ports: args.opaque_ports,
         access_log: args.access_log,
+        tracing: args
+            .trace_collector
+            .map(|collector| weft_proxy::trace::TraceOptions {
+                collector,
+                sample_percent: args.trace_sample_percent,
+            }),
         exit_on_stdin_close: args.exit_on_stdin_close,
         limits: ServerLimits {
             max_connections: args.max_connections,
@@ -229,4 +243,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     runtime.shutdown_background();
     result?;
     Ok(())
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
+        _ => Err(format!(
+            "{text:?} is not a percentage: use 0 to 100 (fractions allowed)"
+        )),
+    }
 }

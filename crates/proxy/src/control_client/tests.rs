@@ -120,6 +120,7 @@ fn options(app: SocketAddr, control: ControlPlaneOptions) -> ProxyOptions {
         upstreams: Vec::new(),
         opaque_ports: Vec::new(),
         access_log: false,
+        tracing: None,
         exit_on_stdin_close: false,
         limits: ServerLimits::default(),
     }

@@ -1,0 +1,306 @@
+//! Distributed tracing: each proxy continues the W3C trace a request carries (`traceparent`),
+//! or starts one, records a span for its hop (CLIENT on the outbound side, SERVER on the
+//! inbound side, with the attributes OpenTelemetry's HTTP conventions name) and exports the
+//! sampled spans over OTLP/gRPC to a collector (`--trace-collector`).
+//!
+//! The sampling decision is made once, where the trace starts (`--trace-sample-percent`),
+//! and travels in `traceparent`'s flags, so every hop of a trace agrees. `tracestate` and
+//! B3 headers pass through untouched. Spans wait in a bounded queue for the exporter, which
+//! sends them in batches; when the collector is slow or away, spans beyond the queue are
+//! dropped and counted (`weft_trace_spans_dropped_total`), never waited for.
+
+use http::{HeaderMap, HeaderValue};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
+use prometheus_client::metrics::counter::Counter;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Spans waiting for the exporter.
+const QUEUE: usize = 2048;
+/// Spans sent in one export, at most; and how long a partial batch waits.
+const BATCH: usize = 512;
+const BATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// `--trace-collector` and `--trace-sample-percent`.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    /// `http://HOST:PORT` of an OTLP/gRPC collector.
+    pub collector: String,
+    /// 0-100: the share of traces started here that are recorded.
+    pub sample_percent: f64,
+}
+
+/// A trace context, from `traceparent` or new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub trace_id: [u8; 16],
+    /// The span this hop's span is a child of; `None` at the root.
+    pub parent: Option<[u8; 8]>,
+    pub sampled: bool,
+}
+
+/// This hop's span, begun.
+pub struct Hop {
+    context: Context,
+    span_id: [u8; 8],
+    started: SystemTime,
+}
+
+pub struct Tracer {
+    sample_percent: f64,
+    spans: mpsc::Sender<Span>,
+    dropped: Counter,
+}
+
+impl Tracer {
+    /// Starts the exporter on the current runtime.
+    pub fn start(options: &TraceOptions, service: String, dropped: Counter) -> Tracer {
+        let (spans, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(export(
+            options.collector.clone(),
+            service,
+            queued,
+            dropped.clone(),
+        ));
+        Tracer {
+            sample_percent: options.sample_percent,
+            spans,
+            dropped,
+        }
+    }
+
+    /// Begins this hop's span for a request with `headers`, and rewrites its `traceparent`
+    /// so the next hop is this span's child (a new trace when it carries none or a bad one).
+    pub fn begin(&self, headers: &mut HeaderMap) -> Hop {
+        let context = headers
+            .get("traceparent")
+            .and_then(|value| parse(value.as_bytes()))
+            .unwrap_or_else(|| Context {
+                trace_id: random_id(),
+                parent: None,
+                sampled: fastrand::f64() * 100.0 < self.sample_percent,
+            });
+        let span_id: [u8; 8] = random_id();
+        let flags = if context.sampled { "01" } else { "00" };
+        let value = format!("00-{}-{}-{flags}", hex(&context.trace_id), hex(&span_id));
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert("traceparent", value);
+        }
+        Hop {
+            context,
+            span_id,
+            started: SystemTime::now(),
+        }
+    }
+
+    /// Ends `hop` (if sampled) and queues its span; dropped and counted if the queue is full.
+    pub fn end(
+        &self,
+        hop: Hop,
+        outbound: bool,
+        attributes: Vec<KeyValue>,
+        name: String,
+        status: u16,
+    ) {
+        if !hop.context.sampled {
+            return;
+        }
+        let nanos = |at: SystemTime| {
+            at.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        };
+        // A server span fails on 5xx; a client span on 4xx too (OpenTelemetry HTTP conventions).
+        let failed = status >= 500 || (outbound && status >= 400);
+        let span = Span {
+            trace_id: hop.context.trace_id.to_vec(),
+            span_id: hop.span_id.to_vec(),
+            parent_span_id: hop.context.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            name,
+            kind: if outbound {
+                span::SpanKind::Client as i32
+            } else {
+                span::SpanKind::Server as i32
+            },
+            start_time_unix_nano: nanos(hop.started),
+            end_time_unix_nano: nanos(SystemTime::now()),
+            attributes,
+            status: Some(Status {
+                code: if failed {
+                    status::StatusCode::Error as i32
+                } else {
+                    status::StatusCode::Unset as i32
+                },
+                message: String::new(),
+            }),
+            ..Span::default()
+        };
+        if self.spans.try_send(span).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// A string attribute.
+pub fn text(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+/// An integer attribute.
+pub fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+/// `traceparent` version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,
+/// neither id all zeros. Anything else is no context (a new trace starts).
+pub fn parse(value: &[u8]) -> Option<Context> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let mut parts = text.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00" || parts.next().is_some() {
+        return None;
+    }
+    let trace_id: [u8; 16] = unhex(trace)?.try_into().ok()?;
+    let parent: [u8; 8] = unhex(parent)?.try_into().ok()?;
+    let flags: [u8; 1] = unhex(flags)?.try_into().ok()?;
+    if trace_id == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some(Context {
+        trace_id,
+        parent: Some(parent),
+        sampled: flags[0] & 1 == 1,
+    })
+}
+
+fn random_id<const N: usize>() -> [u8; N] {
+    loop {
+        let id: [u8; N] = std::array::from_fn(|_| fastrand::u8(..));
+        if id != [0; N] {
+            return id;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Sends queued spans to `collector` in batches until the proxy exits. A batch the
+/// collector refuses (or can't be reached for) is dropped and counted, not retried:
+/// tracing must never hold the data path's memory.
+async fn export(
+    collector: String,
+    service: String,
+    mut queued: mpsc::Receiver<Span>,
+    dropped: Counter,
+) {
+    let channel = match tonic::transport::Endpoint::from_shared(collector.clone()) {
+        Ok(endpoint) => endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy(),
+        Err(error) => {
+            tracing::error!(%collector, %error, "--trace-collector is not a URL; spans are dropped");
+            while let Some(_span) = queued.recv().await {
+                dropped.inc();
+            }
+            return;
+        }
+    };
+    let mut client = TraceServiceClient::new(channel);
+    let resource = Resource {
+        attributes: vec![text("service.name", service)],
+        ..Resource::default()
+    };
+    let scope = InstrumentationScope {
+        name: "weft-proxy".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..InstrumentationScope::default()
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let Some(first) = queued.recv().await else {
+            return;
+        };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, queued.recv()).await {
+                Ok(Some(span)) => batch.push(span),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let count = batch.len() as u64;
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope.clone()),
+                    spans: std::mem::take(&mut batch),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        if let Err(error) = client.export(request).await {
+            tracing::debug!(%collector, %error, "exporting spans failed; dropped");
+            dropped.inc_by(count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_read_strictly() {
+        let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = parse(good).unwrap();
+        assert_eq!(hex(&context.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            context.parent.map(|p| hex(&p)).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
+        assert!(context.sampled);
+        for bad in [
+            &b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"[..],
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902zz-01",
+        ] {
+            assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
