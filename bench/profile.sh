@@ -15,8 +15,13 @@
 # --flood RPS sends, beside the measured load and through the same client proxy, RPS more
 # requests that a DENY policy on /probe/* denies (--flood-allowed: to /1k, allowed, for the
 # A/B): what a denial flood costs the good callers' latency.
+# --trace PERCENT gives both proxies --trace-collector (an OTLP address where nothing listens:
+# spans are made, queued and their export fails, counted as dropped) and
+# --trace-sample-percent PERCENT. --tap (mesh mode) keeps a `weft tap backend --max-rps 1000`
+# open during the run: every request tapped, the most a tap costs.
 #
 # Usage: bench/profile.sh [--mesh] [--policies N] [--flood RPS [--flood-allowed]]
+#                         [--trace PERCENT] [--tap]
 #                         [--perf|--perf-client] [--perf-out FILE] [--rate RPS] [--seconds N]
 # Needs: target/release/weft (cargo build --release -p weft), nginx, oha (bench/run.sh installs
 # both), strace; perf for --perf (Debian's linux-perf).
@@ -26,18 +31,21 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
 RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT="" MODE=local POLICIES=0 FLOOD=0 FLOOD_PATH=/probe/x
+TRACE="" TAP=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --mesh) MODE=mesh ;;
     --policies) POLICIES=$2; shift ;;
     --flood) FLOOD=$2; shift ;;
     --flood-allowed) FLOOD_PATH=/1k ;;
+    --trace) TRACE=$2; shift ;;
+    --tap) TAP=1 ;;
     --perf) PERF=server ;;
     --perf-client) PERF=client ;;
     --perf-out) PERF_OUT=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --seconds) SECONDS_RUN=$2; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -84,7 +92,15 @@ if ((POLICIES > 0 || FLOOD > 0)); then
     cat "$DIR/policies.yaml" >>"$DIR/mesh.yaml"
   fi
 fi
+if [[ -n $TRACE ]]; then
+  PAIR_PROXY_ARGS="--trace-collector http://127.0.0.1:$(free_port) --trace-sample-percent $TRACE"
+fi
 pair_start
+if ((TAP)); then
+  [[ $MODE == mesh ]] || { echo "profile.sh: --tap needs --mesh" >&2; exit 2; }
+  "$WEFT_BIN" tap backend --max-rps 1000 -o json --api "$PAIR_API" >/dev/null 2>"$DIR/tap.log" &
+  PAIR_PIDS+=("$!")
+fi
 URL="http://127.0.0.1:$P_OUT/1k"
 
 load() { # SECONDS
@@ -111,7 +127,7 @@ fi
 load "$SECONDS_RUN"
 after_c=$(cpu_ticks "$PID_client") after_s=$(cpu_ticks "$PID_server")
 requests=$(((RATE + FLOOD) * SECONDS_RUN))
-echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers, $POLICIES authorization policies"
+echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers, $POLICIES authorization policies${TRACE:+, tracing at $TRACE %}$( ((TAP)) && echo ', a tap open at 1000/s')"
 grep -E 'Success rate|50.00%|99.00%' "$DIR/oha.txt" | sed 's/^/  oha: /'
 if ((FLOOD > 0)); then
   echo "  beside a flood of $FLOOD RPS to $FLOOD_PATH ($([[ $FLOOD_PATH == /1k ]] && echo allowed || echo denied)); CPU below is per request of both:"

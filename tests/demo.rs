@@ -187,3 +187,85 @@ fn sidecars_exit_even_when_the_demo_is_killed() {
     let left: Vec<_> = pids.iter().filter(|p| is_proxy(p)).collect();
     assert!(left.is_empty(), "sidecars outlived a killed demo: {left:?}");
 }
+
+/// The commands the guide prints to see the mesh, run against a running demo as a user
+/// pastes them: `weft stat` shows every version taking traffic, `weft top` the busiest
+/// edges, `weft diagnose` answers.
+#[test]
+fn the_guides_observability_commands_work_on_the_running_demo() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting weft demo");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let export = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.trim_start().starts_with("export WEFT_API=") => break line,
+            Ok(_) => continue,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the demo never printed its export line");
+            }
+        }
+    };
+    let env: Vec<(String, String)> = export
+        .trim_start()
+        .trim_start_matches("export ")
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let weft = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let out = weft(&["stat", "-o", "json"]);
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let busy = |name: &str| {
+            view["services"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|s| s["name"] == name && s["requests"].as_u64() > Some(0))
+            })
+        };
+        if [
+            "reviews-v1.default",
+            "reviews-v2.default",
+            "ratings.default",
+            "catalog.default",
+        ]
+        .iter()
+        .all(|name| busy(name))
+        {
+            break view;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("weft stat never showed the demo's traffic: {view}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(view["services"].as_array().unwrap().len() >= 6, "{view}");
+    let top = weft(&["top", "--count", "1"]);
+    let table = String::from_utf8_lossy(&top.stdout);
+    assert!(table.contains("frontend.default"), "{table}");
+    let diagnosed = weft(&["diagnose", "--json"]);
+    let findings: serde_json::Value = serde_json::from_slice(&diagnosed.stdout).unwrap();
+    assert!(findings.is_array(), "{findings}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

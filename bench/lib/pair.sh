@@ -112,9 +112,10 @@ pair_start() {
       config=(--local "$PAIR_DIR/mesh.yaml" --cert "$c/$svc.pem" --key "$c/$svc-key.pem"
         --ca "$c/ca.pem")
     fi
-    # shellcheck disable=SC2086  # the wrapper is a command line on purpose
+    # shellcheck disable=SC2086  # the wrapper and PAIR_PROXY_ARGS are command lines on purpose
     env RUST_LOG=warn $wrapper "$WEFT_BIN" proxy --service "$svc" --namespace default \
-      "${config[@]}" --threads 1 --admin "127.0.0.1:${!admin}" "${ports[@]}" >"$PAIR_DIR/$name.log" 2>&1 &
+      "${config[@]}" --threads 1 --admin "127.0.0.1:${!admin}" "${ports[@]}" ${PAIR_PROXY_ARGS:-} \
+      >"$PAIR_DIR/$name.log" 2>&1 &
     printf -v "PID_$name" '%s' "$!"
     PAIR_PIDS+=("$!")
   done

@@ -115,6 +115,27 @@ impl fmt::Display for Guide {
         writeln!(f, "  weft audit log      # who changed what")?;
         writeln!(
             f,
+            "\nSee the mesh (reviews-v2 is slower and fails 2 % of its requests):"
+        )?;
+        writeln!(
+            f,
+            "  weft stat           # RPS, success rate, p50/p95/p99 of every Service"
+        )?;
+        writeln!(f, "  weft stat svc/reviews-v2")?;
+        writeln!(
+            f,
+            "  weft top            # the busiest edges, live (q quits)"
+        )?;
+        writeln!(
+            f,
+            "  weft tap ratings    # its requests as they happen (Ctrl-C stops)"
+        )?;
+        writeln!(
+            f,
+            "  weft diagnose       # what changed; try it after the split below"
+        )?;
+        writeln!(
+            f,
             "\nCatalog answers only the frontend, ratings only the reviews (AuthorizationPolicy);\n\
              ask why a call is allowed or denied, without sending it:"
         )?;
