@@ -132,7 +132,7 @@ impl fmt::Display for Guide {
         )?;
         writeln!(
             f,
-            "  weft diagnose       # what changed; try it after the split below"
+            "  weft diagnose       # what changed in the last seconds, and why"
         )?;
         writeln!(
             f,
