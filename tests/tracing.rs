@@ -236,3 +236,82 @@ async fn a_trace_through_two_proxies_reaches_the_collector_as_parent_and_child_s
     assert!(!receiver.has_trace(&unhex("11111111111111111111111111111111")));
     assert_eq!(web.metric("weft_trace_spans_dropped_total", &[]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_sets_the_collector_and_a_change_reaches_running_proxies() {
+    let (first, first_receiver) = Receiver::start().await;
+    let (second, second_receiver) = Receiver::start().await;
+    let dir = TempDir::new("tracing-mesh");
+    let certs = Certs::new(dir.path(), &["api", "web"]);
+    let backend = HttpBackend::start("api-app").await;
+    let mesh = |collector: SocketAddr| {
+        format!(
+            "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: mesh}}\nspec:\n  tracing: {{collector: \"http://{collector}\", samplePercent: 100}}\n---\n"
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &format!("{}{}", mesh(first), plain_service("api", "http", &[])),
+    );
+    let api = ProxySpec::new("api", backend.addr, &config)
+        .tls(&certs)
+        .start();
+    let with_endpoint = |collector| {
+        format!(
+            "{}{}",
+            mesh(collector),
+            mesh_service("api", "http", &[api.inbound])
+        )
+    };
+    std::fs::write(&config, with_endpoint(first)).unwrap();
+    api.signal("HUP");
+    let web = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config)
+        .tls(&certs)
+        .start();
+    let traced_request = || async {
+        let mut client = Http1Client::connect(web.outbound).await;
+        let answer = client.get("api", "/echo").await.ok()?;
+        let parent = echoed(&answer.body, "traceparent")?.to_owned();
+        (answer.status == 200).then(|| unhex(parent.split('-').nth(1).unwrap()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let trace_id = loop {
+        if let Some(id) = traced_request().await {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web never reached api"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let spans = first_receiver.trace(&trace_id, 2).await;
+    assert_eq!(spans.len(), 2);
+
+    // The Mesh names another collector: both proxies follow without a restart.
+    let next = write_config(dir.path(), "next.yaml", &with_endpoint(second));
+    std::fs::rename(&next, &config).unwrap();
+    api.signal("HUP");
+    web.signal("HUP");
+    wait_for(
+        "spans of both proxies at the new collector",
+        Duration::from_secs(30),
+        || {
+            let request = traced_request();
+            async {
+                let _ = request.await;
+                let services: Vec<String> = second_receiver
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(service, _)| service.clone())
+                    .collect();
+                services.iter().any(|s| s == "web.default")
+                    && services.iter().any(|s| s == "api.default")
+            }
+        },
+    )
+    .await;
+}

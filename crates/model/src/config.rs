@@ -27,11 +27,21 @@ pub struct ProxyConfig {
     /// `Mesh`; denials are reported whatever it is).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub audit_decisions_percent: f64,
+    /// Where spans of sampled traces go (from the `Mesh`); a proxy's flag wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
     /// The roots proxies trust, from the control plane's CA (absent in local mode, where
     /// `--ca` gives them). Several while a root rotates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustConfig>,
     pub services: Vec<ServiceConfig>,
+}
+
+/// An OTLP/gRPC collector and the head-sampling share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TracingConfig {
+    pub collector: String,
+    pub sample_percent: f64,
 }
 
 fn is_zero(percent: &f64) -> bool {

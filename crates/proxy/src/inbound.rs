@@ -192,7 +192,8 @@ pub async fn serve(
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
     let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
-    let traced = proxy.tracer.as_ref().map(|tracer| {
+    let tracer = proxy.tracer.load_full();
+    let traced = tracer.as_deref().map(|tracer| {
         let line = (request.method().clone(), request.uri().path().to_owned());
         (tracer.begin(request.headers_mut()), line)
     });
@@ -254,7 +255,7 @@ pub async fn serve(
         };
         log.write(writer, exchange, &response);
     }
-    if let (Some(tracer), Some((hop, (method, path)))) = (&proxy.tracer, traced) {
+    if let (Some(tracer), Some((hop, (method, path)))) = (tracer.as_deref(), traced) {
         use crate::trace::{int, text};
         let attributes = vec![
             text("http.request.method", method.as_str()),

@@ -87,7 +87,8 @@ pub async fn serve(
         .as_ref()
         .map(|writer| (writer, RequestLog::capture(&request)));
     let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
-    let traced = proxy.tracer.as_ref().map(|tracer| {
+    let tracer = proxy.tracer.load_full();
+    let traced = tracer.as_deref().map(|tracer| {
         let method = request.method().clone();
         (tracer.begin(request.headers_mut()), method)
     });
@@ -131,7 +132,7 @@ pub async fn serve(
         };
         log.write(writer, exchange, &response);
     }
-    if let (Some(tracer), Some((hop, method))) = (&proxy.tracer, traced) {
+    if let (Some(tracer), Some((hop, method))) = (tracer.as_deref(), traced) {
         use crate::trace::{int, text};
         let mut attributes = vec![
             text("http.request.method", method.as_str()),

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_identity::TlsIdentity;
 use weft_model::config::ProxyConfig;
+use weft_model::config::TracingConfig;
 
 pub struct Proxy {
     pub options: ProxyOptions,
@@ -51,8 +52,10 @@ pub struct Proxy {
     pub observed: Option<Observations>,
     /// `weft tap` streams the control plane opened here.
     pub taps: crate::tap::Taps,
-    /// Records and exports spans, with `--trace-collector`.
-    pub tracer: Option<crate::trace::Tracer>,
+    /// Records and exports spans: from `--trace-collector`, or else the `Mesh`'s tracing.
+    pub tracer: arc_swap::ArcSwapOption<crate::trace::Tracer>,
+    /// The `Mesh`'s tracing the tracer follows (without the flag), to notice a change.
+    mesh_tracing: Mutex<Option<TracingConfig>>,
 }
 
 impl Proxy {
@@ -73,15 +76,16 @@ impl Proxy {
         });
         let observed = options.control_plane.is_some().then(Observations::default);
         let tracer = options.tracing.as_ref().map(|tracing| {
-            crate::trace::Tracer::start(
+            Arc::new(crate::trace::Tracer::start(
                 tracing,
                 local_label.to_string(),
                 metrics.trace_spans_dropped.clone(),
-            )
+            ))
         });
         Self {
             observed,
-            tracer,
+            tracer: arc_swap::ArcSwapOption::from(tracer),
+            mesh_tracing: Mutex::new(None),
             taps: crate::tap::Taps::default(),
             access_log: access_log.flatten(),
             options,
@@ -121,13 +125,39 @@ impl Proxy {
         let previous = self.snapshot.load_full();
         let generation = previous.generation + 1;
         let version = config.version.clone();
+        let tracing = config.tracing.clone();
         let snapshot = Snapshot::build(config, generation, &self.build_context(), &previous)?;
         drop(previous);
         self.snapshot.store(Arc::new(snapshot));
         self.metrics.config_loaded(&version, generation as i64);
         self.ready.store(true, Ordering::Release);
         self.config_applied.send_replace(generation);
+        if self.options.tracing.is_none() {
+            self.follow_mesh_tracing(tracing);
+        }
         Ok(generation)
+    }
+
+    /// Starts (or stops, or restarts with new settings) tracing as the `Mesh` says.
+    fn follow_mesh_tracing(&self, wanted: Option<TracingConfig>) {
+        let mut current = self.mesh_tracing.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == wanted {
+            return;
+        }
+        let tracer = wanted.as_ref().map(|tracing| {
+            let options = crate::trace::TraceOptions {
+                collector: tracing.collector.clone(),
+                sample_percent: tracing.sample_percent,
+            };
+            Arc::new(crate::trace::Tracer::start(
+                &options,
+                self.local_label.to_string(),
+                self.metrics.trace_spans_dropped.clone(),
+            ))
+        });
+        // The old exporter sends what it has queued and ends with its last sender.
+        self.tracer.store(tracer);
+        *current = wanted;
     }
 
     /// What building (a part of) a snapshot needs from the proxy.

@@ -294,6 +294,7 @@ fn endpoint_changes<'a>(old: &ProxyConfig, new: &'a ProxyConfig) -> Option<Vec<&
         mtls_mode,
         default_authorization,
         audit_decisions_percent,
+        tracing,
         trust,
         services,
     } = old;
@@ -301,6 +302,7 @@ fn endpoint_changes<'a>(old: &ProxyConfig, new: &'a ProxyConfig) -> Option<Vec<&
         || *mtls_mode != new.mtls_mode
         || *default_authorization != new.default_authorization
         || *audit_decisions_percent != new.audit_decisions_percent
+        || *tracing != new.tracing
         || *trust != new.trust
         || services.len() != new.services.len()
     {

@@ -78,6 +78,13 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
             .mesh
             .and_then(|mesh| mesh.audit_decisions_percent)
             .map_or(0.0, |percent| percent.get()),
+        tracing: catalog
+            .mesh
+            .and_then(|mesh| mesh.tracing.as_ref())
+            .map(|tracing| crate::config::TracingConfig {
+                collector: tracing.collector.as_str().to_owned(),
+                sample_percent: tracing.sample_percent.get(),
+            }),
         trust: None,
         services,
     }

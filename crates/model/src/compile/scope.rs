@@ -90,6 +90,7 @@ pub fn scoped(config: &ProxyConfig, scope: &Scope) -> ProxyConfig {
         mtls_mode: config.mtls_mode,
         default_authorization: config.default_authorization,
         audit_decisions_percent: config.audit_decisions_percent,
+        tracing: config.tracing.clone(),
         trust: config.trust.clone(),
         services: needed
             .into_iter()

@@ -1,5 +1,6 @@
 //! `Mesh`: mesh-wide settings. At most one per mesh.
 
+use super::checked::{deserialize_with, FromText};
 use super::duration::NonZeroDuration;
 use super::names::TrustDomain;
 use super::numbers::Percent;
@@ -22,7 +23,58 @@ pub struct MeshSpec {
     /// audit log, sampled; denials are always recorded. None by default.
     #[serde(default)]
     pub audit_decisions_percent: Option<Percent>,
+    /// Where every proxy exports spans of sampled traces (a proxy's `--trace-collector`
+    /// wins over it).
+    #[serde(default)]
+    pub tracing: Option<TracingSpec>,
 }
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// `http://HOST:PORT` of an OTLP/gRPC collector.
+    pub collector: CollectorUrl,
+    /// The share of traces started at a proxy that are recorded.
+    #[serde(default = "default_sample_percent")]
+    pub sample_percent: Percent,
+}
+
+fn default_sample_percent() -> Percent {
+    Percent::ONE
+}
+
+/// An OTLP/gRPC collector's URL: `http://` or `https://`, a host and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorUrl(String);
+
+impl CollectorUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromText for CollectorUrl {
+    const EXPECTING: &'static str = "a collector URL, like http://127.0.0.1:4317";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+            .ok_or_else(|| {
+                format!("invalid collector {text:?}: start it with http:// or https://")
+            })?;
+        let authority = rest.trim_end_matches('/');
+        let port = authority.rsplit_once(':').map(|(_, port)| port);
+        match port.map(str::parse::<u16>) {
+            Some(Ok(port)) if port > 0 && !authority.contains('/') => Ok(CollectorUrl(text.to_owned())),
+            _ => Err(format!(
+                "invalid collector {text:?}: write a scheme, a host and a port, like http://127.0.0.1:4317"
+            )),
+        }
+    }
+}
+
+deserialize_with!(text: CollectorUrl);
 
 impl Default for MeshSpec {
     fn default() -> Self {
@@ -32,6 +84,7 @@ impl Default for MeshSpec {
             certificate_ttl: default_certificate_ttl(),
             default_authorization: DefaultAuthorization::default(),
             audit_decisions_percent: None,
+            tracing: None,
         }
     }
 }

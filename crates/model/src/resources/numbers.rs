@@ -63,6 +63,7 @@ pub struct Percent(f64);
 
 impl Percent {
     pub const ALL: Percent = Percent(100.0);
+    pub const ONE: Percent = Percent(1.0);
 
     pub(crate) fn of_fraction(numerator: u32, denominator: u32) -> Percent {
         Percent(f64::from(numerator) * 100.0 / f64::from(denominator))
