@@ -200,25 +200,6 @@ async fn requests_are_allowed_or_denied_by_policy_and_the_cause_is_named() {
     assert_eq!(allowed_entry["authz_rule"], "0");
 }
 
-/// A CONNECT tunnel through the proxy whose outbound listener is `outbound`, to api's app
-/// (which echoes what comes through it).
-async fn tunnel(outbound: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(outbound).await.unwrap();
-    stream
-        .write_all(b"CONNECT api:443 HTTP/1.1\r\nHost: api:443\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    stream
-}
-
 async fn echo_once(stream: &mut TcpStream, payload: &[u8]) {
     stream.write_all(payload).await.unwrap();
     let mut back = vec![0u8; payload.len()];
@@ -288,9 +269,9 @@ async fn connections_are_judged_at_l4_and_again_when_policy_changes() {
     // and tunnels (CONNECT) from web and admin to api.
     let mut http = Http1Client::connect(mesh.web.outbound).await;
     assert_eq!(http.get("api", "/").await.unwrap().status, 200);
-    let mut web_tunnel = tunnel(mesh.web.outbound).await;
+    let mut web_tunnel = connect_tunnel(mesh.web.outbound, "api:443").await;
     echo_once(&mut web_tunnel, b"through").await;
-    let mut admin_tunnel = tunnel(mesh.admin.outbound).await;
+    let mut admin_tunnel = connect_tunnel(mesh.admin.outbound, "api:443").await;
     echo_once(&mut admin_tunnel, b"through").await;
 
     mesh.reloaded_with(STORE_FOR_ADMIN_AND_NO_WEB_ON_API).await;

@@ -77,24 +77,6 @@ spec:
     assert_eq!((counted("200"), counted("429")), (3.0, 3.0), "{metrics}");
 }
 
-/// Opens a CONNECT tunnel through the proxy's outbound listener to the `app` backend.
-async fn tunnel(addr: std::net::SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"CONNECT app:443 HTTP/1.1\r\nHost: app:443\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    stream
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tunnels_hold_their_limits_for_life_and_drain_waits_for_them() {
     let dir = TempDir::new("tunnels");
@@ -113,8 +95,8 @@ spec:
         limits,
         &["--max-connections", "3", "--drain-timeout", "20s"],
     );
-    let mut first = tunnel(proxy.outbound).await;
-    let mut second = tunnel(proxy.outbound).await;
+    let mut first = connect_tunnel(proxy.outbound, "app:443").await;
+    let mut second = connect_tunnel(proxy.outbound, "app:443").await;
     // Both request slots are the tunnels'.
     let mut c = Http1Client::connect(proxy.outbound).await;
     let refused = c.get("app", "/").await.unwrap();

@@ -142,3 +142,21 @@ pub fn steady_load(
         (done.load(Ordering::SeqCst), failed.load(Ordering::SeqCst))
     })
 }
+
+/// A CONNECT tunnel to `authority` (`service:port`) through the proxy listening at
+/// `outbound`, once it answered 200: what is written to it reaches the app.
+pub async fn connect_tunnel(outbound: SocketAddr, authority: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(outbound).await.unwrap();
+    let head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stream
+}
