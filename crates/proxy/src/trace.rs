@@ -87,9 +87,14 @@ impl Tracer {
                 sampled: fastrand::f64() * 100.0 < self.sample_percent,
             });
         let span_id: [u8; 8] = random_id();
-        let flags = if context.sampled { "01" } else { "00" };
-        let value = format!("00-{}-{}-{flags}", hex(&context.trace_id), hex(&span_id));
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        // On every request, sampled or not: written in place, one allocation (the header).
+        let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&context.trace_id, &mut value[3..35]);
+        hex_into(&span_id, &mut value[36..52]);
+        if context.sampled {
+            value[54] = b'1';
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&value) {
             headers.insert("traceparent", value);
         }
         Hop {
@@ -178,9 +183,9 @@ pub fn parse(value: &[u8]) -> Option<Context> {
     if version != "00" || parts.next().is_some() {
         return None;
     }
-    let trace_id: [u8; 16] = unhex(trace)?.try_into().ok()?;
-    let parent: [u8; 8] = unhex(parent)?.try_into().ok()?;
-    let flags: [u8; 1] = unhex(flags)?.try_into().ok()?;
+    let trace_id: [u8; 16] = unhex(trace)?;
+    let parent: [u8; 8] = unhex(parent)?;
+    let flags: [u8; 1] = unhex(flags)?;
     if trace_id == [0; 16] || parent == [0; 8] {
         return None;
     }
@@ -200,18 +205,34 @@ fn random_id<const N: usize>() -> [u8; N] {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+#[cfg(test)]
+fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex is ASCII")
+}
+
+/// Exactly `N` bytes of hex, or nothing.
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
+    let nibble = |digit: u8| (digit as char).to_digit(16).map(|value| value as u8);
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 /// Sends queued spans to `collector` in batches until the proxy exits. A batch the
