@@ -453,6 +453,15 @@ fn the_audit_log_records_who_did_what_and_any_edit_breaks_its_chain() {
     let verified = control.weft(&["audit", "verify"]);
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains("intact"), "{}", text(&verified));
+    // Only the Service's changes, by kind.
+    let by_kind = control.weft(&["audit", "log", "--kind", "service", "--json"]);
+    let kinds: Vec<serde_json::Value> = String::from_utf8(by_kind.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 3, "create, update, delete: {kinds:?}");
+    assert!(kinds.iter().all(|e| e["target"] == "Service default/web"));
 
     // The same entries reach the audit file, each once, in order.
     let last = entries.last().unwrap()["seq"].as_u64().unwrap();

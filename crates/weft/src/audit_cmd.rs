@@ -29,6 +29,9 @@ pub struct LogArgs {
     /// `identity.`, `ca.`, `api.denied`.
     #[arg(long, value_name = "PREFIX")]
     action: Option<String>,
+    /// Only changes to resources of this kind (`HTTPRoute`, `AuthorizationPolicy`, ...).
+    #[arg(long)]
+    kind: Option<String>,
     /// At most this many (the most recent).
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -84,6 +87,9 @@ fn log(args: LogArgs) -> anyhow::Result<()> {
     }
     if let Some(action) = &args.action {
         query.append_pair("action", action);
+    }
+    if let Some(kind) = &args.kind {
+        query.append_pair("kind", kind);
     }
     let answer = get(&args.api, &format!("/api/v1/audit?{}", query.finish()))?;
     let entries = answer["entries"].as_array().cloned().unwrap_or_default();

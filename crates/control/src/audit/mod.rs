@@ -261,6 +261,8 @@ async fn write_checkpoint(State(api): State<AuditApi>) -> Result<Json<Value>, Ap
 struct ListQuery {
     since: Option<String>,
     action: Option<String>,
+    /// A resource kind (`HTTPRoute`, any case): entries about resources of that kind.
+    kind: Option<String>,
     limit: Option<usize>,
 }
 
@@ -271,7 +273,7 @@ async fn list(
     let Query(query) = query.map_err(|rejection| {
         ApiError::bad_request(format!(
             "{}; the parameters are since (a duration, like 1h), action (a prefix, like \
-             resource.) and limit",
+             resource.), kind (a resource kind, like HTTPRoute) and limit",
             rejection.body_text()
         ))
     })?;
@@ -298,7 +300,14 @@ async fn list(
                 .action
                 .as_deref()
                 .is_none_or(|prefix| entry.action.starts_with(prefix));
-            if recent && action {
+            // Resource entries name their target `Kind namespace/name`.
+            let kind = query.kind.as_deref().is_none_or(|kind| {
+                entry
+                    .target
+                    .split_once(' ')
+                    .is_some_and(|(target, _)| target.eq_ignore_ascii_case(kind))
+            });
+            if recent && action && kind {
                 if kept.len() == limit {
                     kept.pop_front();
                 }
