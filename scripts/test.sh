@@ -2,8 +2,9 @@
 # Runs every check and test Weft has: formatting, lints, unit tests and the end-to-end
 # tests that start real `weft` processes, and a short run of every fuzz target. Needs only
 # the Rust toolchain; the real servers the tests talk to (Prometheus), tmux (to drive
-# `weft top` in a terminal), a C++ compiler for libFuzzer, and cmake and Go for the FIPS
-# build are installed here first from Debian's packages.
+# `weft top` in a terminal), Chromium (to open the dashboard in a real browser), a C++
+# compiler for libFuzzer, and cmake and Go for the FIPS build are installed here first
+# from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ install_debian_packages() {
   local missing=()
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   command -v tmux >/dev/null 2>&1 || missing+=(tmux) # `weft top` is driven in it
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium) # the dashboard, in a real browser
   command -v c++ >/dev/null 2>&1 || missing+=(g++) # libFuzzer, for the fuzz targets
   # AWS-LC's FIPS module, for the `fips` build
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)

@@ -690,3 +690,42 @@ fn the_cli_has_short_names_a_version_and_completion() {
         );
     }
 }
+
+#[test]
+fn the_dashboard_is_served_without_a_token_and_reads_only_the_api_with_one() {
+    let dir = TempDir::new("dashboard");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    let (status, page) = raw(&control, "GET", "/", &[], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<title>Weft</title>") && page.contains("/dashboard/app.js"));
+    let (status, script) = raw(&control, "GET", "/dashboard/app.js", &[], "");
+    assert_eq!(status, 200);
+    let (status, _) = raw(&control, "GET", "/dashboard/style.css", &[], "");
+    assert_eq!(status, 200);
+    // Only reading the assets is open: the rest still wants a token.
+    let (status, _) = raw(&control, "POST", "/", &[], "");
+    assert_eq!(status, 401);
+    let (status, _) = raw(&control, "GET", "/api/v1/stats", &[], "");
+    assert_eq!(status, 401);
+    // Every API path the page calls exists, and answers a token.
+    let bearer = format!("Bearer {}", control.token);
+    let mut paths: Vec<&str> = script
+        .match_indices("/api/v1/")
+        .map(|(at, _)| {
+            let rest = &script[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '-'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert!(paths.len() >= 6, "{paths:?}");
+    for path in paths {
+        let (status, body) = raw(&control, "GET", path, &[("Authorization", &bearer)], "");
+        // The tap needs a service to tap: a 400 that names it, not a missing endpoint.
+        let expected = if path == "/api/v1/tap" { 400 } else { 200 };
+        assert_eq!(status, expected, "{path}: {body}");
+    }
+}

@@ -630,3 +630,101 @@ async fn top_shows_the_busiest_edge_in_tmux_and_plain_tables_in_a_pipe() {
     })
     .await;
 }
+
+/// Headless Chromium (Debian's `chromium`, which `scripts/test.sh` installs) loading `url`
+/// for `millis` of real time: the page's DOM then, and a screenshot of it saved under
+/// `target/test-artifacts/NAME.png`.
+fn chromium(url: &str, millis: u32, name: &str) -> String {
+    let browser = "/usr/bin/chromium";
+    assert!(
+        std::path::Path::new(browser).exists(),
+        "Chromium is not installed: run ./scripts/test.sh (it installs Debian's `chromium` package)"
+    );
+    let profile = TempDir::new(&format!("chromium-{name}"));
+    let run = |extra: &str| {
+        // A browser that never finishes is cut off: a failure, not a hung test.
+        std::process::Command::new("timeout")
+            .args([
+                "120",
+                browser,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--window-size=1400,900",
+                &format!("--timeout={millis}"),
+                // For the DOM: run the page until it has been idle (no fetch in flight) for
+                // this long of its own time.
+                &format!("--virtual-time-budget={millis}"),
+                &format!("--user-data-dir={}", profile.path().display()),
+                extra,
+                url,
+            ])
+            .output()
+            .expect("running chromium")
+    };
+    let artifacts = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-artifacts");
+    std::fs::create_dir_all(artifacts).unwrap();
+    let shot = run(&format!("--screenshot={artifacts}/{name}.png"));
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let dom = run("--dump-dom");
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    String::from_utf8_lossy(&dom.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_real_browser_shows_the_services_and_their_edges() {
+    let dir = TempDir::new("dashboard-browser");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(SERVICES);
+    let reviews_app = HttpBackend::start("reviews").await;
+    let _reviews = control.proxy("reviews", reviews_app.addr).start();
+    let web_app = HttpBackend::start("web").await;
+    let web = control.proxy("web", web_app.addr).start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, outbound) = (stop.clone(), web.outbound);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut client = Http1Client::connect(outbound).await;
+                for i in 0..20 {
+                    let _ = client.get("reviews", &format!("/books/{i}")).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    wait_for("the edge in the stats", Duration::from_secs(30), || {
+        let view = stat_json(&control, &["edges"]);
+        let seen = row(&view, "edges", "destination", "reviews.default")
+            .is_some_and(|edge| edge["rps"].as_f64() > Some(0.0));
+        async move { seen }
+    })
+    .await;
+
+    // The topology: both Services, and the edge between them with a rate and success.
+    let url = format!("{}/#token={}", control.url(), control.token);
+    let topology = tokio::task::spawn_blocking(move || chromium(&url, 6000, "dashboard-topology"))
+        .await
+        .unwrap();
+    assert!(
+        topology.contains(">web.default<") && topology.contains(">reviews.default<"),
+        "{topology}"
+    );
+    let edge_label = topology
+        .split("<text")
+        .find(|t| t.contains("/s ") && t.contains('%'))
+        .unwrap_or_else(|| panic!("no edge label in:\n{topology}"));
+    assert!(!edge_label.contains(">0.0/s"), "{edge_label}");
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.await.unwrap();
+}

@@ -6,6 +6,7 @@ pub mod api;
 pub mod api_listener;
 pub mod audit;
 pub mod ca;
+pub mod dashboard;
 pub mod data_dir;
 pub mod discovery;
 pub mod explain;

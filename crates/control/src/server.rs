@@ -321,6 +321,7 @@ pub async fn serve(
             registry.clone(),
         ))
         .merge(crate::tap::router(taps.clone()))
+        .merge(crate::dashboard::router())
         .merge(identity.router)
         .merge(crate::revocation::router(
             identity.revocations.clone(),

@@ -19,6 +19,9 @@ pub struct Guide {
     pub workloads: Vec<WorkloadInfo>,
     /// The control plane's REST API, for `weft ... --api`.
     pub api: String,
+    /// The dashboard, with the admin token in the address's fragment (never sent to the
+    /// server; the page takes it and removes it from the address).
+    pub dashboard: String,
     /// The demo's temporary directory (certificates, the control plane's store).
     pub workdir: PathBuf,
     /// The control plane's data directory: `weft` reads the admin API token there.
@@ -39,6 +42,7 @@ impl fmt::Display for Guide {
             self.workloads.len()
         )?;
         writeln!(f, "Control plane API: {}", self.api)?;
+        writeln!(f, "Dashboard:         {}", self.dashboard)?;
         writeln!(f, "Demo files:        {}\n", self.workdir.display())?;
         let row = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| {
             let [name, app, inbound, outbound, admin, pid] = cells;
@@ -183,6 +187,7 @@ mod tests {
                 pid: 1,
             }],
             api: "http://127.0.0.1:7080".to_owned(),
+            dashboard: "http://127.0.0.1:7080/#token=t".to_owned(),
             workdir: PathBuf::from("/tmp/weft-demo-x"),
             control_data_dir: PathBuf::from("/tmp/weft-demo-x/control"),
             entry: addr,

@@ -135,13 +135,23 @@ impl SampleMesh {
                 pid: sidecar.pid,
             })
             .collect();
+        let api = self
+            .control
+            .as_ref()
+            .map(ControlPlaneHandle::api_url)
+            .unwrap_or_default();
+        // The control plane wrote it before it served: the demo has called the API since.
+        let token = std::fs::read_to_string(
+            self.workdir
+                .path()
+                .join(CONTROL_DIR)
+                .join(weft_control::access::ADMIN_TOKEN_FILE),
+        )
+        .unwrap_or_default();
         Guide {
             workloads,
-            api: self
-                .control
-                .as_ref()
-                .map(ControlPlaneHandle::api_url)
-                .unwrap_or_default(),
+            dashboard: format!("{api}/#token={}", token.trim()),
+            api,
             workdir: self.workdir.path().to_owned(),
             control_data_dir: self.workdir.path().join(CONTROL_DIR),
             entry: self.entry,
