@@ -138,8 +138,8 @@ fn demo_measures_every_edge_and_leaves_nothing_behind() {
     );
 }
 
-#[test]
-fn sidecars_exit_even_when_the_demo_is_killed() {
+/// `weft demo` running until it is killed, and its output lines as they come.
+fn start_demo() -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .arg("demo")
@@ -148,13 +148,19 @@ fn sidecars_exit_even_when_the_demo_is_killed() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting weft demo");
-    let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+#[test]
+fn sidecars_exit_even_when_the_demo_is_killed() {
+    let (mut child, rx) = start_demo();
     let mut printed = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while sidecar_pids(&printed).len() < WORKLOADS.len() {
@@ -193,21 +199,7 @@ fn sidecars_exit_even_when_the_demo_is_killed() {
 /// edges, `weft diagnose` answers.
 #[test]
 fn the_guides_observability_commands_work_on_the_running_demo() {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("demo")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting weft demo");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = start_demo();
     let export = loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line.trim_start().starts_with("export WEFT_API=") => break line,

@@ -8,25 +8,16 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SERVICES: &str = "apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: web}
-spec:
-  ports: [{port: 80, protocol: http}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: reviews}
-spec:
-  ports: [{port: 80, protocol: http}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: store}
-spec:
-  ports: [{port: 80, protocol: tcp}]
----
-apiVersion: gateway.networking.k8s.io/v1
+/// Services with no endpoints of their own (their proxies register), `(name, protocol)`.
+fn services(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(name, protocol)| plain_service(name, protocol, &[]))
+        .collect()
+}
+
+/// web calls reviews (HTTP, through `reviews-route`) and store (opaque TCP).
+fn web_reviews_store() -> String {
+    let route = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: reviews-route}
 spec:
@@ -34,6 +25,8 @@ spec:
   rules:
   - backendRefs: [{group: \"\", kind: Service, name: reviews}]
 ";
+    services(&[("web", "http"), ("reviews", "http"), ("store", "tcp")]) + route
+}
 
 /// The route of reviews, as proxies name it: namespace, HTTPRoute, rule.
 const ROUTE: &str = "default/reviews-route/0";
@@ -77,7 +70,7 @@ fn bucket_bound_ms(ms: f64) -> f64 {
 async fn stat_shows_what_the_mesh_carried_per_service_edge_and_route() {
     let dir = TempDir::new("observability");
     let control = ControlPlane::start(&dir.path().join("data"), None);
-    control.apply(SERVICES);
+    control.apply(&web_reviews_store());
     let reviews_app = HttpBackend::start("reviews").await;
     let _reviews = control.proxy("reviews", reviews_app.addr).start();
     let (echo, _echo_task) = tcp_echo().await;
@@ -226,31 +219,6 @@ async fn stat_shows_what_the_mesh_carried_per_service_edge_and_route() {
     assert!(!out.status.success());
 }
 
-const THREE_SERVICES: &str = "apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: web}
-spec:
-  ports: [{port: 80, protocol: http}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: reviews}
-spec:
-  ports: [{port: 80, protocol: http}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: ratings}
-spec:
-  ports: [{port: 80, protocol: http}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: details}
-spec:
-  ports: [{port: 80, protocol: http}]
-";
-
 const DETAILS_DENY_WEB: &str = "apiVersion: weft.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: details-lockdown}
@@ -264,7 +232,12 @@ spec:
 async fn diagnose_names_a_slow_version_a_failing_service_and_new_denials() {
     let dir = TempDir::new("diagnose");
     let control = ControlPlane::start(&dir.path().join("data"), None);
-    control.apply(THREE_SERVICES);
+    control.apply(&services(&[
+        ("web", "http"),
+        ("reviews", "http"),
+        ("ratings", "http"),
+        ("details", "http"),
+    ]));
     let apps = [
         HttpBackend::start("reviews").await,
         HttpBackend::start("ratings").await,
@@ -422,7 +395,7 @@ impl Drop for TapLines {
 async fn tap_streams_matching_requests_within_its_rate_and_stops_with_its_client() {
     let dir = TempDir::new("tap");
     let control = ControlPlane::start(&dir.path().join("data"), None);
-    control.apply(SERVICES);
+    control.apply(&web_reviews_store());
     let reviews_app = HttpBackend::start("reviews").await;
     let reviews = control.proxy("reviews", reviews_app.addr).start();
     let web_app = HttpBackend::start("web").await;
@@ -555,7 +528,7 @@ async fn top_shows_the_busiest_edge_in_tmux_and_plain_tables_in_a_pipe() {
     );
     let dir = TempDir::new("top");
     let control = ControlPlane::start(&dir.path().join("data"), None);
-    control.apply(SERVICES);
+    control.apply(&web_reviews_store());
     let reviews_app = HttpBackend::start("reviews").await;
     let _reviews = control.proxy("reviews", reviews_app.addr).start();
     let web_app = HttpBackend::start("web").await;
@@ -684,7 +657,7 @@ fn chromium(url: &str, millis: u32, name: &str) -> String {
 async fn the_dashboard_in_a_real_browser_shows_the_services_and_their_edges() {
     let dir = TempDir::new("dashboard-browser");
     let control = ControlPlane::start(&dir.path().join("data"), None);
-    control.apply(SERVICES);
+    control.apply(&web_reviews_store());
     let reviews_app = HttpBackend::start("reviews").await;
     let _reviews = control.proxy("reviews", reviews_app.addr).start();
     let web_app = HttpBackend::start("web").await;

@@ -154,19 +154,9 @@ fn promtool_complaints(text: &str) -> Option<String> {
     })
 }
 
-const MESH: &str = "apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: web}
-spec:
-  ports: [{port: 80, protocol: http}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata: {name: reviews}
-spec:
-  ports: [{port: 80, protocol: http}]
----
-apiVersion: gateway.networking.k8s.io/v1
+/// web and reviews, their proxies registering themselves; web calls reviews by a route.
+fn mesh() -> String {
+    let route = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: reviews}
 spec:
@@ -174,6 +164,8 @@ spec:
   rules:
   - backendRefs: [{group: \"\", kind: Service, name: reviews}]
 ";
+    plain_service("web", "http", &[]) + &plain_service("reviews", "http", &[]) + route
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_finds_the_mesh_through_the_control_plane_and_every_dashboard_query_has_data() {
@@ -185,7 +177,7 @@ async fn prometheus_finds_the_mesh_through_the_control_plane_and_every_dashboard
         None,
         &["--prometheus-sd-file", targets.to_str().unwrap()],
     );
-    control.apply(MESH);
+    control.apply(&mesh());
     let reviews_app = HttpBackend::start("reviews").await;
     let reviews = control.proxy("reviews", reviews_app.addr).start();
     let web_app = HttpBackend::start("web").await;
