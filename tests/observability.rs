@@ -184,18 +184,13 @@ async fn prometheus_finds_the_mesh_through_the_control_plane_and_every_dashboard
     let web = control.proxy("web", web_app.addr).start();
     // Traffic all along: rates need fresh samples.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (stop, outbound) = (stop.clone(), web.outbound);
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let mut client = Http1Client::connect(outbound).await;
-                for _ in 0..20 {
-                    let _ = client.get("reviews", "/").await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let load = paced_load(
+        web.outbound,
+        "reviews",
+        "/",
+        Duration::from_millis(50),
+        stop.clone(),
+    );
 
     // Both formats on every /metrics, and promtool happy with the text one.
     let token = format!("Bearer {}", control.token);

@@ -143,6 +143,26 @@ pub fn steady_load(
     })
 }
 
+/// A light, steady trickle until `stop`, for views that need fresh samples: 20 GETs to
+/// `host` at `{path}0` to `{path}19` on a new connection, then `pause`, and again.
+pub fn paced_load(
+    addr: SocketAddr,
+    host: &'static str,
+    path: &'static str,
+    pause: std::time::Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            let mut client = Http1Client::connect(addr).await;
+            for i in 0..20 {
+                let _ = client.get(host, &format!("{path}{i}")).await;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
 /// A CONNECT tunnel to `authority` (`service:port`) through the proxy listening at
 /// `outbound`, once it answered 200: what is written to it reaches the app.
 pub async fn connect_tunnel(outbound: SocketAddr, authority: &str) -> tokio::net::TcpStream {

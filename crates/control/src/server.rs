@@ -319,6 +319,7 @@ pub async fn serve(
         .merge(crate::telemetry::router(
             telemetry.clone(),
             registry.clone(),
+            shutdown.clone(),
         ))
         .merge(crate::tap::router(taps.clone()))
         .merge(crate::dashboard::router())

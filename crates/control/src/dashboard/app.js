@@ -1,9 +1,10 @@
 // The Weft dashboard: the control plane's own API (the same as `weft`'s), read with the
-// token the user gives (kept for this browser tab only), and refreshed every 2 s. Every
-// value from the API is put on the page as text, never as markup.
+// token the user gives (kept for this browser tab only), and live: the stats come as
+// server-sent events, and the rest is read again with each (polled every 2 s when the
+// stream is down). Every value from the API is put on the page as text, never as markup.
 "use strict";
 
-const REFRESH_MS = 2000;
+const POLL_MS = 2000;
 // Horizontal room per column of the topology: a box, and an arrow with its label.
 const COLUMN = 420;
 let token = sessionStorage.getItem("weft-token") || "";
@@ -102,10 +103,14 @@ const goldenCells = (g) => [
 ];
 
 // Topology: Services in columns by how far they are from a caller nothing calls.
+// Services with a proxy, idle ones too (the stats name only Services with traffic).
+let knownServices = [];
+let lastView = { services: [], edges: [] };
 function drawTopology(view) {
+  lastView = view;
   const graph = document.getElementById("graph");
   graph.replaceChildren();
-  const names = new Set(view.services.map((s) => s.name));
+  const names = new Set([...knownServices, ...view.services.map((s) => s.name)]);
   for (const e of view.edges) {
     names.add(e.source);
     names.add(e.destination);
@@ -197,14 +202,19 @@ async function showService(name) {
   detail.append(el("h4", "Authorization policies"), policyList);
 }
 
-async function refresh() {
-  const view = await json("/api/v1/stats?window=1m");
+function showStats(view) {
   drawTopology(view);
   table(document.getElementById("services-table"),
     ["SERVICE", "RPS", "SUCCESS", "P50", "P99", "DENIED", "MTLS"],
     view.services.map((s) => ({ key: s.name, cells: [{ text: s.name }, ...goldenCells(s)] })),
     showService);
+}
+
+// Everything but the stats view, which comes by itself on the live stream.
+async function refreshRest() {
   const proxies = await json("/api/v1/proxies");
+  knownServices = [...new Set(proxies.proxies.map((p) => `${p.service}.${p.namespace}`))];
+  drawTopology(lastView);
   table(document.getElementById("proxies-table"),
     ["PROXY", "SERVICE", "IDENTITY", "CONFIG", "IN SYNC", "HEALTHY", "CERTIFICATE UNTIL"],
     proxies.proxies.map((p) => ({ cells: [
@@ -224,7 +234,58 @@ async function refresh() {
   }
   if (!findings.length) list.append(el("li", "nothing stands out"));
   if (selectedService) await showService(selectedService);
-  document.getElementById("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  document.getElementById("status").textContent = `${live ? "live" : "polling"}, updated ${new Date().toLocaleTimeString()}`;
+}
+
+// Lines of a streamed response, as they come; `onLine` for each, until the stream ends or
+// `signal` aborts it.
+async function streamLines(path, signal, onLine) {
+  const response = await api(path, { signal });
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    pending += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, end);
+      pending = pending.slice(end + 1);
+      if (onLine(line) === false) return;
+    }
+  }
+}
+
+// The stats as server-sent events (`GET /api/v1/stats/live`), read with `fetch` so the token
+// goes in a header rather than the address. While it is open the page is live; when it
+// breaks the page polls, and opens it again after a while.
+let live = false;
+async function watchStats() {
+  let event = "", data = "";
+  try {
+    await streamLines("/api/v1/stats/live?window=1m", undefined, (line) => {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data += line.slice(5).trim();
+      else if (line === "") {
+        if (event === "stats" && data) {
+          live = true;
+          showStats(JSON.parse(data));
+          refreshRest().catch(showError);
+        }
+        event = "";
+        data = "";
+      }
+    });
+  } catch (error) {
+    showError(error);
+  }
+  live = false;
+  setTimeout(() => { if (token) watchStats(); }, 5000);
+}
+
+function showError(error) {
+  document.getElementById("status").textContent = error.message;
 }
 
 async function refreshAudit() {
@@ -250,38 +311,27 @@ async function startTap(event) {
   table(rows, ["TIME", "DIRECTION", "SOURCE", "DESTINATION", "METHOD", "PATH", "STATUS", "LATENCY", "ROUTE", "AUTHORIZATION"], []);
   tapAbort = new AbortController();
   document.getElementById("tap-stop").disabled = false;
-  const response = await api(`/api/v1/tap?${query}`, { signal: tapAbort.signal });
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let pending = "";
   let shown = 0;
   try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      pending += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, end).trim();
-        pending = pending.slice(end + 1);
-        if (!line) continue;
-        const e = JSON.parse(line);
-        const tr = el("tr", null, "tapped");
-        for (const text of [e.time, e.direction, e.source, e.destination, e.method, e.path, e.status,
-          millis(e.latencyMs), e.route || "", e.authz ? `${e.authz.decision} (${e.authz.policy})` : ""]) {
-          tr.append(el("td", text));
-        }
-        for (const empty of rows.querySelectorAll("tr.empty")) empty.remove();
-        rows.insertBefore(tr, rows.children[1] || null);
-        while (rows.children.length > 201) rows.lastChild.remove();
-        if (++shown >= tapLimit) {
-          stopTap();
-          return;
-        }
+    await streamLines(`/api/v1/tap?${query}`, tapAbort.signal, (line) => {
+      if (!line.trim()) return true;
+      const e = JSON.parse(line);
+      const tr = el("tr", null, "tapped");
+      for (const text of [e.time, e.direction, e.source, e.destination, e.method, e.path, e.status,
+        millis(e.latencyMs), e.route || "", e.authz ? `${e.authz.decision} (${e.authz.policy})` : ""]) {
+        tr.append(el("td", text));
       }
-    }
-  } catch (_) {
-    // Stopped.
+      for (const empty of rows.querySelectorAll("tr.empty")) empty.remove();
+      rows.insertBefore(tr, rows.children[1] || null);
+      while (rows.children.length > 201) rows.lastChild.remove();
+      if (++shown >= tapLimit) {
+        stopTap();
+        return false;
+      }
+      return true;
+    });
+  } catch (error) {
+    if (error.name !== "AbortError") showError(error);
   }
 }
 
@@ -313,6 +363,7 @@ document.getElementById("login").addEventListener("submit", (event) => {
   sessionStorage.setItem("weft-token", token);
   document.getElementById("login").hidden = true;
   tick();
+  watchStats();
 });
 document.getElementById("tap-form").addEventListener("submit", startTap);
 document.getElementById("tap-stop").addEventListener("click", stopTap);
@@ -320,17 +371,21 @@ window.addEventListener("hashchange", route);
 
 async function tick() {
   try {
-    await refresh();
+    showStats(await json("/api/v1/stats?window=1m"));
+    await refreshRest();
   } catch (error) {
-    document.getElementById("status").textContent = error.message;
+    showError(error);
   }
 }
 
 route();
 if (!token) showLogin();
-else tick();
+else {
+  tick();
+  watchStats();
+}
 if (token && tapAtOnce) {
   document.getElementById("tap-service").value = tapAtOnce;
   startTap(new Event("submit"));
 }
-setInterval(() => { if (token) tick(); }, REFRESH_MS);
+setInterval(() => { if (token && !live) tick(); }, POLL_MS);

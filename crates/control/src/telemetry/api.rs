@@ -1,13 +1,17 @@
 //! `GET /api/v1/stats?window=1m|10m|1h`: the mesh's golden metrics over a window, per
 //! Service, edge and route; `GET /api/v1/diagnose[?service=NAME.NAMESPACE]`: what changed,
-//! worst first. Reads: any role may call them.
+//! worst first; `GET /api/v1/stats/live` (in `live.rs`): the stats view as server-sent
+//! events. Reads: any role may call them.
 
 use super::diagnose::{diagnose, Finding};
+use super::live::Live;
 use super::{Telemetry, View, Window};
 use crate::api::ApiError;
 use crate::discovery::Registry;
+use crate::server::Shutdown;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -17,15 +21,18 @@ use std::sync::Arc;
 struct Telemetered {
     telemetry: Arc<Telemetry>,
     registry: Arc<Registry>,
+    live: Live,
 }
 
-pub fn router(telemetry: Arc<Telemetry>, registry: Arc<Registry>) -> Router {
+pub fn router(telemetry: Arc<Telemetry>, registry: Arc<Registry>, shutdown: Shutdown) -> Router {
     Router::new()
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/stats/live", get(live_stats))
         .route("/api/v1/diagnose", get(diagnosis))
         .with_state(Telemetered {
             telemetry,
             registry,
+            live: Live::new(shutdown),
         })
 }
 
@@ -66,16 +73,28 @@ async fn stats(
     State(Telemetered { telemetry, .. }): State<Telemetered>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<View>, ApiError> {
+    Ok(Json(telemetry.view(window(query)?)))
+}
+
+async fn live_stats(
+    State(Telemetered {
+        telemetry, live, ..
+    }): State<Telemetered>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    live.stream(telemetry, window(query)?)
+}
+
+fn window(query: Result<Query<StatsQuery>, QueryRejection>) -> Result<Window, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError::bad_request(format!(
             "{}; the one parameter is window (1m, 10m or 1h)",
             rejection.body_text()
         ))
     })?;
-    let window = match query.window.as_deref() {
-        None => Window::OneMinute,
+    match query.window.as_deref() {
+        None => Ok(Window::OneMinute),
         Some(text) => Window::parse(text)
-            .ok_or_else(|| ApiError::bad_request(format!("window {text:?}: use 1m, 10m or 1h")))?,
-    };
-    Ok(Json(telemetry.view(window)))
+            .ok_or_else(|| ApiError::bad_request(format!("window {text:?}: use 1m, 10m or 1h"))),
+    }
 }

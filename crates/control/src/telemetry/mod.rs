@@ -3,7 +3,8 @@
 //! route; all of a Service's proxies add to the same series) in rolling windows of 1 min,
 //! 10 min and 1 h, and viewed per Service, per edge (caller -> Service, as the called side
 //! saw it) and per route (as callers saw it). What `weft stat`, `top`, `diagnose` and the
-//! dashboard read (`GET /api/v1/stats`): nothing else needs installing to see the mesh.
+//! dashboard read (`GET /api/v1/stats`, and `GET /api/v1/stats/live` as it changes): nothing
+//! else needs installing to see the mesh.
 //!
 //! Memory is bounded: at most [`MAX_SERIES`] series of 22 slots each (about 8 KB a series,
 //! measured with `bench/control-plane.sh`),
@@ -12,6 +13,7 @@
 
 mod api;
 pub mod diagnose;
+mod live;
 mod windows;
 
 pub use api::router;
@@ -22,6 +24,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 use weft_api::v1::Traffic;
 use windows::Rings;
 
@@ -60,9 +63,19 @@ struct State {
     started: u64,
 }
 
-#[derive(Default)]
 pub struct Telemetry {
     state: Mutex<State>,
+    /// How many reports have come: what live views (`GET /api/v1/stats/live`) wait on.
+    reports: watch::Sender<u64>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            state: Mutex::default(),
+            reports: watch::Sender::new(0),
+        }
+    }
 }
 
 /// One row of a view: a Service, an edge or a route, over a window.
@@ -180,6 +193,13 @@ impl Telemetry {
     /// Adds one report of `proxy`, a proxy of `service` (`name.namespace`).
     pub fn record(&self, proxy: &str, service: &str, traffic: &Traffic) {
         self.record_at(proxy, service, traffic, now_secs());
+        self.reports
+            .send_modify(|reports| *reports = reports.wrapping_add(1));
+    }
+
+    /// Changes whenever a report has been added.
+    pub fn reports(&self) -> watch::Receiver<u64> {
+        self.reports.subscribe()
     }
 
     fn record_at(&self, proxy: &str, service: &str, traffic: &Traffic, now: u64) {
