@@ -19,9 +19,16 @@
 # spans are made, queued and their export fails, counted as dropped) and
 # --trace-sample-percent PERCENT. --tap (mesh mode) keeps a `weft tap backend --max-rps 1000`
 # open during the run: every request tapped, the most a tap costs.
+# --instructions N runs both proxies under callgrind instead and counts the instructions each
+# executes for N requests (after a warm-up of 200; 4 connections, as fast as they go, which
+# under callgrind is a few hundred a second): an exact count, where CPU time per request moves
+# 15-30 % between runs on a shared machine, for A/Bs of a few percent. Work done on timers
+# (reports every 5 s) is counted too, over fewer requests a second than a native run has, so it
+# weighs more per request than it would at --rate. With --perf-out FILE the counts are kept
+# as FILE.client and FILE.server, for callgrind_annotate.
 #
 # Usage: bench/profile.sh [--mesh] [--policies N] [--flood RPS [--flood-allowed]]
-#                         [--trace PERCENT] [--tap]
+#                         [--trace PERCENT] [--tap] [--instructions N]
 #                         [--perf|--perf-client] [--perf-out FILE] [--rate RPS] [--seconds N]
 # Needs: target/release/weft (cargo build --release -p weft), nginx, oha (bench/run.sh installs
 # both), strace; perf for --perf (Debian's linux-perf).
@@ -31,7 +38,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 WEFT_BIN=${WEFT_BIN:-$ROOT/target/release/weft}
 RATE=1000 SECONDS_RUN=10 PERF="" PERF_OUT="" MODE=local POLICIES=0 FLOOD=0 FLOOD_PATH=/probe/x
-TRACE="" TAP=0
+TRACE="" TAP=0 INSTRUCTIONS=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --mesh) MODE=mesh ;;
@@ -40,12 +47,13 @@ while [[ $# -gt 0 ]]; do
     --flood-allowed) FLOOD_PATH=/1k ;;
     --trace) TRACE=$2; shift ;;
     --tap) TAP=1 ;;
+    --instructions) INSTRUCTIONS=$2; shift ;;
     --perf) PERF=server ;;
     --perf-client) PERF=client ;;
     --perf-out) PERF_OUT=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --seconds) SECONDS_RUN=$2; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -62,6 +70,7 @@ source "$BENCH_DIR/lib/pair.sh"
 cleanup() { pair_stop; rm -rf "$DIR"; }
 trap cleanup EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 
 # policies N: the YAML of --policies (see the header).
 policies() {
@@ -95,7 +104,12 @@ fi
 if [[ -n $TRACE ]]; then
   PAIR_PROXY_ARGS="--trace-collector http://127.0.0.1:$(free_port) --trace-sample-percent $TRACE"
 fi
-pair_start
+if ((INSTRUCTIONS > 0)); then
+  command -v callgrind_control >/dev/null || { echo "profile.sh: valgrind not found (apt-get install valgrind)" >&2; exit 1; }
+  pair_start "valgrind --tool=callgrind --dump-instr=no --dump-line=no --callgrind-out-file=$DIR/callgrind.%p"
+else
+  pair_start
+fi
 if ((TAP)); then
   [[ $MODE == mesh ]] || { echo "profile.sh: --tap needs --mesh" >&2; exit 2; }
   "$WEFT_BIN" tap backend --max-rps 1000 -o json --api "$PAIR_API" >/dev/null 2>"$DIR/tap.log" &
@@ -115,9 +129,26 @@ load() { # SECONDS
   grep -q '\[200\]' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "profile.sh: no 200 answers" >&2; exit 1; }
 }
 
+if ((INSTRUCTIONS > 0)); then
+  "$OHA" --no-tui -n 200 -c 4 -H 'host: backend' "$URL" >/dev/null
+  for name in client server; do pid="PID_$name"; callgrind_control -z "${!pid}" >/dev/null; done
+  "$OHA" --no-tui -n "$INSTRUCTIONS" -c 4 -H 'host: backend' "$URL" >"$DIR/oha.txt"
+  grep -q '\[200\] '"$INSTRUCTIONS"' responses' "$DIR/oha.txt" || { cat "$DIR/oha.txt"; echo "profile.sh: not every request answered 200" >&2; exit 1; }
+  echo "$MODE mode, $INSTRUCTIONS requests under callgrind, 4 connections, 1 KB answers, $POLICIES authorization policies${TRACE:+, tracing at $TRACE %}$( ((TAP)) && echo ', a tap open at 1000/s')"
+  for name in client server; do
+    pid="PID_$name"
+    callgrind_control -d "${!pid}" >/dev/null 2>&1
+    dump=$(ls -t "$DIR/callgrind.${!pid}".* | head -1)
+    [[ -n $PERF_OUT ]] && cp "$dump" "$PERF_OUT.$name"
+    awk -v n="$INSTRUCTIONS" -v name="$name" '/^(summary|totals):/ {printf "%s proxy: %.0f instructions per request\n", name, $2 / n; exit}' "$dump"
+  done
+  exit 0
+fi
+
 load 2 # warm-up: connections, TLS, pools
 tick=$(getconf CLK_TCK)
 before_c=$(cpu_ticks "$PID_client") before_s=$(cpu_ticks "$PID_server")
+user_before_c=$(user_ticks "$PID_client") user_before_s=$(user_ticks "$PID_server")
 perf_pid=""
 if [[ -n $PERF ]]; then
   perf_target="PID_$PERF"
@@ -126,6 +157,7 @@ if [[ -n $PERF ]]; then
 fi
 load "$SECONDS_RUN"
 after_c=$(cpu_ticks "$PID_client") after_s=$(cpu_ticks "$PID_server")
+user_after_c=$(user_ticks "$PID_client") user_after_s=$(user_ticks "$PID_server")
 requests=$(((RATE + FLOOD) * SECONDS_RUN))
 echo "$MODE mode, fixed rate $RATE RPS for ${SECONDS_RUN}s, 16 connections, 1 KB answers, $POLICIES authorization policies${TRACE:+, tracing at $TRACE %}$( ((TAP)) && echo ', a tap open at 1000/s')"
 grep -E 'Success rate|50.00%|99.00%' "$DIR/oha.txt" | sed 's/^/  oha: /'
@@ -137,8 +169,10 @@ for name in client server; do
   var="PID_$name"; pid=${!var}
   b="before_${name:0:1}" a="after_${name:0:1}"
   cpu_us=$(( (${!a} - ${!b}) * 1000000 / tick / requests ))
+  ub="user_before_${name:0:1}" ua="user_after_${name:0:1}"
+  user_share=$(( (${!ua} - ${!ub}) * 100 / (${!a} - ${!b} > 0 ? ${!a} - ${!b} : 1) ))
   rss=$(awk '/VmRSS|VmHWM|RssAnon|RssFile/ {printf "%s %s kB  ", $1, $2}' "/proc/$pid/status")
-  echo "$name proxy: ${cpu_us} µs CPU per request; $rss"
+  echo "$name proxy: ${cpu_us} µs CPU per request (${user_share} % of it in user space); $rss"
 done
 
 if [[ -n $perf_pid ]]; then

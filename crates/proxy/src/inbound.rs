@@ -193,9 +193,12 @@ pub async fn serve(
         .map(|writer| (writer, RequestLog::capture(&request)));
     let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
     let tracer = proxy.tracer.load_full();
-    let traced = tracer.as_deref().map(|tracer| {
-        let line = (request.method().clone(), request.uri().path().to_owned());
-        (tracer.begin(request.headers_mut()), line)
+    let traced = tracer.as_deref().and_then(|tracer| {
+        let hop = tracer.begin(request.headers_mut())?;
+        Some((
+            hop,
+            (request.method().clone(), request.uri().path().to_owned()),
+        ))
     });
     // A tunnel has no next request to judge: it is judged again on each config applied
     // from now on.
@@ -277,7 +280,7 @@ pub async fn serve(
             inbound: true,
             source,
             destination: &proxy.local_label,
-            method: &tapped.method,
+            method: tapped.method.as_str(),
             path: &tapped.path,
             status,
             latency_micros: crate::tap::micros(elapsed),

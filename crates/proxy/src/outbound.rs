@@ -88,9 +88,9 @@ pub async fn serve(
         .map(|writer| (writer, RequestLog::capture(&request)));
     let tapped = crate::tap::Tapped::of(&proxy.taps, &request);
     let tracer = proxy.tracer.load_full();
-    let traced = tracer.as_deref().map(|tracer| {
-        let method = request.method().clone();
-        (tracer.begin(request.headers_mut()), method)
+    let traced = tracer.as_deref().and_then(|tracer| {
+        let hop = tracer.begin(request.headers_mut())?;
+        Some((hop, request.method().clone()))
     });
     let mut served = Served::default();
     let cors = route
@@ -151,7 +151,7 @@ pub async fn serve(
             inbound: false,
             source: &proxy.local_label,
             destination: &service.backend.label,
-            method: &tapped.method,
+            method: tapped.method.as_str(),
             path: &tapped.path,
             status,
             latency_micros: crate::tap::micros(elapsed),

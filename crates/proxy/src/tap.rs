@@ -41,14 +41,15 @@ pub fn micros(elapsed: std::time::Duration) -> u64 {
 
 /// What a request must keep for the taps until its answer: only taken when a tap is open.
 pub struct Tapped {
-    pub method: String,
+    /// A standard method is a constant: no allocation.
+    pub method: http::Method,
     pub path: String,
 }
 
 impl Tapped {
     pub fn of<B>(taps: &Taps, request: &http::Request<B>) -> Option<Tapped> {
         taps.is_open().then(|| Tapped {
-            method: request.method().as_str().to_owned(),
+            method: request.method().clone(),
             path: request.uri().path().to_owned(),
         })
     }
@@ -165,7 +166,12 @@ impl Taps {
             .filter(|tap| !tap.events.is_empty() || tap.dropped > 0)
             .map(|tap| TapEvents {
                 id: tap.start.id,
-                events: std::mem::take(&mut tap.events),
+                // Room for as many as this batch had: a busy tap fills its buffer again
+                // without growing it step by step (and copying it) every batch.
+                events: {
+                    let room = tap.events.len();
+                    std::mem::replace(&mut tap.events, Vec::with_capacity(room))
+                },
                 dropped: std::mem::take(&mut tap.dropped),
             })
             .collect()

@@ -9,7 +9,7 @@
 //! sends them in batches; when the collector is slow or away, spans beyond the queue are
 //! dropped and counted (`weft_trace_spans_dropped_total`), never waited for.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -35,6 +35,8 @@ pub struct TraceOptions {
     /// 0-100: the share of traces started here that are recorded.
     pub sample_percent: f64,
 }
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A trace context, from `traceparent` or new.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,9 +79,11 @@ impl Tracer {
 
     /// Begins this hop's span for a request with `headers`, and rewrites its `traceparent`
     /// so the next hop is this span's child (a new trace when it carries none or a bad one).
-    pub fn begin(&self, headers: &mut HeaderMap) -> Hop {
+    /// `None` when the trace is not sampled: the header is rewritten all the same, and the
+    /// caller keeps nothing for a span.
+    pub fn begin(&self, headers: &mut HeaderMap) -> Option<Hop> {
         let context = headers
-            .get("traceparent")
+            .get(&TRACEPARENT)
             .and_then(|value| parse(value.as_bytes()))
             .unwrap_or_else(|| Context {
                 trace_id: random_id(),
@@ -94,17 +98,21 @@ impl Tracer {
         if context.sampled {
             value[54] = b'1';
         }
-        if let Ok(value) = HeaderValue::from_bytes(&value) {
-            headers.insert("traceparent", value);
+        if let Ok(mut value) = HeaderValue::from_bytes(&value) {
+            // A value new on every request: marked so HTTP/2's header compression sends it
+            // as a literal rather than adding it to (and evicting from) both ends' tables,
+            // which cost more than all the rest of tracing an unsampled request.
+            value.set_sensitive(true);
+            headers.insert(TRACEPARENT, value);
         }
-        Hop {
+        context.sampled.then(|| Hop {
             context,
             span_id,
             started: SystemTime::now(),
-        }
+        })
     }
 
-    /// Ends `hop` (if sampled) and queues its span; dropped and counted if the queue is full.
+    /// Ends `hop` and queues its span; dropped and counted if the queue is full.
     pub fn end(
         &self,
         hop: Hop,
@@ -113,9 +121,6 @@ impl Tracer {
         name: String,
         status: u16,
     ) {
-        if !hop.context.sampled {
-            return;
-        }
         let nanos = |at: SystemTime| {
             at.duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -173,26 +178,24 @@ pub fn int(key: &str, value: i64) -> KeyValue {
     }
 }
 
-/// `traceparent` version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,
-/// neither id all zeros. Anything else is no context (a new trace starts).
+/// `traceparent` version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase
+/// hex as the W3C spec has it, neither id all zeros. Anything else is no context (a new trace
+/// starts). Read in place at fixed offsets: it runs on every request.
 pub fn parse(value: &[u8]) -> Option<Context> {
-    let text = std::str::from_utf8(value).ok()?.trim();
-    let mut parts = text.split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version != "00" || parts.next().is_some() {
+    let value: &[u8; 55] = value.try_into().ok()?;
+    if &value[..3] != b"00-" || value[35] != b'-' || value[52] != b'-' {
         return None;
     }
-    let trace_id: [u8; 16] = unhex(trace)?;
-    let parent: [u8; 8] = unhex(parent)?;
-    let flags: [u8; 1] = unhex(flags)?;
+    let trace_id: [u8; 16] = unhex(&value[3..35])?;
+    let parent: [u8; 8] = unhex(&value[36..52])?;
+    let [flags] = unhex::<1>(&value[53..])?;
     if trace_id == [0; 16] || parent == [0; 8] {
         return None;
     }
     Some(Context {
         trace_id,
         parent: Some(parent),
-        sampled: flags[0] & 1 == 1,
+        sampled: flags & 1 == 1,
     })
 }
 
@@ -221,13 +224,16 @@ fn hex(bytes: &[u8]) -> String {
     String::from_utf8(out).expect("hex is ASCII")
 }
 
-/// Exactly `N` bytes of hex, or nothing.
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let digits = text.as_bytes();
+/// Exactly `N` bytes of lowercase hex, or nothing.
+fn unhex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     if digits.len() != 2 * N {
         return None;
     }
-    let nibble = |digit: u8| (digit as char).to_digit(16).map(|value| value as u8);
+    let nibble = |digit: u8| match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0u8; N];
     for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
         *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
@@ -320,6 +326,9 @@ mod tests {
             b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902zz-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            b"00+4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
         }
