@@ -16,6 +16,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -145,7 +146,7 @@ impl TapHub {
 
     /// Events a proxy sent for tap `id` (which its session opened there), at most the
     /// tap's rate a second across all its proxies.
-    pub fn deliver(&self, id: u64, events: Vec<TapEvent>, dropped_by_proxy: u64) {
+    pub fn deliver(&self, id: u64, events: Vec<Bytes>, dropped_by_proxy: u64) {
         let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sink) = sinks.get_mut(&id) else {
             return;
@@ -159,7 +160,11 @@ impl TapHub {
                 sink.second = second;
                 sink.in_second = 0;
             }
-            if sink.in_second >= sink.max_rps || sink.events.try_send(event).is_err() {
+            // Read only within the rate; one that does not read (a broken proxy) is dropped.
+            let event = (sink.in_second < sink.max_rps)
+                .then(|| TapEvent::decode(event).ok())
+                .flatten();
+            if event.is_none_or(|event| sink.events.try_send(event).is_err()) {
                 sink.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

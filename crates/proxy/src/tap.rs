@@ -7,10 +7,12 @@
 //! within the rate; at most [`MAX_BUFFERED`] events wait for the next batch, the rest are
 //! dropped and counted, so a tap can't grow the proxy or slow its requests.
 
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{encode_key, encode_varint, WireType};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
-use weft_api::v1::{TapEvent, TapEvents, TapStart};
+use weft_api::v1::{TapEvents, TapStart};
 
 /// Taps open at once in one proxy.
 pub const MAX_TAPS: usize = 16;
@@ -30,8 +32,51 @@ struct OpenTap {
     /// The second (since the epoch) the rate is counted in, and the events in it.
     second: u64,
     in_second: u32,
-    events: Vec<TapEvent>,
+    /// Encoded `TapEvent`s, each a view of `written`.
+    events: Vec<Bytes>,
+    written: BytesMut,
     dropped: u64,
+}
+
+/// `exchange` as an encoded `weft.v1.TapEvent` (proto3: fields at their default left out),
+/// appended to `out`. The tags are the proto's; `an_event_is_written_as_the_proto_reads_it`
+/// checks them against the generated type.
+fn write_event(exchange: &Exchange, unix_millis: i64, out: &mut BytesMut) {
+    fn number(tag: u32, value: u64, out: &mut BytesMut) {
+        if value != 0 {
+            encode_key(tag, WireType::Varint, out);
+            encode_varint(value, out);
+        }
+    }
+    fn text(tag: u32, value: &[u8], out: &mut BytesMut) {
+        if !value.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(value.len() as u64, out);
+            out.put_slice(value);
+        }
+    }
+    // An int64 is sent as its two's complement: a time before 1970 is not one a proxy sees.
+    number(1, unix_millis as u64, out);
+    number(2, u64::from(exchange.inbound), out);
+    text(3, exchange.source.as_bytes(), out);
+    text(4, exchange.destination.as_bytes(), out);
+    text(5, exchange.method.as_bytes(), out);
+    text(6, exchange.path.as_bytes(), out);
+    number(7, u64::from(exchange.status), out);
+    number(8, exchange.latency_micros, out);
+    text(9, exchange.route.as_bytes(), out);
+    let (decision, policy) = exchange.authz.unwrap_or(("", ""));
+    text(10, decision.as_bytes(), out);
+    text(11, policy.as_bytes(), out);
+    if let Some(upstream) = exchange.upstream {
+        // Formatted on the stack: `255.255.255.255:65535`, or an IPv6 one, fits.
+        let mut address = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut address[..]);
+        if std::io::Write::write_fmt(&mut cursor, format_args!("{upstream}")).is_ok() {
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            text(12, &address[..len], out);
+        }
+    }
 }
 
 /// A latency as a tap event carries it.
@@ -98,6 +143,7 @@ impl Taps {
             second: 0,
             in_second: 0,
             events: Vec::new(),
+            written: BytesMut::new(),
             dropped: 0,
         });
         self.open.store(true, Ordering::Relaxed);
@@ -138,21 +184,14 @@ impl Taps {
                 continue;
             }
             tap.in_second += 1;
-            let (decision, policy) = exchange.authz.unwrap_or(("", ""));
-            tap.events.push(TapEvent {
-                unix_millis: i64::try_from(now.as_millis()).unwrap_or(i64::MAX),
-                inbound: exchange.inbound,
-                source: exchange.source.to_owned(),
-                destination: exchange.destination.to_owned(),
-                method: exchange.method.to_owned(),
-                path: exchange.path.to_owned(),
-                status: u32::from(exchange.status),
-                latency_micros: exchange.latency_micros,
-                route: exchange.route.to_owned(),
-                authz_decision: decision.to_owned(),
-                authz_policy: policy.to_owned(),
-                upstream: exchange.upstream.map(|a| a.to_string()).unwrap_or_default(),
-            });
+            let millis = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+            // Room for a run of events at once: one allocation per hundred or so, shared by
+            // the events written in it until the batch has been sent.
+            if tap.written.capacity() < 1024 {
+                tap.written.reserve(16 * 1024);
+            }
+            write_event(exchange, millis, &mut tap.written);
+            tap.events.push(tap.written.split().freeze());
         }
     }
 
@@ -181,6 +220,8 @@ impl Taps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+    use weft_api::v1::TapEvent;
 
     fn exchange<'a>(method: &'a str, path: &'a str, status: u16) -> Exchange<'a> {
         Exchange {
@@ -195,6 +236,53 @@ mod tests {
             authz: Some(("allow", "mesh")),
             upstream: None,
         }
+    }
+
+    #[test]
+    fn an_event_is_written_as_the_proto_reads_it() {
+        let upstream: std::net::SocketAddr = "[2001:db8::1]:8080".parse().unwrap();
+        let outbound = Exchange {
+            inbound: false,
+            route: "default/reviews-route/0",
+            upstream: Some(upstream),
+            ..exchange("PATCH", "/books/1?x=ü", 503)
+        };
+        let mut out = BytesMut::new();
+        write_event(&outbound, 1_765_000_000_123, &mut out);
+        let read = TapEvent::decode(out.freeze()).unwrap();
+        assert_eq!(
+            read,
+            TapEvent {
+                unix_millis: 1_765_000_000_123,
+                inbound: false,
+                source: "spiffe://weft.local/ns/default/svc/web".into(),
+                destination: "api.default".into(),
+                method: "PATCH".into(),
+                path: "/books/1?x=ü".into(),
+                status: 503,
+                latency_micros: 1200,
+                route: "default/reviews-route/0".into(),
+                authz_decision: "allow".into(),
+                authz_policy: "mesh".into(),
+                upstream: "[2001:db8::1]:8080".into(),
+            }
+        );
+        // Defaults are left out, as prost leaves them out.
+        let quiet = Exchange {
+            authz: None,
+            ..exchange("GET", "", 0)
+        };
+        let mut out = BytesMut::new();
+        write_event(&quiet, 0, &mut out);
+        let expected = TapEvent {
+            inbound: true,
+            source: quiet.source.into(),
+            destination: quiet.destination.into(),
+            method: "GET".into(),
+            latency_micros: 1200,
+            ..TapEvent::default()
+        };
+        assert_eq!(&out[..], &expected.encode_to_vec()[..]);
     }
 
     #[test]
@@ -225,7 +313,8 @@ mod tests {
             batch.events.len()
         );
         assert_eq!(batch.events.len() as u64 + batch.dropped, 10);
-        assert_eq!(batch.events[0].authz_decision, "allow");
+        let first = TapEvent::decode(batch.events[0].clone()).unwrap();
+        assert_eq!(first.authz_decision, "allow");
         taps.stop(7);
         assert!(!taps.is_open());
         assert!(taps.take().is_empty());

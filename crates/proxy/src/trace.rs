@@ -4,7 +4,8 @@
 //! sampled spans over OTLP/gRPC to a collector (`--trace-collector`).
 //!
 //! The sampling decision is made once, where the trace starts (`--trace-sample-percent`),
-//! and travels in `traceparent`'s flags, so every hop of a trace agrees. `tracestate` and
+//! and travels in `traceparent`'s flags, so every hop of a trace agrees (a trace not sampled
+//! passes on with its `traceparent` as it came). `tracestate` and
 //! B3 headers pass through untouched. Spans wait in a bounded queue for the exporter, which
 //! sends them in batches; when the collector is slow or away, spans beyond the queue are
 //! dropped and counted (`weft_trace_spans_dropped_total`), never waited for.
@@ -79,17 +80,20 @@ impl Tracer {
 
     /// Begins this hop's span for a request with `headers`, and rewrites its `traceparent`
     /// so the next hop is this span's child (a new trace when it carries none or a bad one).
-    /// `None` when the trace is not sampled: the header is rewritten all the same, and the
-    /// caller keeps nothing for a span.
+    /// `None` when the trace is not sampled (the caller keeps nothing for a span): a new
+    /// trace's header is written all the same, so the hops after this one know.
     pub fn begin(&self, headers: &mut HeaderMap) -> Option<Hop> {
-        let context = headers
-            .get(&TRACEPARENT)
-            .and_then(|value| parse(value.as_bytes()))
-            .unwrap_or_else(|| Context {
+        let context = match headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes())) {
+            // Not sampled upstream: passed on as it came. No hop of it is recorded, so a new
+            // parent id would name a span nobody has either; the decision travels all the same.
+            Some(context) if !context.sampled => return None,
+            Some(context) => context,
+            None => Context {
                 trace_id: random_id(),
                 parent: None,
                 sampled: fastrand::f64() * 100.0 < self.sample_percent,
-            });
+            },
+        };
         let span_id: [u8; 8] = random_id();
         // On every request, sampled or not: written in place, one allocation (the header).
         let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
