@@ -603,3 +603,58 @@ async fn top_shows_the_busiest_edge_in_tmux_and_plain_tables_in_a_pipe() {
     })
     .await;
 }
+
+/// gRPC answers 200 and says how the call went in `grpc-status`: a call that failed counts
+/// as a failure of the edge, not a success by its HTTP status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_that_fails_with_http_200_counts_as_a_failure() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let dir = TempDir::new("stat-grpc");
+    let control = ControlPlane::start(&dir.path().join("data"), None);
+    control.apply(&services(&[("web", "http"), ("catalog", "grpc")]));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("catalog", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let _catalog = control.proxy("catalog", app).start();
+    let web_app = HttpBackend::start("web").await;
+    let web = control.proxy("web", web_app.addr).start();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", web.outbound))
+        .unwrap()
+        .origin("http://catalog".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = HealthClient::new(channel);
+    // 6 calls that succeed, 4 that end NOT_FOUND: all of them HTTP 200.
+    for service in [
+        "catalog", "nope", "catalog", "nope", "catalog", "catalog", "nope", "nope", "catalog",
+        "catalog",
+    ] {
+        let answer = grpc
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await;
+        assert_eq!(answer.is_ok(), service == "catalog", "{answer:?}");
+    }
+    wait_for("the 10 calls in the stats", Duration::from_secs(30), || {
+        let view = stat_json(&control, &["edges"]);
+        let done = row(&view, "edges", "destination", "catalog.default")
+            .is_some_and(|edge| edge["requests"].as_u64() == Some(10));
+        async move { done }
+    })
+    .await;
+    let view = stat_json(&control, &["edges"]);
+    let edge = row(&view, "edges", "destination", "catalog.default").unwrap();
+    assert_eq!(edge["successRate"].as_f64(), Some(0.6), "{edge}");
+}

@@ -7,11 +7,13 @@
 use crate::client_body::{BoxError, ClientBody};
 use crate::connections::Active;
 use crate::replay::ReplayBody;
+use crate::traffic::EdgeStat;
 use crate::upstream::StreamSlot;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 #[derive(Debug, Default)]
@@ -30,6 +32,11 @@ pub enum Body {
     Client(ClientBody),
     /// A retryable request's body (see `replay.rs`).
     Replay(ReplayBody),
+    /// A gRPC answer whose trailers are read for its status (see `grpc_outcome.rs`).
+    GrpcOutcome {
+        body: Box<Body>,
+        stat: Arc<EdgeStat>,
+    },
 }
 
 impl Body {
@@ -49,7 +56,10 @@ impl Body {
             Body::Empty => Some(Body::Empty),
             Body::Full(bytes) => Some(Body::Full(bytes.clone())),
             Body::Replay(replay) => replay.replay().map(Body::Replay),
-            Body::Streaming(_) | Body::Multiplexed { .. } | Body::Client(_) => None,
+            Body::Streaming(_)
+            | Body::Multiplexed { .. }
+            | Body::Client(_)
+            | Body::GrpcOutcome { .. } => None,
         }
     }
 
@@ -57,7 +67,10 @@ impl Body {
     pub fn is_replayable(&self) -> bool {
         match self {
             Body::Replay(replay) => replay.is_replayable(),
-            Body::Streaming(_) | Body::Multiplexed { .. } | Body::Client(_) => false,
+            Body::Streaming(_)
+            | Body::Multiplexed { .. }
+            | Body::Client(_)
+            | Body::GrpcOutcome { .. } => false,
             Body::Empty | Body::Full(_) => true,
         }
     }
@@ -90,6 +103,15 @@ impl http_body::Body for Body {
             },
             Body::Client(client) => client.poll_frame(cx),
             Body::Replay(replay) => Pin::new(replay).poll_frame(cx),
+            Body::GrpcOutcome { body, stat } => {
+                let polled = Pin::new(&mut **body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        crate::grpc_outcome::trailers(trailers, stat);
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -102,6 +124,7 @@ impl http_body::Body for Body {
             }
             Body::Client(client) => client.is_end_stream(),
             Body::Replay(replay) => replay.is_end_stream(),
+            Body::GrpcOutcome { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -114,6 +137,7 @@ impl http_body::Body for Body {
             }
             Body::Client(client) => client.size_hint(),
             Body::Replay(replay) => replay.size_hint(),
+            Body::GrpcOutcome { body, .. } => body.size_hint(),
         }
     }
 }

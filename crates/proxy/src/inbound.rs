@@ -245,6 +245,7 @@ pub async fn serve(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     caller.metrics.record(status, elapsed.as_secs_f64());
+    let response = crate::grpc_outcome::watch(response, caller.metrics.traffic());
     if let Some((writer, log)) = log {
         let exchange = Exchange {
             direction: "inbound",

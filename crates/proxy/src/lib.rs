@@ -20,6 +20,7 @@ mod detect;
 mod drain;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+mod grpc_outcome;
 mod http;
 mod inbound;
 mod io;

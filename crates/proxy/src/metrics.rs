@@ -408,7 +408,7 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     /// The golden-metrics stat these requests count in too.
-    pub fn traffic(&self) -> &EdgeStat {
+    pub fn traffic(&self) -> &Arc<EdgeStat> {
         &self.traffic
     }
 

@@ -13,6 +13,7 @@ use crate::body::Body;
 use crate::client_body::{self, ClientFault};
 use crate::connections::Active;
 use crate::cors::CorsCheck;
+use crate::grpc_outcome::grpc_status;
 use crate::http::{
     authority, host_conflict, hosts_disagree, is_upgrade, prepare_upstream, strip_hop_by_hop,
     synthetic, DRAINING_HEADER, OVERLOADED_HEADER,
@@ -119,6 +120,7 @@ pub async fn serve(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     route.metrics.record(status, elapsed.as_secs_f64());
+    let response = crate::grpc_outcome::watch(response, route.metrics.traffic());
     if let Some((writer, log)) = log {
         let exchange = Exchange {
             direction: "outbound",
@@ -381,7 +383,8 @@ fn is_retryable(policy: &RetryPolicy, result: &Result<Response<Body>, TryError>)
             (on(RetryOn::ServerError) && status >= 500)
                 || (on(RetryOn::GatewayError) && matches!(status, 502..=504))
                 || policy.status_codes.contains(&status)
-                || grpc_status(response).is_some_and(|code| policy.grpc_codes.contains(&code))
+                || grpc_status(response.headers())
+                    .is_some_and(|code| policy.grpc_codes.contains(&code))
         }
         Err(TryError::Timeout) => on(RetryOn::GatewayError) || on(RetryOn::ServerError),
         Err(TryError::Upstream(UpstreamError::Overloaded(_))) => false,
@@ -390,17 +393,6 @@ fn is_retryable(policy: &RetryPolicy, result: &Result<Response<Body>, TryError>)
         }
         Err(TryError::Upstream(_)) => on(RetryOn::Reset) || on(RetryOn::ServerError),
     }
-}
-
-/// gRPC errors that fail at once come as "trailers-only" responses: status in the headers.
-fn grpc_status<B>(response: &Response<B>) -> Option<u32> {
-    response
-        .headers()
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Exponential backoff with full jitter, so synchronized clients spread out.

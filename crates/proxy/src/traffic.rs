@@ -31,6 +31,7 @@ struct Key {
 }
 
 /// The counters of one edge or route, since the last report.
+#[derive(Debug)]
 pub struct EdgeStat {
     /// Inbound from a caller that proved an identity.
     over_mtls: bool,
@@ -44,6 +45,13 @@ pub struct EdgeStat {
     tcp_open: AtomicI64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
+}
+
+#[cfg(test)]
+impl Default for EdgeStat {
+    fn default() -> Self {
+        EdgeStat::new(false)
+    }
 }
 
 impl EdgeStat {
@@ -73,6 +81,17 @@ impl EdgeStat {
         };
         let micros = (seconds * 1e6) as u64;
         self.latency[latency_bucket(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A gRPC call that ended with a status other than OK (see `grpc_outcome.rs`), already
+    /// counted as a request by its HTTP status: a failure like a 5xx.
+    pub fn grpc_failed(&self) {
+        self.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub fn server_errors(&self) -> u64 {
+        self.server_errors.load(Ordering::Relaxed)
     }
 
     /// One request authorization denied (counted as a request too, by its 403).

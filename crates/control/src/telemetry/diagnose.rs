@@ -140,7 +140,7 @@ fn edge(
             Severity::Error,
             summary,
             format!(
-                "{} of {} requests failed (5xx) in {window}; {} of {} in the {:.0} s before",
+                "{} of {} requests failed (5xx or a gRPC error) in {window}; {} of {} in the {:.0} s before",
                 latest.server_errors,
                 latest.requests,
                 before.server_errors,
