@@ -203,9 +203,14 @@ pub fn parse(value: &[u8]) -> Option<Context> {
     })
 }
 
+/// A random id, never all zeros (which means "none"): one draw from the generator, not one
+/// per byte (this runs on every request that starts a trace).
 fn random_id<const N: usize>() -> [u8; N] {
+    const { assert!(N <= 16, "ids are at most 16 bytes") };
     loop {
-        let id: [u8; N] = std::array::from_fn(|_| fastrand::u8(..));
+        let draw = fastrand::u128(..).to_le_bytes();
+        let mut id = [0u8; N];
+        id.copy_from_slice(&draw[..N]);
         if id != [0; N] {
             return id;
         }
