@@ -614,27 +614,11 @@ async fn a_grpc_call_that_fails_with_http_200_counts_as_a_failure() {
     let dir = TempDir::new("stat-grpc");
     let control = ControlPlane::start(&dir.path().join("data"), None);
     control.apply(&services(&[("web", "http"), ("catalog", "grpc")]));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("catalog", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let app = grpc_health_app("catalog").await;
     let _catalog = control.proxy("catalog", app).start();
     let web_app = HttpBackend::start("web").await;
     let web = control.proxy("web", web_app.addr).start();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", web.outbound))
-        .unwrap()
-        .origin("http://catalog".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = HealthClient::new(channel);
+    let mut grpc = HealthClient::new(grpc_channel(web.outbound, "catalog").await);
     // 6 calls that succeed, 4 that end NOT_FOUND: all of them HTTP 200.
     for service in [
         "catalog", "nope", "catalog", "nope", "catalog", "catalog", "nope", "nope", "catalog",

@@ -41,27 +41,10 @@ async fn grpc_unary_calls_and_errors_pass_through() {
 
     let dir = TempDir::new("grpc");
     let certs = Certs::new(dir.path(), &["client", "catalog"]);
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("catalog", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = listener.local_addr().unwrap();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(incoming),
-    );
+    let app = grpc_health_app("catalog").await;
 
     let (server, client) = mesh_pair(&dir, &certs, "catalog", "grpc", app, &[]);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", client.outbound))
-        .unwrap()
-        .origin("http://catalog".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = HealthClient::new(channel);
+    let mut grpc = HealthClient::new(grpc_channel(client.outbound, "catalog").await);
     // Well past h2's per-connection allowance of 100 empty DATA frames: a proxy that
     // forwarded each call's empty frame would have the peer close the connection.
     for _ in 0..300 {
@@ -274,13 +257,7 @@ spec:
     let client = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config)
         .tls(&certs)
         .start();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", client.outbound))
-        .unwrap()
-        .origin("http://catalog".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = HealthClient::new(channel);
+    let mut grpc = HealthClient::new(grpc_channel(client.outbound, "catalog").await);
     for i in 0..150 {
         let reply = grpc
             .check(HealthCheckRequest {

@@ -223,3 +223,30 @@ pub async fn server_speaks_first(
     });
     (addr, task)
 }
+
+/// A real gRPC app: tonic's health service reporting `serving` as SERVING (any other name
+/// answers NOT_FOUND). Its address.
+pub async fn grpc_health_app(serving: &str) -> SocketAddr {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(serving, tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    app
+}
+
+/// A gRPC channel to `service` through a proxy's outbound listener.
+pub async fn grpc_channel(outbound: SocketAddr, service: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{outbound}"))
+        .unwrap()
+        .origin(format!("http://{service}").parse().unwrap())
+        .connect()
+        .await
+        .unwrap()
+}
