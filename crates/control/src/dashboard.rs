@@ -11,35 +11,35 @@ use axum::routing::get;
 use axum::Router;
 
 const INDEX: &str = include_str!("dashboard/index.html");
-const SCRIPT: &str = include_str!("dashboard/app.js");
-const STYLE: &str = include_str!("dashboard/style.css");
+const HTML: &str = "text/html; charset=utf-8";
 
-/// The paths the dashboard's assets are served at: open, like `/api/v1/health`.
-pub const ASSETS: [&str; 4] = [
-    "/",
-    "/dashboard/",
-    "/dashboard/app.js",
-    "/dashboard/style.css",
+/// Each asset: its path, its content and its type. Served open, like `/api/v1/health`.
+const FILES: [(&str, &str, &str); 4] = [
+    ("/", INDEX, HTML),
+    ("/dashboard/", INDEX, HTML),
+    (
+        "/dashboard/app.js",
+        include_str!("dashboard/app.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/dashboard/style.css",
+        include_str!("dashboard/style.css"),
+        "text/css; charset=utf-8",
+    ),
 ];
 
+/// Whether `path` is one of the dashboard's assets (which need no token to read).
+pub fn is_asset(path: &str) -> bool {
+    FILES.iter().any(|(at, _, _)| *at == path)
+}
+
 pub fn router() -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/dashboard/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/dashboard/app.js",
-            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/dashboard/style.css",
-            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
-        )
+    FILES
+        .iter()
+        .fold(Router::new(), |router, &(path, body, content_type)| {
+            router.route(path, get(move || async move { asset(body, content_type) }))
+        })
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

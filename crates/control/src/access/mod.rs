@@ -332,7 +332,7 @@ pub fn protect(router: Router, access: Arc<Access>) -> Router {
 async fn guard(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    if path == OPEN_PATH || (read && crate::dashboard::ASSETS.contains(&path)) {
+    if path == OPEN_PATH || (read && crate::dashboard::is_asset(path)) {
         return next.run(request).await;
     }
     let method = request.method();
