@@ -2,9 +2,10 @@
 # Runs every check and test Weft has: formatting, lints, unit tests and the end-to-end
 # tests that start real `weft` processes, and a short run of every fuzz target. Needs only
 # the Rust toolchain; the real servers the tests talk to (Prometheus), tmux (to drive
-# `weft top` in a terminal), Chromium (to open the dashboard in a real browser), a C++
-# compiler for libFuzzer, and cmake and Go for the FIPS build are installed here first
-# from Debian's packages.
+# `weft top` in a terminal), Chromium (to open the dashboard in a real browser), iptables,
+# iproute2, curl and Python (transparent capture, in network namespaces), a C++ compiler
+# for libFuzzer, and cmake and Go for the FIPS build are installed here first from
+# Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,12 @@ install_debian_packages() {
   command -v tmux >/dev/null 2>&1 || missing+=(tmux) # `weft top` is driven in it
   command -v chromium >/dev/null 2>&1 || missing+=(chromium) # the dashboard, in a real browser
   command -v c++ >/dev/null 2>&1 || missing+=(g++) # libFuzzer, for the fuzz targets
+  # transparent capture, tested in network namespaces: iptables, ip, and an unmodified
+  # app (curl, Python's http.server)
+  command -v iptables-restore >/dev/null 2>&1 || missing+=(iptables)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   # AWS-LC's FIPS module, for the `fips` build
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v go >/dev/null 2>&1 || missing+=(golang-go)

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod browser;
 pub mod client;
 pub mod control;
+pub mod netns;
 pub mod process;
 
 pub use backend::*;

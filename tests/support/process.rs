@@ -280,8 +280,14 @@ impl LoggedChild {
 
     /// With `read_stdout` false, stdout's pipe is kept open but never read.
     pub fn spawn_with(args: &[String], read_stdout: bool) -> LoggedChild {
-        let child = Command::new(weft_bin())
-            .args(args)
+        let mut command = Command::new(weft_bin());
+        command.args(args);
+        Self::spawn_command(command, read_stdout)
+    }
+
+    /// `command` (a `weft` run some other way, such as in a network namespace).
+    pub fn spawn_command(mut command: Command, read_stdout: bool) -> LoggedChild {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -348,7 +354,14 @@ impl Proxy {
     fn start(spec: ProxySpec) -> Proxy {
         let args = spec.args();
         let expected_upstreams = args.iter().filter(|a| *a == "--upstream").count();
-        let mut process = LoggedChild::spawn_with(&args, !spec.stdout_unread);
+        let process = LoggedChild::spawn_with(&args, !spec.stdout_unread);
+        let proxy = Proxy::listening(process, expected_upstreams);
+        proxy.wait_ready();
+        proxy
+    }
+
+    /// A started proxy, once its logs have named its listeners.
+    pub fn listening(mut process: LoggedChild, expected_upstreams: usize) -> Proxy {
         let found = process.listeners(|found| {
             let named = |name: &str| found.iter().any(|(n, _)| n == name);
             let upstreams = found.iter().filter(|(n, _)| n == "upstream").count();
@@ -358,7 +371,7 @@ impl Proxy {
                 && upstreams >= expected_upstreams
         });
         let named = |name: &str| found.iter().find(|(n, _)| n == name).unwrap().1;
-        let proxy = Proxy {
+        Proxy {
             inbound: named("inbound"),
             outbound: named("outbound"),
             admin: named("admin"),
@@ -371,9 +384,7 @@ impl Proxy {
             logs: process.logs,
             stdout: process.stdout,
             child: process.child,
-        };
-        proxy.wait_ready();
-        proxy
+        }
     }
 
     pub fn wait_ready(&self) {

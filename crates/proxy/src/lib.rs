@@ -11,6 +11,7 @@ mod admin;
 mod authorization;
 mod balance;
 mod body;
+pub mod capture;
 mod client_body;
 mod config_error;
 mod connections;
@@ -46,7 +47,7 @@ mod upstream;
 mod url_rewrite;
 
 pub use options::{
-    ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
+    Capture, ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
 };
 
 use control_client::ControlClient;
@@ -84,6 +85,8 @@ pub enum ProxyError {
     NoConfigSource,
     #[error("starting the admin server")]
     Admin(#[source] std::io::Error),
+    #[error("installing the capture rules: {0}")]
+    Capture(#[from] capture::CaptureError),
 }
 
 /// While draining, callers count as gone once no request has come in for this long.
@@ -102,6 +105,44 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// A listener on the IPv6 loopback or wildcard at the port `listener` has on the IPv4
+/// one: where capture rules send redirected IPv6 connections. `None` when `listener` is
+/// on another address (IPv6 already, or one interface's).
+fn ipv6_twin(
+    listener: &TcpListener,
+    flag: &'static str,
+) -> Result<Option<TcpListener>, ProxyError> {
+    let Ok(SocketAddr::V4(local)) = listener.local_addr() else {
+        return Ok(None);
+    };
+    let ip = match *local.ip() {
+        std::net::Ipv4Addr::LOCALHOST => std::net::Ipv6Addr::LOCALHOST,
+        std::net::Ipv4Addr::UNSPECIFIED => std::net::Ipv6Addr::UNSPECIFIED,
+        _ => return Ok(None),
+    };
+    let addr = SocketAddr::from((ip, local.port()));
+    let bind = || -> std::io::Result<TcpListener> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+        // The IPv4 listener has the port's IPv4 side.
+        socket.set_only_v6(true)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG as i32)?;
+        TcpListener::from_std(socket.into())
+    };
+    let twin = bind().map_err(|source| ProxyError::Bind {
+        what: "IPv6 capture",
+        flag,
+        addr,
+        source,
+    })?;
+    let name = format!("{}-ipv6", flag.trim_start_matches("--"));
+    tracing::info!(listener = %name, %addr, "listening for captured traffic");
+    Ok(Some(twin))
 }
 
 async fn bind(
@@ -198,7 +239,19 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
         inbound_addr,
         outbound,
         bound,
+        twins,
     } = listeners;
+    // The rules go in once every listener is bound (the kernel queues what they capture
+    // until the accept loops run) and before `/ready` can say yes.
+    let installed = match &proxy.options.capture {
+        Some(Capture::Iptables(plan)) => {
+            // A few milliseconds of iptables-restore, once, before any traffic is captured.
+            let added = capture::install(plan)?;
+            tracing::info!(rules = added.len(), "capture rules installed (iptables)");
+            true
+        }
+        _ => false,
+    };
     let admin_addr = admin.local_addr().ok();
     admin::spawn(proxy.clone(), admin).map_err(ProxyError::Admin)?;
 
@@ -215,7 +268,7 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
         Role::Outbound,
         drain.watch(),
     ));
-    for (listener, role) in bound {
+    for (listener, role) in bound.into_iter().chain(twins) {
         tokio::spawn(listener::accept_loop(
             proxy.clone(),
             listener,
@@ -269,6 +322,15 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
         tracing::warn!("drain deadline passed with connections still open; exiting");
     }
     // After the drain nothing else runs: blocking this thread for the last lines is fine.
+    // The rules stay until now, so no connection made while draining bypasses the mesh.
+    if installed {
+        match capture::remove() {
+            Ok(removed) => tracing::info!(rules = removed.len(), "capture rules removed"),
+            Err(error) => {
+                tracing::error!(%error, "removing the capture rules failed; run `weft capture remove`")
+            }
+        }
+    }
     if let Some(log) = &proxy.access_log {
         if !log.flush(Duration::from_secs(2)) {
             tracing::warn!("the access log's last lines could not be written within 2s");
@@ -284,6 +346,8 @@ struct Listeners {
     inbound_addr: std::net::SocketAddr,
     outbound: TcpListener,
     bound: Vec<(TcpListener, Role)>,
+    /// With capture: the IPv6 listeners redirected IPv6 connections arrive at.
+    twins: Vec<(TcpListener, Role)>,
 }
 
 impl Listeners {
@@ -316,12 +380,24 @@ impl Listeners {
                 },
             ));
         }
+        let mut twins = Vec::new();
+        if options.capture.is_some() && std::path::Path::new("/proc/net/if_inet6").exists() {
+            for (listener, role, flag) in [
+                (&inbound, Role::Inbound, "--inbound"),
+                (&outbound, Role::Outbound, "--outbound"),
+            ] {
+                if let Some(twin) = ipv6_twin(listener, flag)? {
+                    twins.push((twin, role));
+                }
+            }
+        }
         Ok(Listeners {
             admin,
             inbound,
             inbound_addr,
             outbound,
             bound,
+            twins,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! refusal is counted in `weft_rejected_total`.
 
 use crate::body::ServedBody;
+use crate::capture;
 use crate::connections::{AtCapacity, Tracked, Tracker};
 use crate::detect::{detect, Detected};
 use crate::drain::Drain;
@@ -125,7 +126,7 @@ enum Idle {
 impl Connection {
     async fn outbound(self, mut stream: TcpStream, bound: Option<String>) {
         let proxy = self.proxy.clone();
-        let bound_service = bound
+        let mut bound_service = bound
             .as_ref()
             .and_then(|key| proxy.snapshot().by_key(&proxy, key));
         if bound.is_some() && bound_service.is_none() {
@@ -136,13 +137,29 @@ impl Connection {
             proxy.metrics.reject(Direction::Outbound, "unknown_service");
             return;
         }
+        // A connection redirected here by capture rules goes to the service at the address
+        // the app called, as if it came to that service's binding.
+        let captured = match bound {
+            Some(_) => None,
+            None => capture::original_destination(&stream),
+        };
+        if let Some(destination) = captured {
+            bound_service = proxy.snapshot().by_destination(&proxy, destination);
+            if bound_service.is_none() {
+                let _active = self.tracked.begin();
+                Box::pin(tcp::forward_external(proxy, destination, Box::new(stream))).await;
+                return;
+            }
+        }
+        let port = match captured {
+            Some(destination) => Some(destination.port()),
+            None => stream.local_addr().ok().map(|a| a.port()),
+        };
         // A bound port is never sniffed when its service is TCP or its port is listed in
         // --opaque-ports (server-speaks-first protocols would otherwise wait out detection).
         let opaque = bound_service.as_ref().is_some_and(|s| {
             s.backend.protocol == Protocol::Tcp
-                || stream
-                    .local_addr()
-                    .is_ok_and(|a| proxy.options.opaque_ports.contains(&a.port()))
+                || port.is_some_and(|port| proxy.options.opaque_ports.contains(&port))
         });
         let (detected, prefix) = if opaque {
             (Detected::Opaque, bytes::Bytes::new())

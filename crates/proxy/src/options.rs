@@ -29,6 +29,17 @@ pub struct ProxyOptions {
     /// Drain and exit when standard input closes (the supervisor holding it went away).
     pub exit_on_stdin_close: bool,
     pub limits: ServerLimits,
+    /// `--capture`: the app's traffic comes to the listeners by capture rules.
+    pub capture: Option<Capture>,
+}
+
+/// How the app's traffic is captured, when it is.
+#[derive(Clone, Debug)]
+pub enum Capture {
+    /// Rules installed by someone else (`weft capture install`, run before the proxy).
+    Preinstalled,
+    /// Rules this proxy installs when it starts and removes when it exits.
+    Iptables(Box<crate::capture::Plan>),
 }
 
 /// How this proxy registers with the control plane.
@@ -142,6 +153,7 @@ impl ProxyOptions {
             tracing: None,
             exit_on_stdin_close: false,
             limits: ServerLimits::default(),
+            capture: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::resilience::{RateLimiter, Resilience, RetryBudget};
 use crate::routes::{Route, RouteParts, WeightedBackend};
 use crate::upstream::{ConnectionPolicy, EndpointPool};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use weft_identity::{SpiffeId, TlsIdentity};
@@ -88,7 +88,13 @@ pub struct Snapshot {
     own: Option<Arc<ServiceRoutes>>,
     /// Its authorization policies, as the inbound path judges with them.
     pub policies: OwnPolicies,
+    /// Services by their endpoints' addresses, built for the first captured connection.
+    by_address: OnceLock<AddressIndex>,
 }
+
+/// Which services have an endpoint at an IP address, for connections whose destination
+/// is an address rather than a name (transparent capture).
+type AddressIndex = HashMap<IpAddr, Vec<usize>>;
 
 pub fn service_key(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}")
@@ -129,6 +135,7 @@ impl Snapshot {
             backends: Box::default(),
             own: None,
             policies: OwnPolicies::new(&ProxyConfig::default(), None),
+            by_address: OnceLock::new(),
         }
     }
 
@@ -162,6 +169,7 @@ impl Snapshot {
             backends: (0..count).map(|_| OnceLock::new()).collect(),
             own: None,
             policies,
+            by_address: OnceLock::new(),
         };
         {
             let mut carried = ctx.carried.lock().unwrap_or_else(|e| e.into_inner());
@@ -195,6 +203,41 @@ impl Snapshot {
             HostTarget::Qualified(key) => self.by_key.get(key).copied(),
             HostTarget::Local(name) => self.local_names.get(name).copied(),
         }
+    }
+
+    /// The service a captured connection to `destination` was for: the one with an
+    /// endpoint at that address, or at that IP when one service has it (the app calls the
+    /// workload's own port; the endpoint is its proxy's inbound listener). Among several
+    /// services at one IP, the one with an endpoint or port that is `destination`'s port.
+    pub fn by_destination(
+        &self,
+        proxy: &Proxy,
+        destination: SocketAddr,
+    ) -> Option<Arc<ServiceRoutes>> {
+        let index = self.by_address.get_or_init(|| {
+            let mut index = AddressIndex::new();
+            for (at, service) in self.config.services.iter().enumerate() {
+                for endpoint in &service.endpoints {
+                    let found = index
+                        .entry(endpoint.address.ip().to_canonical())
+                        .or_default();
+                    if !found.contains(&at) {
+                        found.push(at);
+                    }
+                }
+            }
+            index
+        });
+        let candidates = index.get(&destination.ip().to_canonical())?;
+        let at = match candidates[..] {
+            [only] => only,
+            _ => *candidates.iter().find(|&&at| {
+                let service = &self.config.services[at];
+                service.endpoints.iter().any(|e| e.address == destination)
+                    || service.ports.iter().any(|p| p.port == destination.port())
+            })?,
+        };
+        self.service_at(at, &proxy.build_context())
     }
 
     /// By `service_key` (`name.namespace`).

@@ -10,6 +10,7 @@ use crate::proxy::Proxy;
 use crate::splice::splice;
 use crate::state::Backend;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -46,6 +47,47 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
         source,
         destination: backend.label.clone(),
         endpoint: Some(endpoint.address),
+        started,
+    };
+    copy(
+        &proxy,
+        ends,
+        &mut downstream,
+        &mut upstream,
+        None,
+        std::future::pending(),
+    )
+    .await;
+}
+
+/// The `destination` label of traffic to addresses outside the mesh.
+pub const EXTERNAL: &str = "external";
+
+/// Outbound, captured, to an address no service has: passed through as plain TCP to where
+/// the app was going, counted and logged as `destination="external"`.
+pub async fn forward_external(proxy: Arc<Proxy>, destination: SocketAddr, mut downstream: BoxIo) {
+    let started = Instant::now();
+    let connect_timeout = proxy.app_connections.connect_timeout;
+    let mut upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(destination))
+        .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(%error, %destination, "TCP connection to an external address failed");
+            proxy.metrics.reject(Direction::Outbound, "connect_failed");
+            return;
+        }
+        Err(_) => {
+            proxy.metrics.reject(Direction::Outbound, "connect_failed");
+            return;
+        }
+    };
+    tune(&upstream);
+    let ends = Ends {
+        direction: Direction::Outbound,
+        source: proxy.local_label.clone(),
+        destination: Arc::from(EXTERNAL),
+        endpoint: Some(destination),
         started,
     };
     copy(
@@ -116,7 +158,7 @@ struct Ends {
     direction: Direction,
     source: Arc<str>,
     destination: Arc<str>,
-    endpoint: Option<std::net::SocketAddr>,
+    endpoint: Option<SocketAddr>,
     started: Instant,
 }
 

@@ -5,6 +5,7 @@ mod api_client;
 mod api_token_cmd;
 mod audit_cmd;
 mod ca_cmd;
+mod capture_cmd;
 mod cert_cmd;
 mod client_cmd;
 mod control_cmd;
@@ -90,6 +91,12 @@ enum Command {
     Demo(demo_cmd::DemoArgs),
     /// Run the sidecar proxy for one workload (data plane).
     Proxy(Box<proxy_cmd::ProxyArgs>),
+    /// Transparent capture: the iptables rules that send an unmodified app's traffic
+    /// through its proxy (`install`, `remove`).
+    Capture {
+        #[command(subcommand)]
+        cmd: capture_cmd::CaptureCmd,
+    },
     /// Make certificates for local mode, tests and benchmarks.
     Cert {
         #[command(subcommand)]
@@ -178,6 +185,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Ca { cmd } => ca_cmd::run(cmd),
+        Command::Capture { cmd } => capture_cmd::run(cmd),
         Command::Audit { cmd } => audit_cmd::run(cmd),
         Command::Policy { cmd } => policy_cmd::run(cmd),
         Command::Cert { cmd } => cert_cmd::run(cmd),

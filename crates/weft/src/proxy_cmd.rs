@@ -1,5 +1,6 @@
 //! `weft proxy`: flags to `ProxyOptions`, and the runtime it runs on.
 
+use crate::capture_cmd::Exclusions;
 use crate::stop_signal;
 use anyhow::Context;
 use clap::Args;
@@ -7,8 +8,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use weft_proxy::capture::InboundPorts;
 use weft_proxy::{
-    ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
+    Capture, ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
 };
 
 #[derive(Args)]
@@ -137,6 +139,23 @@ pub struct ProxyArgs {
     /// gRPC streams are never checked.
     #[arg(long, default_value_t = 1024)]
     min_request_body_rate: u32,
+    /// Transparent capture, so the app needs no change: its outbound TCP comes to the
+    /// outbound listener and goes to the service at the address it called (or out as
+    /// plain TCP when no service has it), and TCP to its ports comes through the inbound
+    /// listener. `iptables`: install the rules in this network namespace at start (needs
+    /// root or CAP_NET_ADMIN; this proxy's own uid is never captured, so run the app as
+    /// another user) and remove them on exit. `preinstalled`: `weft capture install` did.
+    #[arg(long, value_enum, default_value_t = CaptureMode::Off, help_heading = "Transparent capture")]
+    capture: CaptureMode,
+    #[command(flatten, next_help_heading = "Transparent capture")]
+    capture_exclusions: Exclusions,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CaptureMode {
+    Off,
+    Iptables,
+    Preinstalled,
 }
 
 fn parse_upstream(value: &str) -> Result<UpstreamBinding, String> {
@@ -215,6 +234,24 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             detect_timeout: args.detect_timeout,
             drain_timeout: args.drain_timeout,
             min_request_body_rate: args.min_request_body_rate,
+        },
+        capture: match args.capture {
+            CaptureMode::Off => None,
+            CaptureMode::Preinstalled => Some(Capture::Preinstalled),
+            CaptureMode::Iptables => {
+                if args.outbound.port() == 0 || args.inbound.port() == 0 {
+                    anyhow::bail!("--capture iptables needs fixed --outbound and --inbound ports (not 0): the rules redirect to them");
+                }
+                let plan = args.capture_exclusions.plan(
+                    (
+                        rustix::process::getuid().as_raw(),
+                        Some(rustix::process::getgid().as_raw()),
+                    ),
+                    (args.outbound.port(), args.inbound.port()),
+                    InboundPorts::Only(vec![args.app.port()]),
+                );
+                Some(Capture::Iptables(Box::new(plan)))
+            }
         },
     };
     // One thread: the current-thread scheduler parks straight in epoll and needs no

@@ -123,6 +123,7 @@ fn options(app: SocketAddr, control: ControlPlaneOptions) -> ProxyOptions {
         tracing: None,
         exit_on_stdin_close: false,
         limits: ServerLimits::default(),
+        capture: None,
     }
 }
 

@@ -1,0 +1,202 @@
+//! Network namespaces made by a test, as a workload's "pod": its own interfaces, routes and
+//! iptables rules, joined to another by a veth pair. Needs root; deleted on drop.
+
+use super::{weft_bin, ChildGuard, LoggedChild, Proxy};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether this process may make namespaces and change iptables.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Says why a test is skipped, so a run without root shows what it did not check.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces, iptables); CI runs it as root");
+    true
+}
+
+pub struct Netns {
+    pub name: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The uid an unmodified app runs as in these tests: not the proxies' (root).
+pub const APP_UID: &str = "65534";
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "weft-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        host(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command run inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {args:?} in {}: {e}", self.name))
+    }
+
+    /// Runs `args` here and panics with its output unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{args:?} in {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `weft proxy ARGS` here, once it has said where it listens. Its admin address is
+    /// this namespace's: read it with `curl` run here, not `Proxy::metrics`.
+    pub fn spawn_proxy(&self, args: &[String]) -> Proxy {
+        let mut command = self.command(weft_bin());
+        command.args(args);
+        Proxy::listening(LoggedChild::spawn_command(command, true), 0)
+    }
+
+    /// Any long-running program here, killed on drop.
+    pub fn spawn(&self, args: &[&str]) -> ChildGuard {
+        let child = self
+            .command(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a program in a namespace");
+        ChildGuard(child)
+    }
+
+    /// An HTTP GET by curl as an unmodified app would make it, run as `APP_UID`: the
+    /// status code (0 when no answer came) and the body.
+    pub fn curl_as_app(&self, url: &str) -> (u16, String) {
+        self.curl(
+            &[
+                "setpriv",
+                "--reuid",
+                APP_UID,
+                "--regid",
+                APP_UID,
+                "--clear-groups",
+            ],
+            url,
+        )
+    }
+
+    /// The same as root, which is the proxies' user: never captured.
+    pub fn curl_as_root(&self, url: &str) -> (u16, String) {
+        self.curl(&[], url)
+    }
+
+    fn curl(&self, prefix: &[&str], url: &str) -> (u16, String) {
+        let mut args: Vec<&str> = prefix.to_vec();
+        args.extend([
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ]);
+        let output = self.run(&args);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// The nat table as `iptables-save` and `ip6tables-save` print it, without the
+    /// comment lines that carry a time.
+    pub fn nat_rules(&self) -> String {
+        let mut rules = String::new();
+        for tool in ["iptables-save", "ip6tables-save"] {
+            let saved = self.ok(&[tool, "-t", "nat"]);
+            for line in saved.lines().filter(|l| !l.starts_with('#')) {
+                rules.push_str(line);
+                rules.push('\n');
+            }
+        }
+        rules
+    }
+
+    /// Waits until `url` answers 200 here (fetched as root).
+    pub fn wait_http_ok(&self, url: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.curl_as_root(url);
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} in {} did not answer 200 within {within:?} (last: {status} {body})",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Joins `a` and `b` with a veth pair named `veth0` on both sides, with these addresses
+/// (`10.0.0.1/24`, `fd00::1/64`) on each side.
+pub fn link(a: &Netns, a_addresses: &[&str], b: &Netns, b_addresses: &[&str]) {
+    host(&[
+        "ip", "link", "add", "veth0", "netns", &a.name, "type", "veth", "peer", "name", "veth0",
+        "netns", &b.name,
+    ]);
+    for (ns, addresses) in [(a, a_addresses), (b, b_addresses)] {
+        for address in addresses {
+            // `nodad`: an IPv6 address is usable at once, not after duplicate detection.
+            let mut args = vec!["ip", "addr", "add", address, "dev", "veth0"];
+            if address.contains(':') {
+                args.push("nodad");
+            }
+            ns.ok(&args);
+        }
+        ns.ok(&["ip", "link", "set", "veth0", "up"]);
+    }
+}
+
+fn host(args: &[&str]) {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
