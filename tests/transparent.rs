@@ -166,6 +166,39 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
     assert_eq!(status, 200);
     assert_eq!(external(), external_bytes);
 
+    // With `outboundTrafficPolicy: registry-only`, the same call is refused and counted;
+    // services are still reached.
+    let registry_only = "---\napiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: default\nspec:\n  outboundTrafficPolicy: registry-only\n";
+    write_config(dir.path(), "mesh.yaml", &(mesh_yaml() + registry_only));
+    let refused_external = || {
+        metric_sum(
+            &metrics(&client),
+            "weft_rejected_total",
+            &[("direction", "outbound"), ("reason", "registry_only")],
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while refused_external() == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registry-only never took effect"
+        );
+        let (status, _) =
+            client.curl_as_app(&format!("http://{EXTERNAL_IP}:{OTHER_PORT}/hello.txt"));
+        if status != 200 {
+            assert_eq!(
+                status, 0,
+                "refused means the connection closed without an answer"
+            );
+        }
+    }
+    let (passed, refused) = (external(), refused_external());
+    let external_url = format!("http://{EXTERNAL_IP}:{OTHER_PORT}/hello.txt");
+    assert_eq!(client.curl_as_app(&external_url).0, 0);
+    assert_eq!(refused_external(), refused + 1.0);
+    assert_eq!(external(), passed);
+    assert_eq!(client.curl_as_app(&url).0, 200);
+
     // The proxies' own user is not captured: as root, curl reaches the server's app port
     // directly, where the server's inbound capture hands it to its proxy, which refuses
     // plaintext (strict mTLS). Nothing bypasses the mesh.

@@ -23,6 +23,9 @@ pub struct ProxyConfig {
     /// What a call that no AuthorizationPolicy allows or denies gets (from the `Mesh`).
     #[serde(default, skip_serializing_if = "DefaultAuthorization::is_allow")]
     pub default_authorization: DefaultAuthorization,
+    /// What a captured connection to an address no service has gets (from the `Mesh`).
+    #[serde(default, skip_serializing_if = "OutboundTrafficPolicy::is_allow_any")]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
     /// 0-100: the share of authorization decisions sampled into the audit log (from the
     /// `Mesh`; denials are reported whatever it is).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -76,6 +79,23 @@ pub enum MtlsMode {
     /// Plaintext is accepted too, and labelled `source="plaintext"` in metrics and logs, so
     /// operators can see what still has to join the mesh.
     Permissive,
+}
+
+/// Where captured traffic to destinations outside the mesh may go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboundTrafficPolicy {
+    /// Passed through as plain TCP, counted as `destination="external"`.
+    #[default]
+    AllowAny,
+    /// Refused, counted and logged: only services in the registry can be reached.
+    RegistryOnly,
+}
+
+impl OutboundTrafficPolicy {
+    pub fn is_allow_any(&self) -> bool {
+        *self == OutboundTrafficPolicy::AllowAny
+    }
 }
 
 impl MtlsMode {

@@ -29,7 +29,7 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use weft_model::config::Protocol;
+use weft_model::config::{OutboundTrafficPolicy, Protocol};
 
 /// Which side of the proxy a listener is.
 #[derive(Clone)]
@@ -146,6 +146,13 @@ impl Connection {
         if let Some(destination) = captured {
             bound_service = proxy.snapshot().by_destination(&proxy, destination);
             if bound_service.is_none() {
+                if proxy.snapshot().config.outbound_traffic_policy
+                    == OutboundTrafficPolicy::RegistryOnly
+                {
+                    tracing::info!(%destination, "refused a connection to an address outside the mesh (outboundTrafficPolicy: registry-only)");
+                    proxy.metrics.reject(Direction::Outbound, "registry_only");
+                    return;
+                }
                 let _active = self.tracked.begin();
                 Box::pin(tcp::forward_external(proxy, destination, Box::new(stream))).await;
                 return;

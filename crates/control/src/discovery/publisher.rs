@@ -293,6 +293,7 @@ fn endpoint_changes<'a>(old: &ProxyConfig, new: &'a ProxyConfig) -> Option<Vec<&
         trust_domain,
         mtls_mode,
         default_authorization,
+        outbound_traffic_policy,
         audit_decisions_percent,
         tracing,
         trust,
@@ -301,6 +302,7 @@ fn endpoint_changes<'a>(old: &ProxyConfig, new: &'a ProxyConfig) -> Option<Vec<&
     if *trust_domain != new.trust_domain
         || *mtls_mode != new.mtls_mode
         || *default_authorization != new.default_authorization
+        || *outbound_traffic_policy != new.outbound_traffic_policy
         || *audit_decisions_percent != new.audit_decisions_percent
         || *tracing != new.tracing
         || *trust != new.trust

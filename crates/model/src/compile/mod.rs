@@ -74,6 +74,10 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
         trust_domain,
         mtls_mode,
         default_authorization,
+        outbound_traffic_policy: catalog
+            .mesh
+            .map(|mesh| mesh.outbound_traffic_policy)
+            .unwrap_or_default(),
         audit_decisions_percent: catalog
             .mesh
             .and_then(|mesh| mesh.audit_decisions_percent)

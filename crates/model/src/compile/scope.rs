@@ -89,6 +89,7 @@ pub fn scoped(config: &ProxyConfig, scope: &Scope) -> ProxyConfig {
         trust_domain: config.trust_domain.clone(),
         mtls_mode: config.mtls_mode,
         default_authorization: config.default_authorization,
+        outbound_traffic_policy: config.outbound_traffic_policy,
         audit_decisions_percent: config.audit_decisions_percent,
         tracing: config.tracing.clone(),
         trust: config.trust.clone(),

@@ -27,6 +27,9 @@ pub struct MeshSpec {
     /// wins over it).
     #[serde(default)]
     pub tracing: Option<TracingSpec>,
+    /// What an app's captured connection to an address outside the mesh gets.
+    #[serde(default)]
+    pub outbound_traffic_policy: crate::config::OutboundTrafficPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -85,6 +88,7 @@ impl Default for MeshSpec {
             default_authorization: DefaultAuthorization::default(),
             audit_decisions_percent: None,
             tracing: None,
+            outbound_traffic_policy: Default::default(),
         }
     }
 }
