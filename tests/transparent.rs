@@ -148,6 +148,25 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
     assert_eq!(line["source"], "web.default", "{line}");
     assert_eq!(line["path"], "/hello.txt", "{line}");
 
+    // By reviews' virtual IP (the first of the default range: it is the only Service).
+    // Apps find it by DNS; the namespace routes the range to its interface, as a default
+    // route would.
+    client.ok(&["ip", "route", "add", "240.240.0.0/16", "dev", "veth0"]);
+    let by_vip = format!("http://240.240.0.1:{APP_PORT}/hello.txt");
+    assert_eq!(
+        client.curl_as_app(&by_vip),
+        (200, "hello from reviews\n".to_string())
+    );
+    let sent_by_vip = metric_sum(
+        &metrics(&client),
+        "weft_http_requests_total",
+        &[
+            ("direction", "outbound"),
+            ("destination", "reviews.default"),
+        ],
+    );
+    assert_eq!(sent_by_vip, 2.0);
+
     // To an address no service has: passed through as plain TCP, counted as external.
     let (status, _) = client.curl_as_app(&format!("http://{EXTERNAL_IP}:{OTHER_PORT}/hello.txt"));
     assert_eq!(status, 200);

@@ -109,6 +109,10 @@ pub struct ServiceConfig {
     pub name: String,
     pub namespace: String,
     pub ports: Vec<PortConfig>,
+    /// The address apps call it by (DNS answers its name with it); captured connections
+    /// to it are this service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_ip: Option<std::net::IpAddr>,
     pub endpoints: Vec<EndpointConfig>,
     /// Rules from every HTTPRoute and GRPCRoute attached to this service, already sorted by
     /// Gateway API precedence: the proxy takes the first rule that matches. Empty means

@@ -9,6 +9,7 @@
 pub mod analyze;
 pub mod authz;
 mod catalog;
+pub mod cidr;
 mod compile;
 pub mod config;
 mod error;

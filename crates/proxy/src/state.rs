@@ -92,9 +92,15 @@ pub struct Snapshot {
     by_address: OnceLock<AddressIndex>,
 }
 
-/// Which services have an endpoint at an IP address, for connections whose destination
-/// is an address rather than a name (transparent capture).
-type AddressIndex = HashMap<IpAddr, Vec<usize>>;
+/// Services by address, for connections whose destination is an address rather than a
+/// name (transparent capture).
+#[derive(Default)]
+struct AddressIndex {
+    /// Each service's virtual IP.
+    virtual_ips: HashMap<IpAddr, usize>,
+    /// The services with an endpoint at each IP.
+    endpoints: HashMap<IpAddr, Vec<usize>>,
+}
 
 pub fn service_key(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}")
@@ -205,22 +211,25 @@ impl Snapshot {
         }
     }
 
-    /// The service a captured connection to `destination` was for: the one with an
-    /// endpoint at that address, or at that IP when one service has it (the app calls the
-    /// workload's own port; the endpoint is its proxy's inbound listener). Among several
-    /// services at one IP, the one with an endpoint or port that is `destination`'s port.
+    /// The service a captured connection to `destination` was for: the one whose virtual
+    /// IP it is, else the one with an endpoint at that address, or at that IP when one
+    /// service has it (the app calls the workload's own port; the endpoint is its proxy's
+    /// inbound listener). Among several services at one IP, the one with an endpoint or
+    /// port that is `destination`'s port.
     pub fn by_destination(
         &self,
         proxy: &Proxy,
         destination: SocketAddr,
     ) -> Option<Arc<ServiceRoutes>> {
         let index = self.by_address.get_or_init(|| {
-            let mut index = AddressIndex::new();
+            let mut index = AddressIndex::default();
             for (at, service) in self.config.services.iter().enumerate() {
+                if let Some(ip) = service.virtual_ip {
+                    index.virtual_ips.insert(ip, at);
+                }
                 for endpoint in &service.endpoints {
-                    let found = index
-                        .entry(endpoint.address.ip().to_canonical())
-                        .or_default();
+                    let ip = endpoint.address.ip().to_canonical();
+                    let found = index.endpoints.entry(ip).or_default();
                     if !found.contains(&at) {
                         found.push(at);
                     }
@@ -228,7 +237,11 @@ impl Snapshot {
             }
             index
         });
-        let candidates = index.get(&destination.ip().to_canonical())?;
+        let ip = destination.ip().to_canonical();
+        if let Some(&at) = index.virtual_ips.get(&ip) {
+            return self.service_at(at, &proxy.build_context());
+        }
+        let candidates = index.endpoints.get(&ip)?;
         let at = match candidates[..] {
             [only] => only,
             _ => *candidates.iter().find(|&&at| {

@@ -329,6 +329,7 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
         name,
         namespace,
         ports,
+        virtual_ip,
         endpoints: _,
         routes,
         policy,
@@ -338,6 +339,7 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
     *name == new.name
         && *namespace == new.namespace
         && *ports == new.ports
+        && *virtual_ip == new.virtual_ip
         && *routes == new.routes
         && *policy == new.policy
         && *health_check == new.health_check

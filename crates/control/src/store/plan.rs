@@ -6,7 +6,7 @@
 //! [`Write`]s in one transaction, and only then makes `plan.next` current.
 
 use super::{
-    Applied, AppliedResource, ApplyItem, Change, Conflict, Deleted, ResourceKey, StoreError,
+    Applied, AppliedResource, ApplyItem, Change, Conflict, Deleted, Kind, ResourceKey, StoreError,
     StoredResource,
 };
 use crate::resource_set::ResourceSet;
@@ -41,6 +41,51 @@ impl Snapshot {
 
     fn resources(&self) -> impl Iterator<Item = &Resource> {
         self.entries.values().map(|entry| &entry.resource)
+    }
+}
+
+/// The virtual IP slots Services hold, and the lowest free ones for new Services: a
+/// Service keeps its slot (so its address) for its whole life, and a slot is free again
+/// only once its Service is deleted.
+pub(super) struct Slots {
+    taken: HashSet<u32>,
+    /// Every slot below it is taken.
+    lowest_free: u32,
+}
+
+impl Slots {
+    pub fn of(snapshot: &Snapshot) -> Slots {
+        Slots {
+            taken: snapshot
+                .entries
+                .values()
+                .filter_map(|entry| entry.resource.metadata.virtual_ip_slot)
+                .collect(),
+            lowest_free: 0,
+        }
+    }
+
+    pub fn take(&mut self) -> u32 {
+        while self.taken.contains(&self.lowest_free) {
+            self.lowest_free += 1;
+        }
+        self.taken.insert(self.lowest_free);
+        self.lowest_free
+    }
+
+    /// Gives every Service of `snapshot` without a slot (stored before slots existed) one,
+    /// in name order; returns them, to be persisted.
+    pub fn fill(snapshot: &mut Snapshot) -> Vec<(ResourceKey, u32)> {
+        let mut slots = Slots::of(snapshot);
+        let mut filled = Vec::new();
+        for (key, entry) in snapshot.entries.iter_mut() {
+            if key.kind == Kind::Service && entry.resource.metadata.virtual_ip_slot.is_none() {
+                let slot = slots.take();
+                Arc::make_mut(entry).resource.metadata.virtual_ip_slot = Some(slot);
+                filled.push((key.clone(), slot));
+            }
+        }
+        filled
     }
 }
 
@@ -94,6 +139,7 @@ pub(super) fn apply(
     let warnings = new_warnings(current, &candidate)?;
 
     let revision = current.revision + 1;
+    let mut slots = Slots::of(current);
     let mut next = current.clone();
     let mut writes = Vec::new();
     let mut resources = Vec::with_capacity(batch.len());
@@ -112,6 +158,10 @@ pub(super) fn apply(
                 resource.location = stored_location();
                 resource.metadata.created =
                     Some(existing.map_or(revision, |entry| entry.created_version()));
+                if key.kind == Kind::Service {
+                    let held = existing.and_then(|e| e.resource.metadata.virtual_ip_slot);
+                    resource.metadata.virtual_ip_slot = held.or_else(|| Some(slots.take()));
+                }
                 let stored = Arc::new(StoredResource {
                     key: key.clone(),
                     resource_version: revision,

@@ -31,6 +31,8 @@ const RESOURCES: TableDefinition<(&str, &str, &str), (u64, &str)> =
 const CREATED: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("created");
 /// The store's own counters; only `revision` so far.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Each Service's virtual IP slot, by the same key (see `plan::Slots`).
+const SLOTS: TableDefinition<(&str, &str, &str), u32> = TableDefinition::new("slots");
 const REVISION: &str = "revision";
 /// Small values other subsystems keep (the CA root, for instance).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -81,7 +83,9 @@ impl RedbStore {
             })
         })?;
         create_tables(&db).map_err(|err| open_error(err.to_string()))?;
-        let snapshot = read_all(&db).map_err(open_error)?;
+        let mut snapshot = read_all(&db).map_err(open_error)?;
+        let filled = plan::Slots::fill(&mut snapshot);
+        persist_slots(&db, &filled).map_err(|err| open_error(err.to_string()))?;
         let audit_head = audit_head(&db).map_err(|err| open_error(err.to_string()))?;
         let (published, _) = watch::channel(Arc::new(snapshot.resource_set()));
         Ok(RedbStore {
@@ -300,6 +304,7 @@ impl Inner {
                 }
                 let mut rows = txn.open_table(RESOURCES)?;
                 let mut created = txn.open_table(CREATED)?;
+                let mut slots = txn.open_table(SLOTS)?;
                 for write in &plan.writes {
                     match write {
                         Write::Put(entry) => {
@@ -307,10 +312,14 @@ impl Inner {
                             let json = entry.document.to_string();
                             rows.insert(row_key(&entry.key), (entry.resource_version, &*json))?;
                             created.insert(row_key(&entry.key), entry.created_version())?;
+                            if let Some(slot) = entry.resource.metadata.virtual_ip_slot {
+                                slots.insert(row_key(&entry.key), slot)?;
+                            }
                         }
                         Write::Remove(key) => {
                             rows.remove(row_key(key))?;
                             created.remove(row_key(key))?;
+                            slots.remove(row_key(key))?;
                         }
                     }
                 }
@@ -374,11 +383,29 @@ fn backend(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Backend(err.into().to_string())
 }
 
+/// Writes slots given at open to Services stored without one.
+fn persist_slots(db: &Database, filled: &[(ResourceKey, u32)]) -> Result<(), redb::Error> {
+    if filled.is_empty() {
+        return Ok(());
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut slots = txn.open_table(SLOTS)?;
+        for (key, slot) in filled {
+            slots.insert(row_key(key), *slot)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(RESOURCES)?;
     txn.open_table(CREATED)?;
     txn.open_table(COUNTERS)?;
+    txn.open_table(SLOTS)?;
     txn.open_table(META)?;
     txn.open_table(AUDIT)?;
     txn.commit()?;
@@ -406,6 +433,7 @@ fn read_all(db: &Database) -> Result<Snapshot, String> {
         .map_or(0, |v| v.value());
     let rows = txn.open_table(RESOURCES).map_err(|err| err.to_string())?;
     let created = txn.open_table(CREATED).map_err(|err| err.to_string())?;
+    let slots = txn.open_table(SLOTS).map_err(|err| err.to_string())?;
     let mut snapshot = Snapshot {
         revision,
         ..Snapshot::default()
@@ -418,7 +446,11 @@ fn read_all(db: &Database) -> Result<Snapshot, String> {
             .get((kind, namespace, name))
             .map_err(|err| err.to_string())?
             .map_or(resource_version, |v| v.value());
-        let entry = load_row(json, resource_version, created_version).map_err(|why| {
+        let slot = slots
+            .get((kind, namespace, name))
+            .map_err(|err| err.to_string())?
+            .map(|v| v.value());
+        let entry = load_row(json, resource_version, created_version, slot).map_err(|why| {
             format!(
                 "the stored {kind} {namespace}/{name} no longer loads: {why}; run the weft \
                  version that wrote it, or move the file away to start empty"
@@ -433,6 +465,7 @@ fn load_row(
     json: &str,
     resource_version: u64,
     created_version: u64,
+    virtual_ip_slot: Option<u32>,
 ) -> Result<StoredResource, String> {
     let document = serde_json::from_str(json).map_err(|err| err.to_string())?;
     let mut resources = weft_model::load_str("stored", json).map_err(|err| err.to_string())?;
@@ -441,6 +474,7 @@ fn load_row(
     };
     resource.location = plan::stored_location();
     resource.metadata.created = Some(created_version);
+    resource.metadata.virtual_ip_slot = virtual_ip_slot;
     Ok(StoredResource {
         key: ResourceKey::of(&resource),
         resource_version,

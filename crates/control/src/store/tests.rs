@@ -386,3 +386,82 @@ async fn equal_route_matches_go_to_the_oldest_route_across_changes_and_reopens()
         .unwrap();
     assert_eq!(routes_in_order(&store), ["a", "z"]);
 }
+
+/// Each Service's virtual IP comes from its slot: a slot is held for the Service's whole
+/// life (through updates and restarts) and goes to a new Service only once freed.
+#[tokio::test]
+async fn virtual_ip_slots_are_kept_for_life_and_reused_only_when_freed() {
+    let dir = ScratchDir::new("slots");
+    let slot = |store: &RedbStore, name: &str| {
+        let set = store.subscribe().borrow().clone();
+        set.resources
+            .iter()
+            .find(|r| r.kind() == Kind::Service && r.metadata.name.as_str() == name)
+            .and_then(|r| r.metadata.virtual_ip_slot)
+    };
+    {
+        let store = RedbStore::open(dir.path()).unwrap();
+        let text = format!("{}---\n{}", service("a", 80), service("b", 80));
+        store.apply(items("ab.yaml", &text)).await.unwrap();
+        assert_eq!((slot(&store, "a"), slot(&store, "b")), (Some(0), Some(1)));
+        // An update keeps the slot.
+        store
+            .apply(items("b.yaml", &service("b", 81)))
+            .await
+            .unwrap();
+        assert_eq!(slot(&store, "b"), Some(1));
+        store.delete(key(Kind::Service, "a"), None).await.unwrap();
+        store
+            .apply(items("c.yaml", &service("c", 80)))
+            .await
+            .unwrap();
+        assert_eq!(slot(&store, "c"), Some(0), "a's slot, freed, goes to c");
+        store
+            .apply(items("d.yaml", &service("d", 80)))
+            .await
+            .unwrap();
+        assert_eq!(slot(&store, "d"), Some(2));
+    }
+    let store = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(
+        (slot(&store, "b"), slot(&store, "c"), slot(&store, "d")),
+        (Some(1), Some(0), Some(2))
+    );
+    // The compiled config gives each its address in the default range.
+    let set = store.subscribe().borrow().clone();
+    let config = weft_model::compile(&set.resources);
+    let vip = |name: &str| {
+        let service = config.services.iter().find(|s| s.name == name).unwrap();
+        service.virtual_ip.map(|ip| ip.to_string())
+    };
+    assert_eq!(vip("c").as_deref(), Some("240.240.0.1"));
+    assert_eq!(vip("b").as_deref(), Some("240.240.0.2"));
+}
+
+/// Services stored before slots existed get them when the store opens, in name order,
+/// and keep them.
+#[test]
+fn services_without_a_slot_are_given_one_in_name_order() {
+    let mut snapshot = plan::Snapshot::default();
+    let held = plan::apply(&snapshot, items("b.yaml", &service("b", 80)))
+        .unwrap()
+        .0
+        .next;
+    snapshot = held;
+    for name in ["a", "c"] {
+        let mut resources = weft_model::load_str("x.yaml", &service(name, 80)).unwrap();
+        let resource = resources.pop().unwrap();
+        let key = ResourceKey::of(&resource);
+        let entry = StoredResource {
+            key: key.clone(),
+            resource_version: 1,
+            document: serde_json::Value::Null,
+            resource,
+        };
+        snapshot.entries.insert(key, Arc::new(entry));
+    }
+    let filled = plan::Slots::fill(&mut snapshot);
+    let names: Vec<(&str, u32)> = filled.iter().map(|(k, s)| (k.name.as_str(), *s)).collect();
+    assert_eq!(names, [("a", 1), ("c", 2)], "b already holds 0");
+    assert!(plan::Slots::fill(&mut snapshot).is_empty());
+}

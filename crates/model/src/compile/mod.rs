@@ -15,6 +15,7 @@ use crate::config::{
     EndpointConfig, HealthCheckConfig, MtlsMode, PortConfig, ProxyConfig, ServiceConfig,
 };
 use crate::resources::{HealthCheckSpec, Resource, ServiceSpec, TrustDomain};
+use std::collections::BTreeMap;
 
 /// Compiles `resources` into the configuration a proxy runs.
 ///
@@ -39,12 +40,14 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
             })
             .to_string(),
     };
+    let virtual_ips = virtual_ips(&catalog);
     let services = catalog
         .services
         .iter()
         .map(|(&key, (_, spec))| ServiceConfig {
             name: key.1.to_owned(),
             namespace: key.0.to_owned(),
+            virtual_ip: virtual_ips.get(&key).copied(),
             ports: spec
                 .ports
                 .iter()
@@ -92,6 +95,32 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
         trust: None,
         services,
     }
+}
+
+/// Each Service's virtual IP: the address of its slot in the `Mesh`'s range (slot 0 is the
+/// range's first host). A Service without a slot (read from a file) takes the lowest free
+/// one, in name order; one whose slot is past the end of the range has none.
+fn virtual_ips<'a>(catalog: &Catalog<'a>) -> BTreeMap<ServiceKey<'a>, std::net::IpAddr> {
+    let range = catalog
+        .mesh
+        .map_or_else(crate::resources::default_virtual_ip_range, |mesh| {
+            mesh.virtual_ip_range
+        });
+    let slot_of = |resource: &Resource| resource.metadata.virtual_ip_slot;
+    let taken: std::collections::HashSet<u32> = catalog
+        .services
+        .values()
+        .filter_map(|(resource, _)| slot_of(resource))
+        .collect();
+    let mut free = (0u32..).filter(|slot| !taken.contains(slot));
+    catalog
+        .services
+        .iter()
+        .filter_map(|(&key, (resource, _))| {
+            let slot = slot_of(resource).or_else(|| free.next())?;
+            Some((key, range.nth(u128::from(slot) + 1)?))
+        })
+        .collect()
 }
 
 fn versioned(mut config: ProxyConfig) -> ProxyConfig {

@@ -4,6 +4,7 @@ use super::checked::{deserialize_with, FromText};
 use super::duration::NonZeroDuration;
 use super::names::TrustDomain;
 use super::numbers::Percent;
+use crate::cidr::Cidr;
 use serde::Deserialize;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -30,7 +31,29 @@ pub struct MeshSpec {
     /// What an app's captured connection to an address outside the mesh gets.
     #[serde(default)]
     pub outbound_traffic_policy: crate::config::OutboundTrafficPolicy,
+    /// Where every Service's virtual IP comes from (what DNS answers for its name).
+    #[serde(default = "default_virtual_ip_range", rename = "virtualIPRange")]
+    pub virtual_ip_range: Cidr,
 }
+
+/// Istio's range for automatically allocated service addresses: reserved (class E), so it
+/// never clashes with a real network.
+pub fn default_virtual_ip_range() -> Cidr {
+    Cidr {
+        address: std::net::Ipv4Addr::new(240, 240, 0, 0).into(),
+        prefix: 16,
+    }
+}
+
+impl FromText for Cidr {
+    const EXPECTING: &'static str = "an address range, like 240.240.0.0/16";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+deserialize_with!(text: Cidr);
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -89,6 +112,7 @@ impl Default for MeshSpec {
             audit_decisions_percent: None,
             tracing: None,
             outbound_traffic_policy: Default::default(),
+            virtual_ip_range: default_virtual_ip_range(),
         }
     }
 }

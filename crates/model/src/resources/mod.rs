@@ -24,7 +24,7 @@ pub use authorization::{
 pub use cors::{parse_origin, CorsOrigin, CorsSpec, Origin, Wildcard};
 pub use duration::{Duration, NonZeroDuration};
 pub use grpc_route::{GrpcMethodMatch, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec};
-pub use mesh::{DefaultAuthorization, MeshSpec, MtlsMode, MtlsSpec};
+pub use mesh::{default_virtual_ip_range, DefaultAuthorization, MeshSpec, MtlsMode, MtlsSpec};
 pub use names::{
     HeaderName, Hostname, HttpPath, Method, Name, RegexPattern, SpiffeId, SpiffeIdPattern,
     TrustDomain,
@@ -167,6 +167,11 @@ pub struct Metadata {
     /// ties between equally specific route matches by age, oldest first. Set by the
     /// control plane's store; resources read from files have none and tie by name.
     pub created: Option<u64>,
+    /// A Service's place in the `Mesh`'s virtual IP range, kept by the control plane's
+    /// store for the Service's whole life (so its address never changes) and free for
+    /// another only once it is deleted. Files have none: each is given the lowest free one
+    /// in name order.
+    pub virtual_ip_slot: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +205,7 @@ impl From<RawMetadata> for Metadata {
             namespace: raw.namespace,
             labels: raw.labels,
             created: None,
+            virtual_ip_slot: None,
         }
     }
 }
