@@ -138,10 +138,11 @@ impl Connection {
             return;
         }
         // A connection redirected here by capture rules goes to the service at the address
-        // the app called, as if it came to that service's binding.
-        let captured = match bound {
-            Some(_) => None,
-            None => capture::original_destination(&stream),
+        // the app called, as if it came to that service's binding. Without capture the
+        // lookup (two system calls a connection) is not made at all.
+        let captured = match (&bound, &proxy.options.capture) {
+            (None, Some(_)) => capture::original_destination(&stream),
+            _ => None,
         };
         if let Some(destination) = captured {
             bound_service = proxy.snapshot().by_destination(&proxy, destination);

@@ -67,22 +67,10 @@ pub const EXTERNAL: &str = "external";
 /// the app was going, counted and logged as `destination="external"`.
 pub async fn forward_external(proxy: Arc<Proxy>, destination: SocketAddr, mut downstream: BoxIo) {
     let started = Instant::now();
-    let connect_timeout = proxy.app_connections.connect_timeout;
-    let mut upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(destination))
-        .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::info!(%error, %destination, "TCP connection to an external address failed");
-            proxy.metrics.reject(Direction::Outbound, "connect_failed");
-            return;
-        }
-        Err(_) => {
-            proxy.metrics.reject(Direction::Outbound, "connect_failed");
-            return;
-        }
+    let failed = (Direction::Outbound, "connect_failed", "an external address");
+    let Some(mut upstream) = connect(&proxy, destination, failed).await else {
+        return;
     };
-    tune(&upstream);
     let ends = Ends {
         direction: Direction::Outbound,
         source: proxy.local_label.clone(),
@@ -118,25 +106,10 @@ pub async fn forward_inbound(proxy: Arc<Proxy>, caller: Arc<Caller>, mut downstr
         log(&proxy, &ends, (0, 0), Some("denied"), Some(&verdict));
         return;
     }
-    let app = proxy.options.app;
-    let mut upstream = match tokio::time::timeout(
-        proxy.app_connections.connect_timeout,
-        TcpStream::connect(app),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, %app, "connecting to the local app failed");
-            proxy.metrics.reject(Direction::Inbound, "app_unreachable");
-            return;
-        }
-        Err(_) => {
-            proxy.metrics.reject(Direction::Inbound, "app_unreachable");
-            return;
-        }
+    let failed = (Direction::Inbound, "app_unreachable", "the local app");
+    let Some(mut upstream) = connect(&proxy, proxy.options.app, failed).await else {
+        return;
     };
-    tune(&upstream);
     // Each config applied judges the connection again; one that no longer allows it
     // closes it.
     let revoked = authorization::until_revoked(&proxy, applied, |snapshot| {
@@ -151,6 +124,27 @@ pub async fn forward_inbound(proxy: Arc<Proxy>, caller: Arc<Caller>, mut downstr
         revoked,
     )
     .await;
+}
+
+/// A plain TCP connection to `address` within the connect timeout; on failure, counted as
+/// `failed`'s direction and reason, and logged naming what `address` is.
+async fn connect(
+    proxy: &Proxy,
+    address: SocketAddr,
+    (direction, reason, what): (Direction, &'static str, &str),
+) -> Option<TcpStream> {
+    let timeout = proxy.app_connections.connect_timeout;
+    let error = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => {
+            tune(&stream);
+            return Some(stream);
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no answer within {timeout:?}"),
+    };
+    tracing::warn!(%error, %address, "connecting to {what} failed");
+    proxy.metrics.reject(direction, reason);
+    None
 }
 
 /// Both ends of a proxied connection, as metrics and the access log name them.
