@@ -3,7 +3,8 @@
 # tests that start real `weft` processes, and a short run of every fuzz target. Needs only
 # the Rust toolchain; the real servers the tests talk to (Prometheus), tmux (to drive
 # `weft top` in a terminal), Chromium (to open the dashboard in a real browser), iptables,
-# iproute2, curl and Python (transparent capture, in network namespaces), a C++ compiler
+# iproute2, curl and Python (transparent capture, in network namespaces), dnsmasq and dig
+# (the proxy's DNS, against a real resolver and client), a C++ compiler
 # for libFuzzer, and cmake and Go for the FIPS build are installed here first from
 # Debian's packages.
 set -euo pipefail
@@ -21,6 +22,9 @@ install_debian_packages() {
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  # the proxy's DNS: a real resolver upstream (dnsmasq) and a real client (dig)
+  command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+  command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
   # AWS-LC's FIPS module, for the `fips` build
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v go >/dev/null 2>&1 || missing+=(golang-go)

@@ -8,6 +8,7 @@ pub mod client;
 pub mod control;
 pub mod netns;
 pub mod process;
+pub mod resolver;
 
 pub use backend::*;
 pub use client::*;

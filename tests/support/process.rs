@@ -125,6 +125,8 @@ pub struct Proxy {
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
     pub upstreams: Vec<SocketAddr>,
+    /// With `--dns`: where it answers DNS (UDP and TCP).
+    pub dns: Option<SocketAddr>,
     /// Every stderr line so far (logs).
     pub logs: Arc<Mutex<Vec<String>>>,
     /// Every stdout line so far (access log).
@@ -380,6 +382,8 @@ impl Proxy {
                 .filter(|(n, _)| n == "upstream")
                 .map(|(_, a)| *a)
                 .collect(),
+            // Bound before the inbound listener, so already among `found`.
+            dns: found.iter().find(|(n, _)| n == "dns").map(|(_, a)| *a),
             _unread_stdout: process.unread_stdout.take(),
             logs: process.logs,
             stdout: process.stdout,

@@ -18,6 +18,7 @@ mod connections;
 mod control_client;
 mod cors;
 mod detect;
+mod dns;
 mod drain;
 #[cfg(fuzzing)]
 pub mod fuzzing;
@@ -47,7 +48,8 @@ mod upstream;
 mod url_rewrite;
 
 pub use options::{
-    Capture, ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
+    Capture, ControlPlaneOptions, DnsOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles,
+    UpstreamBinding,
 };
 
 use control_client::ControlClient;
@@ -107,34 +109,43 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// A listener on the IPv6 loopback or wildcard at the port `listener` has on the IPv4
-/// one: where capture rules send redirected IPv6 connections. `None` when `listener` is
-/// on another address (IPv6 already, or one interface's).
-fn ipv6_twin(
-    listener: &TcpListener,
-    flag: &'static str,
-) -> Result<Option<TcpListener>, ProxyError> {
-    let Ok(SocketAddr::V4(local)) = listener.local_addr() else {
-        return Ok(None);
+/// The IPv6 loopback or wildcard address at the port `local` has on the IPv4 one: where
+/// capture rules send what IPv6 brings. `None` when `local` is another address (IPv6
+/// already, or one interface's).
+fn ipv6_twin_addr(local: SocketAddr) -> Option<SocketAddr> {
+    let SocketAddr::V4(local) = local else {
+        return None;
     };
     let ip = match *local.ip() {
         std::net::Ipv4Addr::LOCALHOST => std::net::Ipv6Addr::LOCALHOST,
         std::net::Ipv4Addr::UNSPECIFIED => std::net::Ipv6Addr::UNSPECIFIED,
-        _ => return Ok(None),
+        _ => return None,
     };
-    let addr = SocketAddr::from((ip, local.port()));
-    let bind = || -> std::io::Result<TcpListener> {
-        use socket2::{Domain, Socket, Type};
-        let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-        // The IPv4 listener has the port's IPv4 side.
-        socket.set_only_v6(true)?;
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(LISTEN_BACKLOG as i32)?;
-        TcpListener::from_std(socket.into())
+    Some(SocketAddr::from((ip, local.port())))
+}
+
+/// A TCP listener on an IPv6 address that leaves the port's IPv4 side to another.
+fn listen_ipv6_only(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The IPv6 twin of `listener` (see `ipv6_twin_addr`), where capture rules send
+/// redirected IPv6 connections.
+fn ipv6_twin(
+    listener: &TcpListener,
+    flag: &'static str,
+) -> Result<Option<TcpListener>, ProxyError> {
+    let Some(addr) = listener.local_addr().ok().and_then(ipv6_twin_addr) else {
+        return Ok(None);
     };
-    let twin = bind().map_err(|source| ProxyError::Bind {
+    let twin = listen_ipv6_only(addr).map_err(|source| ProxyError::Bind {
         what: "IPv6 capture",
         flag,
         addr,
@@ -240,6 +251,7 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
         outbound,
         bound,
         twins,
+        dns,
     } = listeners;
     // The rules go in once every listener is bound (the kernel queues what they capture
     // until the accept loops run) and before `/ready` can say yes.
@@ -252,6 +264,9 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
         }
         _ => false,
     };
+    if let Some(dns) = dns {
+        dns::spawn(proxy.clone(), dns);
+    }
     let admin_addr = admin.local_addr().ok();
     admin::spawn(proxy.clone(), admin).map_err(ProxyError::Admin)?;
 
@@ -348,6 +363,8 @@ struct Listeners {
     bound: Vec<(TcpListener, Role)>,
     /// With capture: the IPv6 listeners redirected IPv6 connections arrive at.
     twins: Vec<(TcpListener, Role)>,
+    /// With `--dns`.
+    dns: Option<dns::DnsListeners>,
 }
 
 impl Listeners {
@@ -360,6 +377,19 @@ impl Listeners {
                 source,
             })?;
         tracing::info!(listener = "admin", addr = %admin.local_addr().map_err(ProxyError::Admin)?, "listening");
+        let ipv6_capture =
+            options.capture.is_some() && std::path::Path::new("/proc/net/if_inet6").exists();
+        let dns = match &options.dns {
+            Some(dns) => Some(dns::DnsListeners::bind(dns, ipv6_capture).await.map_err(
+                |source| ProxyError::Bind {
+                    what: "DNS",
+                    flag: "--dns",
+                    addr: dns.listen,
+                    source,
+                },
+            )?),
+            None => None,
+        };
         let inbound = bind(options.inbound, "inbound", "--inbound").await?;
         let inbound_addr = inbound.local_addr().map_err(|source| ProxyError::Bind {
             what: "inbound",
@@ -381,7 +411,7 @@ impl Listeners {
             ));
         }
         let mut twins = Vec::new();
-        if options.capture.is_some() && std::path::Path::new("/proc/net/if_inet6").exists() {
+        if ipv6_capture {
             for (listener, role, flag) in [
                 (&inbound, Role::Inbound, "--inbound"),
                 (&outbound, Role::Outbound, "--outbound"),
@@ -398,6 +428,7 @@ impl Listeners {
             outbound,
             bound,
             twins,
+            dns,
         })
     }
 }

@@ -132,6 +132,9 @@ pub struct Metrics {
     /// Access-log lines dropped because the writer fell behind (stdout blocked or slow).
     pub access_log_dropped: Counter,
     saturated: Family<DestinationLabels, Counter>,
+    dns_queries: Family<ResultLabels, Counter>,
+    /// DNS queries relayed upstream and not yet answered.
+    pub dns_relays_in_flight: Gauge,
     /// The golden metrics reported to the control plane; every request and TCP handle
     /// below holds its stat there.
     pub traffic: TrafficStats,
@@ -167,6 +170,8 @@ impl Metrics {
         let certificate_renewals = Family::default();
         let access_log_dropped = Counter::default();
         let saturated = Family::default();
+        let dns_queries = Family::default();
+        let dns_relays_in_flight = Gauge::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "weft_http_requests",
@@ -240,6 +245,16 @@ impl Metrics {
             saturated.clone(),
         );
         registry.register(
+            "weft_dns_queries",
+            "DNS queries to the proxy (--dns), by result: mesh, mesh_no_data, relayed, upstream_failed, overloaded, malformed, ignored",
+            dns_queries.clone(),
+        );
+        registry.register(
+            "weft_dns_relays_in_flight",
+            "DNS queries relayed to the upstream resolvers and not answered yet (at most 256; more get SERVFAIL, counted as overloaded)",
+            dns_relays_in_flight.clone(),
+        );
+        registry.register(
             "weft_access_log_dropped",
             "Access-log lines dropped because standard output could not keep up",
             access_log_dropped.clone(),
@@ -262,6 +277,8 @@ impl Metrics {
             certificate_renewals,
             access_log_dropped,
             saturated,
+            dns_queries,
+            dns_relays_in_flight,
             traffic: TrafficStats::default(),
         }
     }
@@ -385,6 +402,13 @@ impl Metrics {
     pub fn certificate_renewed(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.certificate_renewals
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts one DNS query by its `result`.
+    pub fn dns_query(&self, result: &'static str) {
+        self.dns_queries
             .get_or_create(&ResultLabels { result })
             .inc();
     }

@@ -31,6 +31,20 @@ pub struct ProxyOptions {
     pub limits: ServerLimits,
     /// `--capture`: the app's traffic comes to the listeners by capture rules.
     pub capture: Option<Capture>,
+    /// `--dns`: answer service names with their virtual IPs.
+    pub dns: Option<DnsOptions>,
+}
+
+/// Where the proxy answers DNS, and where names outside the mesh go.
+#[derive(Clone, Debug)]
+pub struct DnsOptions {
+    /// UDP and TCP, e.g. `127.0.0.1:7153`.
+    pub listen: SocketAddr,
+    /// The resolvers other names are relayed to; `/etc/resolv.conf`'s when empty.
+    pub upstreams: Vec<SocketAddr>,
+    /// A zone answered besides `cluster.local` and the trust domain
+    /// (`NAME.NAMESPACE.svc.ZONE`).
+    pub zone: Option<String>,
 }
 
 /// How the app's traffic is captured, when it is.
@@ -154,6 +168,7 @@ impl ProxyOptions {
             exit_on_stdin_close: false,
             limits: ServerLimits::default(),
             capture: None,
+            dns: None,
         }
     }
 }

@@ -253,6 +253,16 @@ impl Snapshot {
         self.service_at(at, &proxy.build_context())
     }
 
+    /// The virtual IP of the service an app looks up by `name` in `namespace`, or in this
+    /// proxy's own namespace when the name has none.
+    pub fn virtual_ip(&self, name: &str, namespace: Option<&str>) -> Option<IpAddr> {
+        let at = match namespace {
+            Some(namespace) => *self.by_key.get(service_key(name, namespace).as_str())?,
+            None => *self.local_names.get(name)?,
+        };
+        self.config.services[at].virtual_ip
+    }
+
     /// By `service_key` (`name.namespace`).
     pub fn by_key(&self, proxy: &Proxy, key: &str) -> Option<Arc<ServiceRoutes>> {
         self.by_key_built(key, &proxy.build_context())

@@ -11,8 +11,9 @@ pub enum CaptureCmd {
     /// rules already here; prints the rules it added.
     #[command(
         after_help = "Example (the proxy runs as user 1337, the app listens on 9080):\n  \
-        weft capture install --proxy-uid 1337 --inbound-ports 9080\n  \
-        weft proxy --service reviews --app 127.0.0.1:9080 --capture preinstalled ...\n\n\
+        weft capture install --proxy-uid 1337 --inbound-ports 9080 --dns-port 7153\n  \
+        weft proxy --service reviews --app 127.0.0.1:9080 --capture preinstalled \
+        --dns 127.0.0.1:7153 ...\n\n\
         Run it as root (or with CAP_NET_ADMIN) inside the workload's namespace, e.g. with \
         `ip netns exec NAME`. Every Weft rule is in nat-table chains named WEFT_*; \
         `weft capture remove` takes them all out."
@@ -38,6 +39,11 @@ pub struct InstallArgs {
     /// The port of the proxy's inbound listener (`weft proxy --inbound`).
     #[arg(long, default_value_t = 7143, value_name = "PORT")]
     inbound_port: u16,
+    /// Send the app's DNS queries (UDP and TCP port 53, to any resolver) to the proxy's
+    /// DNS listener at this port on loopback (`weft proxy --dns 127.0.0.1:PORT`), so
+    /// service names resolve to their virtual IPs. DNS is left alone without it.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    dns_port: Option<u16>,
     #[command(flatten)]
     exclusions: Exclusions,
     /// Print the rules (as iptables-restore reads them) and change nothing.
@@ -86,6 +92,7 @@ impl Exclusions {
             exclude_outbound_ports: self.exclude_outbound_ports,
             exclude_outbound_cidrs: self.exclude_outbound_cidrs,
             exclude_uids: self.exclude_uids,
+            dns_port: None,
         }
     }
 }
@@ -93,11 +100,14 @@ impl Exclusions {
 pub fn run(cmd: CaptureCmd) -> anyhow::Result<()> {
     match cmd {
         CaptureCmd::Install(args) => {
-            let plan = args.exclusions.plan(
-                (args.proxy_uid, args.proxy_gid),
-                (args.outbound_port, args.inbound_port),
-                InboundPorts::Only(Vec::new()),
-            );
+            let plan = Plan {
+                dns_port: args.dns_port,
+                ..args.exclusions.plan(
+                    (args.proxy_uid, args.proxy_gid),
+                    (args.outbound_port, args.inbound_port),
+                    InboundPorts::Only(Vec::new()),
+                )
+            };
             if args.dry_run {
                 for family in [capture::Family::V4, capture::Family::V6] {
                     println!("# {} ({}-restore --noflush)", family, family.tool());

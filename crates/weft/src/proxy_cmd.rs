@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use weft_proxy::capture::InboundPorts;
+use weft_proxy::capture::{InboundPorts, Plan};
 use weft_proxy::{
-    Capture, ControlPlaneOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles, UpstreamBinding,
+    Capture, ControlPlaneOptions, DnsOptions, JoinToken, ProxyOptions, ServerLimits, TlsFiles,
+    UpstreamBinding,
 };
 
 #[derive(Args)]
@@ -149,6 +150,25 @@ pub struct ProxyArgs {
     capture: CaptureMode,
     #[command(flatten, next_help_heading = "Transparent capture")]
     capture_exclusions: Exclusions,
+    /// Answer DNS here (UDP and TCP): service names (`reviews`, `reviews.NS`,
+    /// `reviews.NS.svc.cluster.local`, or in the trust domain or --dns-zone) get their
+    /// virtual IP, every other name is relayed to --dns-upstream. With --capture iptables
+    /// the app's DNS queries are sent here. Off unless given; e.g. 127.0.0.1:7153.
+    #[arg(long, value_name = "ADDR", help_heading = "Transparent capture")]
+    dns: Option<SocketAddr>,
+    /// Resolvers names outside the mesh are relayed to (IP:PORT, comma-separated).
+    /// [default: the nameservers of /etc/resolv.conf]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ADDRS",
+        help_heading = "Transparent capture"
+    )]
+    dns_upstream: Vec<SocketAddr>,
+    /// A DNS zone service names are answered in besides cluster.local and the trust
+    /// domain: NAME.NS.svc.ZONE.
+    #[arg(long, value_name = "ZONE", help_heading = "Transparent capture")]
+    dns_zone: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -242,17 +262,30 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 if args.outbound.port() == 0 || args.inbound.port() == 0 {
                     anyhow::bail!("--capture iptables needs fixed --outbound and --inbound ports (not 0): the rules redirect to them");
                 }
-                let plan = args.capture_exclusions.plan(
-                    (
-                        rustix::process::getuid().as_raw(),
-                        Some(rustix::process::getgid().as_raw()),
-                    ),
-                    (args.outbound.port(), args.inbound.port()),
-                    InboundPorts::Only(vec![args.app.port()]),
-                );
+                if args.dns.is_some_and(|dns| dns.port() == 0) {
+                    anyhow::bail!("--capture iptables needs a fixed --dns port (not 0): the rules redirect DNS to it");
+                }
+                let plan = Plan {
+                    dns_port: args.dns.map(|dns| dns.port()),
+                    ..args.capture_exclusions.plan(
+                        (
+                            rustix::process::getuid().as_raw(),
+                            Some(rustix::process::getgid().as_raw()),
+                        ),
+                        (args.outbound.port(), args.inbound.port()),
+                        InboundPorts::Only(vec![args.app.port()]),
+                    )
+                };
                 Some(Capture::Iptables(Box::new(plan)))
             }
         },
+        dns: args.dns.map(|listen| DnsOptions {
+            listen,
+            upstreams: args.dns_upstream,
+            zone: args
+                .dns_zone
+                .map(|zone| zone.trim_matches('.').to_ascii_lowercase()),
+        }),
     };
     // One thread: the current-thread scheduler parks straight in epoll and needs no
     // work-stealing bookkeeping, which is measurably cheaper per request.

@@ -15,6 +15,7 @@ const INBOUND: &str = "WEFT_INBOUND";
 const IN_REDIRECT: &str = "WEFT_IN_REDIRECT";
 const OUTPUT: &str = "WEFT_OUTPUT";
 const REDIRECT: &str = "WEFT_REDIRECT";
+const DNS: &str = "WEFT_DNS";
 
 /// IPv4 (iptables) or IPv6 (ip6tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,13 +107,20 @@ pub struct Plan {
     pub exclude_outbound_cidrs: Vec<Cidr>,
     /// Users whose outbound traffic is never captured (besides the proxy's).
     pub exclude_uids: Vec<u32>,
+    /// The proxy's DNS port (on loopback), where the app's DNS queries (UDP and TCP to
+    /// port 53, to whatever resolver) go; `None` leaves DNS alone.
+    pub dns_port: Option<u16>,
 }
 
 impl Plan {
     /// The nat-table rules for one address family, as `iptables-restore --noflush` input.
     pub fn rules(&self, family: Family) -> String {
         let mut out = String::from("*nat\n");
-        for chain in [INBOUND, IN_REDIRECT, OUTPUT, REDIRECT] {
+        let chains: &[&str] = match self.dns_port {
+            Some(_) => &[INBOUND, IN_REDIRECT, OUTPUT, REDIRECT, DNS],
+            None => &[INBOUND, IN_REDIRECT, OUTPUT, REDIRECT],
+        };
+        for chain in chains {
             let _ = writeln!(out, ":{chain} - [0:0]");
         }
         let mut rule = |line: String| {
@@ -149,6 +157,22 @@ impl Plan {
             }
         }
 
+        // DNS: every query the app sends, to any resolver (loopback ones included: a local
+        // stub resolver is the usual case), but never the proxy's own relayed queries.
+        if let Some(dns_port) = self.dns_port {
+            for protocol in ["udp", "tcp"] {
+                rule(format!("-A OUTPUT -p {protocol} --dport 53 -j {DNS}"));
+            }
+            for owner in self.owners() {
+                rule(format!("-A {DNS} {owner} -j RETURN"));
+            }
+            for protocol in ["udp", "tcp"] {
+                rule(format!(
+                    "-A {DNS} -p {protocol} -j REDIRECT --to-ports {dns_port}"
+                ));
+            }
+        }
+
         // Outbound: what the app's sockets send.
         rule(format!("-A OUTPUT -p tcp -j {OUTPUT}"));
         for port in &self.exclude_outbound_ports {
@@ -157,15 +181,8 @@ impl Plan {
         // Traffic within the namespace (the proxy's own listeners, the app calling
         // itself, explicit use of the proxy on 127.0.0.1) is left alone.
         rule(format!("-A {OUTPUT} -o lo -j RETURN"));
-        rule(format!(
-            "-A {OUTPUT} -m owner --uid-owner {} -j RETURN",
-            self.proxy_uid
-        ));
-        if let Some(gid) = self.proxy_gid {
-            rule(format!("-A {OUTPUT} -m owner --gid-owner {gid} -j RETURN"));
-        }
-        for uid in &self.exclude_uids {
-            rule(format!("-A {OUTPUT} -m owner --uid-owner {uid} -j RETURN"));
+        for owner in self.owners() {
+            rule(format!("-A {OUTPUT} {owner} -j RETURN"));
         }
         rule(format!("-A {OUTPUT} -d {} -j RETURN", family.loopback()));
         for cidr in self
@@ -178,6 +195,21 @@ impl Plan {
         rule(format!("-A {OUTPUT} -j {REDIRECT}"));
         out.push_str("COMMIT\n");
         out
+    }
+
+    /// Owner matches for the traffic never captured: the proxy's and the excluded users'.
+    fn owners(&self) -> Vec<String> {
+        let mut owners = vec![format!("-m owner --uid-owner {}", self.proxy_uid)];
+        owners.extend(
+            self.proxy_gid
+                .map(|gid| format!("-m owner --gid-owner {gid}")),
+        );
+        owners.extend(
+            self.exclude_uids
+                .iter()
+                .map(|uid| format!("-m owner --uid-owner {uid}")),
+        );
+        owners
     }
 }
 
@@ -199,6 +231,7 @@ mod tests {
                 "fd00::/8".parse().unwrap(),
             ],
             exclude_uids: vec![0],
+            dns_port: None,
         }
     }
 
@@ -264,6 +297,33 @@ COMMIT
                 "-A WEFT_INBOUND -p tcp -j WEFT_IN_REDIRECT",
             ]
         );
+    }
+
+    #[test]
+    fn dns_to_any_resolver_goes_to_the_proxy_but_its_own_queries_do_not() {
+        let with_dns = Plan {
+            dns_port: Some(15053),
+            ..plan()
+        };
+        let rules = with_dns.rules(Family::V4);
+        let dns: Vec<&str> = rules.lines().filter(|l| l.contains("WEFT_DNS")).collect();
+        assert_eq!(
+            dns,
+            [
+                ":WEFT_DNS - [0:0]",
+                "-A OUTPUT -p udp --dport 53 -j WEFT_DNS",
+                "-A OUTPUT -p tcp --dport 53 -j WEFT_DNS",
+                "-A WEFT_DNS -m owner --uid-owner 1337 -j RETURN",
+                "-A WEFT_DNS -m owner --gid-owner 1337 -j RETURN",
+                "-A WEFT_DNS -m owner --uid-owner 0 -j RETURN",
+                "-A WEFT_DNS -p udp -j REDIRECT --to-ports 15053",
+                "-A WEFT_DNS -p tcp -j REDIRECT --to-ports 15053",
+            ]
+        );
+        // DNS is decided before the TCP capture, which would send TCP 53 elsewhere.
+        let dns_jump = rules.find("-j WEFT_DNS").unwrap();
+        assert!(dns_jump < rules.find("-A OUTPUT -p tcp -j WEFT_OUTPUT").unwrap());
+        assert!(!plan().rules(Family::V4).contains("WEFT_DNS"));
     }
 
     #[test]

@@ -124,6 +124,7 @@ fn options(app: SocketAddr, control: ControlPlaneOptions) -> ProxyOptions {
         exit_on_stdin_close: false,
         limits: ServerLimits::default(),
         capture: None,
+        dns: None,
     }
 }
 
