@@ -252,6 +252,145 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
     assert_eq!(client.nat_rules(), client_rules_before);
 }
 
+/// Where the server namespace's resolver (dnsmasq) listens: the client's resolv.conf
+/// names it, as a host's names its DNS server.
+const RESOLVER_IP: &str = EXTERNAL_IP;
+/// A name only that resolver knows: outside the mesh.
+const EXTERNAL_NAME: &str = "ext.example.test";
+
+#[test]
+fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
+    if netns::skip_unless_root("an_unmodified_app_finds_services_by_name_through_the_proxys_dns") {
+        return;
+    }
+    let dir = TempDir::new("transparent-dns");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello from reviews\n").unwrap();
+    let certs = Certs::new(dir.path(), &["web", "reviews"]);
+    let config = write_config(dir.path(), "mesh.yaml", &mesh_yaml());
+
+    let client = Netns::new("client");
+    let server = Netns::new("server");
+    link(
+        &client,
+        &[&format!("{CLIENT_IP}/24")],
+        &server,
+        &[&format!("{SERVER_IP}/24"), &format!("{EXTERNAL_IP}/24")],
+    );
+    // The host's DNS, as the client knows it; and a route for the virtual IPs (a default
+    // route would do).
+    client.resolv_conf(&format!("nameserver {RESOLVER_IP}\n"));
+    client.ok(&["ip", "route", "add", "240.240.0.0/16", "dev", "veth0"]);
+    let resolver_addr = format!("{RESOLVER_IP}:53").parse().unwrap();
+    let resolver_args =
+        support::resolver::dnsmasq_args(resolver_addr, &[(EXTERNAL_NAME, EXTERNAL_IP)]);
+    let resolver_args: Vec<&str> = resolver_args.iter().map(String::as_str).collect();
+    let _resolver = server.spawn(&resolver_args);
+    let dig_resolver = [
+        "dig",
+        "+short",
+        "+tries=1",
+        &format!("@{RESOLVER_IP}"),
+        EXTERNAL_NAME,
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.run(&dig_resolver).stdout != format!("{EXTERNAL_IP}\n").as_bytes() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsmasq never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let _app = app(&server, &www, APP_PORT);
+    let _other_app = app(&server, &www, OTHER_PORT);
+    let _server_proxy = captured_proxy(&server, "reviews", APP_PORT, &config, &certs, &[]);
+    // No --dns-upstream: the proxy relays to the resolver resolv.conf names.
+    let client_args = ["--dns", "127.0.0.1:7153"];
+    let client_proxy = captured_proxy(&client, "web", 8080, &config, &certs, &client_args);
+    let logs = client_proxy.logs();
+    assert!(
+        logs.contains(&format!("upstreams=[{RESOLVER_IP}:53]")),
+        "{logs}"
+    );
+
+    // The names an app uses, each resolved by the app's own resolver (glibc, asking the
+    // resolver in resolv.conf: captured and answered by the proxy), then captured by
+    // address and sent through both proxies. Port 80 too: the VIP is the service's,
+    // whatever port the app calls.
+    for url in [
+        format!("http://reviews:{APP_PORT}/hello.txt"),
+        "http://reviews/hello.txt".to_string(),
+        format!("http://reviews.default.svc.cluster.local:{APP_PORT}/hello.txt"),
+    ] {
+        assert_eq!(
+            client.curl_as_app(&url),
+            (200, "hello from reviews\n".to_string()),
+            "{url}"
+        );
+    }
+    // Python's standard library, as an unmodified Python app calls a service.
+    // Debian's python3: the app's user can't read a toolchain under /root.
+    let python = client.ok_as_app(&[
+        "/usr/bin/python3",
+        "-c",
+        &format!("import urllib.request; print(urllib.request.urlopen('http://reviews.default:{APP_PORT}/hello.txt', timeout=10).read().decode(), end='')"),
+    ]);
+    assert_eq!(python, "hello from reviews\n");
+    let sent = metric_sum(
+        &metrics(&client),
+        "weft_http_requests_total",
+        &[
+            ("direction", "outbound"),
+            ("destination", "reviews.default"),
+        ],
+    );
+    assert_eq!(sent, 4.0, "{}", metrics(&client));
+
+    // dig asks the resolver in resolv.conf directly, over UDP and TCP: both captured.
+    let vip = client.ok_as_app(&["dig", "+short", "+tries=1", "reviews.default", "A"]);
+    assert_eq!(vip, "240.240.0.1\n");
+    let vip = client.ok_as_app(&["dig", "+short", "+tcp", "+tries=1", "reviews", "A"]);
+    assert_eq!(vip, "240.240.0.1\n");
+
+    // A name outside the mesh: relayed to the resolver, and the call passes through as
+    // external traffic.
+    let url = format!("http://{EXTERNAL_NAME}:{OTHER_PORT}/hello.txt");
+    assert_eq!(client.curl_as_app(&url).0, 200);
+    let client_metrics = metrics(&client);
+    assert!(
+        metric_sum(
+            &client_metrics,
+            "weft_tcp_bytes_total",
+            &[("destination", "external")]
+        ) > 0.0,
+        "{client_metrics}"
+    );
+    let count = |result| {
+        metric_sum(
+            &client_metrics,
+            "weft_dns_queries_total",
+            &[("result", result)],
+        )
+    };
+    // curl and Python ask for A and AAAA; dig for A.
+    assert!(count("mesh") >= 6.0, "{client_metrics}");
+    assert!(count("relayed") >= 1.0, "{client_metrics}");
+    assert_eq!(count("upstream_failed"), 0.0, "{client_metrics}");
+
+    // The proxies' own user is never captured: as root, dig reaches the resolver itself,
+    // which knows no service names.
+    let direct = client.ok(&[
+        "dig",
+        "+tries=1",
+        &format!("@{RESOLVER_IP}"),
+        "reviews",
+        "A",
+    ]);
+    assert!(direct.contains("status: REFUSED"), "{direct}");
+}
+
 #[test]
 fn capture_install_and_remove_are_idempotent_and_leave_no_trace() {
     if netns::skip_unless_root("capture_install_and_remove_are_idempotent_and_leave_no_trace") {

@@ -29,6 +29,16 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// The uid an unmodified app runs as in these tests: not the proxies' (root).
 pub const APP_UID: &str = "65534";
 
+/// The prefix that runs a command as `APP_UID`.
+const AS_APP: &[&str] = &[
+    "setpriv",
+    "--reuid",
+    APP_UID,
+    "--regid",
+    APP_UID,
+    "--clear-groups",
+];
+
 impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!(
@@ -94,17 +104,23 @@ impl Netns {
     /// An HTTP GET by curl as an unmodified app would make it, run as `APP_UID`: the
     /// status code (0 when no answer came) and the body.
     pub fn curl_as_app(&self, url: &str) -> (u16, String) {
-        self.curl(
-            &[
-                "setpriv",
-                "--reuid",
-                APP_UID,
-                "--regid",
-                APP_UID,
-                "--clear-groups",
-            ],
-            url,
-        )
+        self.curl(AS_APP, url)
+    }
+
+    /// `args` run here as `APP_UID`, as an unmodified app: its standard output, which it
+    /// must exit 0 to give.
+    pub fn ok_as_app(&self, args: &[&str]) -> String {
+        let mut all = AS_APP.to_vec();
+        all.extend(args);
+        self.ok(&all)
+    }
+
+    /// Gives processes started here from now on this `/etc/resolv.conf` (`ip netns exec`
+    /// mounts `/etc/netns/NAME/resolv.conf` over it); removed with the namespace.
+    pub fn resolv_conf(&self, text: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
     }
 
     /// The same as root, which is the proxies' user: never captured.
@@ -166,6 +182,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
     }
 }
 
