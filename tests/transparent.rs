@@ -252,6 +252,9 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
     assert_eq!(client.nat_rules(), client_rules_before);
 }
 
+/// The user an unprivileged proxy runs as (Istio's 1337).
+const PROXY_UID: &str = "1337";
+
 /// Where the server namespace's resolver (dnsmasq) listens: the client's resolv.conf
 /// names it, as a host's names its DNS server.
 const RESOLVER_IP: &str = EXTERNAL_IP;
@@ -306,9 +309,49 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     let _app = app(&server, &www, APP_PORT);
     let _other_app = app(&server, &www, OTHER_PORT);
     let _server_proxy = captured_proxy(&server, "reviews", APP_PORT, &config, &certs, &[]);
-    // No --dns-upstream: the proxy relays to the resolver resolv.conf names.
-    let client_args = ["--dns", "127.0.0.1:7153"];
-    let client_proxy = captured_proxy(&client, "web", 8080, &config, &certs, &client_args);
+
+    // The client's rules put in by `weft capture install` (as an init step would, as root),
+    // and its proxy run unprivileged, as PROXY_UID, with `--capture preinstalled`.
+    let weft = support::weft_bin();
+    let rules_before = client.nat_rules();
+    client.ok(&[
+        weft,
+        "capture",
+        "install",
+        "--proxy-uid",
+        PROXY_UID,
+        "--proxy-gid",
+        PROXY_UID,
+        "--inbound-ports",
+        "8080",
+        "--dns-port",
+        "7153",
+    ]);
+    let key = certs.dir.join("web-key.pem");
+    let proxy_uid: u32 = PROXY_UID.parse().unwrap();
+    std::os::unix::fs::chown(&key, Some(proxy_uid), Some(proxy_uid)).unwrap();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--service",
+        "web",
+        "--app",
+        "127.0.0.1:8080",
+        "--local",
+        config.to_str().unwrap(),
+        "--capture",
+        "preinstalled",
+        // No --dns-upstream: the proxy relays to the resolver resolv.conf names.
+        "--dns",
+        "127.0.0.1:7153",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(certs.flags("web"));
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let client_proxy = client.spawn_proxy_as(PROXY_UID, &bin_dir, &args);
+    client.wait_http_ok(&format!("{ADMIN}/ready"), Duration::from_secs(20));
     let logs = client_proxy.logs();
     assert!(
         logs.contains(&format!("upstreams=[{RESOLVER_IP}:53]")),
@@ -379,16 +422,28 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     assert!(count("relayed") >= 1.0, "{client_metrics}");
     assert_eq!(count("upstream_failed"), 0.0, "{client_metrics}");
 
-    // The proxies' own user is never captured: as root, dig reaches the resolver itself,
-    // which knows no service names.
-    let direct = client.ok(&[
-        "dig",
-        "+tries=1",
-        &format!("@{RESOLVER_IP}"),
-        "reviews",
-        "A",
-    ]);
+    // The proxy's own user is never captured: as PROXY_UID, dig reaches the resolver
+    // itself, which knows no service names. Root is not excluded here: captured.
+    let resolver = format!("@{RESOLVER_IP}");
+    let dig_reviews = ["dig", "+tries=1", resolver.as_str(), "reviews", "A"];
+    let mut as_proxy = vec![
+        "setpriv",
+        "--reuid",
+        PROXY_UID,
+        "--regid",
+        PROXY_UID,
+        "--clear-groups",
+    ];
+    as_proxy.extend(dig_reviews);
+    let direct = client.ok(&as_proxy);
     assert!(direct.contains("status: REFUSED"), "{direct}");
+    let captured = client.ok(&dig_reviews);
+    assert!(captured.contains("240.240.0.1"), "{captured}");
+
+    // `weft capture remove` leaves the namespace's rules as they were.
+    drop(client_proxy);
+    client.ok(&[weft, "capture", "remove"]);
+    assert_eq!(client.nat_rules(), rules_before);
 }
 
 #[test]

@@ -88,6 +88,27 @@ impl Netns {
         Proxy::listening(LoggedChild::spawn_command(command, true), 0)
     }
 
+    /// `weft proxy ARGS` here as user and group `uid`, unprivileged, from a copy of the
+    /// binary in `dir` (the build's own may be in a directory only root can enter).
+    pub fn spawn_proxy_as(&self, uid: &str, dir: &std::path::Path, args: &[String]) -> Proxy {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("weft");
+        if std::fs::hard_link(weft_bin(), &bin).is_err() {
+            std::fs::copy(weft_bin(), &bin).expect("copying weft for another user");
+        }
+        for path in [dir, bin.as_path()] {
+            let mut mode = std::fs::metadata(path).unwrap().permissions();
+            mode.set_mode(mode.mode() | 0o755);
+            std::fs::set_permissions(path, mode).unwrap();
+        }
+        let mut command = self.command("setpriv");
+        command
+            .args(["--reuid", uid, "--regid", uid, "--clear-groups"])
+            .arg(&bin)
+            .args(args);
+        Proxy::listening(LoggedChild::spawn_command(command, true), 0)
+    }
+
     /// Any long-running program here, killed on drop.
     pub fn spawn(&self, args: &[&str]) -> ChildGuard {
         let child = self
