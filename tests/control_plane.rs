@@ -290,6 +290,22 @@ async fn check_gives_a_verdict_and_explains_problems() {
         "{page}"
     );
     assert!(page.contains("Instances (0):"), "{page}");
+    // Each Service has its own virtual IP, from the default range.
+    let address = |page: &str| {
+        page.lines()
+            .find_map(|l| l.trim().strip_prefix("address:"))
+            .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no address in {page}"))
+    };
+    let (v2_page, reviews_page) = (
+        String::from_utf8_lossy(&m.control.weft(&["describe", "svc", "reviews-v2"]).stdout)
+            .into_owned(),
+        page.to_string(),
+    );
+    let (v2_vip, reviews_vip) = (address(&v2_page), address(&reviews_page));
+    assert!(reviews_vip.starts_with("240.240."), "{reviews_page}");
+    assert!(v2_vip.starts_with("240.240."), "{v2_page}");
+    assert_ne!(v2_vip, reviews_vip);
 }
 
 const BROKEN: &str = r#"

@@ -24,7 +24,9 @@ mod validate;
 #[cfg(test)]
 mod testdata;
 
-pub use compile::{compile, compile_with_workloads, scope_of, scoped, scopes, Scope, Workload};
+pub use compile::{
+    compile, compile_with_workloads, scope_of, scoped, scopes, service_virtual_ips, Scope, Workload,
+};
 pub use error::{Diagnostic, LoadError, Location, Warning};
 pub use load::{load_dir, load_file, load_path, load_str};
 pub use resources::Resource;

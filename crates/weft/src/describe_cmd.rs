@@ -66,6 +66,9 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
         })
         .collect();
     println!("  ports:    {}", ports.join(", "));
+    if let Some(vip) = service["status"]["virtualIP"].as_str() {
+        println!("  address:  {vip} (virtual IP: what its name resolves to with --dns)");
+    }
     if let Some(summary) = service["status"]["summary"].as_str() {
         println!("  status:   {summary}");
     }

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use weft_model::resources::Kind;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +50,7 @@ pub(super) async fn list(
     let Query(query) = query.map_err(bad_query)?;
     let format = Format::choose(query.output.as_deref(), &headers)?;
     let kind = query.kind.as_deref().map(parse_kind).transpose()?;
-    let warnings = current_warnings(&state);
+    let standing = current_standing(&state);
     let items: Vec<Value> = state
         .store
         .list(kind)
@@ -61,7 +62,7 @@ pub(super) async fn list(
                 .as_ref()
                 .is_none_or(|ns| *ns == entry.key.namespace)
         })
-        .map(|entry| view(&state, entry, &warnings))
+        .map(|entry| view(&state, entry, &standing))
         .collect();
     match format {
         Format::Json => Ok(Json(json!({ "items": items })).into_response()),
@@ -81,7 +82,7 @@ pub(super) async fn get_one(
     let Some(entry) = state.store.get(key.clone()).await? else {
         return Err(StoreError::NotFound(key).into());
     };
-    let document = view(&state, &entry, &current_warnings(&state));
+    let document = view(&state, &entry, &current_standing(&state));
     match format {
         Format::Json => Ok(Json(document).into_response()),
         Format::Yaml => yaml(std::slice::from_ref(&document)),
@@ -127,26 +128,33 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
 /// What `weft apply` warned about and is still true (a reference to a Service that does not
 /// exist yet, say), by resource (`Kind namespace/name`): kept in view until it is fixed,
 /// not printed once and lost.
-fn current_warnings(state: &ApiState) -> HashMap<String, Vec<String>> {
+/// What the whole resource set says about each resource: its standing warnings and, for
+/// a Service, its virtual IP.
+struct Standing {
+    /// By `"Kind namespace/name"`.
+    warnings: HashMap<String, Vec<String>>,
+    virtual_ips: BTreeMap<(String, String), std::net::IpAddr>,
+}
+
+fn current_standing(state: &ApiState) -> Standing {
     let set = state.store.subscribe().borrow().clone();
-    let mut by_resource: HashMap<String, Vec<String>> = HashMap::new();
+    let mut warnings: HashMap<String, Vec<String>> = HashMap::new();
     for warning in weft_model::validate(&set.resources).unwrap_or_default() {
         if let Some((resource, what)) = warning.message.split_once(": ") {
-            by_resource
+            warnings
                 .entry(resource.to_owned())
                 .or_default()
                 .push(what.to_owned());
         }
     }
-    by_resource
+    Standing {
+        warnings,
+        virtual_ips: weft_model::service_virtual_ips(&set.resources),
+    }
 }
 
 /// The document as shown: as applied, plus its version, status and standing warnings.
-fn view(
-    state: &ApiState,
-    entry: &StoredResource,
-    warnings: &HashMap<String, Vec<String>>,
-) -> Value {
+fn view(state: &ApiState, entry: &StoredResource, standing: &Standing) -> Value {
     let mut document = entry.document.clone();
     let key = &entry.key;
     if let Some(metadata) = document.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -159,10 +167,18 @@ fn view(
         .status
         .status(key.kind.as_str(), &key.namespace, &key.name);
     let described = format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name);
-    if let Some(standing) = warnings.get(&described) {
-        let status = status.get_or_insert_with(|| json!({}));
-        if let Some(fields) = status.as_object_mut() {
-            fields.insert("warnings".to_owned(), json!(standing));
+    let mut add = |field: &str, value: Value| {
+        if let Some(fields) = status.get_or_insert_with(|| json!({})).as_object_mut() {
+            fields.insert(field.to_owned(), value);
+        }
+    };
+    if let Some(warnings) = standing.warnings.get(&described) {
+        add("warnings", json!(warnings));
+    }
+    if key.kind == Kind::Service {
+        let name = (key.namespace.clone(), key.name.clone());
+        if let Some(ip) = standing.virtual_ips.get(&name) {
+            add("virtualIP", json!(ip.to_string()));
         }
     }
     if let (Some(status), Some(fields)) = (status, document.as_object_mut()) {

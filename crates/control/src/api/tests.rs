@@ -91,6 +91,11 @@ async fn apply_then_read_in_json_and_yaml_then_delete() {
     );
     let (_, body) = api.apply("reviews.yaml", &text).await;
     assert_eq!(body["applied"][1]["result"], "unchanged");
+    // A Service's status carries its virtual IP: the first of the default range.
+    let (_, service) = api
+        .get_json("/api/v1/resources/service/default/reviews")
+        .await;
+    assert_eq!(service["status"]["virtualIP"], "240.240.0.1", "{service}");
 
     let (status, route) = api
         .get_json("/api/v1/resources/httproutes/default/reviews")

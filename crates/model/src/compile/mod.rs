@@ -97,6 +97,14 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
     }
 }
 
+/// Each Service's virtual IP, by `(namespace, name)`, as [`compile`] gives them.
+pub fn service_virtual_ips(resources: &[Resource]) -> BTreeMap<(String, String), std::net::IpAddr> {
+    virtual_ips(&Catalog::new(resources))
+        .into_iter()
+        .map(|((namespace, name), ip)| ((namespace.to_owned(), name.to_owned()), ip))
+        .collect()
+}
+
 /// Each Service's virtual IP: the address of its slot in the `Mesh`'s range (slot 0 is the
 /// range's first host). A Service without a slot (read from a file) takes the lowest free
 /// one, in name order; one whose slot is past the end of the range has none.
