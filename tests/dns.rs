@@ -48,8 +48,13 @@ fn dns_proxy(dir: &TempDir, upstream: SocketAddr) -> Proxy {
         .start()
 }
 
-/// `name.namespace` -> virtual IP, as the proxy's `/config` has them.
+/// `name.namespace` -> IPv4 virtual IP, as the proxy's `/config` has them.
 fn virtual_ips(proxy: &Proxy) -> std::collections::HashMap<String, String> {
+    config_field(proxy, "virtual_ip")
+}
+
+/// `name.namespace` -> `field` of each service in the proxy's `/config`.
+fn config_field(proxy: &Proxy, field: &str) -> std::collections::HashMap<String, String> {
     let (_, body) = admin_get(proxy.admin, "/config").expect("reading /config");
     let config: serde_json::Value = serde_json::from_str(&body).unwrap();
     let services = config["config"]["services"]
@@ -60,7 +65,7 @@ fn virtual_ips(proxy: &Proxy) -> std::collections::HashMap<String, String> {
         .iter()
         .filter_map(|s| {
             let key = format!("{}.{}", s["name"].as_str()?, s["namespace"].as_str()?);
-            Some((key, s["virtual_ip"].as_str()?.to_string()))
+            Some((key, s[field].as_str()?.to_string()))
         })
         .collect()
 }
@@ -101,12 +106,16 @@ fn service_names_get_their_virtual_ips_and_other_names_are_relayed() {
             "{name} (TCP)"
         );
     }
+    // AAAA: the same place in the IPv6 range.
+    let ipv6 = &config_field(&proxy, "virtual_ipv6")["reviews.default"];
+    assert!(ipv6.starts_with("2001:2::"), "{ipv6}");
+    assert_eq!(dig_short(dns, &["reviews", "AAAA"]), [ipv6.as_str()]);
     // A service's name asked for a type it has none of: an empty answer, not a relay
     // (the upstream would say REFUSED or NXDOMAIN, and the app would give up).
-    let aaaa = dig(dns, &["reviews", "AAAA"]);
+    let mx = dig(dns, &["reviews", "MX"]);
     assert!(
-        aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"),
-        "{aaaa}"
+        mx.contains("status: NOERROR") && mx.contains("ANSWER: 0"),
+        "{mx}"
     );
     // `ratings` is not in the proxy's namespace: relayed, and unknown upstream.
     assert_eq!(dig_status(dns, &["ratings", "A"]), "REFUSED");
@@ -116,7 +125,7 @@ fn service_names_get_their_virtual_ips_and_other_names_are_relayed() {
     assert_eq!(dig_short(dns, &["+tcp", EXTERNAL.0, "A"]), [EXTERNAL.1]);
     assert_eq!(dig_status(dns, &["nothere.example.test", "A"]), "REFUSED");
 
-    assert_eq!(dns_count(&proxy, "mesh"), 18.0);
+    assert_eq!(dns_count(&proxy, "mesh"), 19.0);
     assert_eq!(dns_count(&proxy, "mesh_no_data"), 1.0);
     assert_eq!(dns_count(&proxy, "relayed"), 4.0);
 }

@@ -277,14 +277,19 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     let server = Netns::new("server");
     link(
         &client,
-        &[&format!("{CLIENT_IP}/24")],
+        &[&format!("{CLIENT_IP}/24"), "fd00:250::1/64"],
         &server,
-        &[&format!("{SERVER_IP}/24"), &format!("{EXTERNAL_IP}/24")],
+        &[
+            &format!("{SERVER_IP}/24"),
+            &format!("{EXTERNAL_IP}/24"),
+            "fd00:250::2/64",
+        ],
     );
     // The host's DNS, as the client knows it; and a route for the virtual IPs (a default
     // route would do).
     client.resolv_conf(&format!("nameserver {RESOLVER_IP}\n"));
     client.ok(&["ip", "route", "add", "240.240.0.0/16", "dev", "veth0"]);
+    client.ok(&["ip", "-6", "route", "add", "2001:2::/48", "dev", "veth0"]);
     let resolver_addr = format!("{RESOLVER_IP}:53").parse().unwrap();
     let resolver_args =
         support::resolver::dnsmasq_args(resolver_addr, &[(EXTERNAL_NAME, EXTERNAL_IP)]);
@@ -390,6 +395,30 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
         ],
     );
     assert_eq!(sent, 4.0, "{}", metrics(&client));
+
+    // Over IPv6: the name's AAAA answer (the same place in the IPv6 range), captured by
+    // the IPv6 rules, routed as the same service.
+    let url = format!("http://reviews:{APP_PORT}/hello.txt");
+    let ipv6 = client.ok_as_app(&[
+        "curl",
+        "-6",
+        "-s",
+        "--max-time",
+        "10",
+        "-w",
+        " %{remote_ip}",
+        &url,
+    ]);
+    assert_eq!(ipv6, "hello from reviews\n 2001:2::1");
+    let sent = metric_sum(
+        &metrics(&client),
+        "weft_http_requests_total",
+        &[
+            ("direction", "outbound"),
+            ("destination", "reviews.default"),
+        ],
+    );
+    assert_eq!(sent, 5.0, "{}", metrics(&client));
 
     // dig asks the resolver in resolv.conf directly, over UDP and TCP: both captured.
     let vip = client.ok_as_app(&["dig", "+short", "+tries=1", "reviews.default", "A"]);

@@ -113,6 +113,9 @@ pub struct ServiceConfig {
     /// to it are this service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_ip: Option<std::net::IpAddr>,
+    /// Its IPv6 virtual IP (DNS answers AAAA with it), the same place in the IPv6 range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_ipv6: Option<std::net::IpAddr>,
     pub endpoints: Vec<EndpointConfig>,
     /// Rules from every HTTPRoute and GRPCRoute attached to this service, already sorted by
     /// Gateway API precedence: the proxy takes the first rule that matches. Empty means

@@ -25,7 +25,8 @@ mod validate;
 mod testdata;
 
 pub use compile::{
-    compile, compile_with_workloads, scope_of, scoped, scopes, service_virtual_ips, Scope, Workload,
+    compile, compile_with_workloads, scope_of, scoped, scopes, service_virtual_ips, Scope,
+    VirtualIps, Workload,
 };
 pub use error::{Diagnostic, LoadError, Location, Warning};
 pub use load::{load_dir, load_file, load_path, load_str};

@@ -30,6 +30,7 @@ use weft_model::config::{
     BackendRef, Fault, OutlierDetection, Protocol, ProxyConfig, RouteConfig, ServiceConfig,
 };
 use weft_model::host::{host_target, HostTarget};
+use weft_model::VirtualIps;
 
 /// Traffic policy and endpoints of one service, as a destination of requests.
 pub struct Backend {
@@ -224,7 +225,10 @@ impl Snapshot {
         let index = self.by_address.get_or_init(|| {
             let mut index = AddressIndex::default();
             for (at, service) in self.config.services.iter().enumerate() {
-                if let Some(ip) = service.virtual_ip {
+                for ip in [service.virtual_ip, service.virtual_ipv6]
+                    .into_iter()
+                    .flatten()
+                {
                     index.virtual_ips.insert(ip, at);
                 }
                 for endpoint in &service.endpoints {
@@ -253,14 +257,19 @@ impl Snapshot {
         self.service_at(at, &proxy.build_context())
     }
 
-    /// The virtual IP of the service an app looks up by `name` in `namespace`, or in this
-    /// proxy's own namespace when the name has none.
-    pub fn virtual_ip(&self, name: &str, namespace: Option<&str>) -> Option<IpAddr> {
+    /// The virtual IPs of the service an app looks up by `name` in `namespace`, or in
+    /// this proxy's own namespace when the name has none; `None` when no service has the
+    /// name.
+    pub fn virtual_ips(&self, name: &str, namespace: Option<&str>) -> Option<VirtualIps> {
         let at = match namespace {
             Some(namespace) => *self.by_key.get(service_key(name, namespace).as_str())?,
             None => *self.local_names.get(name)?,
         };
-        self.config.services[at].virtual_ip
+        let service = &self.config.services[at];
+        Some(VirtualIps {
+            v4: service.virtual_ip,
+            v6: service.virtual_ipv6,
+        })
     }
 
     /// By `service_key` (`name.namespace`).

@@ -133,7 +133,7 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
 struct Standing {
     /// By `"Kind namespace/name"`.
     warnings: HashMap<String, Vec<String>>,
-    virtual_ips: BTreeMap<(String, String), std::net::IpAddr>,
+    virtual_ips: BTreeMap<(String, String), weft_model::VirtualIps>,
 }
 
 fn current_standing(state: &ApiState) -> Standing {
@@ -177,8 +177,12 @@ fn view(state: &ApiState, entry: &StoredResource, standing: &Standing) -> Value 
     }
     if key.kind == Kind::Service {
         let name = (key.namespace.clone(), key.name.clone());
-        if let Some(ip) = standing.virtual_ips.get(&name) {
+        let ips = standing.virtual_ips.get(&name).copied().unwrap_or_default();
+        if let Some(ip) = ips.v4 {
             add("virtualIP", json!(ip.to_string()));
+        }
+        if let Some(ip) = ips.v6 {
+            add("virtualIPv6", json!(ip.to_string()));
         }
     }
     if let (Some(status), Some(fields)) = (status, document.as_object_mut()) {

@@ -330,6 +330,7 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
         namespace,
         ports,
         virtual_ip,
+        virtual_ipv6,
         endpoints: _,
         routes,
         policy,
@@ -340,6 +341,7 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
         && *namespace == new.namespace
         && *ports == new.ports
         && *virtual_ip == new.virtual_ip
+        && *virtual_ipv6 == new.virtual_ipv6
         && *routes == new.routes
         && *policy == new.policy
         && *health_check == new.health_check

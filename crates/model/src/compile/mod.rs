@@ -47,7 +47,8 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
         .map(|(&key, (_, spec))| ServiceConfig {
             name: key.1.to_owned(),
             namespace: key.0.to_owned(),
-            virtual_ip: virtual_ips.get(&key).copied(),
+            virtual_ip: virtual_ips.get(&key).and_then(|ips| ips.v4),
+            virtual_ipv6: virtual_ips.get(&key).and_then(|ips| ips.v6),
             ports: spec
                 .ports
                 .iter()
@@ -97,23 +98,35 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
     }
 }
 
-/// Each Service's virtual IP, by `(namespace, name)`, as [`compile`] gives them.
-pub fn service_virtual_ips(resources: &[Resource]) -> BTreeMap<(String, String), std::net::IpAddr> {
+/// A Service's virtual IPs: the same place in the `Mesh`'s IPv4 and IPv6 ranges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VirtualIps {
+    pub v4: Option<std::net::IpAddr>,
+    pub v6: Option<std::net::IpAddr>,
+}
+
+/// Each Service's virtual IPs, by `(namespace, name)`, as [`compile`] gives them.
+pub fn service_virtual_ips(resources: &[Resource]) -> BTreeMap<(String, String), VirtualIps> {
     virtual_ips(&Catalog::new(resources))
         .into_iter()
-        .map(|((namespace, name), ip)| ((namespace.to_owned(), name.to_owned()), ip))
+        .map(|((namespace, name), ips)| ((namespace.to_owned(), name.to_owned()), ips))
         .collect()
 }
 
-/// Each Service's virtual IP: the address of its slot in the `Mesh`'s range (slot 0 is the
-/// range's first host). A Service without a slot (read from a file) takes the lowest free
-/// one, in name order; one whose slot is past the end of the range has none.
-fn virtual_ips<'a>(catalog: &Catalog<'a>) -> BTreeMap<ServiceKey<'a>, std::net::IpAddr> {
-    let range = catalog
-        .mesh
-        .map_or_else(crate::resources::default_virtual_ip_range, |mesh| {
-            mesh.virtual_ip_range
-        });
+/// Each Service's virtual IPs: the addresses of its slot in the `Mesh`'s ranges (slot 0 is
+/// a range's first host). A Service without a slot (read from a file) takes the lowest
+/// free one, in name order; one whose slot is past the end of a range has no address in
+/// it.
+fn virtual_ips<'a>(catalog: &Catalog<'a>) -> BTreeMap<ServiceKey<'a>, VirtualIps> {
+    let (v4_range, v6_range) = catalog.mesh.map_or_else(
+        || {
+            (
+                crate::resources::default_virtual_ip_range(),
+                crate::resources::default_virtual_ipv6_range(),
+            )
+        },
+        |mesh| (mesh.virtual_ip_range, mesh.virtual_ipv6_range),
+    );
     let slot_of = |resource: &Resource| resource.metadata.virtual_ip_slot;
     let taken: std::collections::HashSet<u32> = catalog
         .services
@@ -125,8 +138,12 @@ fn virtual_ips<'a>(catalog: &Catalog<'a>) -> BTreeMap<ServiceKey<'a>, std::net::
         .services
         .iter()
         .filter_map(|(&key, (resource, _))| {
-            let slot = slot_of(resource).or_else(|| free.next())?;
-            Some((key, range.nth(u128::from(slot) + 1)?))
+            let slot = u128::from(slot_of(resource).or_else(|| free.next())?);
+            let ips = VirtualIps {
+                v4: v4_range.nth(slot + 1),
+                v6: v6_range.nth(slot + 1),
+            };
+            Some((key, ips))
         })
         .collect()
 }

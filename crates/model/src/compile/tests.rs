@@ -390,3 +390,45 @@ fn health_checks_are_carried_for_the_proxies_that_probe() {
         None
     );
 }
+
+#[test]
+fn every_service_has_the_same_place_in_both_virtual_ip_ranges() {
+    let services = "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: ratings}\nspec: {ports: [{port: 80}]}\n---\napiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: reviews}\nspec: {ports: [{port: 80}]}\n";
+    let config = compile_text(services);
+    let ips = |name| {
+        let s = service(&config, "default", name);
+        (
+            s.virtual_ip.unwrap().to_string(),
+            s.virtual_ipv6.unwrap().to_string(),
+        )
+    };
+    // Files carry no slots: the lowest free ones, in name order.
+    assert_eq!(ips("ratings"), ("240.240.0.1".into(), "2001:2::1".into()));
+    assert_eq!(ips("reviews"), ("240.240.0.2".into(), "2001:2::2".into()));
+
+    let mesh = "apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec:\n  virtualIPRange: 10.96.0.0/24\n  virtualIPv6Range: fd00:96::/64\n---\n";
+    let config = compile_text(&format!("{mesh}{services}"));
+    let reviews = service(&config, "default", "reviews");
+    assert_eq!(reviews.virtual_ip.unwrap().to_string(), "10.96.0.2");
+    assert_eq!(reviews.virtual_ipv6.unwrap().to_string(), "fd00:96::2");
+}
+
+#[test]
+fn each_virtual_ip_range_must_be_of_its_family() {
+    for (field, range, says) in [
+        (
+            "virtualIPRange",
+            "fd00::/64",
+            "is an IPv6 range; virtualIPRange is the IPv4 one",
+        ),
+        (
+            "virtualIPv6Range",
+            "10.0.0.0/8",
+            "is an IPv4 range; virtualIPv6Range is the IPv6 one",
+        ),
+    ] {
+        let text = format!("apiVersion: weft.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: default}}\nspec:\n  {field}: {range}\n");
+        let error = load_str("mesh.yaml", &text).unwrap_err().to_string();
+        assert!(error.contains(says), "{error}");
+    }
+}

@@ -32,8 +32,40 @@ pub struct MeshSpec {
     #[serde(default)]
     pub outbound_traffic_policy: crate::config::OutboundTrafficPolicy,
     /// Where every Service's virtual IP comes from (what DNS answers for its name).
-    #[serde(default = "default_virtual_ip_range", rename = "virtualIPRange")]
+    #[serde(
+        default = "default_virtual_ip_range",
+        rename = "virtualIPRange",
+        deserialize_with = "ipv4_range"
+    )]
     pub virtual_ip_range: Cidr,
+    /// Where its IPv6 virtual IP comes from (what DNS answers AAAA with): the same place
+    /// in this range as in the IPv4 one.
+    #[serde(
+        default = "default_virtual_ipv6_range",
+        rename = "virtualIPv6Range",
+        deserialize_with = "ipv6_range"
+    )]
+    pub virtual_ipv6_range: Cidr,
+}
+
+fn ipv4_range<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
+    let range = Cidr::deserialize(deserializer)?;
+    if !range.address.is_ipv4() {
+        return Err(serde::de::Error::custom(format!(
+            "{range} is an IPv6 range; virtualIPRange is the IPv4 one (set virtualIPv6Range for IPv6)"
+        )));
+    }
+    Ok(range)
+}
+
+fn ipv6_range<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
+    let range = Cidr::deserialize(deserializer)?;
+    if !range.address.is_ipv6() {
+        return Err(serde::de::Error::custom(format!(
+            "{range} is an IPv4 range; virtualIPv6Range is the IPv6 one (set virtualIPRange for IPv4)"
+        )));
+    }
+    Ok(range)
 }
 
 /// Istio's range for automatically allocated service addresses: reserved (class E), so it
@@ -42,6 +74,15 @@ pub fn default_virtual_ip_range() -> Cidr {
     Cidr {
         address: std::net::Ipv4Addr::new(240, 240, 0, 0).into(),
         prefix: 16,
+    }
+}
+
+/// Istio's IPv6 range for automatically allocated service addresses (RFC 5180's
+/// benchmarking block, never routed on the internet).
+pub fn default_virtual_ipv6_range() -> Cidr {
+    Cidr {
+        address: std::net::Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0).into(),
+        prefix: 48,
     }
 }
 
@@ -113,6 +154,7 @@ impl Default for MeshSpec {
             tracing: None,
             outbound_traffic_policy: Default::default(),
             virtual_ip_range: default_virtual_ip_range(),
+            virtual_ipv6_range: default_virtual_ipv6_range(),
         }
     }
 }

@@ -24,7 +24,10 @@ pub use authorization::{
 pub use cors::{parse_origin, CorsOrigin, CorsSpec, Origin, Wildcard};
 pub use duration::{Duration, NonZeroDuration};
 pub use grpc_route::{GrpcMethodMatch, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec};
-pub use mesh::{default_virtual_ip_range, DefaultAuthorization, MeshSpec, MtlsMode, MtlsSpec};
+pub use mesh::{
+    default_virtual_ip_range, default_virtual_ipv6_range, DefaultAuthorization, MeshSpec, MtlsMode,
+    MtlsSpec,
+};
 pub use names::{
     HeaderName, Hostname, HttpPath, Method, Name, RegexPattern, SpiffeId, SpiffeIdPattern,
     TrustDomain,

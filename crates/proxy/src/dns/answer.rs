@@ -7,6 +7,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use std::net::IpAddr;
+use weft_model::VirtualIps;
 
 /// How long resolvers may cache a service's address. Virtual IPs live as long as their
 /// Service, so this only bounds how long a deleted Service's name keeps answering.
@@ -52,12 +53,12 @@ impl Answered {
 }
 
 /// Decides `packet`. `zones` are the domains `NAME.NAMESPACE.svc.ZONE` is answered in;
-/// `lookup(name, namespace)` gives a service's virtual IP (`namespace` is `None` for a
-/// bare name: the proxy's own namespace).
+/// `lookup(name, namespace)` gives a service's virtual IPs, `None` when no service has
+/// the name (`namespace` is `None` for a bare name: the proxy's own namespace).
 pub fn decide(
     packet: &[u8],
     zones: &[&str],
-    lookup: impl Fn(&str, Option<&str>) -> Option<IpAddr>,
+    lookup: impl Fn(&str, Option<&str>) -> Option<VirtualIps>,
 ) -> Decision {
     let request = match Message::from_vec(packet) {
         Ok(request) => request,
@@ -82,13 +83,13 @@ pub fn decide(
         return Decision::Relay(Box::new(request));
     }
     let name = query.name().to_lowercase().to_ascii();
-    let Some(ip) = mesh_name(&name, zones).and_then(|(name, namespace)| lookup(name, namespace))
+    let Some(ips) = mesh_name(&name, zones).and_then(|(name, namespace)| lookup(name, namespace))
     else {
         return Decision::Relay(Box::new(request));
     };
-    let record = match (query.query_type(), ip) {
-        (RecordType::A, IpAddr::V4(v4)) => Some(RData::A(A(v4))),
-        (RecordType::AAAA, IpAddr::V6(v6)) => Some(RData::AAAA(AAAA(v6))),
+    let record = match (query.query_type(), ips.v4, ips.v6) {
+        (RecordType::A, Some(IpAddr::V4(v4)), _) => Some(RData::A(A(v4))),
+        (RecordType::AAAA, _, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(v6))),
         _ => None,
     };
     let result = if record.is_some() {
@@ -187,15 +188,24 @@ fn encode(reply: &Message) -> Vec<u8> {
 mod tests {
     use super::*;
     use hickory_proto::rr::Name;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(240, 240, 0, 7));
+    const VIP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 7));
     const ZONES: &[&str] = &["cluster.local", "weft.local"];
 
-    /// `reviews` in `default` (the proxy's namespace) and `ratings` in `shop`.
-    fn lookup(name: &str, namespace: Option<&str>) -> Option<IpAddr> {
+    /// `reviews` in `default` (the proxy's namespace) and `ratings` in `shop`; only
+    /// `reviews` has an IPv6 address.
+    fn lookup(name: &str, namespace: Option<&str>) -> Option<VirtualIps> {
         match (name, namespace.unwrap_or("default")) {
-            ("reviews", "default") | ("ratings", "shop") => Some(VIP),
+            ("reviews", "default") => Some(VirtualIps {
+                v4: Some(VIP),
+                v6: Some(VIP6),
+            }),
+            ("ratings", "shop") => Some(VirtualIps {
+                v4: Some(VIP),
+                v6: None,
+            }),
             _ => None,
         }
     }
@@ -244,9 +254,24 @@ mod tests {
     }
 
     #[test]
+    fn aaaa_gets_the_ipv6_virtual_ip() {
+        let (reply, result) = answer(&query(
+            "reviews.default.svc.cluster.local",
+            RecordType::AAAA,
+        ));
+        assert_eq!(result, Answered::Mesh);
+        let ips: Vec<_> = reply
+            .answers
+            .iter()
+            .filter_map(|r| r.data.ip_addr())
+            .collect();
+        assert_eq!(ips, [VIP6]);
+    }
+
+    #[test]
     fn a_service_name_asked_for_another_type_is_an_empty_answer_not_a_relay() {
         for kind in [RecordType::AAAA, RecordType::MX, RecordType::TXT] {
-            let (reply, result) = answer(&query("reviews.default", kind));
+            let (reply, result) = answer(&query("ratings.shop", kind));
             assert_eq!(result, Answered::MeshNoData, "{kind}");
             assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
             assert!(reply.answers.is_empty());

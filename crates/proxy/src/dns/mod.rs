@@ -106,7 +106,7 @@ impl Server {
         let mut zones = vec!["cluster.local", snapshot.config.trust_domain.as_str()];
         zones.extend(self.zone.as_deref());
         answer::decide(packet, &zones, |name, namespace| {
-            snapshot.virtual_ip(name, namespace)
+            snapshot.virtual_ips(name, namespace)
         })
     }
 
