@@ -4,7 +4,7 @@ use crate::access_log::{self, Entry};
 use crate::authorization::{self, Verdict};
 use crate::balance::Outcome;
 use crate::inbound::Caller;
-use crate::io::{tune, BoxIo};
+use crate::io::{tune, BoxIo, Io};
 use crate::metrics::Direction;
 use crate::proxy::Proxy;
 use crate::splice::splice;
@@ -41,21 +41,13 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
             return;
         }
     };
-    let source = proxy.local_label.clone();
-    let ends = Ends {
-        direction: Direction::Outbound,
-        source,
-        destination: backend.label.clone(),
-        endpoint: Some(endpoint.address),
-        started,
-    };
-    copy(
+    let destination = (backend.label.clone(), endpoint.address);
+    copy_outbound(
         &proxy,
-        ends,
+        destination,
+        started,
         &mut downstream,
-        &mut upstream,
-        None,
-        std::future::pending(),
+        &mut *upstream,
     )
     .await;
 }
@@ -71,18 +63,31 @@ pub async fn forward_external(proxy: Arc<Proxy>, destination: SocketAddr, mut do
     let Some(mut upstream) = connect(&proxy, destination, failed).await else {
         return;
     };
+    let destination = (Arc::from(EXTERNAL), destination);
+    copy_outbound(&proxy, destination, started, &mut downstream, &mut upstream).await;
+}
+
+/// Copies an outbound connection both ways until it ends, then counts and logs it for
+/// `destination` (its label, and the address it went to).
+async fn copy_outbound(
+    proxy: &Proxy,
+    (label, address): (Arc<str>, SocketAddr),
+    started: Instant,
+    downstream: &mut BoxIo,
+    upstream: &mut dyn Io,
+) {
     let ends = Ends {
         direction: Direction::Outbound,
         source: proxy.local_label.clone(),
-        destination: Arc::from(EXTERNAL),
-        endpoint: Some(destination),
+        destination: label,
+        endpoint: Some(address),
         started,
     };
     copy(
-        &proxy,
+        proxy,
         ends,
-        &mut downstream,
-        &mut upstream,
+        downstream,
+        upstream,
         None,
         std::future::pending(),
     )
