@@ -27,6 +27,33 @@ fn mesh_yaml() -> String {
     )
 }
 
+/// What both workloads' processes read: the server app's files, certificates for `web`
+/// and `reviews`, and the mesh's resources.
+struct Workloads {
+    dir: TempDir,
+    www: std::path::PathBuf,
+    certs: Certs,
+    config: std::path::PathBuf,
+}
+
+impl Workloads {
+    fn new(tag: &str) -> Workloads {
+        let dir = TempDir::new(tag);
+        // Readable by the app's user: python serves it, curl runs as that user.
+        let www = dir.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("hello.txt"), "hello from reviews\n").unwrap();
+        let certs = Certs::new(dir.path(), &["web", "reviews"]);
+        let config = write_config(dir.path(), "mesh.yaml", &mesh_yaml());
+        Workloads {
+            dir,
+            www,
+            certs,
+            config,
+        }
+    }
+}
+
 /// `weft proxy` for `service` in `ns`, with capture installed by the proxy itself.
 fn captured_proxy(
     ns: &Netns,
@@ -97,13 +124,12 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
     {
         return;
     }
-    let dir = TempDir::new("transparent");
-    // Readable by the app's user: python serves it, curl runs as that user.
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("hello.txt"), "hello from reviews\n").unwrap();
-    let certs = Certs::new(dir.path(), &["web", "reviews"]);
-    let config = write_config(dir.path(), "mesh.yaml", &mesh_yaml());
+    let Workloads {
+        dir,
+        www,
+        certs,
+        config,
+    } = Workloads::new("transparent");
 
     let client = Netns::new("client");
     let server = Netns::new("server");
@@ -266,12 +292,12 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     if netns::skip_unless_root("an_unmodified_app_finds_services_by_name_through_the_proxys_dns") {
         return;
     }
-    let dir = TempDir::new("transparent-dns");
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("hello.txt"), "hello from reviews\n").unwrap();
-    let certs = Certs::new(dir.path(), &["web", "reviews"]);
-    let config = write_config(dir.path(), "mesh.yaml", &mesh_yaml());
+    let Workloads {
+        dir,
+        www,
+        certs,
+        config,
+    } = Workloads::new("transparent-dns");
 
     let client = Netns::new("client");
     let server = Netns::new("server");
