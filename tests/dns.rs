@@ -130,6 +130,26 @@ fn service_names_get_their_virtual_ips_and_other_names_are_relayed() {
     assert_eq!(dns_count(&proxy, "relayed"), 4.0);
 }
 
+#[test]
+fn a_dns_listener_off_loopback_is_warned_about() {
+    let dir = TempDir::new("dns-open");
+    let config = write_config(dir.path(), "mesh.yaml", MESH);
+    let app: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let proxy = ProxySpec::new("web", app, &config)
+        .arg("--dns")
+        .arg("0.0.0.0:0")
+        .arg("--dns-upstream")
+        .arg("127.0.0.1:53")
+        .start();
+    let logs = proxy.logs();
+    assert!(logs.contains("an open resolver"), "{logs}");
+    // On loopback (the other tests' proxies) it says nothing of the kind.
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let quiet_dir = TempDir::new("dns-quiet");
+    let quiet = dns_proxy(&quiet_dir, upstream.local_addr().unwrap());
+    assert!(!quiet.logs().contains("open resolver"), "{}", quiet.logs());
+}
+
 /// A DNS query for `name` (type A), with `id`, as bytes.
 fn query(id: u16, name: &str) -> Vec<u8> {
     let mut packet = id.to_be_bytes().to_vec();

@@ -54,6 +54,9 @@ impl DnsListeners {
             zone: options.zone.clone(),
         };
         tracing::info!(listener = "dns", addr = %local, upstreams = ?listeners.upstreams, "listening (UDP and TCP)");
+        if !local.ip().is_loopback() {
+            tracing::warn!(addr = %local, "the DNS listener is not on loopback: anyone who can reach it gets answers and has names relayed for them (an open resolver); capture only needs 127.0.0.1");
+        }
         if listeners.upstreams.is_empty() {
             tracing::warn!("no upstream resolver (none in /etc/resolv.conf and no --dns-upstream): names outside the mesh will get SERVFAIL");
         }
