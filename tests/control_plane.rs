@@ -443,17 +443,32 @@ async fn suggested_policies_let_seen_traffic_through_and_deny_a_new_caller() {
             assert_eq!(web.get("reviews", path).await.unwrap().status, 200);
         }
     }
-    // Proxies report what their inbound judged every few seconds.
+    // Proxies report what their inbound judged every few seconds: the suggestions are
+    // complete once each version's counts every call its proxy served (a report sent in
+    // the middle of the calls above has only some of them).
+    let served = |proxy: &Proxy| {
+        support::metric_sum(
+            &proxy.metrics(),
+            "weft_http_requests_total",
+            &[("direction", "inbound")],
+        )
+    };
+    let seen = |yaml: &str, service: &str| -> Option<f64> {
+        let rest = yaml.split(&format!("# default/{service}: from ")).nth(1)?;
+        rest.split(' ').next()?.parse().ok()
+    };
     let mut yaml = String::new();
     wait_for(
-        "suggestions for both versions",
+        "suggestions for both versions, with every call seen",
         Duration::from_secs(30),
         || {
             let out = m.control.weft(&["policy", "suggest", "--since", "10m"]);
             yaml = String::from_utf8_lossy(&out.stdout).into_owned();
             let ready = out.status.success()
                 && yaml.contains("name: reviews-v1-observed")
-                && yaml.contains("name: reviews-v2-observed");
+                && yaml.contains("name: reviews-v2-observed")
+                && seen(&yaml, "reviews-v1") == Some(served(&m.v1_proxy))
+                && seen(&yaml, "reviews-v2") == Some(served(&m._v2_proxy));
             async move { ready }
         },
     )
