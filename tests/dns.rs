@@ -8,7 +8,7 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use support::resolver::{dig, dig_short, dig_status, Resolver};
-use support::{admin_get, metric_sum, write_config, Proxy, ProxySpec, TempDir};
+use support::{config_field, metric_sum, write_config, Proxy, ProxySpec, TempDir};
 
 /// `reviews` in the proxy's own namespace (`default`), `ratings` in `shop`.
 const MESH: &str = "\
@@ -51,23 +51,6 @@ fn dns_proxy(dir: &TempDir, upstream: SocketAddr) -> Proxy {
 /// `name.namespace` -> IPv4 virtual IP, as the proxy's `/config` has them.
 fn virtual_ips(proxy: &Proxy) -> std::collections::HashMap<String, String> {
     config_field(proxy, "virtual_ip")
-}
-
-/// `name.namespace` -> `field` of each service in the proxy's `/config`.
-fn config_field(proxy: &Proxy, field: &str) -> std::collections::HashMap<String, String> {
-    let (_, body) = admin_get(proxy.admin, "/config").expect("reading /config");
-    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let services = config["config"]["services"]
-        .as_array()
-        .or_else(|| config["services"].as_array())
-        .unwrap_or_else(|| panic!("no services in /config: {body}"));
-    services
-        .iter()
-        .filter_map(|s| {
-            let key = format!("{}.{}", s["name"].as_str()?, s["namespace"].as_str()?);
-            Some((key, s[field].as_str()?.to_string()))
-        })
-        .collect()
 }
 
 fn dns_count(proxy: &Proxy, result: &str) -> f64 {

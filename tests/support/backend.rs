@@ -54,6 +54,19 @@ impl HttpBackend {
 
     /// On a given address: how a test brings an app back where it was.
     pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        Self::serve(name, addr, None).await
+    }
+
+    /// Over TLS with `config` (a server outside the mesh, reached by TLS origination).
+    pub async fn start_tls(
+        name: &str,
+        addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        Self::serve(name, addr, Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn serve(name: &str, addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
@@ -75,11 +88,25 @@ impl HttpBackend {
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let tls = tls.clone();
                 let connection = tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => {
+                            server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await
+                        }
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                server
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .await
+                            }
+                            Err(_) => Ok(()),
+                        },
+                    };
                 });
                 let mut open = tracked.lock().unwrap();
                 open.retain(|c: &tokio::task::AbortHandle| !c.is_finished());

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod client;
 pub mod control;
 pub mod netns;
+pub mod pki;
 pub mod process;
 pub mod resolver;
 

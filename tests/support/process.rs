@@ -502,6 +502,23 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// `name.namespace` -> `field` of each service in the proxy's `/config`.
+pub fn config_field(proxy: &Proxy, field: &str) -> HashMap<String, String> {
+    let (_, body) = admin_get(proxy.admin, "/config").expect("reading /config");
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let services = config["config"]["services"]
+        .as_array()
+        .or_else(|| config["services"].as_array())
+        .unwrap_or_else(|| panic!("no services in /config: {body}"));
+    services
+        .iter()
+        .filter_map(|s| {
+            let key = format!("{}.{}", s["name"].as_str()?, s["namespace"].as_str()?);
+            Some((key, s[field].as_str()?.to_string()))
+        })
+        .collect()
+}
+
 /// A blocking GET to an admin endpoint: (status, body).
 pub fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     http_exchange(addr, "GET", path, &[], b"")

@@ -50,11 +50,21 @@ impl Resolver {
     /// The port is one the OS just gave out, so another process can take it first: then
     /// dnsmasq exits and another port is tried.
     pub fn start(records: &[(&str, &str)]) -> Resolver {
+        Self::start_with(records, None)
+    }
+
+    /// Also answering from `hosts` (a hosts file), which `reload` makes it read again.
+    pub fn start_with_hosts(records: &[(&str, &str)], hosts: &std::path::Path) -> Resolver {
+        Self::start_with(records, Some(hosts))
+    }
+
+    fn start_with(records: &[(&str, &str)], hosts: Option<&std::path::Path>) -> Resolver {
         for _ in 0..5 {
             let addr = std::net::UdpSocket::bind("127.0.0.1:0")
                 .and_then(|s| s.local_addr())
                 .unwrap();
-            let args = dnsmasq_args(addr, records);
+            let mut args = dnsmasq_args(addr, records);
+            args.extend(hosts.map(|path| format!("--addn-hosts={}", path.display())));
             let child = Command::new(&args[0])
                 .args(&args[1..])
                 .stdin(Stdio::null())
@@ -78,6 +88,15 @@ impl Resolver {
             }
         }
         panic!("dnsmasq did not start answering on any of 5 loopback ports");
+    }
+
+    /// Makes dnsmasq read its hosts file again (SIGHUP), as an operator changing a record.
+    pub fn reload(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self._process.0.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -HUP dnsmasq: {status}");
     }
 }
 

@@ -168,7 +168,10 @@ mod tests {
         assert_eq!(service("catalog").authorization.len(), 1);
         assert_eq!(service("ratings").authorization.len(), 1);
         let endpoint = &service("reviews-v2").endpoints[0];
-        assert_eq!(endpoint.address, SocketAddr::from(([127, 0, 0, 1], 40005)));
+        assert_eq!(
+            endpoint.address.ip(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 40005)))
+        );
         assert_eq!(
             endpoint.identity.as_deref(),
             Some("spiffe://weft.local/ns/default/svc/reviews-v2"),

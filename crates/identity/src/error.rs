@@ -61,6 +61,9 @@ pub enum IdentityError {
     #[error("invalid CA certificate in {}: {detail}", path.display())]
     InvalidTrustAnchor { path: PathBuf, detail: String },
 
+    #[error("{0}")]
+    NoHostRoots(String),
+
     #[error(
         "certificate in {} is not trusted by the CA bundle in {}: {detail}; pass the CA that issued it, or add that CA to the bundle",
         cert.display(),

@@ -30,7 +30,7 @@ pub use statement::verify_statement;
 pub use summary::{fingerprint, issuing_root, parse_pem, to_pem, CertSummary};
 pub use svid::SvidError;
 pub use timestamp::format_utc;
-pub use tls::{anonymous_client_config, peer_identity, TlsIdentity};
+pub use tls::{anonymous_client_config, origination_client_config, peer_identity, TlsIdentity};
 
 /// The control plane's own identity is `spiffe://<trust-domain>/ns/weft-system/svc/weft-control`;
 /// no workload can be issued a certificate in that namespace.

@@ -367,15 +367,7 @@ pub fn anonymous_client_config(
     expected_peer: &SpiffeId,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, IdentityError> {
-    let mut roots = RootCertStore::empty();
-    for root in parse_certs(bundle_pem.as_bytes(), bundle_label)? {
-        roots
-            .add(root)
-            .map_err(|err| IdentityError::InvalidTrustAnchor {
-                path: bundle_label.to_owned(),
-                detail: err.to_string(),
-            })?;
-    }
+    let roots = roots_from_pem(bundle_pem, bundle_label)?;
     let provider = provider();
     let verifier = ExpectedPeerVerifier::new(
         Roots::Fixed(Arc::new(roots)),
@@ -590,6 +582,20 @@ fn malformed(path: &Path) -> impl Fn(pem::Error) -> IdentityError + '_ {
     }
 }
 
+/// The CA certificates of `pem` as trust anchors; `label` names the PEM in errors.
+fn roots_from_pem(pem: &str, label: &Path) -> Result<RootCertStore, IdentityError> {
+    let mut roots = RootCertStore::empty();
+    for root in parse_certs(pem.as_bytes(), label)? {
+        roots
+            .add(root)
+            .map_err(|err| IdentityError::InvalidTrustAnchor {
+                path: label.to_owned(),
+                detail: err.to_string(),
+            })?;
+    }
+    Ok(roots)
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
     parse_certs(&read_file(path)?, path)
 }
@@ -620,5 +626,8 @@ fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, Identity
 }
 
 mod live;
+mod origination;
+
+pub use origination::origination_client_config;
 #[cfg(test)]
 mod tests;

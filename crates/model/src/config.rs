@@ -8,7 +8,6 @@
 use crate::authz::{AuthzPolicy, DefaultAuthorization};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 /// Everything one proxy needs: the services it can reach and their policies.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -116,6 +115,10 @@ pub struct ServiceConfig {
     /// Its IPv6 virtual IP (DNS answers AAAA with it), the same place in the IPv6 range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_ipv6: Option<std::net::IpAddr>,
+    /// Host names apps call it by besides its mesh names (lower case): DNS answers them
+    /// with its virtual IPs, and a `Host` naming one routes to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     pub endpoints: Vec<EndpointConfig>,
     /// Rules from every HTTPRoute and GRPCRoute attached to this service, already sorted by
     /// Gateway API precedence: the proxy takes the first rule that matches. Empty means
@@ -167,7 +170,7 @@ pub enum Protocol {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointConfig {
-    pub address: SocketAddr,
+    pub address: crate::Address,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +179,34 @@ pub struct EndpointConfig {
     /// endpoint is outside the mesh and is reached in plain text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Reached over TLS the proxy starts (an endpoint outside the mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<OriginTls>,
+}
+
+/// How a proxy verifies an endpoint outside the mesh it reaches over TLS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OriginTls {
+    /// The name the certificate must carry, sent as SNI; the endpoint's host (or IP) when
+    /// `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// CA certificates (PEM) to verify with; the host's CA store when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates_pem: Option<String>,
+}
+
+impl EndpointConfig {
+    /// The name the endpoint's certificate is checked against when it is reached over TLS
+    /// the proxy starts.
+    pub fn tls_server_name(&self) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        Some(match (&tls.server_name, &self.address) {
+            (Some(name), _) => name.clone(),
+            (None, crate::Address::Dns { host, .. }) => host.to_string(),
+            (None, crate::Address::Ip(addr)) => addr.ip().to_string(),
+        })
+    }
 }
 
 /// One rule of an HTTPRoute or GRPCRoute (GRPCRoute matches are compiled to path and

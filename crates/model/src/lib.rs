@@ -6,6 +6,7 @@
 //! The pipeline is [`load_path`] (parse and check each value, with file, line and field
 //! in every error), then [`validate`] (checks across resources), then [`compile`].
 
+mod address;
 pub mod analyze;
 pub mod authz;
 mod catalog;
@@ -24,6 +25,7 @@ mod validate;
 #[cfg(test)]
 mod testdata;
 
+pub use address::Address;
 pub use compile::{
     compile, compile_with_workloads, scope_of, scoped, scopes, service_virtual_ips, Scope,
     VirtualIps, Workload,

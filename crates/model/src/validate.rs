@@ -52,6 +52,29 @@ pub fn validate(resources: &[Resource]) -> Result<Vec<Warning>, LoadError> {
         }
     }
 
+    // A host name is one service's: two claiming it would make DNS and routing pick one.
+    let mut hosts: HashMap<&str, &Resource> = HashMap::new();
+    for resource in &unique {
+        let Spec::Service(spec) = &resource.spec else {
+            continue;
+        };
+        for host in &spec.hosts {
+            let first = *hosts.entry(host.as_str()).or_insert(resource);
+            if !std::ptr::eq(first, *resource) {
+                errors.push(Diagnostic {
+                    location: resource.location.clone(),
+                    message: format!(
+                        "host {host} is claimed by {} and by {} (at {}); a host name belongs \
+                         to one Service",
+                        resource.describe(),
+                        first.describe(),
+                        first.location
+                    ),
+                });
+            }
+        }
+    }
+
     let catalog = Catalog::new(unique.iter().copied());
     let mut warnings = Vec::new();
     for resource in &unique {

@@ -8,10 +8,10 @@ use crate::authorization::Verdict;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 use weft_model::authz::RuleRef;
+use weft_model::Address;
 
 /// Lines waiting for the writer; more are dropped.
 const QUEUE_LINES: usize = 16 * 1024;
@@ -109,7 +109,7 @@ pub struct Entry<'a> {
     pub status: Option<u16>,
     pub duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<SocketAddr>,
+    pub upstream: Option<Address>,
     pub retries: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
@@ -165,7 +165,7 @@ pub struct Exchange<'a> {
     pub source: &'a str,
     pub destination: &'a str,
     pub route: Option<&'a str>,
-    pub upstream: Option<SocketAddr>,
+    pub upstream: Option<Address>,
     pub retries: u32,
     pub duration: std::time::Duration,
     /// The authorization verdict, for inbound requests.

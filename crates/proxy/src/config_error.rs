@@ -4,8 +4,6 @@
 //! header, a regular expression, an identity): they point at a control plane and a proxy
 //! of different versions, so they name the value and where it sits.
 
-use std::net::SocketAddr;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("header name {0:?} is not valid")]
@@ -18,7 +16,7 @@ pub enum ConfigError {
     CorsOrigin(String),
     #[error("endpoint {address}: identity {identity:?}: {reason}")]
     EndpointIdentity {
-        address: SocketAddr,
+        address: weft_model::Address,
         identity: String,
         reason: String,
     },

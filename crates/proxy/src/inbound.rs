@@ -252,7 +252,7 @@ pub async fn serve(
             source: &caller.source,
             destination: &proxy.local_label,
             route: None,
-            upstream: Some(proxy.options.app),
+            upstream: Some(proxy.options.app.into()),
             retries: 0,
             duration: elapsed,
             authz: Some(&verdict),
@@ -287,7 +287,7 @@ pub async fn serve(
             latency_micros: crate::tap::micros(elapsed),
             route: "",
             authz: Some((verdict.decision, &verdict.policy)),
-            upstream: Some(proxy.options.app),
+            upstream: Some(proxy.options.app.into()),
         });
     }
     response

@@ -36,6 +36,7 @@ mod outbound;
 mod proxy;
 mod replay;
 mod resilience;
+mod resolve;
 mod routes;
 mod splice;
 mod state;

@@ -33,6 +33,9 @@ pub struct ProxyOptions {
     pub capture: Option<Capture>,
     /// `--dns`: answer service names with their virtual IPs.
     pub dns: Option<DnsOptions>,
+    /// `--dns-upstream`: the resolvers the proxy asks, for the names its DNS relays and the
+    /// host names of endpoints outside the mesh; `/etc/resolv.conf`'s when empty.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// Where the proxy answers DNS, and where names outside the mesh go.
@@ -40,8 +43,6 @@ pub struct ProxyOptions {
 pub struct DnsOptions {
     /// UDP and TCP, e.g. `127.0.0.1:7153`.
     pub listen: SocketAddr,
-    /// The resolvers other names are relayed to; `/etc/resolv.conf`'s when empty.
-    pub upstreams: Vec<SocketAddr>,
     /// A zone answered besides `cluster.local` and the trust domain
     /// (`NAME.NAMESPACE.svc.ZONE`).
     pub zone: Option<String>,
@@ -169,6 +170,7 @@ impl ProxyOptions {
             limits: ServerLimits::default(),
             capture: None,
             dns: None,
+            resolvers: Vec::new(),
         }
     }
 }

@@ -30,10 +30,10 @@ use crate::upstream::{HttpMode, UpstreamError};
 use crate::url_rewrite::{apply_rewrite, redirect_response};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_model::config::{Protocol, RetryOn, RetryPolicy};
+use weft_model::Address;
 
 /// Bodies up to this size are kept so a request can be retried or mirrored.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -44,7 +44,7 @@ const DRAINING_AVOIDANCE: Duration = Duration::from_secs(30);
 /// What the access log wants to know about how a request was served.
 #[derive(Default)]
 pub struct Served {
-    pub upstream: Option<SocketAddr>,
+    pub upstream: Option<Address>,
     pub retries: u32,
 }
 
@@ -127,7 +127,7 @@ pub async fn serve(
             source: &proxy.local_label,
             destination: &service.backend.label,
             route: Some(&route.name),
-            upstream: served.upstream,
+            upstream: served.upstream.clone(),
             retries: served.retries,
             duration: elapsed,
             authz: None,
@@ -142,8 +142,10 @@ pub async fn serve(
             int("http.response.status_code", i64::from(status)),
             text("weft.route", &*route.name),
         ];
-        if let Some(upstream) = served.upstream {
-            attributes.push(text("network.peer.address", upstream.ip().to_string()));
+        if let Some(upstream) = &served.upstream {
+            if let Some(ip) = upstream.ip() {
+                attributes.push(text("network.peer.address", ip.ip().to_string()));
+            }
             attributes.push(int("network.peer.port", i64::from(upstream.port())));
         }
         tracer.end(hop, true, attributes, method.to_string(), status);
@@ -159,7 +161,7 @@ pub async fn serve(
             latency_micros: crate::tap::micros(elapsed),
             route: &route.name,
             authz: None,
-            upstream: served.upstream,
+            upstream: served.upstream.clone(),
         });
     }
     response
@@ -315,7 +317,7 @@ async fn send_with_retries(
         };
         let mode = http_mode(backend, endpoint.identity.is_some(), &request);
         prepare_upstream(&mut request, mode);
-        served.upstream = Some(endpoint.address);
+        served.upstream = Some(endpoint.address.clone());
         let in_flight = endpoint.start();
         let send = endpoint.pool.send(mode, request, &backend.connections);
         let mut result = match per_try {

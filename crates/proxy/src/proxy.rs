@@ -5,8 +5,9 @@ use crate::config_error::ConfigError;
 use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::observed::Observations;
 use crate::options::ProxyOptions;
+use crate::resolve::HostResolver;
 use crate::state::{BuildContext, Carried, Snapshot};
-use crate::upstream::{ConnectionPolicy, EndpointPool, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
+use crate::upstream::{ConnectionPolicy, EndpointPool, Security, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,12 +57,15 @@ pub struct Proxy {
     pub tracer: arc_swap::ArcSwapOption<crate::trace::Tracer>,
     /// The `Mesh`'s tracing the tracer follows (without the flag), to notice a change.
     mesh_tracing: Mutex<Option<TracingConfig>>,
+    /// Resolves the host names of endpoints outside the mesh; its resolvers are also those
+    /// the DNS server relays to.
+    pub resolver: Arc<HostResolver>,
 }
 
 impl Proxy {
     pub fn new(options: ProxyOptions, tls: Option<Arc<TlsIdentity>>) -> Self {
         let local_label: Arc<str> = Arc::from(format!("{}.{}", options.service, options.namespace));
-        let app = Arc::new(EndpointPool::new(options.app, None));
+        let app = Arc::new(EndpointPool::new(options.app.into(), Security::Plain, None));
         let tls_acceptor = tls.as_ref().map(|identity| {
             tokio_rustls::TlsAcceptor::from(
                 identity.server_config(&[ALPN_H2, ALPN_HTTP1, ALPN_TCP]),
@@ -82,7 +86,15 @@ impl Proxy {
                 metrics.trace_spans_dropped.clone(),
             ))
         });
+        let resolvers = if options.resolvers.is_empty() {
+            let own = options.dns.as_ref().map(|dns| dns.listen);
+            crate::resolve::system_upstreams(std::path::Path::new("/etc/resolv.conf"), own)
+        } else {
+            options.resolvers.clone()
+        };
+        tracing::info!(upstreams = ?resolvers, "resolvers for names outside the mesh");
         Self {
+            resolver: Arc::new(HostResolver::new(resolvers)),
             observed,
             tracer: arc_swap::ArcSwapOption::from(tracer),
             mesh_tracing: Mutex::new(None),
@@ -169,6 +181,7 @@ impl Proxy {
             namespace: &self.options.namespace,
             source: self.local_label.clone(),
             carried: &self.carried,
+            resolver: &self.resolver,
         }
     }
 

@@ -20,17 +20,18 @@ use crate::metrics::{Direction, Metrics};
 use crate::proxy::Proxy;
 use crate::resilience::{RateLimiter, Resilience, RetryBudget};
 use crate::routes::{Route, RouteParts, WeightedBackend};
-use crate::upstream::{ConnectionPolicy, EndpointPool};
+use crate::upstream::{ConnectionPolicy, EndpointPool, OriginTls, Security};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use weft_identity::{SpiffeId, TlsIdentity};
 use weft_model::config::{
-    BackendRef, Fault, OutlierDetection, Protocol, ProxyConfig, RouteConfig, ServiceConfig,
+    BackendRef, EndpointConfig, Fault, OutlierDetection, Protocol, ProxyConfig, RouteConfig,
+    ServiceConfig,
 };
 use weft_model::host::{host_target, HostTarget};
-use weft_model::VirtualIps;
+use weft_model::{Address, VirtualIps};
 
 /// Traffic policy and endpoints of one service, as a destination of requests.
 pub struct Backend {
@@ -81,6 +82,8 @@ pub struct Snapshot {
     by_key: HashMap<Box<str>, usize>,
     /// Services of this proxy's own namespace, by bare name (what apps call them).
     local_names: HashMap<Box<str>, usize>,
+    /// Services by the host names they claim (`hosts`, lower case).
+    hosts: HashMap<Box<str>, usize>,
     /// Each service's routes, built on first use.
     services: Box<[OnceLock<Arc<ServiceRoutes>>]>,
     /// Each service as a destination, built on first use (by its routes or another's).
@@ -116,6 +119,8 @@ pub struct BuildContext<'a> {
     /// This proxy's `source` label.
     pub source: Arc<str>,
     pub carried: &'a Mutex<Carried>,
+    /// Resolves endpoints' host names.
+    pub resolver: &'a Arc<crate::resolve::HostResolver>,
 }
 
 /// What one snapshot hands to the next: each built service's live state, by `service_key`.
@@ -124,10 +129,16 @@ pub struct Carried {
     services: HashMap<String, ServiceState>,
 }
 
+type EndpointKey = (
+    Address,
+    Option<String>,
+    Option<weft_model::config::OriginTls>,
+);
+
 #[derive(Clone, Default)]
 struct ServiceState {
-    /// By address and expected identity.
-    endpoints: HashMap<(SocketAddr, Option<String>), Arc<Endpoint>>,
+    /// By address and how it is reached (expected identity, TLS origination).
+    endpoints: HashMap<EndpointKey, Arc<Endpoint>>,
     resilience: Option<Resilience>,
 }
 
@@ -138,6 +149,7 @@ impl Snapshot {
             config: Arc::default(),
             by_key: HashMap::new(),
             local_names: HashMap::new(),
+            hosts: HashMap::new(),
             services: Box::default(),
             backends: Box::default(),
             own: None,
@@ -158,10 +170,14 @@ impl Snapshot {
         check(&config, ctx)?;
         let mut by_key = HashMap::with_capacity(config.services.len());
         let mut local_names = HashMap::new();
+        let mut hosts = HashMap::new();
         for (at, service) in config.services.iter().enumerate() {
             by_key.insert(service_key(&service.name, &service.namespace).into(), at);
             if service.namespace == ctx.namespace {
                 local_names.insert(service.name.as_str().into(), at);
+            }
+            for host in &service.hosts {
+                hosts.insert(host.as_str().into(), at);
             }
         }
         let count = config.services.len();
@@ -172,6 +188,7 @@ impl Snapshot {
             config: Arc::new(config),
             by_key,
             local_names,
+            hosts,
             services: (0..count).map(|_| OnceLock::new()).collect(),
             backends: (0..count).map(|_| OnceLock::new()).collect(),
             own: None,
@@ -195,14 +212,39 @@ impl Snapshot {
 
     /// Looks a service up by a `Host`/`:authority` value (port ignored, case-insensitive):
     /// `reviews` (this proxy's namespace), `reviews.ns`, `reviews.ns.svc` or
-    /// `reviews.ns.svc.cluster.local`, the forms apps already use in Kubernetes.
+    /// `reviews.ns.svc.cluster.local`, the forms apps already use in Kubernetes, or a host
+    /// name a service claims (`api.example.com`).
     pub fn by_host(&self, proxy: &Proxy, authority: &str) -> Option<Arc<ServiceRoutes>> {
         let host = weft_model::host::strip_port(authority);
         let at = self.host_index(host).or_else(|| {
             let lower = host.to_ascii_lowercase();
             self.host_index(&lower)
+                .or_else(|| self.claimed_host(&lower))
         })?;
         self.service_at(at, &proxy.build_context())
+    }
+
+    /// The service claiming `host` (lower case), with or without the final dot.
+    fn claimed_host(&self, host: &str) -> Option<usize> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        self.hosts
+            .get(host.strip_suffix('.').unwrap_or(host))
+            .copied()
+    }
+
+    /// The virtual IPs of the service claiming `host` (lower case) among its `hosts`.
+    pub fn host_virtual_ips(&self, host: &str) -> Option<VirtualIps> {
+        Some(self.virtual_ips_at(self.claimed_host(host)?))
+    }
+
+    fn virtual_ips_at(&self, at: usize) -> VirtualIps {
+        let service = &self.config.services[at];
+        VirtualIps {
+            v4: service.virtual_ip,
+            v6: service.virtual_ipv6,
+        }
     }
 
     fn host_index(&self, host: &str) -> Option<usize> {
@@ -231,8 +273,10 @@ impl Snapshot {
                 {
                     index.virtual_ips.insert(ip, at);
                 }
-                for endpoint in &service.endpoints {
-                    let ip = endpoint.address.ip().to_canonical();
+                // Endpoints by host name are not known by address; apps reach them by the
+                // service's virtual IP (the proxy's DNS answers its `hosts` with it).
+                for address in service.endpoints.iter().filter_map(|e| e.address.ip()) {
+                    let ip = address.ip().to_canonical();
                     let found = index.endpoints.entry(ip).or_default();
                     if !found.contains(&at) {
                         found.push(at);
@@ -250,7 +294,10 @@ impl Snapshot {
             [only] => only,
             _ => *candidates.iter().find(|&&at| {
                 let service = &self.config.services[at];
-                service.endpoints.iter().any(|e| e.address == destination)
+                service
+                    .endpoints
+                    .iter()
+                    .any(|e| e.address.ip() == Some(destination))
                     || service.ports.iter().any(|p| p.port == destination.port())
             })?,
         };
@@ -265,11 +312,7 @@ impl Snapshot {
             Some(namespace) => *self.by_key.get(service_key(name, namespace).as_str())?,
             None => *self.local_names.get(name)?,
         };
-        let service = &self.config.services[at];
-        Some(VirtualIps {
-            v4: service.virtual_ip,
-            v6: service.virtual_ipv6,
-        })
+        Some(self.virtual_ips_at(at))
     }
 
     /// By `service_key` (`name.namespace`).
@@ -387,26 +430,19 @@ fn build_backend(
     let mut endpoints = Vec::with_capacity(service.endpoints.len());
     let mut kept = HashMap::with_capacity(service.endpoints.len());
     for config in &service.endpoints {
-        let endpoint_key = (config.address, config.identity.clone());
+        let endpoint_key = (
+            config.address.clone(),
+            config.identity.clone(),
+            config.tls.clone(),
+        );
         let endpoint = match state.endpoints.get(&endpoint_key).cloned() {
             Some(existing) => existing,
             None => {
-                let tls = match (&config.identity, ctx.tls) {
-                    (Some(id), Some(identity)) => {
-                        let expected = SpiffeId::parse(id).map_err(|e| {
-                            ConfigError::EndpointIdentity {
-                                address: config.address,
-                                identity: id.clone(),
-                                reason: e.to_string(),
-                            }
-                            .in_service(key)
-                        })?;
-                        Some((identity.clone(), expected))
-                    }
-                    _ => None,
-                };
-                let pool = Arc::new(EndpointPool::new(config.address, tls));
-                Arc::new(Endpoint::new(config, pool))
+                let security = security(config, ctx).map_err(|e| e.in_service(key))?;
+                let resolver =
+                    matches!(config.address, Address::Dns { .. }).then(|| ctx.resolver.clone());
+                let pool = EndpointPool::new(config.address.clone(), security, resolver);
+                Arc::new(Endpoint::new(config, Arc::new(pool)))
             }
         };
         kept.insert(endpoint_key, endpoint.clone());
@@ -431,6 +467,33 @@ fn build_backend(
         rate_limit: resilience.rate_limit,
         protocol: service.ports.first().map_or(Protocol::Auto, |p| p.protocol),
     })
+}
+
+/// How `config` is reached: mTLS to a peer (when this proxy has an identity), TLS it starts,
+/// or plain TCP.
+fn security(config: &EndpointConfig, ctx: &BuildContext) -> Result<Security, ConfigError> {
+    if let (Some(id), Some(identity)) = (&config.identity, ctx.tls) {
+        let expected = SpiffeId::parse(id).map_err(|e| ConfigError::EndpointIdentity {
+            address: config.address.clone(),
+            identity: id.clone(),
+            reason: e.to_string(),
+        })?;
+        return Ok(Security::Mesh(identity.clone(), expected));
+    }
+    let (Some(origin), Some(server_name)) = (&config.tls, config.tls_server_name()) else {
+        return Ok(Security::Plain);
+    };
+    // A CA store missing on this host, or a CA certificate that does not parse, fails this
+    // endpoint's connections (with the reason) and nothing else of the config.
+    Ok(
+        match OriginTls::new(&server_name, origin.ca_certificates_pem.as_deref()) {
+            Ok(tls) => Security::Origin(tls),
+            Err(error) => {
+                tracing::error!(endpoint = %config.address, %error, "cannot set up TLS to this endpoint; its connections will fail");
+                Security::OriginUnavailable(error.to_string())
+            }
+        },
+    )
 }
 
 fn build_route(

@@ -68,9 +68,10 @@ fn write_event(exchange: &Exchange, unix_millis: i64, out: &mut BytesMut) {
     let (decision, policy) = exchange.authz.unwrap_or(("", ""));
     text(10, decision.as_bytes(), out);
     text(11, policy.as_bytes(), out);
-    if let Some(upstream) = exchange.upstream {
-        // Formatted on the stack: `255.255.255.255:65535`, or an IPv6 one, fits.
-        let mut address = [0u8; 64];
+    if let Some(upstream) = &exchange.upstream {
+        // Formatted on the stack: an IPv6 address and port, or a host name (at most 253
+        // bytes) and port, fits.
+        let mut address = [0u8; 264];
         let mut cursor = std::io::Cursor::new(&mut address[..]);
         if std::io::Write::write_fmt(&mut cursor, format_args!("{upstream}")).is_ok() {
             let len = usize::try_from(cursor.position()).unwrap_or(0);
@@ -111,7 +112,7 @@ pub struct Exchange<'a> {
     pub latency_micros: u64,
     pub route: &'a str,
     pub authz: Option<(&'a str, &'a str)>,
-    pub upstream: Option<std::net::SocketAddr>,
+    pub upstream: Option<weft_model::Address>,
 }
 
 impl Taps {
@@ -244,7 +245,7 @@ mod tests {
         let outbound = Exchange {
             inbound: false,
             route: "default/reviews-route/0",
-            upstream: Some(upstream),
+            upstream: Some(upstream.into()),
             ..exchange("PATCH", "/books/1?x=ü", 503)
         };
         let mut out = BytesMut::new();

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
+use weft_model::Address;
 
 /// Outbound: from the local app to an endpoint of `backend`.
 pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut downstream: BoxIo) {
@@ -41,7 +42,7 @@ pub async fn forward_outbound(proxy: Arc<Proxy>, backend: Arc<Backend>, mut down
             return;
         }
     };
-    let destination = (backend.label.clone(), endpoint.address);
+    let destination = (backend.label.clone(), endpoint.address.clone());
     copy_outbound(
         &proxy,
         destination,
@@ -63,7 +64,7 @@ pub async fn forward_external(proxy: Arc<Proxy>, destination: SocketAddr, mut do
     let Some(mut upstream) = connect(&proxy, destination, failed).await else {
         return;
     };
-    let destination = (Arc::from(EXTERNAL), destination);
+    let destination = (Arc::from(EXTERNAL), destination.into());
     copy_outbound(&proxy, destination, started, &mut downstream, &mut upstream).await;
 }
 
@@ -71,7 +72,7 @@ pub async fn forward_external(proxy: Arc<Proxy>, destination: SocketAddr, mut do
 /// `destination` (its label, and the address it went to).
 async fn copy_outbound(
     proxy: &Proxy,
-    (label, address): (Arc<str>, SocketAddr),
+    (label, address): (Arc<str>, Address),
     started: Instant,
     downstream: &mut BoxIo,
     upstream: &mut dyn Io,
@@ -104,7 +105,7 @@ pub async fn forward_inbound(proxy: Arc<Proxy>, caller: Arc<Caller>, mut downstr
         direction: Direction::Inbound,
         source: caller.source.clone(),
         destination: proxy.local_label.clone(),
-        endpoint: Some(proxy.options.app),
+        endpoint: Some(proxy.options.app.into()),
         started,
     };
     if !verdict.allowed {
@@ -157,7 +158,7 @@ struct Ends {
     direction: Direction,
     source: Arc<str>,
     destination: Arc<str>,
-    endpoint: Option<SocketAddr>,
+    endpoint: Option<Address>,
     started: Instant,
 }
 
@@ -210,7 +211,7 @@ fn log(
         path: None,
         status: None,
         duration_ms: ends.started.elapsed().as_secs_f64() * 1000.0,
-        upstream: ends.endpoint,
+        upstream: ends.endpoint.clone(),
         retries: 0,
         trace_id: None,
         authz_decision: verdict.map(|v| v.decision),

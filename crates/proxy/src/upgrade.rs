@@ -53,7 +53,7 @@ pub async fn forward(
     let Some(endpoint) = backend.balancer.pick(Some(request.headers())) else {
         return synthetic(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available");
     };
-    served.upstream = Some(endpoint.address);
+    served.upstream = Some(endpoint.address.clone());
     let idle = proxy.options.limits.tcp_idle_timeout;
     let never = Box::pin(std::future::pending());
     send(

@@ -5,7 +5,9 @@
 //! own HTTP/1.1 connection (ALPN `http/1.1`), and opaque TCP gets its own stream (ALPN
 //! `weft-tcp`). Without TLS configured (plain local mode) the same shapes run over plain
 //! TCP. A plain endpoint outside the mesh is spoken to in HTTP/1.1 from a pool, or HTTP/2
-//! when the service says so.
+//! when the service says so, over TLS the proxy starts when the Service asks for it (TLS
+//! origination). An endpoint written as a host name is resolved at each connect (answers
+//! are cached, see `crate::resolve`), and its addresses are tried in turn.
 //!
 //! One HTTP/2 connection carries up to `STREAMS_PER_CONNECTION` requests at once; past that
 //! a second one opens, and so on up to `CONNECTIONS_PER_PEER`. So hundreds of long polls,
@@ -17,18 +19,21 @@
 use crate::body::Body;
 use crate::io::{tune, BoxIo};
 use crate::resilience::{LimitExceeded, Limits, RequestPermit};
+use crate::resolve::{HostResolver, ResolveError};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use weft_identity::{SpiffeId, TlsIdentity};
+use weft_identity::{IdentityError, SpiffeId, TlsIdentity};
+use weft_model::Address;
 
 /// Requests in flight on one HTTP/2 connection before another is opened (a Weft peer
 /// allows 200; most servers at least 100).
@@ -47,16 +52,18 @@ pub const ALPN_TCP: &[u8] = b"weft-tcp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    #[error("resolving {0} failed: {1}")]
+    Resolve(Address, ResolveError),
     #[error("connecting to {0} failed: {1}")]
-    Connect(SocketAddr, std::io::Error),
+    Connect(Address, std::io::Error),
     #[error("connecting to {0} timed out")]
-    ConnectTimeout(SocketAddr),
+    ConnectTimeout(Address),
     #[error("TLS handshake with {0} failed: {1}")]
-    Tls(SocketAddr, std::io::Error),
+    Tls(Address, std::io::Error),
     #[error("HTTP handshake with {0} failed: {1}")]
-    Handshake(SocketAddr, hyper::Error),
+    Handshake(Address, hyper::Error),
     #[error("request to {0} failed: {1}")]
-    Request(SocketAddr, hyper::Error),
+    Request(Address, hyper::Error),
     #[error("{}", .0.as_str())]
     Overloaded(LimitExceeded),
 }
@@ -76,7 +83,8 @@ impl UpstreamError {
     pub fn is_connect_failure(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect(..)
+            UpstreamError::Resolve(..)
+                | UpstreamError::Connect(..)
                 | UpstreamError::ConnectTimeout(..)
                 | UpstreamError::Tls(..)
                 | UpstreamError::Handshake(..)
@@ -102,13 +110,76 @@ pub enum HttpMode {
     Http1,
 }
 
-/// TLS settings for reaching one peer, built once per endpoint so session resumption
-/// (kept inside each client config) works across connections.
-struct PeerTls {
-    identity: Arc<TlsIdentity>,
+/// How an endpoint's connections are secured.
+pub enum Security {
+    /// Plain TCP: the local app, or a service outside the mesh.
+    Plain,
+    /// Mutual TLS with a Weft peer: our identity and the id the peer must present.
+    Mesh(Arc<TlsIdentity>, SpiffeId),
+    /// TLS the proxy starts to a server outside the mesh.
+    Origin(OriginTls),
+    /// TLS the proxy should start but cannot (no CA store on this host, a CA certificate
+    /// that does not parse): every connection fails with this reason, and only this
+    /// endpoint is affected.
+    OriginUnavailable(String),
+}
+
+/// Client configs for one endpoint, one per ALPN, built once per endpoint so session
+/// resumption (kept inside each client config) works across connections.
+struct AlpnConfigs {
     h2: Arc<rustls::ClientConfig>,
     http1: Arc<rustls::ClientConfig>,
     tcp: Arc<rustls::ClientConfig>,
+}
+
+impl AlpnConfigs {
+    fn for_alpn(&self, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+        match alpn {
+            ALPN_H2 => self.h2.clone(),
+            ALPN_HTTP1 => self.http1.clone(),
+            _ => self.tcp.clone(),
+        }
+    }
+}
+
+/// TLS to a server outside the mesh: checked against web PKI roots and a name.
+pub struct OriginTls {
+    configs: AlpnConfigs,
+    server_name: ServerName<'static>,
+}
+
+impl OriginTls {
+    /// For an endpoint whose certificate must name `server_name`, verified against
+    /// `ca_pem` or, when `None`, the host's CA store. Opaque TCP offers no ALPN (the
+    /// server's protocol is its own); HTTP offers the one it will speak.
+    pub fn new(server_name: &str, ca_pem: Option<&str>) -> Result<Self, IdentityError> {
+        let label = Path::new("the endpoint's tls.caCertificates");
+        let config = |alpn: &[&[u8]]| weft_identity::origination_client_config(ca_pem, label, alpn);
+        let server_name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
+            IdentityError::InvalidTrustAnchor {
+                path: label.to_owned(),
+                detail: format!("server name {server_name:?}: {e}"),
+            }
+        })?;
+        Ok(Self {
+            configs: AlpnConfigs {
+                h2: config(&[ALPN_H2])?,
+                http1: config(&[ALPN_HTTP1])?,
+                tcp: config(&[])?,
+            },
+            server_name,
+        })
+    }
+}
+
+/// The TLS an endpoint pool speaks.
+enum PoolTls {
+    Mesh {
+        identity: Arc<TlsIdentity>,
+        configs: AlpnConfigs,
+    },
+    Origin(OriginTls),
+    Unavailable(String),
 }
 
 /// One HTTP/2 connection and the requests in flight on it.
@@ -129,8 +200,10 @@ impl Drop for StreamSlot {
 }
 
 pub struct EndpointPool {
-    address: SocketAddr,
-    tls: Option<PeerTls>,
+    address: Address,
+    /// Resolves `address` when it is a host name.
+    resolver: Option<Arc<HostResolver>>,
+    tls: Option<PoolTls>,
     h2: Mutex<Vec<H2Connection>>,
     h2_connecting: tokio::sync::Mutex<()>,
     idle_http1: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
@@ -138,16 +211,25 @@ pub struct EndpointPool {
 }
 
 impl EndpointPool {
-    /// `tls` is `(our identity, the peer's expected id)` for a meshed peer when mTLS is on.
-    pub fn new(address: SocketAddr, tls: Option<(Arc<TlsIdentity>, SpiffeId)>) -> Self {
-        Self {
-            address,
-            tls: tls.map(|(identity, expected)| PeerTls {
-                h2: identity.client_config(&expected, &[ALPN_H2]),
-                http1: identity.client_config(&expected, &[ALPN_HTTP1]),
-                tcp: identity.client_config(&expected, &[ALPN_TCP]),
+    /// `resolver` is needed when `address` is a host name.
+    pub fn new(address: Address, security: Security, resolver: Option<Arc<HostResolver>>) -> Self {
+        let tls = match security {
+            Security::Plain => None,
+            Security::Mesh(identity, expected) => Some(PoolTls::Mesh {
+                configs: AlpnConfigs {
+                    h2: identity.client_config(&expected, &[ALPN_H2]),
+                    http1: identity.client_config(&expected, &[ALPN_HTTP1]),
+                    tcp: identity.client_config(&expected, &[ALPN_TCP]),
+                },
                 identity,
             }),
+            Security::Origin(origin) => Some(PoolTls::Origin(origin)),
+            Security::OriginUnavailable(reason) => Some(PoolTls::Unavailable(reason)),
+        };
+        Self {
+            address,
+            resolver,
+            tls,
             h2: Mutex::new(Vec::new()),
             h2_connecting: tokio::sync::Mutex::new(()),
             idle_http1: Mutex::new(Vec::new()),
@@ -156,36 +238,82 @@ impl EndpointPool {
     }
 
     async fn connect(&self, alpn: &[u8], timeout: Duration) -> Result<BoxIo, UpstreamError> {
-        let addr = self.address;
-        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(addr, e)),
-            Err(_) => return Err(UpstreamError::ConnectTimeout(addr)),
-        };
-        tune(&tcp);
-        let Some(tls) = &self.tls else {
-            return Ok(Box::new(tcp));
-        };
-        let config = match alpn {
-            ALPN_H2 => tls.h2.clone(),
-            ALPN_HTTP1 => tls.http1.clone(),
-            _ => tls.tcp.clone(),
-        };
-        // The name is not verified (the peer's SPIFFE id is); it keys session resumption.
-        let name = ServerName::IpAddress(addr.ip().into());
-        let connector = tokio_rustls::TlsConnector::from(config);
-        match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
-            // A resumed session skipped the certificate checks: apply revocation now.
-            Ok(Ok(stream)) => match tls.identity.refused_peer(stream.get_ref().1) {
-                None => Ok(Box::new(stream)),
-                Some(reason) => Err(UpstreamError::Tls(
-                    addr,
-                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason),
-                )),
-            },
-            Ok(Err(e)) => Err(UpstreamError::Tls(addr, e)),
-            Err(_) => Err(UpstreamError::ConnectTimeout(addr)),
+        let tls_error = |e| UpstreamError::Tls(self.address.clone(), e);
+        let unusable = |reason: &str| tls_error(std::io::Error::other(reason.to_owned()));
+        // Not even a TCP connection: the handshake could not be made.
+        if let Some(PoolTls::Unavailable(reason)) = &self.tls {
+            return Err(unusable(reason));
         }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (tcp, peer) = self.connect_tcp_stream(deadline).await?;
+        tune(&tcp);
+        let (connector, name) = match &self.tls {
+            None => return Ok(Box::new(tcp)),
+            // The name is not verified (the peer's SPIFFE id is); it keys session resumption.
+            Some(PoolTls::Mesh { configs, .. }) => (
+                configs.for_alpn(alpn),
+                ServerName::IpAddress(peer.ip().into()),
+            ),
+            Some(PoolTls::Origin(origin)) => {
+                (origin.configs.for_alpn(alpn), origin.server_name.clone())
+            }
+            Some(PoolTls::Unavailable(reason)) => return Err(unusable(reason)),
+        };
+        let connector = tokio_rustls::TlsConnector::from(connector);
+        let stream = match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(tls_error(e)),
+            Err(_) => return Err(UpstreamError::ConnectTimeout(self.address.clone())),
+        };
+        // A resumed session skipped the certificate checks: apply revocation now.
+        if let Some(PoolTls::Mesh { identity, .. }) = &self.tls {
+            if let Some(reason) = identity.refused_peer(stream.get_ref().1) {
+                let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason);
+                return Err(tls_error(denied));
+            }
+        }
+        Ok(Box::new(stream))
+    }
+
+    /// A TCP connection to the endpoint by `deadline`: to its address, or to the first of
+    /// its host name's addresses that accepts.
+    async fn connect_tcp_stream(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(TcpStream, SocketAddr), UpstreamError> {
+        let timed_out = || UpstreamError::ConnectTimeout(self.address.clone());
+        let connect = |candidate: SocketAddr| async move {
+            match tokio::time::timeout_at(deadline, TcpStream::connect(candidate)).await {
+                Ok(Ok(tcp)) => Ok((tcp, candidate)),
+                Ok(Err(e)) => Err(Some(e)),
+                Err(_) => Err(None),
+            }
+        };
+        let failed = |error: Option<std::io::Error>| match error {
+            Some(e) => UpstreamError::Connect(self.address.clone(), e),
+            None => timed_out(),
+        };
+        let (host, port) = match &self.address {
+            Address::Ip(addr) => return connect(*addr).await.map_err(failed),
+            Address::Dns { host, port } => (host, *port),
+        };
+        let resolver = self.resolver.as_ref().ok_or_else(|| {
+            UpstreamError::Resolve(self.address.clone(), ResolveError::NoResolver)
+        })?;
+        let found = tokio::time::timeout_at(deadline, resolver.resolve(host))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| UpstreamError::Resolve(self.address.clone(), e))?;
+        let mut last = None;
+        for ip in found {
+            match connect(SocketAddr::new(ip, port)).await {
+                Ok(connected) => return Ok(connected),
+                // Out of time: no other address would fare better.
+                Err(None) => return Err(timed_out()),
+                Err(error) => last = error,
+            }
+        }
+        Err(failed(last))
     }
 
     /// Opens a stream for opaque TCP.
@@ -207,7 +335,7 @@ impl EndpointPool {
                 let response = sender
                     .send_request(request)
                     .await
-                    .map_err(|e| UpstreamError::Request(self.address, e))?;
+                    .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
                 Ok(response.map(|body| Body::Multiplexed {
                     body,
                     _stream: slot,
@@ -251,8 +379,8 @@ impl EndpointPool {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| UpstreamError::Handshake(self.address, e))?;
-        let address = self.address;
+            .map_err(|e| UpstreamError::Handshake(self.address.clone(), e))?;
+        let address = self.address.clone();
         tokio::spawn(async move {
             let _connection_permit = connection_permit;
             if let Err(error) = connection.await {
@@ -315,7 +443,7 @@ impl EndpointPool {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| UpstreamError::Request(self.address, e))?;
+            .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
         self.return_when_ready(sender);
         Ok(response)
     }
@@ -361,8 +489,8 @@ impl EndpointPool {
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| UpstreamError::Handshake(self.address, e))?;
-        let address = self.address;
+            .map_err(|e| UpstreamError::Handshake(self.address.clone(), e))?;
+        let address = self.address.clone();
         let driver = tokio::spawn(async move {
             let _permit = permit;
             let result = if upgrades {
@@ -406,7 +534,7 @@ impl EndpointPool {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| UpstreamError::Request(self.address, e))?;
+            .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
         Ok((response, permit))
     }
 }

@@ -156,8 +156,9 @@ pub struct ProxyArgs {
     /// the app's DNS queries are sent here. Off unless given; e.g. 127.0.0.1:7153.
     #[arg(long, value_name = "ADDR", help_heading = "Transparent capture")]
     dns: Option<SocketAddr>,
-    /// Resolvers names outside the mesh are relayed to (IP:PORT, comma-separated).
-    /// [default: the nameservers of /etc/resolv.conf]
+    /// Resolvers the proxy asks (IP:PORT, comma-separated): for names outside the mesh
+    /// that --dns relays, and for the host names of endpoints outside the mesh
+    /// (`address: api.example.com:443`). [default: the nameservers of /etc/resolv.conf]
     #[arg(
         long,
         value_delimiter = ',',
@@ -279,9 +280,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 Some(Capture::Iptables(Box::new(plan)))
             }
         },
+        resolvers: args.dns_upstream,
         dns: args.dns.map(|listen| DnsOptions {
             listen,
-            upstreams: args.dns_upstream,
             zone: args
                 .dns_zone
                 .map(|zone| zone.trim_matches('.').to_ascii_lowercase()),

@@ -331,6 +331,7 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
         ports,
         virtual_ip,
         virtual_ipv6,
+        hosts,
         endpoints: _,
         routes,
         policy,
@@ -342,6 +343,7 @@ fn same_but_endpoints(old: &ServiceConfig, new: &ServiceConfig) -> bool {
         && *ports == new.ports
         && *virtual_ip == new.virtual_ip
         && *virtual_ipv6 == new.virtual_ipv6
+        && *hosts == new.hosts
         && *routes == new.routes
         && *policy == new.policy
         && *health_check == new.health_check

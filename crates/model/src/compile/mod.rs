@@ -12,7 +12,7 @@ pub use workloads::{compile_with_workloads, Workload};
 use crate::authz::DefaultAuthorization;
 use crate::catalog::{Catalog, ServiceKey};
 use crate::config::{
-    EndpointConfig, HealthCheckConfig, MtlsMode, PortConfig, ProxyConfig, ServiceConfig,
+    EndpointConfig, HealthCheckConfig, MtlsMode, OriginTls, PortConfig, ProxyConfig, ServiceConfig,
 };
 use crate::resources::{HealthCheckSpec, Resource, ServiceSpec, TrustDomain};
 use std::collections::BTreeMap;
@@ -49,6 +49,7 @@ fn unversioned(resources: &[Resource], ca_trust_domain: Option<&str>) -> ProxyCo
             namespace: key.0.to_owned(),
             virtual_ip: virtual_ips.get(&key).and_then(|ips| ips.v4),
             virtual_ipv6: virtual_ips.get(&key).and_then(|ips| ips.v6),
+            hosts: spec.hosts.iter().map(ToString::to_string).collect(),
             ports: spec
                 .ports
                 .iter()
@@ -167,12 +168,16 @@ fn endpoints(trust_domain: &str, key: ServiceKey, spec: &ServiceSpec) -> Vec<End
     spec.endpoints
         .iter()
         .map(|endpoint| EndpointConfig {
-            address: endpoint.address.get(),
+            address: endpoint.address.get().clone(),
             labels: endpoint.labels.clone(),
             zone: endpoint.zone.clone(),
             identity: endpoint.mesh.then(|| match &endpoint.identity {
                 Some(identity) => identity.to_string(),
                 None => format!("spiffe://{trust_domain}/ns/{}/svc/{}", key.0, key.1),
+            }),
+            tls: endpoint.tls.as_ref().map(|tls| OriginTls {
+                server_name: tls.server_name.as_ref().map(|name| name.to_string()),
+                ca_certificates_pem: tls.ca_certificates.clone(),
             }),
         })
         .collect()

@@ -3,6 +3,7 @@
 use super::{unversioned, versioned};
 use crate::config::{EndpointConfig, ProxyConfig, TrustConfig};
 use crate::resources::Resource;
+use crate::Address;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 
@@ -53,18 +54,23 @@ pub fn compile_with_workloads(
         };
         // A total order, so that which of two workloads at one address wins is stable too.
         found.sort_by(|a, b| (a.address, &a.labels, &a.zone).cmp(&(b.address, &b.labels, &b.zone)));
-        let mut taken: HashSet<SocketAddr> = service.endpoints.iter().map(|e| e.address).collect();
+        let mut taken: HashSet<Address> = service
+            .endpoints
+            .iter()
+            .map(|e| e.address.clone())
+            .collect();
         let identity = format!(
             "spiffe://{}/ns/{}/svc/{}",
             config.trust_domain, service.namespace, service.name
         );
         for workload in found {
-            if taken.insert(workload.address) {
+            if taken.insert(Address::Ip(workload.address)) {
                 service.endpoints.push(EndpointConfig {
-                    address: workload.address,
+                    address: Address::Ip(workload.address),
                     labels: workload.labels.clone(),
                     zone: workload.zone.clone(),
                     identity: Some(identity.clone()),
+                    tls: None,
                 });
             }
         }

@@ -467,3 +467,72 @@ fn a_parent_without_kind_is_a_gateway_and_is_refused_not_attached_to_a_service()
         assert!(loaded.is_ok(), "{parents}: {:?}", loaded.err());
     }
 }
+
+#[test]
+fn an_external_service_has_hosts_named_endpoints_and_tls() {
+    let head = "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata: {name: payments}\n\
+                spec:\n  ports: [{port: 80, protocol: http}]\n";
+    // The load checks that the PEM holds a certificate block; the proxy parses the X.509.
+    let pem = "-----BEGIN CERTIFICATE-----\n        AAEC\n        -----END CERTIFICATE-----";
+    let text = format!(
+        "{head}  hosts: [api.payments.example]\n  endpoints:\n  \
+         - address: api.payments.example:443\n    tls:\n      caCertificates: |\n        {pem}\n"
+    );
+    let resources = load_str("payments.yaml", &text).unwrap();
+    let Spec::Service(spec) = &resources[0].spec else {
+        panic!("not a service");
+    };
+    assert_eq!(spec.hosts[0].as_str(), "api.payments.example");
+    assert_eq!(
+        spec.endpoints[0].address.get().to_string(),
+        "api.payments.example:443"
+    );
+    assert!(spec.endpoints[0]
+        .tls
+        .as_ref()
+        .unwrap()
+        .ca_certificates
+        .is_some());
+
+    let cases = [
+        (
+            format!("{head}  hosts: [a.example, a.example]\n"),
+            "spec.hosts: host a.example is listed twice",
+        ),
+        (
+            format!("{head}  hosts: [\"*.example\"]\n"),
+            "spec.hosts[0]: invalid host name",
+        ),
+        (
+            format!("{head}  endpoints: [{{address: \"10.0.0.300:80\"}}]\n"),
+            "spec.endpoints[0].address: invalid address \"10.0.0.300:80\"",
+        ),
+        (
+            format!("{head}  endpoints: [{{address: a.example:443, mesh: true, tls: {{}}}}]\n"),
+            "spec.endpoints[0]: `tls` is for endpoints outside the mesh",
+        ),
+        (
+            format!(
+                "{head}  endpoints: [{{address: a.example:443, tls: {{caCertificates: nope}}}}]\n"
+            ),
+            "spec.endpoints[0].tls: `caCertificates` holds no PEM \"CERTIFICATE\" block",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = error(&text);
+        assert!(
+            message.contains(expected),
+            "expected {expected:?}\n     got {message:?}"
+        );
+    }
+
+    let other = text.replace("name: payments", "name: billing");
+    let both = format!("{text}---\n{other}");
+    let err = crate::validate(&load_str("both.yaml", &both).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("host api.payments.example is claimed by"),
+        "{err}"
+    );
+}

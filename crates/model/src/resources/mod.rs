@@ -28,6 +28,7 @@ pub use mesh::{
     default_virtual_ip_range, default_virtual_ipv6_range, DefaultAuthorization, MeshSpec, MtlsMode,
     MtlsSpec,
 };
+pub(crate) use names::check_hostname;
 pub use names::{
     HeaderName, Hostname, HttpPath, Method, Name, RegexPattern, SpiffeId, SpiffeIdPattern,
     TrustDomain,
@@ -46,8 +47,8 @@ pub use route_filters::{
     Scheme, UrlRewriteSpec,
 };
 pub use service::{
-    CalledService, EndpointSpec, HealthCheckSpec, HttpHealthCheck, ServicePort, ServiceSpec,
-    TcpHealthCheck,
+    CalledService, EndpointSpec, EndpointTls, HealthCheckSpec, HttpHealthCheck, ServicePort,
+    ServiceSpec, TcpHealthCheck,
 };
 pub use traffic_policy::{
     ConnectionLimitsSpec, FaultAbortSpec, FaultDelaySpec, FaultSpec, HashOn, LoadBalancerSpec,

@@ -146,7 +146,7 @@ fn check_name(text: &str) -> Result<String, String> {
     }
 }
 
-fn check_hostname(text: &str) -> Result<String, String> {
+pub(crate) fn check_hostname(text: &str) -> Result<String, String> {
     if text.len() <= 253 && text.split('.').all(is_dns_label) {
         Ok(text.to_owned())
     } else {

@@ -4,9 +4,9 @@
 //! Each is checked where it is read, so a bad one is reported with its line and field.
 
 use super::checked::{checked, deserialize_with, FromFloat, FromInt, FromText};
+use crate::address::Address;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::fmt;
-use std::net::SocketAddr;
 
 /// A TCP port, 1-65535.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -220,30 +220,23 @@ impl FromInt for RedirectStatus {
     }
 }
 
-/// An IP address and port of a static endpoint (`127.0.0.1:7143`, `[::1]:7143`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EndpointAddress(SocketAddr);
+/// Where a static endpoint listens: an IP address and port (`127.0.0.1:7143`,
+/// `[::1]:7143`) or a host name and port the proxy resolves (`api.example.com:443`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointAddress(Address);
 
 impl EndpointAddress {
-    pub fn get(self) -> SocketAddr {
-        self.0
+    pub fn get(&self) -> &Address {
+        &self.0
     }
 }
 
 impl FromText for EndpointAddress {
-    const EXPECTING: &'static str = "an IP address and port, like 127.0.0.1:7143";
+    const EXPECTING: &'static str =
+        "an IP address or host name and a port, like 127.0.0.1:7143 or api.example.com:443";
 
     fn from_text(text: &str) -> Result<Self, String> {
-        match text.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() > 0 => Ok(EndpointAddress(addr)),
-            Ok(_) => Err(format!(
-                "invalid address {text:?}: port 0 cannot be reached"
-            )),
-            Err(_) => Err(format!(
-                "invalid address {text:?}: write an IP address and port, like 127.0.0.1:7143 \
-                 or [::1]:7143 (host names are not resolved)"
-            )),
-        }
+        text.parse().map(EndpointAddress)
     }
 }
 
@@ -370,8 +363,10 @@ mod tests {
         assert!(EndpointAddress::from_text("127.0.0.1:7143").is_ok());
         assert!(EndpointAddress::from_text("[::1]:80").is_ok());
         assert!(EndpointAddress::from_text("127.0.0.1:0").is_err());
-        assert!(EndpointAddress::from_text("localhost:80")
+        let named = EndpointAddress::from_text("Api.Example.com:443").unwrap();
+        assert_eq!(named.get().to_string(), "api.example.com:443");
+        assert!(EndpointAddress::from_text("api.example.com")
             .unwrap_err()
-            .contains("host names"));
+            .contains("host name and port"));
     }
 }

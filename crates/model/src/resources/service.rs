@@ -3,7 +3,7 @@
 
 use super::checked::{self, deserialize_with, FromMap, FromText};
 use super::duration::NonZeroDuration;
-use super::names::{HttpPath, Name, SpiffeId};
+use super::names::{Hostname, HttpPath, Name, SpiffeId};
 use super::numbers::{EndpointAddress, Port};
 use crate::config::Protocol;
 use serde::de::value::MapAccessDeserializer;
@@ -23,6 +23,11 @@ pub struct ServiceSpec {
     /// Static endpoints, for services outside the mesh and for `weft proxy --local`.
     #[serde(default, deserialize_with = "endpoints")]
     pub endpoints: Vec<EndpointSpec>,
+    /// Host names apps call this service by besides its mesh names (`api.example.com` for
+    /// a service outside the mesh): the proxy's DNS answers them with the service's virtual
+    /// IPs, and a `Host` naming one routes to it.
+    #[serde(default, deserialize_with = "hosts")]
+    pub hosts: Vec<Hostname>,
     /// The services this one calls. When set, its proxies are sent only those (and what
     /// their routes lead to), not the whole mesh; unset, they get every service.
     #[serde(default)]
@@ -165,6 +170,49 @@ pub struct EndpointSpec {
     /// The identity the proxy presents, when it is not the service's own.
     #[serde(default)]
     pub identity: Option<SpiffeId>,
+    /// Reached over TLS that the proxy starts (TLS origination): the app speaks plain text
+    /// to its proxy, which verifies the server's certificate.
+    #[serde(default)]
+    pub tls: Option<EndpointTls>,
+}
+
+/// How the proxy verifies an endpoint it reaches over TLS.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields, rename_all = "camelCase")]
+pub struct EndpointTls {
+    /// The name the server's certificate must carry, also sent as SNI; by default the
+    /// endpoint's host name (or its IP address).
+    #[serde(default)]
+    pub server_name: Option<Hostname>,
+    /// The CA certificates (PEM) to verify the server with; by default the host's CA store
+    /// (`/etc/ssl/certs`, Debian's `ca-certificates`).
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+}
+
+impl FromMap for EndpointTls {
+    const EXPECTING: &'static str = "a TLS mapping (serverName, caCertificates)";
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let spec = EndpointTls::deserialize(MapAccessDeserializer::new(map))?;
+        if let Some(pem) = &spec.ca_certificates {
+            let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("`caCertificates` is not valid PEM: {e}"));
+            match certificates {
+                Ok(found) if found.is_empty() => {
+                    return checked::checked(Err(
+                        "`caCertificates` holds no PEM \"CERTIFICATE\" block".to_owned(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(why) => return checked::checked(Err(why)),
+            }
+        }
+        Ok(spec)
+    }
 }
 
 impl FromMap for EndpointSpec {
@@ -172,6 +220,13 @@ impl FromMap for EndpointSpec {
 
     fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         let spec = EndpointSpec::deserialize(MapAccessDeserializer::new(map))?;
+        if spec.tls.is_some() && spec.mesh {
+            return checked::checked(Err(
+                "`tls` is for endpoints outside the mesh; mesh endpoints are reached over the \
+                 mesh's mutual TLS"
+                    .to_owned(),
+            ));
+        }
         if spec.identity.is_some() && !spec.mesh {
             // Without `mesh: true` the endpoint is reached in plain text, where an
             // identity would never be checked; say so rather than ignore it.
@@ -187,11 +242,21 @@ impl FromMap for EndpointSpec {
 fn endpoints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EndpointSpec>, D::Error> {
     checked::seq(d, |endpoints: &[EndpointSpec]| {
         let mut seen = HashSet::new();
-        match endpoints.iter().find(|e| !seen.insert(e.address)) {
+        match endpoints.iter().find(|e| !seen.insert(&e.address)) {
             Some(dup) => Err(format!("address {} is listed twice", dup.address.get())),
             None => Ok(()),
         }
     })
 }
 
-deserialize_with!(map: HealthCheckSpec, EndpointSpec);
+fn hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hostname>, D::Error> {
+    checked::seq(d, |hosts: &[Hostname]| {
+        let mut seen = HashSet::new();
+        match hosts.iter().find(|h| !seen.insert(*h)) {
+            Some(dup) => Err(format!("host {dup} is listed twice")),
+            None => Ok(()),
+        }
+    })
+}
+
+deserialize_with!(map: HealthCheckSpec, EndpointSpec, EndpointTls);

@@ -5,7 +5,6 @@
 //! latency estimates.
 
 use crate::upstream::EndpointPool;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 const DEFAULT_RTT: Duration = Duration::from_millis(1);
 
 pub struct Endpoint {
-    pub address: SocketAddr,
+    pub address: weft_model::Address,
     /// The SPIFFE id the peer proxy must present, or `None` for a plain endpoint.
     pub identity: Option<Arc<str>>,
     pub pool: Arc<EndpointPool>,
@@ -72,7 +71,7 @@ impl Endpoint {
     pub fn new(config: &EndpointConfig, pool: Arc<EndpointPool>) -> Self {
         let now = Instant::now();
         Self {
-            address: config.address,
+            address: config.address.clone(),
             identity: config.identity.as_deref().map(Arc::from),
             pool,
             in_flight: AtomicU32::new(0),

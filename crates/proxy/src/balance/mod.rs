@@ -133,22 +133,21 @@ fn hash_input(headers: &http::HeaderMap, key: &HashKey) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::EndpointPool;
+    use crate::upstream::{EndpointPool, Security};
     use std::time::Duration;
     use weft_model::config::EndpointConfig;
 
     fn endpoint(port: u16) -> Arc<Endpoint> {
-        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let address = weft_model::Address::Ip(([127, 0, 0, 1], port).into());
         let config = EndpointConfig {
-            address,
+            address: address.clone(),
             labels: Default::default(),
             zone: None,
             identity: None,
+            tls: None,
         };
-        Arc::new(Endpoint::new(
-            &config,
-            Arc::new(EndpointPool::new(address, None)),
-        ))
+        let pool = EndpointPool::new(address, Security::Plain, None);
+        Arc::new(Endpoint::new(&config, Arc::new(pool)))
     }
 
     /// Sends requests one after another for `seconds` of simulated time; `latency` gives

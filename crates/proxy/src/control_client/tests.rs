@@ -123,6 +123,7 @@ fn options(app: SocketAddr, control: ControlPlaneOptions) -> ProxyOptions {
         tracing: None,
         exit_on_stdin_close: false,
         limits: ServerLimits::default(),
+        resolvers: Vec::new(),
         capture: None,
         dns: None,
     }
@@ -173,6 +174,7 @@ fn endpoints_update(base: &str, version: &str, addresses: &[&str]) -> control_me
             labels: Default::default(),
             zone: None,
             identity: Some("spiffe://weft.local/ns/shop/svc/api".to_owned()),
+            tls: None,
         })
         .collect();
     control_message::Message::Endpoints(Endpoints {

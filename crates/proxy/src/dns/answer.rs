@@ -54,11 +54,13 @@ impl Answered {
 
 /// Decides `packet`. `zones` are the domains `NAME.NAMESPACE.svc.ZONE` is answered in;
 /// `lookup(name, namespace)` gives a service's virtual IPs, `None` when no service has
-/// the name (`namespace` is `None` for a bare name: the proxy's own namespace).
+/// the name (`namespace` is `None` for a bare name: the proxy's own namespace);
+/// `host(name)` those of the service that claims `name` among its `hosts`.
 pub fn decide(
     packet: &[u8],
     zones: &[&str],
     lookup: impl Fn(&str, Option<&str>) -> Option<VirtualIps>,
+    host: impl Fn(&str) -> Option<VirtualIps>,
 ) -> Decision {
     let request = match Message::from_vec(packet) {
         Ok(request) => request,
@@ -83,7 +85,9 @@ pub fn decide(
         return Decision::Relay(Box::new(request));
     }
     let name = query.name().to_lowercase().to_ascii();
-    let Some(ips) = mesh_name(&name, zones).and_then(|(name, namespace)| lookup(name, namespace))
+    let Some(ips) = mesh_name(&name, zones)
+        .and_then(|(name, namespace)| lookup(name, namespace))
+        .or_else(|| host(name.strip_suffix('.').unwrap_or(&name)))
     else {
         return Decision::Relay(Box::new(request));
     };
@@ -210,6 +214,14 @@ mod tests {
         }
     }
 
+    /// `api.payments.example` is a service's host (an external API, IPv4 only).
+    fn host(name: &str) -> Option<VirtualIps> {
+        (name == "api.payments.example").then_some(VirtualIps {
+            v4: Some(VIP),
+            v6: None,
+        })
+    }
+
     fn query(name: &str, kind: RecordType) -> Vec<u8> {
         let mut message = Message::query();
         message.metadata.id = 4242;
@@ -219,7 +231,7 @@ mod tests {
     }
 
     fn answer(packet: &[u8]) -> (Message, Answered) {
-        match decide(packet, ZONES, lookup) {
+        match decide(packet, ZONES, lookup, host) {
             Decision::Answer { reply, result } => (Message::from_vec(&reply).unwrap(), result),
             other => panic!("expected an answer, got {other:?}"),
         }
@@ -237,6 +249,8 @@ mod tests {
             "reviews.default.svc.weft.local",
             "ratings.shop",
             "ratings.shop.svc.cluster.local",
+            "api.payments.example",
+            "API.Payments.Example.",
         ] {
             let (reply, result) = answer(&query(name, RecordType::A));
             assert_eq!(result, Answered::Mesh, "{name}");
@@ -291,7 +305,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    decide(&query(name, RecordType::A), ZONES, lookup),
+                    decide(&query(name, RecordType::A), ZONES, lookup, host),
                     Decision::Relay(_)
                 ),
                 "{name}"
@@ -310,7 +324,10 @@ mod tests {
         assert_eq!(reply.metadata.id, 4242);
 
         for packet in [&[][..], &[1, 2, 3][..]] {
-            assert!(matches!(decide(packet, ZONES, lookup), Decision::Ignore));
+            assert!(matches!(
+                decide(packet, ZONES, lookup, host),
+                Decision::Ignore
+            ));
         }
         let mut response = Message::response(7, OpCode::Query);
         response.add_query(Query::query(
@@ -318,12 +335,15 @@ mod tests {
             RecordType::A,
         ));
         let response = response.to_vec().unwrap();
-        assert!(matches!(decide(&response, ZONES, lookup), Decision::Ignore));
+        assert!(matches!(
+            decide(&response, ZONES, lookup, host),
+            Decision::Ignore
+        ));
         // A response that does not even parse is ignored too.
         let mut broken_response = response.clone();
         broken_response.truncate(14);
         assert!(matches!(
-            decide(&broken_response, ZONES, lookup),
+            decide(&broken_response, ZONES, lookup, host),
             Decision::Ignore
         ));
     }
@@ -370,7 +390,8 @@ mod tests {
 
     #[test]
     fn a_relayed_query_that_fails_gets_servfail_with_its_question() {
-        let Decision::Relay(request) = decide(&query("example.com", RecordType::A), ZONES, lookup)
+        let Decision::Relay(request) =
+            decide(&query("example.com", RecordType::A), ZONES, lookup, host)
         else {
             panic!("expected a relay");
         };

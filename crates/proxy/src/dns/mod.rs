@@ -11,7 +11,6 @@ use answer::Decision;
 use relay::Relay;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,7 +31,6 @@ const MAX_UDP_QUERY: usize = 4096;
 pub struct DnsListeners {
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
-    upstreams: Vec<SocketAddr>,
     zone: Option<String>,
 }
 
@@ -46,19 +44,11 @@ impl DnsListeners {
         let mut listeners = DnsListeners {
             udp: vec![udp],
             tcp: vec![tcp],
-            upstreams: if options.upstreams.is_empty() {
-                relay::system_upstreams(Path::new("/etc/resolv.conf"), local)
-            } else {
-                options.upstreams.clone()
-            },
             zone: options.zone.clone(),
         };
-        tracing::info!(listener = "dns", addr = %local, upstreams = ?listeners.upstreams, "listening (UDP and TCP)");
+        tracing::info!(listener = "dns", addr = %local, "listening (UDP and TCP)");
         if !local.ip().is_loopback() {
             tracing::warn!(addr = %local, "the DNS listener is not on loopback: anyone who can reach it gets answers and has names relayed for them (an open resolver); capture only needs 127.0.0.1");
-        }
-        if listeners.upstreams.is_empty() {
-            tracing::warn!("no upstream resolver (none in /etc/resolv.conf and no --dns-upstream): names outside the mesh will get SERVFAIL");
         }
         if let Some(twin) = ipv6_twin.then(|| crate::ipv6_twin_addr(local)).flatten() {
             listeners.tcp.push(crate::listen_ipv6_only(twin)?);
@@ -81,9 +71,13 @@ fn udp_ipv6_only(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Serves every DNS socket until the process exits (DNS keeps answering while the proxy
 /// drains: the app may still be finishing work that needs it).
 pub fn spawn(proxy: Arc<Proxy>, listeners: DnsListeners) {
+    if proxy.resolver.upstreams().is_empty() {
+        tracing::warn!("no upstream resolver (none in /etc/resolv.conf and no --dns-upstream): names outside the mesh will get SERVFAIL");
+    }
+    let relay = Relay::new(proxy.resolver.upstreams().to_vec());
     let server = Arc::new(Server {
         proxy,
-        relay: Relay::new(listeners.upstreams),
+        relay,
         zone: listeners.zone,
         tcp_clients: Arc::new(Semaphore::new(MAX_TCP_CLIENTS)),
     });
@@ -108,9 +102,12 @@ impl Server {
         let snapshot = self.proxy.snapshot();
         let mut zones = vec!["cluster.local", snapshot.config.trust_domain.as_str()];
         zones.extend(self.zone.as_deref());
-        answer::decide(packet, &zones, |name, namespace| {
-            snapshot.virtual_ips(name, namespace)
-        })
+        answer::decide(
+            packet,
+            &zones,
+            |name, namespace| snapshot.virtual_ips(name, namespace),
+            |host| snapshot.host_virtual_ips(host),
+        )
     }
 
     /// A place among the relays in flight, counted in `weft_dns_relays_in_flight` while

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,23 +124,6 @@ async fn tcp_exchange(upstream: SocketAddr, query: &[u8]) -> Result<Vec<u8>, Rel
     Ok(answer)
 }
 
-/// The resolvers `resolv.conf` names, less `own` (the proxy's DNS listener, which would
-/// relay to itself).
-pub fn system_upstreams(path: &Path, own: SocketAddr) -> Vec<SocketAddr> {
-    let Ok(text) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    let Ok(config) = resolv_conf::Config::parse(&text) else {
-        return Vec::new();
-    };
-    config
-        .nameservers
-        .iter()
-        .map(|server| SocketAddr::new(server.into(), 53))
-        .filter(|&server| server != own)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,24 +171,5 @@ mod tests {
             relay.udp(&[0; 12]).await,
             Err(RelayError::TimedOut(1))
         ));
-    }
-
-    #[test]
-    fn resolv_conf_nameservers_less_the_proxy_itself() {
-        let dir = std::env::temp_dir().join(format!("weft-resolv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("resolv.conf");
-        std::fs::write(
-            &path,
-            "search example.org\nnameserver 10.0.0.2\nnameserver 127.0.0.1\noptions ndots:2\n",
-        )
-        .unwrap();
-        let own: SocketAddr = "127.0.0.1:53".parse().unwrap();
-        assert_eq!(
-            system_upstreams(&path, own),
-            ["10.0.0.2:53".parse::<SocketAddr>().unwrap()]
-        );
-        assert!(system_upstreams(&dir.join("missing"), own).is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
