@@ -286,6 +286,17 @@ const PROXY_UID: &str = "1337";
 const RESOLVER_IP: &str = EXTERNAL_IP;
 /// A name only that resolver knows: outside the mesh.
 const EXTERNAL_NAME: &str = "ext.example.test";
+/// An API outside the mesh declared as a Service (`vendor`) by its host name, served by the
+/// other app on the external address. Its virtual IP comes after reviews' (name order).
+const VENDOR_HOST: &str = "api.vendor.test";
+
+/// `vendor`: apps call `http://api.vendor.test/` (port 80); the client proxy resolves the
+/// endpoint's name itself and calls the server's other port.
+fn vendor_yaml() -> String {
+    format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata:\n  name: vendor\nspec:\n  hosts: [{VENDOR_HOST}]\n  ports:\n    - port: 80\n      protocol: http\n  endpoints:\n    - address: {VENDOR_HOST}:{OTHER_PORT}\n"
+    )
+}
 
 #[test]
 fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
@@ -317,8 +328,10 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     client.ok(&["ip", "route", "add", "240.240.0.0/16", "dev", "veth0"]);
     client.ok(&["ip", "-6", "route", "add", "2001:2::/48", "dev", "veth0"]);
     let resolver_addr = format!("{RESOLVER_IP}:53").parse().unwrap();
-    let resolver_args =
-        support::resolver::dnsmasq_args(resolver_addr, &[(EXTERNAL_NAME, EXTERNAL_IP)]);
+    let resolver_args = support::resolver::dnsmasq_args(
+        resolver_addr,
+        &[(EXTERNAL_NAME, EXTERNAL_IP), (VENDOR_HOST, EXTERNAL_IP)],
+    );
     let resolver_args: Vec<&str> = resolver_args.iter().map(String::as_str).collect();
     let _resolver = server.spawn(&resolver_args);
     let dig_resolver = [
@@ -361,6 +374,11 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     let key = certs.dir.join("web-key.pem");
     let proxy_uid: u32 = PROXY_UID.parse().unwrap();
     std::os::unix::fs::chown(&key, Some(proxy_uid), Some(proxy_uid)).unwrap();
+    let client_config = write_config(
+        dir.path(),
+        "client.yaml",
+        &format!("{}---\n{}", mesh_yaml(), vendor_yaml()),
+    );
     let mut args: Vec<String> = [
         "proxy",
         "--service",
@@ -368,7 +386,7 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
         "--app",
         "127.0.0.1:8080",
         "--local",
-        config.to_str().unwrap(),
+        client_config.to_str().unwrap(),
         "--capture",
         "preinstalled",
         // No --dns-upstream: the proxy relays to the resolver resolv.conf names.
@@ -476,6 +494,24 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     assert!(count("mesh") >= 6.0, "{client_metrics}");
     assert!(count("relayed") >= 1.0, "{client_metrics}");
     assert_eq!(count("upstream_failed"), 0.0, "{client_metrics}");
+
+    // An API outside the mesh, declared by host name: the app's lookup gets the service's
+    // virtual IP, its connection to port 80 is captured as `vendor`'s, and the proxy
+    // resolves the endpoint's name itself (its own DNS is not captured) and calls it.
+    let vendor_vip = client.ok_as_app(&["dig", "+short", "+tries=1", VENDOR_HOST, "A"]);
+    assert_eq!(vendor_vip, "240.240.0.2\n");
+    let url = format!("http://{VENDOR_HOST}/hello.txt");
+    assert_eq!(
+        client.curl_as_app(&url),
+        (200, "hello from reviews\n".to_string()),
+        "{url}"
+    );
+    let sent = metric_sum(
+        &metrics(&client),
+        "weft_http_requests_total",
+        &[("direction", "outbound"), ("destination", "vendor.default")],
+    );
+    assert_eq!(sent, 1.0, "{}", metrics(&client));
 
     // The proxy's own user is never captured: as PROXY_UID, dig reaches the resolver
     // itself, which knows no service names. Root is not excluded here: captured.
