@@ -595,3 +595,206 @@ fn capture_install_and_remove_are_idempotent_and_leave_no_trace() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("prefix length"));
     assert_eq!(ns.nat_rules(), before);
 }
+
+#[test]
+fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_iptables() {
+    if netns::skip_unless_root(
+        "ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_iptables",
+    ) {
+        return;
+    }
+    let Workloads {
+        dir: _dir,
+        www,
+        certs,
+        config,
+    } = Workloads::new("transparent-ebpf");
+    let client = Netns::new("client");
+    let server = Netns::new("server");
+    link(
+        &client,
+        &[&format!("{CLIENT_IP}/24")],
+        &server,
+        &[&format!("{SERVER_IP}/24"), &format!("{EXTERNAL_IP}/24")],
+    );
+    let _app = app(&server, &www, APP_PORT);
+    let _other_app = app(&server, &www, OTHER_PORT);
+    let _server_proxy = captured_proxy(&server, "reviews", APP_PORT, &config, &certs, &[]);
+
+    // The client workload's cgroup; its proxy (root) attaches the programs there. Outbound
+    // needs no iptables rule (inbound still has its own).
+    let cgroup = netns::Cgroup::new("ebpf");
+    let rules_before = client.nat_rules();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--service",
+        "web",
+        "--app",
+        "127.0.0.1:8080",
+        "--inbound",
+        "0.0.0.0:7143",
+        "--outbound",
+        "127.0.0.1:7140",
+        "--admin",
+        "127.0.0.1:7901",
+        "--local",
+        config.to_str().unwrap(),
+        "--capture",
+        "ebpf",
+        "--capture-cgroup",
+        cgroup.path.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(certs.flags("web"));
+    let client_proxy = client.spawn_proxy(&args);
+    client.wait_http_ok(&format!("{ADMIN}/ready"), Duration::from_secs(20));
+    let logs = client_proxy.logs();
+    assert!(logs.contains("eBPF capture attached"), "{logs}");
+    let rules = client.nat_rules();
+    assert!(rules.contains("WEFT_INBOUND"), "{rules}");
+    assert!(
+        !rules.contains("WEFT_OUTPUT") && !rules.contains("WEFT_REDIRECT"),
+        "outbound is eBPF's: {rules}"
+    );
+
+    // By the server's address and by the virtual IP: the kernel sends the connect to the
+    // outbound listener, the proxy reads where it was going from the programs' map, and
+    // routes it as reviews' (over mTLS to the server's proxy).
+    client.ok(&["ip", "route", "add", "240.240.0.0/16", "dev", "veth0"]);
+    for url in [
+        format!("http://{SERVER_IP}:{APP_PORT}/hello.txt"),
+        format!("http://240.240.0.1:{APP_PORT}/hello.txt"),
+    ] {
+        assert_eq!(
+            client.curl_as_app_in(&cgroup, &url),
+            (200, "hello from reviews\n".to_string()),
+            "{url}"
+        );
+    }
+    let sent = metric_sum(
+        &metrics(&client),
+        "weft_http_requests_total",
+        &[
+            ("direction", "outbound"),
+            ("destination", "reviews.default"),
+        ],
+    );
+    assert_eq!(sent, 2.0, "{}", metrics(&client));
+
+    // An address no service has: its original destination is known too, and the
+    // connection passes through as external traffic.
+    let url = format!("http://{EXTERNAL_IP}:{OTHER_PORT}/hello.txt");
+    assert_eq!(client.curl_as_app_in(&cgroup, &url).0, 200);
+    let external = metric_sum(
+        &metrics(&client),
+        "weft_tcp_bytes_total",
+        &[("destination", "external")],
+    );
+    assert!(external > 0.0, "{}", metrics(&client));
+
+    // A process outside the cgroup is not captured: its request goes straight to the
+    // server's app port, where the server's own capture refuses plain text (strict mTLS).
+    let direct = client.curl_as_app(&format!("http://{SERVER_IP}:{APP_PORT}/hello.txt"));
+    assert_ne!(direct.0, 200, "{direct:?}");
+    let sent = metric_sum(
+        &metrics(&client),
+        "weft_http_requests_total",
+        &[("direction", "outbound")],
+    );
+    assert_eq!(sent, 2.0, "{}", metrics(&client));
+
+    // Stopped normally, the proxy detaches the programs and removes its rules: the
+    // namespace is as it was.
+    let mut client_proxy = client_proxy;
+    client_proxy.signal("TERM");
+    assert!(client_proxy.wait_exit(Duration::from_secs(20)).is_some());
+    assert_eq!(client.nat_rules(), rules_before);
+}
+
+/// `weft proxy --capture auto` in a fresh namespace, with `extra` flags.
+fn auto_proxy(ns: &Netns, config: &std::path::Path, certs: &Certs, extra: &[&str]) -> Proxy {
+    let mut args: Vec<String> = [
+        "proxy",
+        "--service",
+        "web",
+        "--app",
+        "127.0.0.1:8080",
+        "--inbound",
+        "0.0.0.0:7143",
+        "--outbound",
+        "127.0.0.1:7140",
+        "--admin",
+        "127.0.0.1:7901",
+        "--local",
+        config.to_str().unwrap(),
+        "--capture",
+        "auto",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(certs.flags("web"));
+    let proxy = ns.spawn_proxy(&args);
+    ns.wait_http_ok(&format!("{ADMIN}/ready"), Duration::from_secs(20));
+    proxy
+}
+
+#[test]
+fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
+    if netns::skip_unless_root("capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why")
+    {
+        return;
+    }
+    let Workloads {
+        dir: _dir,
+        certs,
+        config,
+        ..
+    } = Workloads::new("transparent-auto");
+    let cgroup = netns::Cgroup::new("auto");
+    let cgroup_path = cgroup.path.to_str().unwrap();
+    let with_cgroup = ["--capture-cgroup", cgroup_path];
+    let excluding = [
+        "--capture-cgroup",
+        cgroup_path,
+        "--exclude-outbound-ports",
+        "5432",
+    ];
+    for (extra, reason) in [
+        (&[][..], "no --capture-cgroup"),
+        (
+            &excluding[..],
+            "--exclude-outbound-ports is not supported with eBPF capture yet",
+        ),
+    ] {
+        let ns = Netns::new("auto");
+        let proxy = auto_proxy(&ns, &config, &certs, extra);
+        let logs = proxy.logs();
+        assert!(
+            logs.contains("eBPF capture not available; capturing with iptables")
+                && logs.contains(reason),
+            "{logs}"
+        );
+        assert!(
+            ns.nat_rules().contains("WEFT_REDIRECT"),
+            "{}",
+            ns.nat_rules()
+        );
+    }
+    // With a cgroup and nothing eBPF cannot do, `auto` is eBPF.
+    let ns = Netns::new("auto-ebpf");
+    let proxy = auto_proxy(&ns, &config, &certs, &with_cgroup);
+    assert!(
+        proxy.logs().contains("eBPF capture attached"),
+        "{}",
+        proxy.logs()
+    );
+    assert!(
+        !ns.nat_rules().contains("WEFT_REDIRECT"),
+        "{}",
+        ns.nat_rules()
+    );
+}

@@ -144,6 +144,17 @@ impl Netns {
         std::fs::write(dir.join("resolv.conf"), text).unwrap();
     }
 
+    /// The same, run from `cgroup` (the workload's, where eBPF capture is attached).
+    pub fn curl_as_app_in(&self, cgroup: &Cgroup, url: &str) -> (u16, String) {
+        let enter = format!(
+            "echo $$ > {}/cgroup.procs && exec \"$@\"",
+            cgroup.path.display()
+        );
+        let mut prefix = vec!["sh", "-c", enter.as_str(), "sh"];
+        prefix.extend(AS_APP);
+        self.curl(&prefix, url)
+    }
+
     /// The same as root, which is the proxies' user: never captured.
     pub fn curl_as_root(&self, url: &str) -> (u16, String) {
         self.curl(&[], url)
@@ -195,6 +206,39 @@ impl Netns {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// A cgroup (v2) of the test's own, as a workload's: removed on drop (once its processes,
+/// which the tests wait for, are gone).
+pub struct Cgroup {
+    pub path: std::path::PathBuf,
+}
+
+impl Cgroup {
+    /// Under a cgroup v2 mount of the test's own outside `/sys`: `ip netns exec` mounts a
+    /// fresh sysfs for the namespace, where `/sys/fs/cgroup` is empty, and both the proxy
+    /// and the app's shell must see the cgroup.
+    pub fn new(tag: &str) -> Cgroup {
+        let root = std::path::Path::new("/run/weft-test-cgroup2");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        if !mounts.contains(&format!(" {} cgroup2 ", root.display())) {
+            std::fs::create_dir_all(root).unwrap();
+            host(&["mount", "-t", "cgroup2", "none", root.to_str().unwrap()]);
+        }
+        let path = root.join(format!(
+            "weft-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Cgroup { path }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
     }
 }
 

@@ -90,6 +90,8 @@ pub enum ProxyError {
     Admin(#[source] std::io::Error),
     #[error("installing the capture rules: {0}")]
     Capture(#[from] capture::CaptureError),
+    #[error("attaching the eBPF capture: {0}")]
+    EbpfCapture(#[from] capture::EbpfCaptureError),
 }
 
 /// While draining, callers count as gone once no request has come in for this long.
@@ -180,6 +182,35 @@ async fn bind(
 
 /// Runs the proxy until `stop` turns true (the binary sets it on SIGTERM or SIGINT), then
 /// drains.
+/// Attaches eBPF capture for `plan`'s proxy to `cgroup`; refused when the plan asks for
+/// outbound exclusions, which the programs do not make (iptables does).
+fn attach_ebpf(
+    cgroup: &std::path::Path,
+    plan: &capture::Plan,
+) -> Result<capture::EbpfCapture, capture::EbpfCaptureError> {
+    if let Some(flag) = plan.outbound_exclusion() {
+        return Err(capture::EbpfCaptureError::Unsupported(flag));
+    }
+    let attached =
+        capture::EbpfCapture::attach(cgroup, plan.proxy_uid, plan.outbound_port, plan.dns_port)?;
+    tracing::info!(cgroup = %cgroup.display(), proxy_uid = plan.proxy_uid, "eBPF capture attached (connect4, sockops)");
+    Ok(attached)
+}
+
+/// The rules eBPF capture still needs: inbound and UDP DNS.
+fn install_without_outbound(plan: &capture::Plan) -> Result<(), ProxyError> {
+    let plan = capture::Plan {
+        outbound_tcp: false,
+        ..plan.clone()
+    };
+    let added = capture::install(&plan)?;
+    tracing::info!(
+        rules = added.len(),
+        "capture rules installed (iptables: inbound and DNS)"
+    );
+    Ok(())
+}
+
 pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(), ProxyError> {
     let source = ConfigSource::of(&options)?;
     if let ConfigSource::ControlPlane(client) = &source {
@@ -261,6 +292,30 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
             // A few milliseconds of iptables-restore, once, before any traffic is captured.
             let added = capture::install(plan)?;
             tracing::info!(rules = added.len(), "capture rules installed (iptables)");
+            true
+        }
+        Some(Capture::Ebpf { cgroup, plan }) => {
+            let attached = attach_ebpf(cgroup, plan)?;
+            let _ = proxy.ebpf.set(attached);
+            install_without_outbound(plan)?;
+            true
+        }
+        Some(Capture::Auto { cgroup, plan }) => {
+            let attached = match cgroup {
+                Some(cgroup) => attach_ebpf(cgroup, plan).map_err(|e| e.to_string()),
+                None => Err("no --capture-cgroup".to_owned()),
+            };
+            match attached {
+                Ok(attached) => {
+                    let _ = proxy.ebpf.set(attached);
+                    install_without_outbound(plan)?;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "eBPF capture not available; capturing with iptables");
+                    let added = capture::install(plan)?;
+                    tracing::info!(rules = added.len(), "capture rules installed (iptables)");
+                }
+            }
             true
         }
         _ => false,

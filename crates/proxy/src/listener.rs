@@ -140,8 +140,9 @@ impl Connection {
         // A connection redirected here by capture rules goes to the service at the address
         // the app called, as if it came to that service's binding. Without capture the
         // lookup (two system calls a connection) is not made at all.
-        let captured = match (&bound, &proxy.options.capture) {
-            (None, Some(_)) => capture::original_destination(&stream),
+        let captured = match (&bound, &proxy.options.capture, proxy.ebpf.get()) {
+            (None, Some(_), Some(ebpf)) => ebpf.original_destination(&stream),
+            (None, Some(_), None) => capture::original_destination(&stream),
             _ => None,
         };
         if let Some(destination) = captured {

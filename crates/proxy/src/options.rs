@@ -55,6 +55,19 @@ pub enum Capture {
     Preinstalled,
     /// Rules this proxy installs when it starts and removes when it exits.
     Iptables(Box<crate::capture::Plan>),
+    /// eBPF programs this proxy attaches to the workload's cgroup (v2) when it starts send
+    /// the app's outbound TCP to the outbound listener; the plan's rules (without their
+    /// outbound part) capture inbound and UDP DNS. Held while the proxy runs.
+    Ebpf {
+        cgroup: std::path::PathBuf,
+        plan: Box<crate::capture::Plan>,
+    },
+    /// eBPF where it can be attached (a cgroup is given, the kernel and the privileges
+    /// allow, no outbound exclusion is asked for), else iptables, saying why.
+    Auto {
+        cgroup: Option<std::path::PathBuf>,
+        plan: Box<crate::capture::Plan>,
+    },
 }
 
 /// How this proxy registers with the control plane.

@@ -60,6 +60,9 @@ pub struct Proxy {
     /// Resolves the host names of endpoints outside the mesh; its resolvers are also those
     /// the DNS server relays to.
     pub resolver: Arc<HostResolver>,
+    /// With `--capture ebpf`: the attached programs, and where redirected connections were
+    /// going.
+    pub ebpf: std::sync::OnceLock<crate::capture::EbpfCapture>,
 }
 
 impl Proxy {
@@ -95,6 +98,7 @@ impl Proxy {
         tracing::info!(upstreams = ?resolvers, "resolvers for names outside the mesh");
         Self {
             resolver: Arc::new(HostResolver::new(resolvers)),
+            ebpf: std::sync::OnceLock::new(),
             observed,
             tracer: arc_swap::ArcSwapOption::from(tracer),
             mesh_tracing: Mutex::new(None),

@@ -146,8 +146,17 @@ pub struct ProxyArgs {
     /// listener. `iptables`: install the rules in this network namespace at start (needs
     /// root or CAP_NET_ADMIN; this proxy's own uid is never captured, so run the app as
     /// another user) and remove them on exit. `preinstalled`: `weft capture install` did.
+    /// `ebpf`: attach eBPF programs to --capture-cgroup (needs root or CAP_BPF and
+    /// CAP_NET_ADMIN): the app's outbound IPv4 TCP is sent to the outbound listener by the
+    /// kernel, without NAT; inbound and UDP DNS are still captured by iptables rules.
+    /// `auto`: `ebpf` where it can be attached, else `iptables` (the log says why).
     #[arg(long, value_enum, default_value_t = CaptureMode::Off, help_heading = "Transparent capture")]
     capture: CaptureMode,
+    /// With --capture ebpf: the cgroup (v2) directory the app's processes are in, e.g.
+    /// /sys/fs/cgroup/unified/shop-web. Every connect from it (but this proxy's uid) is
+    /// captured.
+    #[arg(long, value_name = "DIR", help_heading = "Transparent capture")]
+    capture_cgroup: Option<std::path::PathBuf>,
     #[command(flatten, next_help_heading = "Transparent capture")]
     capture_exclusions: Exclusions,
     /// Answer DNS here (UDP and TCP): service names (`reviews`, `reviews.NS`,
@@ -172,11 +181,53 @@ pub struct ProxyArgs {
     dns_zone: Option<String>,
 }
 
+/// What `--capture` and its flags ask for.
+fn capture_options(args: &ProxyArgs) -> anyhow::Result<Option<Capture>> {
+    let mode = match args.capture {
+        CaptureMode::Off => return Ok(None),
+        CaptureMode::Preinstalled => return Ok(Some(Capture::Preinstalled)),
+        CaptureMode::Iptables => "iptables",
+        CaptureMode::Ebpf => "ebpf",
+        CaptureMode::Auto => "auto",
+    };
+    // eBPF capture still leaves inbound and DNS to rules, so every mode needs them.
+    if args.outbound.port() == 0 || args.inbound.port() == 0 {
+        anyhow::bail!("--capture {mode} needs fixed --outbound and --inbound ports (not 0): captured traffic is sent to them");
+    }
+    if args.dns.is_some_and(|dns| dns.port() == 0) {
+        anyhow::bail!("--capture {mode} needs a fixed --dns port (not 0): DNS is sent to it");
+    }
+    let plan = Box::new(Plan {
+        dns_port: args.dns.map(|dns| dns.port()),
+        ..args.capture_exclusions.clone().plan(
+            (
+                rustix::process::getuid().as_raw(),
+                Some(rustix::process::getgid().as_raw()),
+            ),
+            (args.outbound.port(), args.inbound.port()),
+            InboundPorts::Only(vec![args.app.port()]),
+        )
+    });
+    let cgroup = args.capture_cgroup.clone();
+    Ok(Some(match args.capture {
+        CaptureMode::Ebpf => {
+            let Some(cgroup) = cgroup else {
+                anyhow::bail!("--capture ebpf needs --capture-cgroup: the cgroup (v2) directory the app runs in, e.g. /sys/fs/cgroup/unified/shop-web");
+            };
+            Capture::Ebpf { cgroup, plan }
+        }
+        CaptureMode::Auto => Capture::Auto { cgroup, plan },
+        _ => Capture::Iptables(plan),
+    }))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum CaptureMode {
     Off,
     Iptables,
     Preinstalled,
+    Ebpf,
+    Auto,
 }
 
 fn parse_upstream(value: &str) -> Result<UpstreamBinding, String> {
@@ -205,6 +256,7 @@ fn parse_label(value: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let capture = capture_options(&args)?;
     let tls = match (args.cert, args.key, args.ca) {
         (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
         _ => None,
@@ -256,30 +308,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             drain_timeout: args.drain_timeout,
             min_request_body_rate: args.min_request_body_rate,
         },
-        capture: match args.capture {
-            CaptureMode::Off => None,
-            CaptureMode::Preinstalled => Some(Capture::Preinstalled),
-            CaptureMode::Iptables => {
-                if args.outbound.port() == 0 || args.inbound.port() == 0 {
-                    anyhow::bail!("--capture iptables needs fixed --outbound and --inbound ports (not 0): the rules redirect to them");
-                }
-                if args.dns.is_some_and(|dns| dns.port() == 0) {
-                    anyhow::bail!("--capture iptables needs a fixed --dns port (not 0): the rules redirect DNS to it");
-                }
-                let plan = Plan {
-                    dns_port: args.dns.map(|dns| dns.port()),
-                    ..args.capture_exclusions.plan(
-                        (
-                            rustix::process::getuid().as_raw(),
-                            Some(rustix::process::getgid().as_raw()),
-                        ),
-                        (args.outbound.port(), args.inbound.port()),
-                        InboundPorts::Only(vec![args.app.port()]),
-                    )
-                };
-                Some(Capture::Iptables(Box::new(plan)))
-            }
-        },
+        capture,
         resolvers: args.dns_upstream,
         dns: args.dns.map(|listen| DnsOptions {
             listen,

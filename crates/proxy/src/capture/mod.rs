@@ -8,10 +8,12 @@
 //! again. A redirected connection keeps its original destination in conntrack, where
 //! `SO_ORIGINAL_DST` reads it.
 
+mod ebpf;
 mod iptables;
 mod original_dst;
 mod plan;
 
+pub use ebpf::{EbpfCapture, EbpfCaptureError};
 pub use iptables::{install, installed, remove, CaptureError, Change};
 pub use original_dst::original_destination;
 pub use plan::{Cidr, Family, InboundPorts, Plan};
