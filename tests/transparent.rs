@@ -625,31 +625,8 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_i
     // needs no iptables rule (inbound still has its own).
     let cgroup = netns::Cgroup::new("ebpf");
     let rules_before = client.nat_rules();
-    let mut args: Vec<String> = [
-        "proxy",
-        "--service",
-        "web",
-        "--app",
-        "127.0.0.1:8080",
-        "--inbound",
-        "0.0.0.0:7143",
-        "--outbound",
-        "127.0.0.1:7140",
-        "--admin",
-        "127.0.0.1:7901",
-        "--local",
-        config.to_str().unwrap(),
-        "--capture",
-        "ebpf",
-        "--capture-cgroup",
-        cgroup.path.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(certs.flags("web"));
-    let client_proxy = client.spawn_proxy(&args);
-    client.wait_http_ok(&format!("{ADMIN}/ready"), Duration::from_secs(20));
+    let capture = ["ebpf", "--capture-cgroup", cgroup.path.to_str().unwrap()];
+    let client_proxy = web_proxy(&client, &config, &certs, &capture);
     let logs = client_proxy.logs();
     assert!(logs.contains("eBPF capture attached"), "{logs}");
     let rules = client.nat_rules();
@@ -713,8 +690,9 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_i
     assert_eq!(client.nat_rules(), rules_before);
 }
 
-/// `weft proxy --capture auto` in a fresh namespace, with `extra` flags.
-fn auto_proxy(ns: &Netns, config: &std::path::Path, certs: &Certs, extra: &[&str]) -> Proxy {
+/// The client's `weft proxy` (service `web`, as root) in `ns`, with `--capture CAPTURE...`
+/// (the mode and its flags); returns once it is ready.
+fn web_proxy(ns: &Netns, config: &std::path::Path, certs: &Certs, capture: &[&str]) -> Proxy {
     let mut args: Vec<String> = [
         "proxy",
         "--service",
@@ -730,10 +708,9 @@ fn auto_proxy(ns: &Netns, config: &std::path::Path, certs: &Certs, extra: &[&str
         "--local",
         config.to_str().unwrap(),
         "--capture",
-        "auto",
     ]
     .iter()
-    .chain(extra)
+    .chain(capture)
     .map(|s| s.to_string())
     .collect();
     args.extend(certs.flags("web"));
@@ -756,22 +733,23 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
     } = Workloads::new("transparent-auto");
     let cgroup = netns::Cgroup::new("auto");
     let cgroup_path = cgroup.path.to_str().unwrap();
-    let with_cgroup = ["--capture-cgroup", cgroup_path];
+    let with_cgroup = ["auto", "--capture-cgroup", cgroup_path];
     let excluding = [
+        "auto",
         "--capture-cgroup",
         cgroup_path,
         "--exclude-outbound-ports",
         "5432",
     ];
     for (extra, reason) in [
-        (&[][..], "no --capture-cgroup"),
+        (&["auto"][..], "no --capture-cgroup"),
         (
             &excluding[..],
             "--exclude-outbound-ports is not supported with eBPF capture yet",
         ),
     ] {
         let ns = Netns::new("auto");
-        let proxy = auto_proxy(&ns, &config, &certs, extra);
+        let proxy = web_proxy(&ns, &config, &certs, extra);
         let logs = proxy.logs();
         assert!(
             logs.contains("eBPF capture not available; capturing with iptables")
@@ -786,7 +764,7 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
     }
     // With a cgroup and nothing eBPF cannot do, `auto` is eBPF.
     let ns = Netns::new("auto-ebpf");
-    let proxy = auto_proxy(&ns, &config, &certs, &with_cgroup);
+    let proxy = web_proxy(&ns, &config, &certs, &with_cgroup);
     assert!(
         proxy.logs().contains("eBPF capture attached"),
         "{}",
