@@ -152,7 +152,7 @@ pub struct ProxyArgs {
     /// `auto`: `ebpf` where it can be attached, else `iptables` (the log says why).
     #[arg(long, value_enum, default_value_t = CaptureMode::Off, help_heading = "Transparent capture")]
     capture: CaptureMode,
-    /// With --capture ebpf: the cgroup (v2) directory the app's processes are in, e.g.
+    /// With --capture ebpf or auto: the cgroup (v2) directory the app's processes are in, e.g.
     /// /sys/fs/cgroup/unified/shop-web. Every connect from it (but this proxy's uid) is
     /// captured.
     #[arg(long, value_name = "DIR", help_heading = "Transparent capture")]
@@ -183,6 +183,13 @@ pub struct ProxyArgs {
 
 /// What `--capture` and its flags ask for.
 fn capture_options(args: &ProxyArgs) -> anyhow::Result<Option<Capture>> {
+    if args.capture_cgroup.is_some()
+        && !matches!(args.capture, CaptureMode::Ebpf | CaptureMode::Auto)
+    {
+        anyhow::bail!(
+            "--capture-cgroup is for --capture ebpf or auto (the cgroup the programs attach to)"
+        );
+    }
     let mode = match args.capture {
         CaptureMode::Off => return Ok(None),
         CaptureMode::Preinstalled => return Ok(Some(Capture::Preinstalled)),
