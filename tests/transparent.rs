@@ -597,9 +597,9 @@ fn capture_install_and_remove_are_idempotent_and_leave_no_trace() {
 }
 
 #[test]
-fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_iptables() {
+fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails_closed() {
     if netns::skip_unless_root(
-        "ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_iptables",
+        "ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails_closed",
     ) {
         return;
     }
@@ -621,20 +621,16 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_i
     let _other_app = app(&server, &www, OTHER_PORT);
     let _server_proxy = captured_proxy(&server, "reviews", APP_PORT, &config, &certs, &[]);
 
-    // The client workload's cgroup; its proxy (root) attaches the programs there. Outbound
-    // needs no iptables rule (inbound still has its own).
+    // The client workload's cgroup; its proxy (root) attaches the programs there, and
+    // installs the rules under them (inbound, and outbound for what eBPF does not take).
     let cgroup = netns::Cgroup::new("ebpf");
     let rules_before = client.nat_rules();
     let capture = ["ebpf", "--capture-cgroup", cgroup.path.to_str().unwrap()];
     let client_proxy = web_proxy(&client, &config, &certs, &capture);
     let logs = client_proxy.logs();
     assert!(logs.contains("eBPF capture attached"), "{logs}");
-    let rules = client.nat_rules();
-    assert!(rules.contains("WEFT_INBOUND"), "{rules}");
-    assert!(
-        !rules.contains("WEFT_OUTPUT") && !rules.contains("WEFT_REDIRECT"),
-        "outbound is eBPF's: {rules}"
-    );
+    let redirects = || metric_sum(&metrics(&client), "weft_capture_ebpf_redirects_total", &[]);
+    assert_eq!(redirects(), 0.0);
 
     // By the server's address and by the virtual IP: the kernel sends the connect to the
     // outbound listener, the proxy reads where it was going from the programs' map, and
@@ -670,21 +666,41 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_without_i
         &[("destination", "external")],
     );
     assert!(external > 0.0, "{}", metrics(&client));
+    // Every one of those was sent by the programs, none by the rules.
+    assert_eq!(redirects(), 3.0, "{}", metrics(&client));
 
-    // A process outside the cgroup is not captured: its request goes straight to the
-    // server's app port, where the server's own capture refuses plain text (strict mTLS).
-    let direct = client.curl_as_app(&format!("http://{SERVER_IP}:{APP_PORT}/hello.txt"));
-    assert_ne!(direct.0, 200, "{direct:?}");
+    // A process outside the cgroup is captured by the rules instead: through the mesh
+    // too, with no eBPF redirect.
+    let url = format!("http://{SERVER_IP}:{APP_PORT}/hello.txt");
+    assert_eq!(client.curl_as_app(&url).0, 200);
+    assert_eq!(redirects(), 3.0);
     let sent = metric_sum(
         &metrics(&client),
         "weft_http_requests_total",
-        &[("direction", "outbound")],
+        &[
+            ("direction", "outbound"),
+            ("destination", "reviews.default"),
+        ],
     );
-    assert_eq!(sent, 2.0, "{}", metrics(&client));
+    assert_eq!(sent, 3.0, "{}", metrics(&client));
+
+    // Killed, the proxy's programs go with it, but its rules stay: the app's calls are
+    // refused, never sent around the mesh. Started again, it serves them again.
+    let mut client_proxy = client_proxy;
+    client_proxy.child.0.kill().unwrap();
+    client_proxy.child.0.wait().unwrap();
+    assert_eq!(
+        client.curl_as_app_in(&cgroup, &url).0,
+        0,
+        "a call went out with the proxy dead"
+    );
+    drop(client_proxy);
+    let mut client_proxy = web_proxy(&client, &config, &certs, &capture);
+    assert_eq!(client.curl_as_app_in(&cgroup, &url).0, 200);
+    assert_eq!(redirects(), 1.0, "the new proxy's programs");
 
     // Stopped normally, the proxy detaches the programs and removes its rules: the
     // namespace is as it was.
-    let mut client_proxy = client_proxy;
     client_proxy.signal("TERM");
     assert!(client_proxy.wait_exit(Duration::from_secs(20)).is_some());
     assert_eq!(client.nat_rules(), rules_before);
@@ -761,18 +777,12 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
             "{}",
             ns.nat_rules()
         );
+        assert!(!logs.contains("eBPF capture attached"), "{logs}");
     }
     // With a cgroup and nothing eBPF cannot do, `auto` is eBPF.
     let ns = Netns::new("auto-ebpf");
     let proxy = web_proxy(&ns, &config, &certs, &with_cgroup);
-    assert!(
-        proxy.logs().contains("eBPF capture attached"),
-        "{}",
-        proxy.logs()
-    );
-    assert!(
-        !ns.nat_rules().contains("WEFT_REDIRECT"),
-        "{}",
-        ns.nat_rules()
-    );
+    let logs = proxy.logs();
+    assert!(logs.contains("eBPF capture attached"), "{logs}");
+    assert!(!logs.contains("not available"), "{logs}");
 }

@@ -92,6 +92,10 @@ async fn handle(
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok());
             let format = weft_model::exposition::Exposition::negotiate(accept);
+            if let Some(ebpf) = proxy.ebpf.get() {
+                let counted = &proxy.metrics.ebpf_redirects;
+                counted.inc_by(ebpf.redirects().saturating_sub(counted.get()));
+            }
             text(
                 StatusCode::OK,
                 format.content_type(),

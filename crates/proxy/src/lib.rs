@@ -197,16 +197,16 @@ fn attach_ebpf(
     Ok(attached)
 }
 
-/// The rules eBPF capture still needs: inbound and UDP DNS.
-fn install_without_outbound(plan: &capture::Plan) -> Result<(), ProxyError> {
-    let plan = capture::Plan {
-        outbound_tcp: false,
-        ..plan.clone()
-    };
-    let added = capture::install(&plan)?;
+/// The rules that go with eBPF capture: inbound and UDP DNS, and outbound for what the
+/// programs do not take (IPv6, processes outside the cgroup). A connect the programs sent
+/// to the outbound listener is on loopback, which the rules leave alone; and when the
+/// proxy dies and its programs go with it, the rules still send the app's connections to
+/// the dead listener: capture fails closed, as in iptables mode.
+fn install_with_ebpf(plan: &capture::Plan) -> Result<(), ProxyError> {
+    let added = capture::install(plan)?;
     tracing::info!(
         rules = added.len(),
-        "capture rules installed (iptables: inbound and DNS)"
+        "capture rules installed (iptables, under eBPF)"
     );
     Ok(())
 }
@@ -297,7 +297,7 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
         Some(Capture::Ebpf { cgroup, plan }) => {
             let attached = attach_ebpf(cgroup, plan)?;
             let _ = proxy.ebpf.set(attached);
-            install_without_outbound(plan)?;
+            install_with_ebpf(plan)?;
             true
         }
         Some(Capture::Auto { cgroup, plan }) => {
@@ -308,7 +308,7 @@ pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(
             match attached {
                 Ok(attached) => {
                     let _ = proxy.ebpf.set(attached);
-                    install_without_outbound(plan)?;
+                    install_with_ebpf(plan)?;
                 }
                 Err(reason) => {
                     tracing::warn!(%reason, "eBPF capture not available; capturing with iptables");

@@ -141,7 +141,10 @@ impl Connection {
         // the app called, as if it came to that service's binding. Without capture the
         // lookup (two system calls a connection) is not made at all.
         let captured = match (&bound, &proxy.options.capture, proxy.ebpf.get()) {
-            (None, Some(_), Some(ebpf)) => ebpf.original_destination(&stream),
+            // What eBPF does not take (IPv6, processes outside its cgroup) the rules do.
+            (None, Some(_), Some(ebpf)) => ebpf
+                .original_destination(&stream)
+                .or_else(|| capture::original_destination(&stream)),
             (None, Some(_), None) => capture::original_destination(&stream),
             _ => None,
         };

@@ -135,6 +135,9 @@ pub struct Metrics {
     dns_queries: Family<ResultLabels, Counter>,
     /// DNS queries relayed upstream and not yet answered.
     pub dns_relays_in_flight: Gauge,
+    /// Connects the eBPF capture sent to the outbound listener (read from its map when
+    /// scraped).
+    pub ebpf_redirects: Counter,
     /// The golden metrics reported to the control plane; every request and TCP handle
     /// below holds its stat there.
     pub traffic: TrafficStats,
@@ -172,6 +175,7 @@ impl Metrics {
         let saturated = Family::default();
         let dns_queries = Family::default();
         let dns_relays_in_flight = Gauge::default();
+        let ebpf_redirects = Counter::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "weft_http_requests",
@@ -255,6 +259,11 @@ impl Metrics {
             dns_relays_in_flight.clone(),
         );
         registry.register(
+            "weft_capture_ebpf_redirects",
+            "Connects of the app sent to the outbound listener by eBPF capture (--capture ebpf|auto)",
+            ebpf_redirects.clone(),
+        );
+        registry.register(
             "weft_access_log_dropped",
             "Access-log lines dropped because standard output could not keep up",
             access_log_dropped.clone(),
@@ -279,6 +288,7 @@ impl Metrics {
             saturated,
             dns_queries,
             dns_relays_in_flight,
+            ebpf_redirects,
             traffic: TrafficStats::default(),
         }
     }

@@ -56,8 +56,9 @@ pub enum Capture {
     /// Rules this proxy installs when it starts and removes when it exits.
     Iptables(Box<crate::capture::Plan>),
     /// eBPF programs this proxy attaches to the workload's cgroup (v2) when it starts send
-    /// the app's outbound TCP to the outbound listener; the plan's rules (without their
-    /// outbound part) capture inbound and UDP DNS. Held while the proxy runs.
+    /// the app's outbound TCP to the outbound listener; the plan's rules, installed under
+    /// them, capture inbound, UDP DNS and what the programs do not take. Held while the
+    /// proxy runs.
     Ebpf {
         cgroup: std::path::PathBuf,
         plan: Box<crate::capture::Plan>,

@@ -93,7 +93,6 @@ impl Exclusions {
             exclude_outbound_cidrs: self.exclude_outbound_cidrs,
             exclude_uids: self.exclude_uids,
             dns_port: None,
-            outbound_tcp: true,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! accepts. No NAT and no conntrack.
 //!
 //! The programs stay attached while this proxy holds them: when it exits (or dies) they
-//! go with it.
+//! go with it, and the iptables rules installed under them (see `install_with_ebpf`)
+//! refuse what they no longer take, so capture fails closed.
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps};
@@ -131,14 +132,11 @@ impl EbpfCapture {
         Some(SocketAddr::V4(decode_origin(origin)))
     }
 
-    /// Connects redirected and origins filed so far, summed over CPUs.
-    pub fn counts(&self) -> (u64, u64) {
-        let sum = |index: u32| {
-            self.counters
-                .get(&index, 0)
-                .map_or(0, |values| values.iter().sum::<u64>())
-        };
-        (sum(0), sum(1))
+    /// Connects sent to the outbound listener so far, summed over CPUs.
+    pub fn redirects(&self) -> u64 {
+        self.counters
+            .get(&0, 0)
+            .map_or(0, |values| values.iter().sum::<u64>())
     }
 }
 

@@ -110,22 +110,16 @@ pub struct Plan {
     /// The proxy's DNS port (on loopback), where the app's DNS queries (UDP and TCP to
     /// port 53, to whatever resolver) go; `None` leaves DNS alone.
     pub dns_port: Option<u16>,
-    /// Redirect the app's outbound TCP; `false` when eBPF does it (inbound and DNS are
-    /// still this plan's).
-    pub outbound_tcp: bool,
 }
 
 impl Plan {
     /// The nat-table rules for one address family, as `iptables-restore --noflush` input.
     pub fn rules(&self, family: Family) -> String {
         let mut out = String::from("*nat\n");
-        let mut chains = vec![INBOUND, IN_REDIRECT];
-        if self.outbound_tcp {
-            chains.extend([OUTPUT, REDIRECT]);
-        }
-        if self.dns_port.is_some() {
-            chains.push(DNS);
-        }
+        let chains: &[&str] = match self.dns_port {
+            Some(_) => &[INBOUND, IN_REDIRECT, OUTPUT, REDIRECT, DNS],
+            None => &[INBOUND, IN_REDIRECT, OUTPUT, REDIRECT],
+        };
         for chain in chains {
             let _ = writeln!(out, ":{chain} - [0:0]");
         }
@@ -137,12 +131,10 @@ impl Plan {
             "-A {IN_REDIRECT} -p tcp -j REDIRECT --to-ports {}",
             self.inbound_port
         ));
-        if self.outbound_tcp {
-            rule(format!(
-                "-A {REDIRECT} -p tcp -j REDIRECT --to-ports {}",
-                self.outbound_port
-            ));
-        }
+        rule(format!(
+            "-A {REDIRECT} -p tcp -j REDIRECT --to-ports {}",
+            self.outbound_port
+        ));
 
         // Inbound: what arrives from the network for the app's ports. Peers' proxies call
         // the inbound listener directly, so its own port is left as it is.
@@ -182,10 +174,6 @@ impl Plan {
         }
 
         // Outbound: what the app's sockets send.
-        if !self.outbound_tcp {
-            out.push_str("COMMIT\n");
-            return out;
-        }
         rule(format!("-A OUTPUT -p tcp -j {OUTPUT}"));
         for port in &self.exclude_outbound_ports {
             rule(format!("-A {OUTPUT} -p tcp --dport {port} -j RETURN"));
@@ -258,25 +246,7 @@ mod tests {
             ],
             exclude_uids: vec![0],
             dns_port: None,
-            outbound_tcp: true,
         }
-    }
-
-    #[test]
-    fn with_ebpf_doing_outbound_only_inbound_and_dns_are_rules() {
-        let rules = Plan {
-            outbound_tcp: false,
-            dns_port: Some(15053),
-            ..plan()
-        }
-        .rules(Family::V4);
-        assert!(
-            !rules.contains("WEFT_OUTPUT") && !rules.contains("WEFT_REDIRECT"),
-            "{rules}"
-        );
-        assert!(rules.contains("-A WEFT_INBOUND -p tcp --dport 9080 -j WEFT_IN_REDIRECT"));
-        assert!(rules.contains("-A OUTPUT -p udp --dport 53 -j WEFT_DNS"));
-        assert!(rules.ends_with("COMMIT\n"));
     }
 
     /// The whole rule set, as `iptables-restore` reads it: a change to it is a change to
