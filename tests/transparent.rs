@@ -95,6 +95,18 @@ fn captured_proxy(
     proxy
 }
 
+/// Outbound requests the proxy in `ns` sent to reviews.
+fn sent_to_reviews(ns: &Netns) -> f64 {
+    metric_sum(
+        &metrics(ns),
+        "weft_http_requests_total",
+        &[
+            ("direction", "outbound"),
+            ("destination", "reviews.default"),
+        ],
+    )
+}
+
 fn metrics(ns: &Netns) -> String {
     ns.ok(&["curl", "-s", &format!("{ADMIN}/metrics")])
 }
@@ -183,14 +195,7 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
         client.curl_as_app(&by_vip),
         (200, "hello from reviews\n".to_string())
     );
-    let sent_by_vip = metric_sum(
-        &metrics(&client),
-        "weft_http_requests_total",
-        &[
-            ("direction", "outbound"),
-            ("destination", "reviews.default"),
-        ],
-    );
+    let sent_by_vip = sent_to_reviews(&client);
     assert_eq!(sent_by_vip, 2.0);
 
     // To an address no service has: passed through as plain TCP, counted as external.
@@ -430,14 +435,7 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
         &format!("import urllib.request; print(urllib.request.urlopen('http://reviews.default:{APP_PORT}/hello.txt', timeout=10).read().decode(), end='')"),
     ]);
     assert_eq!(python, "hello from reviews\n");
-    let sent = metric_sum(
-        &metrics(&client),
-        "weft_http_requests_total",
-        &[
-            ("direction", "outbound"),
-            ("destination", "reviews.default"),
-        ],
-    );
+    let sent = sent_to_reviews(&client);
     assert_eq!(sent, 4.0, "{}", metrics(&client));
 
     // Over IPv6: the name's AAAA answer (the same place in the IPv6 range), captured by
@@ -454,14 +452,7 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
         &url,
     ]);
     assert_eq!(ipv6, "hello from reviews\n 2001:2::1");
-    let sent = metric_sum(
-        &metrics(&client),
-        "weft_http_requests_total",
-        &[
-            ("direction", "outbound"),
-            ("destination", "reviews.default"),
-        ],
-    );
+    let sent = sent_to_reviews(&client);
     assert_eq!(sent, 5.0, "{}", metrics(&client));
 
     // dig asks the resolver in resolv.conf directly, over UDP and TCP: both captured.
@@ -646,14 +637,7 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
             "{url}"
         );
     }
-    let sent = metric_sum(
-        &metrics(&client),
-        "weft_http_requests_total",
-        &[
-            ("direction", "outbound"),
-            ("destination", "reviews.default"),
-        ],
-    );
+    let sent = sent_to_reviews(&client);
     assert_eq!(sent, 2.0, "{}", metrics(&client));
 
     // An address no service has: its original destination is known too, and the
@@ -674,14 +658,7 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     let url = format!("http://{SERVER_IP}:{APP_PORT}/hello.txt");
     assert_eq!(client.curl_as_app(&url).0, 200);
     assert_eq!(redirects(), 3.0);
-    let sent = metric_sum(
-        &metrics(&client),
-        "weft_http_requests_total",
-        &[
-            ("direction", "outbound"),
-            ("destination", "reviews.default"),
-        ],
-    );
+    let sent = sent_to_reviews(&client);
     assert_eq!(sent, 3.0, "{}", metrics(&client));
 
     // Killed, the proxy's programs go with it, but its rules stay: the app's calls are
