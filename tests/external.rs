@@ -17,18 +17,17 @@ use support::{
 
 const HOST: &str = "api.payments.test";
 
-/// `payments`: the external API at `HOST:port` over TLS verified with `ca_pem`, with a
-/// route that retries 503s and bounds each request; `impostor`: the same server, but
-/// trusting another CA (so its certificate must be refused).
-fn config(port: u16, ca_pem: &str, other_ca_pem: &str) -> String {
-    let indent = |pem: &str| pem.trim_end().replace('\n', "\n          ");
+/// A Service `name` (claiming `hosts`) whose one endpoint is `HOST:port`, reached over TLS
+/// verified with `ca_pem`.
+fn tls_service(name: &str, hosts: &str, port: u16, ca_pem: &str) -> String {
+    let ca = ca_pem.trim_end().replace('\n', "\n          ");
     format!(
         r#"apiVersion: weft.dev/v1alpha1
 kind: Service
 metadata:
-  name: payments
+  name: {name}
 spec:
-  hosts: [{HOST}]
+  hosts: [{hosts}]
   ports:
     - port: 80
       protocol: http
@@ -38,34 +37,27 @@ spec:
         caCertificates: |
           {ca}
 ---
-apiVersion: weft.dev/v1alpha1
-kind: Service
-metadata:
-  name: impostor
-spec:
-  ports:
-    - port: 80
-      protocol: http
-  endpoints:
-    - address: {HOST}:{port}
-      tls:
-        caCertificates: |
-          {other}
----
-apiVersion: gateway.networking.k8s.io/v1
+"#
+    )
+}
+
+/// `payments`: the external API at `HOST:port` over TLS verified with `ca_pem`, with a
+/// route that retries 503s and bounds each request; `impostor`: the same server, but
+/// trusting another CA (so its certificate must be refused).
+fn config(port: u16, ca_pem: &str, other_ca_pem: &str) -> String {
+    tls_service("payments", HOST, port, ca_pem)
+        + &tls_service("impostor", "", port, other_ca_pem)
+        + r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
   name: payments
 spec:
-  parentRefs: [{{group: "", kind: Service, name: payments}}]
+  parentRefs: [{group: "", kind: Service, name: payments}]
   rules:
-    - retry: {{attempts: 2, codes: [503], backoff: 1ms}}
-      timeouts: {{request: 500ms}}
-      backendRefs: [{{name: payments}}]
-"#,
-        ca = indent(ca_pem),
-        other = indent(other_ca_pem),
-    )
+    - retry: {attempts: 2, codes: [503], backoff: 1ms}
+      timeouts: {request: 500ms}
+      backendRefs: [{name: payments}]
+"#
 }
 
 async fn get(outbound: SocketAddr, host: &str, path: &str) -> (u16, String) {
