@@ -43,6 +43,7 @@ impl Workloads {
         let www = dir.path().join("www");
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("hello.txt"), "hello from reviews\n").unwrap();
+        std::fs::write(www.join("large.bin"), large_body()).unwrap();
         let certs = Certs::new(dir.path(), &["web", "reviews"]);
         let config = write_config(dir.path(), "mesh.yaml", &mesh_yaml());
         Workloads {
@@ -109,6 +110,12 @@ fn sent_to_reviews(ns: &Netns) -> f64 {
 
 fn metrics(ns: &Netns) -> String {
     ns.ok(&["curl", "-s", &format!("{ADMIN}/metrics")])
+}
+
+/// About 1 MiB of numbered lines: an answer that takes many writes, in which a byte lost
+/// or out of order shows.
+fn large_body() -> String {
+    (0..80_000).map(|n| format!("line {n:07}\n")).collect()
 }
 
 /// A static file server as the app, on every address of `ns`.
@@ -612,12 +619,13 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     let _other_app = app(&server, &www, OTHER_PORT);
     let _server_proxy = captured_proxy(&server, "reviews", APP_PORT, &config, &certs, &[]);
 
-    // The client workload's cgroup; its proxy (root) attaches the programs there, and
-    // installs the rules under them (inbound, and outbound for what eBPF does not take).
+    // The client workload's cgroup, where its proxy (root) runs beside the app, as a
+    // pod's sidecar does: the proxy attaches the programs there, and installs the rules
+    // under them (inbound, and outbound for what eBPF does not take).
     let cgroup = netns::Cgroup::new("ebpf");
     let rules_before = client.nat_rules();
     let capture = ["ebpf", "--capture-cgroup", cgroup.path.to_str().unwrap()];
-    let client_proxy = web_proxy(&client, &config, &certs, &capture);
+    let client_proxy = web_proxy(&client, &config, &certs, &capture, Some(&cgroup));
     let logs = client_proxy.logs();
     assert!(logs.contains("eBPF capture attached"), "{logs}");
     let redirects = || metric_sum(&metrics(&client), "weft_capture_ebpf_redirects_total", &[]);
@@ -640,6 +648,25 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     let sent = sent_to_reviews(&client);
     assert_eq!(sent, 2.0, "{}", metrics(&client));
 
+    // The local hop between the app and its proxy skipped the TCP/IP stack: both sockets
+    // of each connection went in the sockhash, and the request and the answer passed
+    // socket to socket. A large answer comes through whole.
+    let counted = metrics(&client);
+    let local_sockets = metric_sum(&counted, "weft_capture_ebpf_local_sockets_total", &[]);
+    let local_messages = metric_sum(&counted, "weft_capture_ebpf_local_messages_total", &[]);
+    assert!(local_sockets >= 4.0, "{counted}");
+    assert!(local_messages >= 4.0, "{counted}");
+    let url = format!("http://{SERVER_IP}:{APP_PORT}/large.bin");
+    let (status, body) = client.curl_as_app_in(&cgroup, &url);
+    assert_eq!(status, 200);
+    assert_eq!(body, large_body());
+    let after = metric_sum(
+        &metrics(&client),
+        "weft_capture_ebpf_local_messages_total",
+        &[],
+    );
+    assert!(after > local_messages, "{}", metrics(&client));
+
     // An address no service has: its original destination is known too, and the
     // connection passes through as external traffic.
     let url = format!("http://{EXTERNAL_IP}:{OTHER_PORT}/hello.txt");
@@ -651,15 +678,25 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     );
     assert!(external > 0.0, "{}", metrics(&client));
     // Every one of those was sent by the programs, none by the rules.
-    assert_eq!(redirects(), 3.0, "{}", metrics(&client));
+    assert_eq!(redirects(), 4.0, "{}", metrics(&client));
 
     // A process outside the cgroup is captured by the rules instead: through the mesh
-    // too, with no eBPF redirect.
+    // too, with no eBPF redirect, and its local hop takes the TCP/IP stack (its socket
+    // is not in the sockhash, so nothing is passed socket to socket).
+    let local_messages = || {
+        metric_sum(
+            &metrics(&client),
+            "weft_capture_ebpf_local_messages_total",
+            &[],
+        )
+    };
+    let messages_before = local_messages();
     let url = format!("http://{SERVER_IP}:{APP_PORT}/hello.txt");
     assert_eq!(client.curl_as_app(&url).0, 200);
-    assert_eq!(redirects(), 3.0);
+    assert_eq!(redirects(), 4.0);
+    assert_eq!(local_messages(), messages_before);
     let sent = sent_to_reviews(&client);
-    assert_eq!(sent, 3.0, "{}", metrics(&client));
+    assert_eq!(sent, 4.0, "{}", metrics(&client));
 
     // Killed, the proxy's programs go with it, but its rules stay: the app's calls are
     // refused, never sent around the mesh. Started again, it serves them again.
@@ -672,7 +709,7 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
         "a call went out with the proxy dead"
     );
     drop(client_proxy);
-    let mut client_proxy = web_proxy(&client, &config, &certs, &capture);
+    let mut client_proxy = web_proxy(&client, &config, &certs, &capture, Some(&cgroup));
     assert_eq!(client.curl_as_app_in(&cgroup, &url).0, 200);
     assert_eq!(redirects(), 1.0, "the new proxy's programs");
 
@@ -684,8 +721,14 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
 }
 
 /// The client's `weft proxy` (service `web`, as root) in `ns`, with `--capture CAPTURE...`
-/// (the mode and its flags); returns once it is ready.
-fn web_proxy(ns: &Netns, config: &std::path::Path, certs: &Certs, capture: &[&str]) -> Proxy {
+/// (the mode and its flags), in `cgroup` when one is given; returns once it is ready.
+fn web_proxy(
+    ns: &Netns,
+    config: &std::path::Path,
+    certs: &Certs,
+    capture: &[&str],
+    cgroup: Option<&netns::Cgroup>,
+) -> Proxy {
     let mut args: Vec<String> = [
         "proxy",
         "--service",
@@ -707,7 +750,10 @@ fn web_proxy(ns: &Netns, config: &std::path::Path, certs: &Certs, capture: &[&st
     .map(|s| s.to_string())
     .collect();
     args.extend(certs.flags("web"));
-    let proxy = ns.spawn_proxy(&args);
+    let proxy = match cgroup {
+        Some(cgroup) => ns.spawn_proxy_in(cgroup, &args),
+        None => ns.spawn_proxy(&args),
+    };
     ns.wait_http_ok(&format!("{ADMIN}/ready"), Duration::from_secs(20));
     proxy
 }
@@ -742,7 +788,7 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
         ),
     ] {
         let ns = Netns::new("auto");
-        let proxy = web_proxy(&ns, &config, &certs, extra);
+        let proxy = web_proxy(&ns, &config, &certs, extra, None);
         let logs = proxy.logs();
         assert!(
             logs.contains("eBPF capture not available; capturing with iptables")
@@ -758,7 +804,7 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
     }
     // With a cgroup and nothing eBPF cannot do, `auto` is eBPF.
     let ns = Netns::new("auto-ebpf");
-    let proxy = web_proxy(&ns, &config, &certs, &with_cgroup);
+    let proxy = web_proxy(&ns, &config, &certs, &with_cgroup, None);
     let logs = proxy.logs();
     assert!(logs.contains("eBPF capture attached"), "{logs}");
     assert!(!logs.contains("not available"), "{logs}");

@@ -88,6 +88,14 @@ impl Netns {
         Proxy::listening(LoggedChild::spawn_command(command, true), 0)
     }
 
+    /// `weft proxy ARGS` here, in `cgroup` (as a pod's sidecar is in the pod's).
+    pub fn spawn_proxy_in(&self, cgroup: &Cgroup, args: &[String]) -> Proxy {
+        let mut command = self.command("sh");
+        command.args(["-c", &cgroup.enter_and_exec(), "sh", weft_bin()]);
+        command.args(args);
+        Proxy::listening(LoggedChild::spawn_command(command, true), 0)
+    }
+
     /// `weft proxy ARGS` here as user and group `uid`, unprivileged, from a copy of the
     /// binary in `dir` (the build's own may be in a directory only root can enter).
     pub fn spawn_proxy_as(&self, uid: &str, dir: &std::path::Path, args: &[String]) -> Proxy {
@@ -146,10 +154,7 @@ impl Netns {
 
     /// The same, run from `cgroup` (the workload's, where eBPF capture is attached).
     pub fn curl_as_app_in(&self, cgroup: &Cgroup, url: &str) -> (u16, String) {
-        let enter = format!(
-            "echo $$ > {}/cgroup.procs && exec \"$@\"",
-            cgroup.path.display()
-        );
+        let enter = cgroup.enter_and_exec();
         let mut prefix = vec!["sh", "-c", enter.as_str(), "sh"];
         prefix.extend(AS_APP);
         self.curl(&prefix, url)
@@ -233,6 +238,16 @@ impl Cgroup {
         ));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
         Cgroup { path }
+    }
+
+    /// A shell script that moves itself into this cgroup and then runs its arguments
+    /// (`sh -c SCRIPT sh PROGRAM ARGS...`), so the program starts there: its sockets
+    /// belong to the cgroup from the first one.
+    fn enter_and_exec(&self) -> String {
+        format!(
+            "echo $$ > {}/cgroup.procs && exec \"$@\"",
+            self.path.display()
+        )
     }
 }
 

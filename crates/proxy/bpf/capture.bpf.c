@@ -10,7 +10,15 @@
 //
 // sockops: once that connection is established, its original destination is filed under
 // the app socket's own address (127.0.0.1 and its port), which is what the proxy sees as
-// the peer of the connection it accepted; the proxy reads it there (map `origins`).
+// the peer of the connection it accepted; the proxy reads it there (map `origins`). Every
+// established TCP connection with both ends on loopback (app to outbound proxy, inbound
+// proxy to app, app to DNS) is put in the sockhash `local_sockets`, both of its sockets.
+//
+// sk_msg (on `local_sockets`): data a local socket sends goes straight into the receive
+// queue of the socket at the other end, when that one is in the map too, skipping the
+// TCP/IP stack for the local hop. Only sockets of this cgroup are in the map, so the
+// proxy must run in the workload's cgroup for its side of the hop to be there (as a pod's
+// sidecar does); a hop with one end outside takes the ordinary path.
 //
 // Built by scripts/build-bpf.sh into capture.bpf.o next to this file (committed, so a
 // machine with only the Rust toolchain builds Weft); a test fails when the object is older
@@ -50,10 +58,30 @@ struct {
 	__type(value, __u64); // origin
 } origins SEC(".maps");
 
-// Counters the proxy exports: [0] connects redirected, [1] origins filed.
+// A local TCP connection's socket, as its side sees it. The network namespace is part of
+// the key: 127.0.0.1 in one namespace is not 127.0.0.1 in another.
+struct local_socket {
+	__u64 netns;
+	__u32 local_ip4;  // network byte order
+	__u32 remote_ip4; // network byte order
+	__u32 local_port; // host byte order
+	__u32 remote_port; // host byte order
+};
+
+// Both sockets of every local connection of the cgroup; a closed socket leaves the map by
+// itself. When it is full, new connections take the ordinary path.
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct local_socket);
+	__type(value, __u32);
+} local_sockets SEC(".maps");
+
+// Counters the proxy exports: [0] connects redirected, [1] origins filed, [2] local
+// sockets put in the sockhash, [3] messages passed socket to socket.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -70,6 +98,11 @@ static __always_inline void count(__u32 which)
 #define LOOPBACK_NET 0x7f000000 // 127.0.0.0/8, host byte order
 #define LOOPBACK 0x7f000001     // 127.0.0.1
 
+static __always_inline int is_loopback(__u32 ip4)
+{
+	return (bpf_ntohl(ip4) & 0xff000000) == LOOPBACK_NET;
+}
+
 SEC("cgroup/connect4")
 int weft_connect4(struct bpf_sock_addr *ctx)
 {
@@ -84,8 +117,7 @@ int weft_connect4(struct bpf_sock_addr *ctx)
 		ctx->user_port = bpf_htons(dns_port);
 		return 1;
 	}
-	__u32 dst = bpf_ntohl(ctx->user_ip4);
-	if ((dst & 0xff000000) == LOOPBACK_NET)
+	if (is_loopback(ctx->user_ip4))
 		return 1;
 	__u64 origin = ((__u64)ctx->user_ip4 << 32) | (ctx->user_port & 0xffff);
 	__u64 cookie = bpf_get_socket_cookie(ctx);
@@ -97,20 +129,70 @@ int weft_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-SEC("sockops")
-int weft_sockops(struct bpf_sock_ops *ops)
+// Files a captured connection's destination under the app socket's address.
+static __always_inline void file_origin(struct bpf_sock_ops *ops)
 {
-	if (ops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || ops->family != AF_INET)
-		return 1;
 	__u64 cookie = bpf_get_socket_cookie(ops);
 	__u64 *origin = bpf_map_lookup_elem(&pending, &cookie);
 	if (!origin)
-		return 1;
+		return;
 	__u64 peer = ((__u64)ops->local_ip4 << 32) | ops->local_port;
 	bpf_map_update_elem(&origins, &peer, origin, BPF_ANY);
 	bpf_map_delete_elem(&pending, &cookie);
 	count(1);
+}
+
+// Puts a socket of a connection with both ends on loopback in `local_sockets`.
+static __always_inline void add_local_socket(struct bpf_sock_ops *ops)
+{
+	if (!is_loopback(ops->local_ip4) || !is_loopback(ops->remote_ip4))
+		return;
+	struct local_socket key = {
+		.netns = bpf_get_netns_cookie(ops),
+		.local_ip4 = ops->local_ip4,
+		.remote_ip4 = ops->remote_ip4,
+		.local_port = ops->local_port,
+		.remote_port = bpf_ntohl(ops->remote_port),
+	};
+	if (bpf_sock_hash_update(ops, &local_sockets, &key, BPF_NOEXIST) == 0)
+		count(2);
+}
+
+SEC("sockops")
+int weft_sockops(struct bpf_sock_ops *ops)
+{
+	if (ops->family != AF_INET)
+		return 1;
+	switch (ops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		file_origin(ops);
+		add_local_socket(ops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		add_local_socket(ops);
+		break;
+	}
 	return 1;
+}
+
+SEC("sk_msg")
+int weft_sk_msg(struct sk_msg_md *msg)
+{
+	if (msg->family != AF_INET)
+		return SK_PASS;
+	// The other end of the connection: its local side is this one's remote side.
+	struct local_socket peer = {
+		.netns = bpf_get_netns_cookie(msg),
+		.local_ip4 = msg->remote_ip4,
+		.remote_ip4 = msg->local_ip4,
+		.local_port = bpf_ntohl(msg->remote_port),
+		.remote_port = msg->local_port,
+	};
+	// Not in the map (the peer is outside the cgroup, or the map was full): the helper
+	// sets no redirect and the data takes the TCP/IP stack as usual.
+	if (bpf_msg_redirect_hash(msg, &local_sockets, &peer, BPF_F_INGRESS) == SK_PASS)
+		count(3);
+	return SK_PASS;
 }
 
 // No GPL-only helper is used, so the license need not be GPL-compatible.

@@ -93,8 +93,7 @@ async fn handle(
                 .and_then(|v| v.to_str().ok());
             let format = weft_model::exposition::Exposition::negotiate(accept);
             if let Some(ebpf) = proxy.ebpf.get() {
-                let counted = &proxy.metrics.ebpf_redirects;
-                counted.inc_by(ebpf.redirects().saturating_sub(counted.get()));
+                proxy.metrics.ebpf.sync(ebpf.counts());
             }
             text(
                 StatusCode::OK,

@@ -135,9 +135,8 @@ pub struct Metrics {
     dns_queries: Family<ResultLabels, Counter>,
     /// DNS queries relayed upstream and not yet answered.
     pub dns_relays_in_flight: Gauge,
-    /// Connects the eBPF capture sent to the outbound listener (read from its map when
-    /// scraped).
-    pub ebpf_redirects: Counter,
+    /// What the eBPF capture's programs did (read from their map when scraped).
+    pub ebpf: EbpfMetrics,
     /// The golden metrics reported to the control plane; every request and TCP handle
     /// below holds its stat there.
     pub traffic: TrafficStats,
@@ -175,7 +174,7 @@ impl Metrics {
         let saturated = Family::default();
         let dns_queries = Family::default();
         let dns_relays_in_flight = Gauge::default();
-        let ebpf_redirects = Counter::default();
+        let ebpf = EbpfMetrics::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "weft_http_requests",
@@ -261,7 +260,17 @@ impl Metrics {
         registry.register(
             "weft_capture_ebpf_redirects",
             "Connects of the app sent to the outbound listener by eBPF capture (--capture ebpf|auto)",
-            ebpf_redirects.clone(),
+            ebpf.redirects.clone(),
+        );
+        registry.register(
+            "weft_capture_ebpf_local_sockets",
+            "Sockets of local connections (both ends on loopback, in the capture cgroup) put in the eBPF sockhash",
+            ebpf.local_sockets.clone(),
+        );
+        registry.register(
+            "weft_capture_ebpf_local_messages",
+            "Messages eBPF passed from a local socket straight to its peer's, skipping the TCP/IP stack",
+            ebpf.local_messages.clone(),
         );
         registry.register(
             "weft_access_log_dropped",
@@ -288,7 +297,7 @@ impl Metrics {
             saturated,
             dns_queries,
             dns_relays_in_flight,
-            ebpf_redirects,
+            ebpf,
             traffic: TrafficStats::default(),
         }
     }
@@ -500,5 +509,26 @@ impl LazyCounter {
 
     pub fn inc(&self) {
         self.counter.get_or_init(&self.create).inc();
+    }
+}
+
+/// The eBPF capture's counters, as Prometheus counters.
+#[derive(Default)]
+pub struct EbpfMetrics {
+    redirects: Counter,
+    local_sockets: Counter,
+    local_messages: Counter,
+}
+
+impl EbpfMetrics {
+    /// Brings the counters up to the programs' own totals.
+    pub fn sync(&self, counts: crate::capture::EbpfCounts) {
+        for (counter, total) in [
+            (&self.redirects, counts.redirects),
+            (&self.local_sockets, counts.local_sockets),
+            (&self.local_messages, counts.local_messages),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 }

@@ -155,7 +155,8 @@ pub struct ProxyArgs {
     capture: CaptureMode,
     /// With --capture ebpf or auto: the cgroup (v2) directory the app's processes are in, e.g.
     /// /sys/fs/cgroup/unified/shop-web. Every connect from it (but this proxy's uid) is
-    /// captured.
+    /// captured. Start this proxy in the same cgroup too, and the hops between it and the
+    /// app skip the TCP/IP stack (eBPF passes the bytes socket to socket).
     #[arg(long, value_name = "DIR", help_heading = "Transparent capture")]
     capture_cgroup: Option<std::path::PathBuf>,
     #[command(flatten, next_help_heading = "Transparent capture")]

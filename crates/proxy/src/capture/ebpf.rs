@@ -2,14 +2,16 @@
 //! attached to the workload's cgroup (v2). An app's outbound TCP connect is sent to the
 //! outbound listener by the kernel itself (cgroup `connect4`), and where it was going is
 //! filed under the app socket's address (`sockops`), where the proxy reads it when it
-//! accepts. No NAT and no conntrack.
+//! accepts. No NAT and no conntrack. Both sockets of every local connection of the cgroup
+//! go in a sockhash, and an `sk_msg` program on it hands data from one straight to the
+//! other, skipping the TCP/IP stack on the local hops (app to proxy, proxy to app).
 //!
 //! The programs stay attached while this proxy holds them: when it exits (or dies) they
 //! go with it, and the iptables rules installed under them (see `install_with_ebpf`)
 //! refuse what they no longer take, so capture fails closed.
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, SockHash};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, Program, ProgramError, SkMsg, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -32,7 +34,7 @@ pub enum EbpfCaptureError {
     #[error("cannot load or attach eBPF program {name}: {source}")]
     Program {
         name: &'static str,
-        source: aya::programs::ProgramError,
+        source: ProgramError,
     },
     #[error("eBPF map {name}: {source}")]
     Map {
@@ -49,6 +51,8 @@ pub enum EbpfCaptureError {
 pub struct EbpfCapture {
     /// Holds the programs and their links: dropping it detaches them.
     _ebpf: Ebpf,
+    /// The sockhash of local sockets, which the `sk_msg` program is attached to.
+    _local_sockets: SockHash<MapData, LocalSocket>,
     /// App socket address -> original destination (see the C source for the encoding).
     origins: Mutex<BpfHashMap<MapData, u64, u64>>,
     counters: PerCpuArray<MapData, u64>,
@@ -74,45 +78,30 @@ impl EbpfCapture {
             .set_global("outbound_port", &outbound_port, true)
             .set_global("dns_port", &dns_port, true)
             .load(OBJECT)?;
-        let program = |source| EbpfCaptureError::Program {
-            name: "weft_connect4",
-            source,
-        };
-        let connect4: &mut CgroupSockAddr = ebpf
-            .program_mut("weft_connect4")
-            .ok_or(EbpfCaptureError::Missing("weft_connect4"))?
-            .try_into()
-            .map_err(program)?;
-        connect4.load().map_err(program)?;
         // Attached as links, which the kernel always lets stack with other programs
         // (it refuses the multi-attach flags on a link): `Single` asks for no flag.
+        let connect4: &mut CgroupSockAddr = loaded(&mut ebpf, "weft_connect4")?;
         connect4
             .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(program)?;
-        let program = |source| EbpfCaptureError::Program {
-            name: "weft_sockops",
-            source,
-        };
-        let sockops: &mut SockOps = ebpf
-            .program_mut("weft_sockops")
-            .ok_or(EbpfCaptureError::Missing("weft_sockops"))?
-            .try_into()
-            .map_err(program)?;
-        sockops.load().map_err(program)?;
+            .map_err(program_error("weft_connect4"))?;
+        let sockops: &mut SockOps = loaded(&mut ebpf, "weft_sockops")?;
         sockops
             .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(program)?;
-        let map = |name: &'static str| move |source| EbpfCaptureError::Map { name, source };
-        let origins = ebpf
-            .take_map("origins")
-            .ok_or(EbpfCaptureError::Missing("origins"))?;
-        let origins = BpfHashMap::try_from(origins).map_err(map("origins"))?;
-        let counters = ebpf
-            .take_map("counters")
-            .ok_or(EbpfCaptureError::Missing("counters"))?;
-        let counters = PerCpuArray::try_from(counters).map_err(map("counters"))?;
+            .map_err(program_error("weft_sockops"))?;
+        let local_sockets: SockHash<MapData, LocalSocket> =
+            SockHash::try_from(take_map(&mut ebpf, "local_sockets")?)
+                .map_err(map_error("local_sockets"))?;
+        let sk_msg: &mut SkMsg = loaded(&mut ebpf, "weft_sk_msg")?;
+        sk_msg
+            .attach(local_sockets.fd())
+            .map_err(program_error("weft_sk_msg"))?;
+        let origins =
+            BpfHashMap::try_from(take_map(&mut ebpf, "origins")?).map_err(map_error("origins"))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, "counters")?)
+            .map_err(map_error("counters"))?;
         Ok(EbpfCapture {
             _ebpf: ebpf,
+            _local_sockets: local_sockets,
             origins: Mutex::new(origins),
             counters,
         })
@@ -132,12 +121,84 @@ impl EbpfCapture {
         Some(SocketAddr::V4(decode_origin(origin)))
     }
 
-    /// Connects sent to the outbound listener so far, summed over CPUs.
-    pub fn redirects(&self) -> u64 {
-        self.counters
-            .get(&0, 0)
-            .map_or(0, |values| values.iter().sum::<u64>())
+    /// What the programs have done so far, summed over CPUs.
+    pub fn counts(&self) -> EbpfCounts {
+        let counter = |index: u32| {
+            self.counters
+                .get(&index, 0)
+                .map_or(0, |values| values.iter().sum::<u64>())
+        };
+        EbpfCounts {
+            redirects: counter(0),
+            local_sockets: counter(2),
+            local_messages: counter(3),
+        }
     }
+}
+
+/// The programs' counters (see the C source).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EbpfCounts {
+    /// Connects sent to the outbound listener.
+    pub redirects: u64,
+    /// Sockets of local connections put in the sockhash.
+    pub local_sockets: u64,
+    /// Messages passed from a local socket straight to its peer, skipping TCP/IP.
+    pub local_messages: u64,
+}
+
+/// The key of `local_sockets` (`struct local_socket`: the namespace cookie, two IPv4
+/// addresses and two ports). Only its size matters here: the programs alone read it.
+type LocalSocket = [u64; 3];
+
+/// Program `name` of the object, loaded into the kernel.
+fn loaded<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, EbpfCaptureError>
+where
+    P: LoadableProgram + 'a,
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let program: &mut P = ebpf
+        .program_mut(name)
+        .ok_or(EbpfCaptureError::Missing(name))?
+        .try_into()
+        .map_err(program_error(name))?;
+    program.load_program().map_err(program_error(name))?;
+    Ok(program)
+}
+
+/// The three program types of the object; aya gives each its own `load`.
+trait LoadableProgram {
+    fn load_program(&mut self) -> Result<(), ProgramError>;
+}
+
+impl LoadableProgram for CgroupSockAddr {
+    fn load_program(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+
+impl LoadableProgram for SockOps {
+    fn load_program(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+
+impl LoadableProgram for SkMsg {
+    fn load_program(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, EbpfCaptureError> {
+    ebpf.take_map(name).ok_or(EbpfCaptureError::Missing(name))
+}
+
+fn program_error(name: &'static str) -> impl Fn(ProgramError) -> EbpfCaptureError {
+    move |source| EbpfCaptureError::Program { name, source }
+}
+
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfCaptureError {
+    move |source| EbpfCaptureError::Map { name, source }
 }
 
 /// The key the programs file an app socket's address under: its IPv4 address as the kernel

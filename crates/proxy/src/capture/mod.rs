@@ -13,7 +13,7 @@ mod iptables;
 mod original_dst;
 mod plan;
 
-pub use ebpf::{EbpfCapture, EbpfCaptureError};
+pub use ebpf::{EbpfCapture, EbpfCaptureError, EbpfCounts};
 pub use iptables::{install, installed, remove, CaptureError, Change};
 pub use original_dst::original_destination;
 pub use plan::{Cidr, Family, InboundPorts, Plan};
