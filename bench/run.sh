@@ -16,6 +16,8 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 LIB="$BENCH_DIR/lib/benchlib.py"
+# shellcheck source-path=SCRIPTDIR source=lib/certs.sh disable=SC1091
+source "$BENCH_DIR/lib/certs.sh"
 REPORT="$BENCH_DIR/lib/report.py"
 ORIG_CMD="bench/run.sh${*:+ $*}"
 
@@ -257,22 +259,7 @@ prepare_weft() {
 # ------------------------------------------------------------------ 3. certificates
 
 # openssl_cert NAME SAN: an ECDSA P-256 leaf signed by the run's CA (certs/ca.pem).
-openssl_cert() {
-  local name=$1 san=$2 d="$RUN_DIR/certs"
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/$name-key.pem" 2>/dev/null
-  openssl req -new -key "$d/$name-key.pem" -subj "/O=weft-bench/CN=$name" -out "$d/$name.csr" 2>/dev/null
-  cat >"$d/$name.ext" <<EOF
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth,clientAuth
-subjectAltName=$san
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid
-EOF
-  openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 2 -sha256 -extfile "$d/$name.ext" \
-    -out "$d/$name.pem" 2>/dev/null
-}
+openssl_cert() { openssl_leaf "$RUN_DIR/certs" "$@"; }
 
 spiffe() { echo "spiffe://weft.local/ns/default/svc/$1"; }
 

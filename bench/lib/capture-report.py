@@ -1,0 +1,159 @@
+"""The report of bench/capture.sh: medians per path, the targets of transparent capture,
+written as RUN_DIR/results.json and RUN_DIR/section.md (and printed).
+
+Usage: capture-report.py RUN_DIR HEADING
+"""
+import json
+import statistics
+import sys
+
+NAMES = {
+    "direct-ns": "direct-ns (no proxy)",
+    "nginx": "nginx pair",
+    "haproxy": "HAProxy pair",
+    "weft-explicit": "Weft, explicit (app calls 127.0.0.1)",
+    "weft-iptables": "Weft, iptables capture",
+    "weft-ebpf": "Weft, eBPF capture + sk_msg",
+}
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def ticks(sample, role, key="ticks"):
+    return sum(p[key] for p in sample["roles"].get(role, []))
+
+
+def one_run(base):
+    o, b, a = load(base + ".oha.json"), load(base + ".before.json"), load(base + ".after.json")
+    codes = {str(k): int(v) for k, v in (o.get("statusCodeDistribution") or {}).items()}
+    ok = sum(v for k, v in codes.items() if k.startswith("2"))
+    r = {
+        "ok": ok,
+        "failed": sum(v for k, v in codes.items() if not k.startswith("2"))
+        + sum((o.get("errorDistribution") or {}).values()),
+        "p50_ms": o["latencyPercentiles"]["p50"] * 1e3,
+        "p99_ms": o["latencyPercentiles"]["p99"] * 1e3,
+    }
+    if ok and "a" in a["roles"]:
+        per_request = 1e6 / a["clk_tck"] / ok
+        total = sum(ticks(a, role) - ticks(b, role) for role in ("a", "b"))
+        user = sum(ticks(a, role, "user_ticks") - ticks(b, role, "user_ticks") for role in ("a", "b"))
+        r["cpu_us"] = total * per_request
+        r["user_us"] = user * per_request
+        r["kernel_us"] = (total - user) * per_request
+        r["cpu_a_us"] = (ticks(a, "a") - ticks(b, "a")) * per_request
+        r["cpu_b_us"] = (ticks(a, "b") - ticks(b, "b")) * per_request
+    return r
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(x, spec):
+    return "—" if x is None else format(x, spec)
+
+
+def main():
+    run, heading = sys.argv[1:]
+    params, versions = load(f"{run}/meta/params.json"), load(f"{run}/meta/versions.json")
+    paths = params["paths"]
+    results = {}
+    for path in paths:
+        runs = [one_run(f"{run}/lat/{path}-r{rep}") for rep in range(1, params["reps"] + 1)]
+        summary = {k: median([r.get(k) for r in runs])
+                   for k in ("p50_ms", "p99_ms", "cpu_us", "user_us", "kernel_us", "cpu_a_us", "cpu_b_us")}
+        summary["failed"] = sum(r["failed"] for r in runs)
+        summary["short_runs"] = sum(1 for r in runs if r["ok"] < params["rate"] * params["duration"] * 0.95)
+        results[path] = {"runs": runs, "summary": summary}
+    base = results["direct-ns"]["summary"]["p50_ms"]
+    for path in paths:
+        s = results[path]["summary"]
+        s["added_p50_ms"] = None if path == "direct-ns" else s["p50_ms"] - base
+        s["kernel_share"] = s["kernel_us"] / s["cpu_us"] if s.get("cpu_us") else None
+    with open(f"{run}/results.json", "w") as f:
+        json.dump({"params": params, "versions": versions, "paths": results}, f, indent=1)
+
+    def s(path, key):
+        return results[path]["summary"].get(key) if path in results else None
+
+    def ratio(a, b, key):
+        x, y = s(a, key), s(b, key)
+        return x / y if x is not None and y else None
+
+    quick = " (QUICK smoke run: short runs, one repetition; not for conclusions)" if params["quick"] else ""
+    out = [heading, ""]
+    out.append(
+        f"Measured by `{versions['command']}` on {versions['date']}{quick}: each pod a network namespace "
+        f"holding its app and its proxy, a client pod and a server pod joined by a veth (MTU 65535); oha is the "
+        f"client pod's app, an nginx serving 1 KiB the server pod's. {params['rate']} RPS over {params['conns']} "
+        f"keep-alive connections for {params['duration']} s with `--latency-correction`, "
+        f"{params['reps']} repetition(s) interleaved round-robin across the paths, medians shown. CPU/request "
+        f"is utime+stime of both proxies (whole process trees) over the 2xx answers, split into user space and "
+        f"kernel from the same counters; added p50 is the path's p50 minus direct-ns's.")
+    out.append("")
+    out.append("| path | p50 ms | p99 ms | added p50 ms | CPU µs/request (pair) | user / kernel µs | kernel share | client / server µs | vs nginx pair CPU |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for path in paths:
+        x = results[path]["summary"]
+        split = "—" if x.get("user_us") is None else f"{x['user_us']:.1f} / {x['kernel_us']:.1f}"
+        sides = "—" if x.get("cpu_a_us") is None else f"{x['cpu_a_us']:.1f} / {x['cpu_b_us']:.1f}"
+        share = "—" if x.get("kernel_share") is None else f"{x['kernel_share'] * 100:.0f} %"
+        vs = ratio(path, "nginx", "cpu_us") if path != "nginx" else None
+        out.append(f"| {NAMES[path]} | {fmt(x['p50_ms'], '.3f')} | {fmt(x['p99_ms'], '.3f')} | "
+                   f"{fmt(x['added_p50_ms'], '.3f')} | {fmt(x.get('cpu_us'), '.1f')} | {split} | {share} | "
+                   f"{sides} | {fmt(vs, '.2f')}{'' if vs is None else '×'} |")
+    out.append("")
+
+    targets = []
+    r = ratio("weft-ebpf", "nginx", "cpu_us")
+    if r is not None:
+        targets.append(f"Weft with eBPF at most 0.6× the nginx pair's CPU per request: {r:.2f}×, "
+                       + ("met" if r <= 0.6 else "NOT met"))
+    e = s("weft-ebpf", "added_p50_ms")
+    peers = [(n, s(n, "added_p50_ms")) for n in ("nginx", "haproxy") if s(n, "added_p50_ms") is not None]
+    if e is not None and peers:
+        met = all(e < v for _, v in peers)
+        targets.append(f"Weft with eBPF a lower added p50 than either peer: {e:.3f} ms against "
+                       + ", ".join(f"{NAMES[n]} {v:.3f} ms" for n, v in peers) + (", met" if met else ", NOT met"))
+    r = ratio("weft-iptables", "weft-explicit", "cpu_us")
+    if r is not None:
+        targets.append(f"Weft with iptables within 5 % of explicit mode: {r:.2f}× its CPU per request, "
+                       + ("met" if r <= 1.05 else "NOT met"))
+    before, after = s("weft-iptables", "kernel_share"), s("weft-ebpf", "kernel_share")
+    if before is not None and after is not None:
+        targets.append(f"kernel share of the pair's CPU: {before * 100:.0f} % with iptables capture, "
+                       f"{after * 100:.0f} % with eBPF capture and the socket-to-socket local hops")
+    if targets:
+        out.append("Targets: " + "; ".join(targets) + ".")
+        out.append("")
+    problems = [f"{p}: {results[p]['summary']['failed']} failed requests" for p in paths if results[p]["summary"]["failed"]]
+    problems += [f"{p}: {results[p]['summary']['short_runs']} run(s) below 95 % of the rate" for p in paths
+                 if results[p]["summary"]["short_runs"]]
+    if problems:
+        out.append("Problems seen in this run: " + "; ".join(problems) + ".")
+        out.append("")
+    out.append(
+        f"Method. Weft `{versions['weft']}` (commit {versions['commit'][:12]}), {versions['nginx']}, "
+        f"{versions['haproxy']}, {versions['oha']}, {versions['kernel']}, {versions['nproc']} × {versions['cpu']}. "
+        "Every proxy runs one worker thread (nginx one worker, HAProxy `nbthread 1`); each pair speaks TLS 1.3 "
+        "with ECDSA P-256 certificates from one CA and checks the other side's. The peers and Weft explicit are "
+        "called by the app at 127.0.0.1 (nginx and HAProxy cannot be transparent); the captured paths call the "
+        "server pod's address unmodified, as a user `nobody` app, and each capture mode has a pod pair of its "
+        "own with the capture installed in both pods: the iptables pair's nat rules (and so conntrack) see every "
+        "connection; in the eBPF pair the proxies and the apps run in their pod's cgroup, connect4 sends the "
+        "app's connect to the proxy and sk_msg passes the bytes of the app <-> proxy hops socket to socket "
+        "(checked before measuring: the programs' counters of redirects and of local messages rose in both pods). "
+        f"Raw data: `bench/results/{run.rstrip('/').split('/')[-1]}/`.")
+    text = "\n".join(out) + "\n"
+    with open(f"{run}/section.md", "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
