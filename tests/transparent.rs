@@ -19,6 +19,8 @@ const EXCLUDED_IP: &str = "10.250.0.4";
 const APP_PORT: u16 = 9080;
 /// A second server app port, not captured inbound.
 const OTHER_PORT: u16 = 9090;
+/// A third one, also not captured inbound.
+const THIRD_PORT: u16 = 9091;
 const ADMIN: &str = "http://127.0.0.1:7901";
 
 fn mesh_yaml() -> String {
@@ -611,12 +613,13 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     let server = Netns::new("server");
     link(
         &client,
-        &[&format!("{CLIENT_IP}/24")],
+        &[&format!("{CLIENT_IP}/24"), "fd00:250::1/64"],
         &server,
         &[&format!("{SERVER_IP}/24"), &format!("{EXTERNAL_IP}/24")],
     );
     let _app = app(&server, &www, APP_PORT);
     let _other_app = app(&server, &www, OTHER_PORT);
+    let _third_app = app(&server, &www, THIRD_PORT);
     let _server_proxy = captured_proxy(&server, "reviews", APP_PORT, &config, &certs, &[]);
 
     // The client workload's cgroup, where its proxy (root) runs beside the app, as a
@@ -648,6 +651,17 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     let sent = sent_to_reviews(&client);
     assert_eq!(sent, 2.0, "{}", metrics(&client));
 
+    // By the service's IPv6 virtual IP: connect6 sends the IPv6 socket to the listener
+    // (over IPv4, as ::ffff:127.0.0.1), with the IPv6 destination filed the same way.
+    client.ok(&["ip", "-6", "route", "add", "2001:2::/48", "dev", "veth0"]);
+    let url = format!("http://[2001:2::1]:{APP_PORT}/hello.txt");
+    assert_eq!(
+        client.curl_as_app_in(&cgroup, &url),
+        (200, "hello from reviews\n".to_string())
+    );
+    assert_eq!(sent_to_reviews(&client), 3.0, "{}", metrics(&client));
+    assert_eq!(redirects(), 3.0, "{}", metrics(&client));
+
     // The local hop between the app and its proxy skipped the TCP/IP stack: both sockets
     // of each connection went in the sockhash, and the request and the answer passed
     // socket to socket. A large answer comes through whole.
@@ -678,7 +692,7 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     );
     assert!(external > 0.0, "{}", metrics(&client));
     // Every one of those was sent by the programs, none by the rules.
-    assert_eq!(redirects(), 4.0, "{}", metrics(&client));
+    assert_eq!(redirects(), 5.0, "{}", metrics(&client));
 
     // A process outside the cgroup is captured by the rules instead: through the mesh
     // too, with no eBPF redirect, and its local hop takes the TCP/IP stack (its socket
@@ -693,10 +707,10 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
     let messages_before = local_messages();
     let url = format!("http://{SERVER_IP}:{APP_PORT}/hello.txt");
     assert_eq!(client.curl_as_app(&url).0, 200);
-    assert_eq!(redirects(), 4.0);
+    assert_eq!(redirects(), 5.0);
     assert_eq!(local_messages(), messages_before);
     let sent = sent_to_reviews(&client);
-    assert_eq!(sent, 4.0, "{}", metrics(&client));
+    assert_eq!(sent, 5.0, "{}", metrics(&client));
 
     // Killed, the proxy's programs go with it, but its rules stay: the app's calls are
     // refused, never sent around the mesh. Started again, it serves them again.
@@ -709,9 +723,53 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
         "a call went out with the proxy dead"
     );
     drop(client_proxy);
-    let mut client_proxy = web_proxy(&client, &config, &certs, &capture, Some(&cgroup));
+    // This time with outbound exclusions, which the programs make too: a port, a network
+    // and a user go where they are sent, around the proxy.
+    let other_port = OTHER_PORT.to_string();
+    let external_net = format!("{EXTERNAL_IP}/32");
+    let mut excluding = capture.to_vec();
+    excluding.extend([
+        "--exclude-outbound-ports",
+        &other_port,
+        "--exclude-outbound-cidrs",
+        &external_net,
+        "--exclude-uids",
+        "4242",
+    ]);
+    let mut client_proxy = web_proxy(&client, &config, &certs, &excluding, Some(&cgroup));
     assert_eq!(client.curl_as_app_in(&cgroup, &url).0, 200);
     assert_eq!(redirects(), 1.0, "the new proxy's programs");
+    // What the proxy carried: HTTP requests, and bytes of TCP it did not route.
+    let proxied = || {
+        let counted = metrics(&client);
+        metric_sum(&counted, "weft_http_requests_total", &[])
+            + metric_sum(&counted, "weft_tcp_bytes_total", &[])
+    };
+    let before = proxied();
+    for (uid, url) in [
+        (
+            netns::APP_UID,
+            format!("http://{SERVER_IP}:{OTHER_PORT}/hello.txt"),
+        ),
+        (
+            netns::APP_UID,
+            format!("http://{EXTERNAL_IP}:{THIRD_PORT}/hello.txt"),
+        ),
+        ("4242", format!("http://{SERVER_IP}:{THIRD_PORT}/hello.txt")),
+    ] {
+        assert_eq!(
+            client.curl_as_user_in(&cgroup, uid, &url),
+            (200, "hello from reviews\n".to_string()),
+            "{url} as {uid}"
+        );
+        assert_eq!(redirects(), 1.0, "{url} as {uid} was redirected");
+        assert_eq!(proxied(), before, "{url} as {uid} went through the proxy");
+    }
+    // Not excluded, the same address and port go through the proxy.
+    let url = format!("http://{SERVER_IP}:{THIRD_PORT}/hello.txt");
+    assert_eq!(client.curl_as_app_in(&cgroup, &url).0, 200);
+    assert_eq!(redirects(), 2.0);
+    assert!(proxied() > before, "{}", metrics(&client));
 
     // Stopped normally, the proxy detaches the programs and removes its rules: the
     // namespace is as it was.
@@ -772,8 +830,9 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
     } = Workloads::new("transparent-auto");
     let cgroup = netns::Cgroup::new("auto");
     let cgroup_path = cgroup.path.to_str().unwrap();
-    let with_cgroup = ["auto", "--capture-cgroup", cgroup_path];
-    let excluding = [
+    let missing = cgroup.path.join("missing");
+    let with_missing_cgroup = ["auto", "--capture-cgroup", missing.to_str().unwrap()];
+    let with_cgroup = [
         "auto",
         "--capture-cgroup",
         cgroup_path,
@@ -782,10 +841,7 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
     ];
     for (extra, reason) in [
         (&["auto"][..], "no --capture-cgroup"),
-        (
-            &excluding[..],
-            "--exclude-outbound-ports is not supported with eBPF capture yet",
-        ),
+        (&with_missing_cgroup[..], "cannot open cgroup"),
     ] {
         let ns = Netns::new("auto");
         let proxy = web_proxy(&ns, &config, &certs, extra, None);
@@ -802,7 +858,7 @@ fn capture_auto_is_ebpf_where_it_can_be_and_else_iptables_saying_why() {
         );
         assert!(!logs.contains("eBPF capture attached"), "{logs}");
     }
-    // With a cgroup and nothing eBPF cannot do, `auto` is eBPF.
+    // With a cgroup, `auto` is eBPF (outbound exclusions included).
     let ns = Netns::new("auto-ebpf");
     let proxy = web_proxy(&ns, &config, &certs, &with_cgroup, None);
     let logs = proxy.logs();

@@ -154,9 +154,24 @@ impl Netns {
 
     /// The same, run from `cgroup` (the workload's, where eBPF capture is attached).
     pub fn curl_as_app_in(&self, cgroup: &Cgroup, url: &str) -> (u16, String) {
+        self.curl_as_user_in(cgroup, APP_UID, url)
+    }
+
+    /// The same as user and group `uid`.
+    pub fn curl_as_user_in(&self, cgroup: &Cgroup, uid: &str, url: &str) -> (u16, String) {
         let enter = cgroup.enter_and_exec();
-        let mut prefix = vec!["sh", "-c", enter.as_str(), "sh"];
-        prefix.extend(AS_APP);
+        let prefix = [
+            "sh",
+            "-c",
+            enter.as_str(),
+            "sh",
+            "setpriv",
+            "--reuid",
+            uid,
+            "--regid",
+            uid,
+            "--clear-groups",
+        ];
         self.curl(&prefix, url)
     }
 

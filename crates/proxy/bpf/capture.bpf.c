@@ -2,9 +2,10 @@
 //
 // Weft's eBPF capture, attached to the cgroup (v2) of one workload: its app and its proxy.
 //
-// connect4: an outbound TCP connect by the app (any uid but the proxy's) to an address
-// outside 127.0.0.0/8 is sent to the proxy's outbound listener instead, and the address it
-// asked for is kept under the socket's cookie. No NAT, no conntrack: the kernel connects
+// connect4 and connect6: an outbound TCP connect by the app (any user but the proxy's and
+// the excluded ones) to an address outside loopback and the excluded networks and ports is
+// sent to the proxy's outbound listener instead, and the address it asked for is kept
+// under the socket's cookie. No NAT, no conntrack: the kernel connects
 // the socket to the listener itself. DNS over TCP (port 53) goes to the proxy's DNS
 // listener when it has one (UDP DNS is left to the iptables rule that sends it there).
 //
@@ -31,15 +32,21 @@
 
 // Set by the loader before the programs are loaded.
 volatile const __u32 proxy_uid = 0;
+volatile const __u32 proxy_gid = 0xffffffff; // none
 volatile const __u16 outbound_port = 0;
 volatile const __u16 dns_port = 0; // 0: the proxy answers no DNS
 
-// Keys and values are plain u64s, which the loader reads without unsafe code:
-//
-// an origin (where a captured connection was going) is
+// An IPv4 origin (where a captured connection was going) is a plain u64, which the loader
+// reads without unsafe code:
 //   (IPv4 address as in the socket, network byte order) << 32 | port in network byte order;
-// a peer (the app socket's own address, as the proxy sees the peer it accepted) is
+// and a peer (the app socket's own address, as the proxy sees the peer it accepted) too:
 //   (IPv4 address, network byte order) << 32 | port in host byte order.
+// An IPv6 origin is 24 bytes: the address as in the socket, then the port as above.
+struct origin6 {
+	__u32 addr[4];
+	__u32 port;
+	__u32 reserved;
+};
 
 // Socket cookie -> original destination, from connect to established. LRU: a connect that
 // never completes leaves an entry that is pushed out, never an unbounded map.
@@ -50,6 +57,13 @@ struct {
 	__type(value, __u64); // origin
 } pending SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); // socket cookie
+	__type(value, struct origin6);
+} pending6 SEC(".maps");
+
 // The app socket's address -> original destination, read by the proxy when it accepts.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -57,6 +71,57 @@ struct {
 	__type(key, __u64);   // peer
 	__type(value, __u64); // origin
 } origins SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); // peer
+	__type(value, struct origin6);
+} origins6 SEC(".maps");
+
+// Outbound exclusions, filled by the loader before the programs are attached: what they
+// match goes where the app sent it (the iptables rules under the programs leave it too).
+#define MAX_EXCLUSIONS 256
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_EXCLUSIONS);
+	__type(key, __u16); // destination port, host byte order
+	__type(value, __u8);
+} excluded_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_EXCLUSIONS);
+	__type(key, __u32); // uid
+	__type(value, __u8);
+} excluded_uids SEC(".maps");
+
+struct net4 {
+	__u32 prefixlen;
+	__u32 addr; // network byte order
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_EXCLUSIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct net4);
+	__type(value, __u8);
+} excluded_nets4 SEC(".maps");
+
+struct net6 {
+	__u32 prefixlen;
+	__u32 addr[4]; // network byte order
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_EXCLUSIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct net6);
+	__type(value, __u8);
+} excluded_nets6 SEC(".maps");
 
 // A local TCP connection's socket, as its side sees it. The network namespace is part of
 // the key: 127.0.0.1 in one namespace is not 127.0.0.1 in another.
@@ -103,13 +168,33 @@ static __always_inline int is_loopback(__u32 ip4)
 	return (bpf_ntohl(ip4) & 0xff000000) == LOOPBACK_NET;
 }
 
+// The proxy's own connections, and those of excluded users, go where they are sent.
+static __always_inline int user_exempt(void)
+{
+	__u64 ids = bpf_get_current_uid_gid();
+	__u32 uid = (__u32)ids;
+	__u32 gid = ids >> 32;
+	if (uid == proxy_uid || gid == proxy_gid)
+		return 1;
+	return bpf_map_lookup_elem(&excluded_uids, &uid) != 0;
+}
+
+static __always_inline int port_excluded(__u32 user_port)
+{
+	__u16 port = bpf_ntohs((__u16)user_port);
+	return bpf_map_lookup_elem(&excluded_ports, &port) != 0;
+}
+
+static __always_inline int net4_excluded(__u32 ip4)
+{
+	struct net4 key = {.prefixlen = 32, .addr = ip4};
+	return bpf_map_lookup_elem(&excluded_nets4, &key) != 0;
+}
+
 SEC("cgroup/connect4")
 int weft_connect4(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != SOCK_STREAM)
-		return 1;
-	// The proxy's own connections go where it sends them.
-	if ((__u32)bpf_get_current_uid_gid() == proxy_uid)
+	if (ctx->type != SOCK_STREAM || user_exempt())
 		return 1;
 	// DNS to any resolver, a local stub on 127.0.0.53 included.
 	if (dns_port != 0 && ctx->user_port == bpf_htons(53)) {
@@ -117,7 +202,8 @@ int weft_connect4(struct bpf_sock_addr *ctx)
 		ctx->user_port = bpf_htons(dns_port);
 		return 1;
 	}
-	if (is_loopback(ctx->user_ip4))
+	if (is_loopback(ctx->user_ip4) || port_excluded(ctx->user_port) ||
+	    net4_excluded(ctx->user_ip4))
 		return 1;
 	__u64 origin = ((__u64)ctx->user_ip4 << 32) | (ctx->user_port & 0xffff);
 	__u64 cookie = bpf_get_socket_cookie(ctx);
@@ -129,17 +215,76 @@ int weft_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-// Files a captured connection's destination under the app socket's address.
+// An IPv6 socket is sent to the listener at ::ffff:127.0.0.1 (the kernel connects it over
+// IPv4). A socket with IPV6_V6ONLY set cannot be, and its connect fails: closed, not
+// around the mesh.
+static __always_inline void to_listener6(struct bpf_sock_addr *ctx, __u16 port)
+{
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+	ctx->user_ip6[3] = bpf_htonl(LOOPBACK);
+	ctx->user_port = bpf_htons(port);
+}
+
+SEC("cgroup/connect6")
+int weft_connect6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type != SOCK_STREAM || user_exempt())
+		return 1;
+	if (dns_port != 0 && ctx->user_port == bpf_htons(53)) {
+		to_listener6(ctx, dns_port);
+		return 1;
+	}
+	if (port_excluded(ctx->user_port))
+		return 1;
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2],
+	      a3 = ctx->user_ip6[3];
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0x0000ffff)) {
+		// An IPv4 address in an IPv6 socket: judged and filed as IPv4.
+		if (is_loopback(a3) || net4_excluded(a3))
+			return 1;
+		__u64 origin = ((__u64)a3 << 32) | (ctx->user_port & 0xffff);
+		if (bpf_map_update_elem(&pending, &cookie, &origin, BPF_ANY) != 0)
+			return 1;
+	} else {
+		if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1))
+			return 1; // ::1
+		struct net6 net = {.prefixlen = 128, .addr = {a0, a1, a2, a3}};
+		if (bpf_map_lookup_elem(&excluded_nets6, &net))
+			return 1;
+		struct origin6 origin = {
+			.addr = {a0, a1, a2, a3},
+			.port = ctx->user_port & 0xffff,
+		};
+		if (bpf_map_update_elem(&pending6, &cookie, &origin, BPF_ANY) != 0)
+			return 1;
+	}
+	to_listener6(ctx, outbound_port);
+	count(0);
+	return 1;
+}
+
+// Files a captured connection's destination under the app socket's address (for an IPv6
+// socket sent to the listener, its IPv4 side: 127.0.0.1 and its port).
 static __always_inline void file_origin(struct bpf_sock_ops *ops)
 {
 	__u64 cookie = bpf_get_socket_cookie(ops);
-	__u64 *origin = bpf_map_lookup_elem(&pending, &cookie);
-	if (!origin)
-		return;
 	__u64 peer = ((__u64)ops->local_ip4 << 32) | ops->local_port;
-	bpf_map_update_elem(&origins, &peer, origin, BPF_ANY);
-	bpf_map_delete_elem(&pending, &cookie);
-	count(1);
+	__u64 *origin = bpf_map_lookup_elem(&pending, &cookie);
+	if (origin) {
+		bpf_map_update_elem(&origins, &peer, origin, BPF_ANY);
+		bpf_map_delete_elem(&pending, &cookie);
+		count(1);
+		return;
+	}
+	struct origin6 *origin6 = bpf_map_lookup_elem(&pending6, &cookie);
+	if (origin6) {
+		bpf_map_update_elem(&origins6, &peer, origin6, BPF_ANY);
+		bpf_map_delete_elem(&pending6, &cookie);
+		count(1);
+	}
 }
 
 // Puts a socket of a connection with both ends on loopback in `local_sockets`.
@@ -161,15 +306,15 @@ static __always_inline void add_local_socket(struct bpf_sock_ops *ops)
 SEC("sockops")
 int weft_sockops(struct bpf_sock_ops *ops)
 {
-	if (ops->family != AF_INET)
-		return 1;
 	switch (ops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		file_origin(ops);
-		add_local_socket(ops);
+		if (ops->family == AF_INET)
+			add_local_socket(ops);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		add_local_socket(ops);
+		if (ops->family == AF_INET)
+			add_local_socket(ops);
 		break;
 	}
 	return 1;

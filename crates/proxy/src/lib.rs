@@ -180,25 +180,18 @@ async fn bind(
     Ok(listener)
 }
 
-/// Runs the proxy until `stop` turns true (the binary sets it on SIGTERM or SIGINT), then
-/// drains.
-/// Attaches eBPF capture for `plan`'s proxy to `cgroup`; refused when the plan asks for
-/// outbound exclusions, which the programs do not make (iptables does).
+/// Attaches eBPF capture for `plan`'s proxy to `cgroup`.
 fn attach_ebpf(
     cgroup: &std::path::Path,
     plan: &capture::Plan,
 ) -> Result<capture::EbpfCapture, capture::EbpfCaptureError> {
-    if let Some(flag) = plan.outbound_exclusion() {
-        return Err(capture::EbpfCaptureError::Unsupported(flag));
-    }
-    let attached =
-        capture::EbpfCapture::attach(cgroup, plan.proxy_uid, plan.outbound_port, plan.dns_port)?;
-    tracing::info!(cgroup = %cgroup.display(), proxy_uid = plan.proxy_uid, "eBPF capture attached (connect4, sockops)");
+    let attached = capture::EbpfCapture::attach(cgroup, plan)?;
+    tracing::info!(cgroup = %cgroup.display(), proxy_uid = plan.proxy_uid, "eBPF capture attached (connect4, connect6, sockops, sk_msg)");
     Ok(attached)
 }
 
 /// The rules that go with eBPF capture: inbound and UDP DNS, and outbound for what the
-/// programs do not take (IPv6, processes outside the cgroup). A connect the programs sent
+/// programs do not take (processes outside the cgroup). A connect the programs sent
 /// to the outbound listener is on loopback, which the rules leave alone; and when the
 /// proxy dies and its programs go with it, the rules still send the app's connections to
 /// the dead listener: capture fails closed, as in iptables mode.
@@ -211,6 +204,8 @@ fn install_with_ebpf(plan: &capture::Plan) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Runs the proxy until `stop` turns true (the binary sets it on SIGTERM or SIGINT), then
+/// drains.
 pub async fn run(options: ProxyOptions, stop: watch::Receiver<bool>) -> Result<(), ProxyError> {
     let source = ConfigSource::of(&options)?;
     if let ConfigSource::ControlPlane(client) = &source {

@@ -147,8 +147,8 @@ pub struct ProxyArgs {
     /// root or CAP_NET_ADMIN; this proxy's own uid is never captured, so run the app as
     /// another user) and remove them on exit. `preinstalled`: `weft capture install` did.
     /// `ebpf`: attach eBPF programs to --capture-cgroup (needs root or CAP_BPF and
-    /// CAP_NET_ADMIN): the app's outbound IPv4 TCP is sent to the outbound listener by the
-    /// kernel, without NAT; the iptables rules are installed under them (inbound, DNS, what
+    /// CAP_NET_ADMIN): the app's outbound TCP (IPv4 and IPv6) is sent to the outbound
+    /// listener by the kernel, without NAT; the iptables rules are installed under them (inbound, DNS, what
     /// eBPF does not take, and failing closed if this proxy dies).
     /// `auto`: `ebpf` where it can be attached, else `iptables` (the log says why).
     #[arg(long, value_enum, default_value_t = CaptureMode::Off, help_heading = "Transparent capture")]

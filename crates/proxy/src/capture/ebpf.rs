@@ -10,11 +10,13 @@
 //! go with it, and the iptables rules installed under them (see `install_with_ebpf`)
 //! refuse what they no longer take, so capture fails closed.
 
+use super::Plan;
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, SockHash};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, Program, ProgramError, SkMsg, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::net::TcpStream;
@@ -43,8 +45,8 @@ pub enum EbpfCaptureError {
     },
     #[error("the eBPF object has no {0} (rebuild it with scripts/build-bpf.sh)")]
     Missing(&'static str),
-    #[error("{0} is not supported with eBPF capture yet; use --capture iptables")]
-    Unsupported(&'static str),
+    #[error("{count} values of {what}: eBPF capture takes at most 256 (use --capture iptables)")]
+    TooMany { what: &'static str, count: usize },
 }
 
 /// The attached programs and the map the proxy reads.
@@ -53,37 +55,38 @@ pub struct EbpfCapture {
     _ebpf: Ebpf,
     /// The sockhash of local sockets, which the `sk_msg` program is attached to.
     _local_sockets: SockHash<MapData, LocalSocket>,
-    /// App socket address -> original destination (see the C source for the encoding).
-    origins: Mutex<BpfHashMap<MapData, u64, u64>>,
+    origins: Mutex<Origins>,
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl EbpfCapture {
-    /// Loads the programs and attaches them to `cgroup`: TCP connects from every uid but
-    /// `proxy_uid` go to `127.0.0.1:outbound_port`, or (to port 53) to
-    /// `127.0.0.1:dns_port` when there is one.
-    pub fn attach(
-        cgroup: &Path,
-        proxy_uid: u32,
-        outbound_port: u16,
-        dns_port: Option<u16>,
-    ) -> Result<EbpfCapture, EbpfCaptureError> {
-        let dns_port = dns_port.unwrap_or(0);
+    /// Loads the programs for `plan` and attaches them to `cgroup`: TCP connects from every
+    /// user but the proxy's and the excluded ones, to anything but loopback and the
+    /// excluded networks and ports, go to `127.0.0.1:<outbound port>` (to port 53: to the
+    /// DNS listener, when there is one).
+    pub fn attach(cgroup: &Path, plan: &Plan) -> Result<EbpfCapture, EbpfCaptureError> {
+        let dns_port = plan.dns_port.unwrap_or(0);
+        let proxy_gid = plan.proxy_gid.unwrap_or(u32::MAX);
         let cgroup_file = File::open(cgroup).map_err(|source| EbpfCaptureError::Cgroup {
             path: cgroup.to_owned(),
             source,
         })?;
         let mut ebpf = EbpfLoader::new()
-            .set_global("proxy_uid", &proxy_uid, true)
-            .set_global("outbound_port", &outbound_port, true)
+            .set_global("proxy_uid", &plan.proxy_uid, true)
+            .set_global("proxy_gid", &proxy_gid, true)
+            .set_global("outbound_port", &plan.outbound_port, true)
             .set_global("dns_port", &dns_port, true)
             .load(OBJECT)?;
+        // The exclusions are in place before any program runs.
+        fill_exclusions(&mut ebpf, plan)?;
         // Attached as links, which the kernel always lets stack with other programs
         // (it refuses the multi-attach flags on a link): `Single` asks for no flag.
-        let connect4: &mut CgroupSockAddr = loaded(&mut ebpf, "weft_connect4")?;
-        connect4
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(program_error("weft_connect4"))?;
+        for name in ["weft_connect4", "weft_connect6"] {
+            let connect: &mut CgroupSockAddr = loaded(&mut ebpf, name)?;
+            connect
+                .attach(&cgroup_file, CgroupAttachMode::Single)
+                .map_err(program_error(name))?;
+        }
         let sockops: &mut SockOps = loaded(&mut ebpf, "weft_sockops")?;
         sockops
             .attach(&cgroup_file, CgroupAttachMode::Single)
@@ -97,12 +100,17 @@ impl EbpfCapture {
             .map_err(program_error("weft_sk_msg"))?;
         let origins =
             BpfHashMap::try_from(take_map(&mut ebpf, "origins")?).map_err(map_error("origins"))?;
+        let origins6 = BpfHashMap::try_from(take_map(&mut ebpf, "origins6")?)
+            .map_err(map_error("origins6"))?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "counters")?)
             .map_err(map_error("counters"))?;
         Ok(EbpfCapture {
             _ebpf: ebpf,
             _local_sockets: local_sockets,
-            origins: Mutex::new(origins),
+            origins: Mutex::new(Origins {
+                v4: origins,
+                v6: origins6,
+            }),
             counters,
         })
     }
@@ -116,9 +124,13 @@ impl EbpfCapture {
         };
         let key = peer_key(peer);
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        let origin = origins.get(&key, 0).ok()?;
-        let _ = origins.remove(&key);
-        Some(SocketAddr::V4(decode_origin(origin)))
+        if let Ok(origin) = origins.v4.get(&key, 0) {
+            let _ = origins.v4.remove(&key);
+            return Some(SocketAddr::V4(decode_origin(origin)));
+        }
+        let origin = origins.v6.get(&key, 0).ok()?;
+        let _ = origins.v6.remove(&key);
+        Some(SocketAddr::V6(decode_origin6(origin)))
     }
 
     /// What the programs have done so far, summed over CPUs.
@@ -135,6 +147,17 @@ impl EbpfCapture {
         }
     }
 }
+
+/// App socket address -> original destination (see the C source for the encodings), by
+/// the destination's family.
+struct Origins {
+    v4: BpfHashMap<MapData, u64, u64>,
+    v6: BpfHashMap<MapData, u64, Origin6>,
+}
+
+/// `struct origin6`: the IPv6 address as the socket holds it, then the port (network byte
+/// order) in a u32, then 4 bytes unused.
+type Origin6 = [u8; 24];
 
 /// The programs' counters (see the C source).
 #[derive(Debug, Clone, Copy, Default)]
@@ -189,6 +212,62 @@ impl LoadableProgram for SkMsg {
     }
 }
 
+/// Puts `plan`'s outbound exclusions in the programs' maps (at most `MAX_EXCLUSIONS` of
+/// each kind, as the maps are sized).
+fn fill_exclusions(ebpf: &mut Ebpf, plan: &Plan) -> Result<(), EbpfCaptureError> {
+    fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfCaptureError> {
+        ebpf.map_mut(name).ok_or(EbpfCaptureError::Missing(name))
+    }
+    let too_many = |what: &'static str, count: usize| {
+        if count > MAX_EXCLUSIONS {
+            Err(EbpfCaptureError::TooMany { what, count })
+        } else {
+            Ok(())
+        }
+    };
+    too_many(
+        "--exclude-outbound-ports",
+        plan.exclude_outbound_ports.len(),
+    )?;
+    too_many("--exclude-uids", plan.exclude_uids.len())?;
+    too_many(
+        "--exclude-outbound-cidrs",
+        plan.exclude_outbound_cidrs.len(),
+    )?;
+    let insert = |name: &'static str| map_error(name);
+
+    let mut ports: BpfHashMap<&mut MapData, u16, u8> =
+        BpfHashMap::try_from(map(ebpf, "excluded_ports")?).map_err(insert("excluded_ports"))?;
+    for port in &plan.exclude_outbound_ports {
+        ports.insert(port, 1, 0).map_err(insert("excluded_ports"))?;
+    }
+    let mut uids: BpfHashMap<&mut MapData, u32, u8> =
+        BpfHashMap::try_from(map(ebpf, "excluded_uids")?).map_err(insert("excluded_uids"))?;
+    for uid in &plan.exclude_uids {
+        uids.insert(uid, 1, 0).map_err(insert("excluded_uids"))?;
+    }
+    let mut nets4: LpmTrie<&mut MapData, u32, u8> =
+        LpmTrie::try_from(map(ebpf, "excluded_nets4")?).map_err(insert("excluded_nets4"))?;
+    for cidr in &plan.exclude_outbound_cidrs {
+        if let IpAddr::V4(address) = cidr.address {
+            let key = Key::new(u32::from(cidr.prefix), u32::from_ne_bytes(address.octets()));
+            nets4.insert(&key, 1, 0).map_err(insert("excluded_nets4"))?;
+        }
+    }
+    let mut nets6: LpmTrie<&mut MapData, [u8; 16], u8> =
+        LpmTrie::try_from(map(ebpf, "excluded_nets6")?).map_err(insert("excluded_nets6"))?;
+    for cidr in &plan.exclude_outbound_cidrs {
+        if let IpAddr::V6(address) = cidr.address {
+            let key = Key::new(u32::from(cidr.prefix), address.octets());
+            nets6.insert(&key, 1, 0).map_err(insert("excluded_nets6"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The size of each exclusion map (`MAX_EXCLUSIONS` in the C source).
+const MAX_EXCLUSIONS: usize = 256;
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, EbpfCaptureError> {
     ebpf.take_map(name).ok_or(EbpfCaptureError::Missing(name))
 }
@@ -205,6 +284,15 @@ fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfCaptureE
 /// holds it (network byte order) above its port (host byte order).
 fn peer_key(peer: SocketAddrV4) -> u64 {
     (u64::from(u32::from_ne_bytes(peer.ip().octets())) << 32) | u64::from(peer.port())
+}
+
+/// An IPv6 original destination as the programs file it.
+fn decode_origin6(origin: Origin6) -> SocketAddrV6 {
+    let mut address = [0u8; 16];
+    address.copy_from_slice(&origin[..16]);
+    let port = u32::from_ne_bytes([origin[16], origin[17], origin[18], origin[19]]);
+    let port = u16::from_be(port as u16);
+    SocketAddrV6::new(Ipv6Addr::from(address), port, 0, 0)
 }
 
 /// An original destination as the programs file it: the IPv4 address (network byte order)
@@ -241,5 +329,11 @@ mod tests {
         let origin = (u64::from(u32::from_ne_bytes([10, 250, 0, 2])) << 32)
             | u64::from(u16::from_ne_bytes(80u16.to_be_bytes()));
         assert_eq!(decode_origin(origin), "10.250.0.2:80".parse().unwrap());
+        // struct origin6: the address's bytes as in the socket, then the port as above.
+        let mut origin6 = [0u8; 24];
+        origin6[..16].copy_from_slice(&"2001:2::1".parse::<Ipv6Addr>().unwrap().octets());
+        origin6[16..20]
+            .copy_from_slice(&u32::from(u16::from_ne_bytes(9080u16.to_be_bytes())).to_ne_bytes());
+        assert_eq!(decode_origin6(origin6), "[2001:2::1]:9080".parse().unwrap());
     }
 }

@@ -197,20 +197,6 @@ impl Plan {
         out
     }
 
-    /// The flag of an outbound exclusion this plan asks for, if any (eBPF capture does not
-    /// make them yet).
-    pub fn outbound_exclusion(&self) -> Option<&'static str> {
-        if !self.exclude_outbound_ports.is_empty() {
-            Some("--exclude-outbound-ports")
-        } else if !self.exclude_outbound_cidrs.is_empty() {
-            Some("--exclude-outbound-cidrs")
-        } else if !self.exclude_uids.is_empty() {
-            Some("--exclude-uids")
-        } else {
-            None
-        }
-    }
-
     /// Owner matches for the traffic never captured: the proxy's and the excluded users'.
     fn owners(&self) -> Vec<String> {
         let mut owners = vec![format!("-m owner --uid-owner {}", self.proxy_uid)];
