@@ -3,7 +3,7 @@
 # tests that start real `weft` processes, and a short run of every fuzz target. Needs only
 # the Rust toolchain; the real servers the tests talk to (Prometheus), tmux (to drive
 # `weft top` in a terminal), Chromium (to open the dashboard in a real browser), iptables,
-# iproute2, curl and Python (transparent capture, in network namespaces), dnsmasq and dig
+# iproute2, curl and Python with grpcio (transparent capture, in network namespaces), dnsmasq and dig
 # (the proxy's DNS, against a real resolver and client), a C++ compiler
 # for libFuzzer, and cmake and Go for the FIPS build are installed here first from
 # Debian's packages.
@@ -21,8 +21,10 @@ install_debian_packages() {
   command -v iptables-restore >/dev/null 2>&1 || missing+=(iptables)
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
-  # Debian's python3 (not a toolchain under /root): the tests run it as another user
+  # Debian's python3 (not a toolchain under /root): the tests run it as another user;
+  # with grpcio, an unmodified gRPC client and server
   [ -x /usr/bin/python3 ] || missing+=(python3)
+  /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
   # the proxy's DNS: a real resolver upstream (dnsmasq) and a real client (dig)
   command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
   command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)

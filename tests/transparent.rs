@@ -21,6 +21,8 @@ const APP_PORT: u16 = 9080;
 const OTHER_PORT: u16 = 9090;
 /// A third one, also not captured inbound.
 const THIRD_PORT: u16 = 9091;
+/// The gRPC app's port.
+const GRPC_PORT: u16 = 50051;
 const ADMIN: &str = "http://127.0.0.1:7901";
 
 fn mesh_yaml() -> String {
@@ -535,6 +537,92 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
     drop(client_proxy);
     client.ok(&[weft, "capture", "remove"]);
     assert_eq!(client.nat_rules(), rules_before);
+}
+
+/// A gRPC server as the app (Python's grpcio, as a real service would run it): the
+/// standard health check's `Check`, answered SERVING (`08 01`) in protobuf's encoding.
+const GRPC_SERVER: &str = "
+import concurrent.futures, grpc, sys
+serving = lambda request, context: bytes([8, 1])
+health = grpc.method_handlers_generic_handler('grpc.health.v1.Health',
+    {'Check': grpc.unary_unary_rpc_method_handler(serving)})
+server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+server.add_generic_rpc_handlers((health,))
+server.add_insecure_port(sys.argv[1])
+server.start()
+server.wait_for_termination()
+";
+
+/// A gRPC client as an unmodified app makes its calls: a channel to a `dns:///` target,
+/// resolved by the system's resolver, and one health check; prints the answer in hex.
+const GRPC_CLIENT: &str = "
+import grpc, sys
+channel = grpc.insecure_channel(sys.argv[1])
+check = channel.unary_unary('/grpc.health.v1.Health/Check')
+print(check(b'', timeout=10).hex())
+";
+
+#[test]
+fn an_unmodified_grpc_client_calls_a_service_by_its_dns_name() {
+    if netns::skip_unless_root("an_unmodified_grpc_client_calls_a_service_by_its_dns_name") {
+        return;
+    }
+    let Workloads { dir, certs, .. } = Workloads::new("transparent-grpc");
+    // reviews as a gRPC service this time.
+    let grpc_yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata:\n  name: reviews\nspec:\n  ports:\n    - port: {GRPC_PORT}\n      protocol: grpc\n  endpoints:\n    - address: \"{SERVER_IP}:7143\"\n      mesh: true\n"
+    );
+    let config = write_config(dir.path(), "grpc.yaml", &grpc_yaml);
+    let client = Netns::new("client");
+    let server = Netns::new("server");
+    link(
+        &client,
+        &[&format!("{CLIENT_IP}/24")],
+        &server,
+        &[&format!("{SERVER_IP}/24")],
+    );
+    let listen = format!("0.0.0.0:{GRPC_PORT}");
+    let _app = server.spawn(&["/usr/bin/python3", "-c", GRPC_SERVER, &listen]);
+    let local = format!("127.0.0.1:{GRPC_PORT}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server
+        .run(&["/usr/bin/python3", "-c", GRPC_CLIENT, &local])
+        .stdout
+        != b"0801\n"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gRPC app never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server_proxy = captured_proxy(&server, "reviews", GRPC_PORT, &config, &certs, &[]);
+    // The client's resolver is some address on the network; its queries are captured and
+    // answered by the proxy's DNS (the VIP range routed as a default route would).
+    client.resolv_conf(&format!("nameserver {EXTERNAL_IP}\n"));
+    client.ok(&["ip", "route", "add", "240.240.0.0/16", "dev", "veth0"]);
+    let dns = ["--dns", "127.0.0.1:7153"];
+    let _client_proxy = captured_proxy(&client, "web", 8080, &config, &certs, &dns);
+
+    let target = format!("dns:///reviews.default:{GRPC_PORT}");
+    let answer = client.ok_as_app(&["/usr/bin/python3", "-c", GRPC_CLIENT, &target]);
+    assert_eq!(answer, "0801\n");
+    // Through both proxies, as gRPC, with mutual TLS naming the caller.
+    let counted = metrics(&client);
+    let sent = metric_sum(
+        &counted,
+        "weft_http_requests_total",
+        &[
+            ("direction", "outbound"),
+            ("destination", "reviews.default"),
+        ],
+    );
+    assert_eq!(sent, 1.0, "{counted}");
+    let served = server_proxy.access_log(1);
+    let line: serde_json::Value = serde_json::from_str(&served[0]).unwrap();
+    assert_eq!(line["direction"], "inbound", "{line}");
+    assert_eq!(line["source"], "web.default", "{line}");
+    assert_eq!(line["path"], "/grpc.health.v1.Health/Check", "{line}");
 }
 
 #[test]
