@@ -114,6 +114,11 @@ def main():
     if r is not None:
         targets.append(f"Weft with eBPF at most 0.6× the nginx pair's CPU per request: {r:.2f}×, "
                        + ("met" if r <= 0.6 else "NOT met"))
+    peers_cpu = [s(n, "cpu_us") for n in ("nginx", "haproxy") if s(n, "cpu_us")]
+    if s("weft-ebpf", "cpu_us") is not None and peers_cpu:
+        r = s("weft-ebpf", "cpu_us") / min(peers_cpu)
+        targets.append(f"Weft with eBPF at most half the best peer's CPU per request (DESIGN.md's budget): "
+                       f"{r:.2f}× the best, " + ("met" if r <= 0.5 else "NOT met"))
     e = s("weft-ebpf", "added_p50_ms")
     peers = [(n, s(n, "added_p50_ms")) for n in ("nginx", "haproxy") if s(n, "added_p50_ms") is not None]
     if e is not None and peers:

@@ -419,7 +419,8 @@ and flags the report if it sees any.
                         fmt(wu, ".0f") + " µs", fmt(min(ou) if ou else None, ".0f") + " µs (the lower)",
                         verdict(None if wu is None or not ou else wu <= min(ou))])
         bud.append(["pair CPU/request at most half the best peer's, with eBPF capture in the namespace "
-                    "topology", "–", "–", "not measured yet: needs transparent capture"])
+                    "topology", "–", "–", "measured by `bench/capture.sh`: see "
+                    "[Transparent capture in the namespace topology](#transparent-capture-in-the-namespace-topology)"])
         wr = R.maxr.get("weft", {}).get("rps")
         br = best_other and R.maxr[best_other]["rps"]
         bud.append(["max RPS at least 1.25x the better of nginx/HAProxy", fmt(wr, ".0f"),

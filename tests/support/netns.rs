@@ -144,6 +144,15 @@ impl Netns {
         self.ok(&all)
     }
 
+    /// The same, run from `cgroup` (the workload's, where eBPF capture is attached).
+    pub fn ok_as_app_in(&self, cgroup: &Cgroup, args: &[&str]) -> String {
+        let enter = cgroup.enter_and_exec();
+        let mut all = vec!["sh", "-c", enter.as_str(), "sh"];
+        all.extend(AS_APP);
+        all.extend(args);
+        self.ok(&all)
+    }
+
     /// Gives processes started here from now on this `/etc/resolv.conf` (`ip netns exec`
     /// mounts `/etc/netns/NAME/resolv.conf` over it); removed with the namespace.
     pub fn resolv_conf(&self, text: &str) {
