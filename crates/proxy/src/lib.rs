@@ -7,6 +7,7 @@
 //! atomically; connections never notice.
 
 mod access_log;
+mod address_index;
 mod admin;
 mod authorization;
 mod balance;

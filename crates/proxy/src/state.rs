@@ -13,6 +13,7 @@
 //! each service's resilience state whose settings did not change (circuit-breaker counts,
 //! rate-limit tokens, retry budget).
 
+use crate::address_index::AddressIndex;
 use crate::authorization::OwnPolicies;
 use crate::balance::{Balancer, Endpoint, Outcome};
 use crate::config_error::ConfigError;
@@ -22,7 +23,7 @@ use crate::resilience::{RateLimiter, Resilience, RetryBudget};
 use crate::routes::{Route, RouteParts, WeightedBackend};
 use crate::upstream::{ConnectionPolicy, EndpointPool, OriginTls, Security};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use weft_identity::{SpiffeId, TlsIdentity};
@@ -94,16 +95,6 @@ pub struct Snapshot {
     pub policies: OwnPolicies,
     /// Services by their endpoints' addresses, built for the first captured connection.
     by_address: OnceLock<AddressIndex>,
-}
-
-/// Services by address, for connections whose destination is an address rather than a
-/// name (transparent capture).
-#[derive(Default)]
-struct AddressIndex {
-    /// Each service's virtual IP.
-    virtual_ips: HashMap<IpAddr, usize>,
-    /// The services with an endpoint at each IP.
-    endpoints: HashMap<IpAddr, Vec<usize>>,
 }
 
 pub fn service_key(name: &str, namespace: &str) -> String {
@@ -254,53 +245,15 @@ impl Snapshot {
         }
     }
 
-    /// The service a captured connection to `destination` was for: the one whose virtual
-    /// IP it is, else the one with an endpoint at that address, or at that IP when one
-    /// service has it (the app calls the workload's own port; the endpoint is its proxy's
-    /// inbound listener). Among several services at one IP, the one with an endpoint or
-    /// port that is `destination`'s port.
+    /// The service a captured connection to `destination` was for (see `AddressIndex`).
     pub fn by_destination(
         &self,
         proxy: &Proxy,
         destination: SocketAddr,
     ) -> Option<Arc<ServiceRoutes>> {
-        let index = self.by_address.get_or_init(|| {
-            let mut index = AddressIndex::default();
-            for (at, service) in self.config.services.iter().enumerate() {
-                for ip in [service.virtual_ip, service.virtual_ipv6]
-                    .into_iter()
-                    .flatten()
-                {
-                    index.virtual_ips.insert(ip, at);
-                }
-                // Endpoints by host name are not known by address; apps reach them by the
-                // service's virtual IP (the proxy's DNS answers its `hosts` with it).
-                for address in service.endpoints.iter().filter_map(|e| e.address.ip()) {
-                    let ip = address.ip().to_canonical();
-                    let found = index.endpoints.entry(ip).or_default();
-                    if !found.contains(&at) {
-                        found.push(at);
-                    }
-                }
-            }
-            index
-        });
-        let ip = destination.ip().to_canonical();
-        if let Some(&at) = index.virtual_ips.get(&ip) {
-            return self.service_at(at, &proxy.build_context());
-        }
-        let candidates = index.endpoints.get(&ip)?;
-        let at = match candidates[..] {
-            [only] => only,
-            _ => *candidates.iter().find(|&&at| {
-                let service = &self.config.services[at];
-                service
-                    .endpoints
-                    .iter()
-                    .any(|e| e.address.ip() == Some(destination))
-                    || service.ports.iter().any(|p| p.port == destination.port())
-            })?,
-        };
+        let services = &self.config.services;
+        let index = self.by_address.get_or_init(|| AddressIndex::new(services));
+        let at = index.find(services, destination)?;
         self.service_at(at, &proxy.build_context())
     }
 

@@ -49,20 +49,27 @@ pub struct MeshSpec {
 }
 
 fn ipv4_range<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
-    let range = Cidr::deserialize(deserializer)?;
-    if !range.address.is_ipv4() {
-        return Err(serde::de::Error::custom(format!(
-            "{range} is an IPv6 range; virtualIPRange is the IPv4 one (set virtualIPv6Range for IPv6)"
-        )));
-    }
-    Ok(range)
+    range_of_family(deserializer, true)
 }
 
 fn ipv6_range<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
+    range_of_family(deserializer, false)
+}
+
+/// A virtual IP range, refused with the field that takes it when of the other family.
+fn range_of_family<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    ipv4: bool,
+) -> Result<Cidr, D::Error> {
     let range = Cidr::deserialize(deserializer)?;
-    if !range.address.is_ipv6() {
+    if range.address.is_ipv4() != ipv4 {
+        let (family, field, other) = match ipv4 {
+            true => ("IPv6", "virtualIPRange", "virtualIPv6Range for IPv6"),
+            false => ("IPv4", "virtualIPv6Range", "virtualIPRange for IPv4"),
+        };
+        let kind = if ipv4 { "IPv4" } else { "IPv6" };
         return Err(serde::de::Error::custom(format!(
-            "{range} is an IPv4 range; virtualIPv6Range is the IPv6 one (set virtualIPRange for IPv4)"
+            "{range} is an {family} range; {field} is the {kind} one (set {other})"
         )));
     }
     Ok(range)
