@@ -164,8 +164,8 @@ pod_pair() {
   printf -v "IP_B_$key" '%s' "10.215.0.$((4 * n + 2))"
 }
 
-# pod_cgroup NAME: a cgroup (v2) for one pod, on a mount outside /sys (`ip netns exec`
-# mounts a fresh sysfs, where the host's cgroups are not seen); prints its path.
+# pod_cgroup NAME VAR: a cgroup (v2) for one pod, on a mount outside /sys (`ip netns exec`
+# mounts a fresh sysfs, where the host's cgroups are not seen); its path in VAR.
 pod_cgroup() {
   if ! grep -q " $CGROUP_ROOT cgroup2 " /proc/self/mounts; then
     mkdir -p "$CGROUP_ROOT"
@@ -174,24 +174,32 @@ pod_cgroup() {
   local path="$CGROUP_ROOT/weft-bench-$TAG-$1"
   mkdir "$path"
   CGROUPS+=("$path")
-  echo "$path"
+  printf -v "$2" '%s' "$path"
 }
 
-# run_in NS CGROUP UID CMD...: CMD in namespace NS, in CGROUP ("-": none) as UID ("-": root).
-# Each step execs, so the PID of `run_in ... &` is CMD's own.
+# in_ns NS CGROUP UID: sets IN_NS to the command prefix that runs a command in namespace
+# NS, in CGROUP ("-": none), as UID ("-": root). Each step of it execs.
+in_ns() {
+  local ns=$1 cgroup=$2 uid=$3
+  IN_NS=(ip netns exec "$ns")
+  if [[ $cgroup != - ]]; then IN_NS+=(sh -c "echo \$\$ > $cgroup/cgroup.procs && exec \"\$@\"" sh); fi
+  if [[ $uid != - ]]; then IN_NS+=(setpriv --reuid "$uid" --regid "$uid" --clear-groups); fi
+  IN_NS+=(env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY)
+}
+
+# run_in NS CGROUP UID CMD...: CMD there (see in_ns).
 run_in() {
-  local ns=$1 cgroup=$2 uid=$3; shift 3
-  local -a cmd=(ip netns exec "$ns")
-  if [[ $cgroup != - ]]; then cmd+=(sh -c "echo \$\$ > $cgroup/cgroup.procs && exec \"\$@\"" sh); fi
-  if [[ $uid != - ]]; then cmd+=(setpriv --reuid "$uid" --regid "$uid" --clear-groups); fi
-  "${cmd[@]}" env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY "$@"
+  in_ns "$1" "$2" "$3"; shift 3
+  "${IN_NS[@]}" "$@"
 }
 
 # start_bg NAME NS CGROUP CMD...: CMD in the background as root, logging to logs/NAME.log;
-# its PID in PID_<NAME>.
+# its PID (CMD's own: the background shell execs it) in PID_<NAME>.
 start_bg() {
   local name=$1 ns=$2 cgroup=$3; shift 3
-  run_in "$ns" "$cgroup" - "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
+  in_ns "$ns" "$cgroup" -
+  exec_in_ns() { exec "${IN_NS[@]}" "$@"; }
+  exec_in_ns "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
   STARTED_PIDS+=("$!")
   printf -v "PID_$name" '%s' "$!"
   echo "$name $! $ns $cgroup $*" >>"$RUN_DIR/meta/pids.txt"
@@ -394,7 +402,8 @@ setup() {
   if has_path weft-ebpf; then
     pod_pair e 2
     local cg_a cg_b
-    cg_a=$(pod_cgroup a) cg_b=$(pod_cgroup b)
+    pod_cgroup a cg_a
+    pod_cgroup b cg_b
     start_backend backend_e "$NS_B_e" "$cg_b"
     weft_pair e ebpf "$cg_a" "$cg_b"
     URL[weft-ebpf]="http://$IP_B_e:$APP_PORT/1k"
