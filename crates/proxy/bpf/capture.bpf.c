@@ -160,6 +160,7 @@ static __always_inline void count(__u32 which)
 
 #define SOCK_STREAM 1          // from the C library, which BPF programs do not include
 #define AF_INET 2
+#define AF_INET6 10
 #define LOOPBACK_NET 0x7f000000 // 127.0.0.0/8, host byte order
 #define LOOPBACK 0x7f000001     // 127.0.0.1
 
@@ -303,17 +304,25 @@ static __always_inline void add_local_socket(struct bpf_sock_ops *ops)
 		count(2);
 }
 
+// Whether a socket's connection runs over IPv4: an IPv4 socket, or an IPv6 one whose
+// address is IPv4-mapped (as connect6 sends an app's IPv6 socket to the listener). The
+// kernel fills the IPv4 fields of both.
+#define OVER_IPV4(ctx)                                                         \
+	((ctx)->family == AF_INET ||                                           \
+	 ((ctx)->family == AF_INET6 && (ctx)->local_ip6[0] == 0 &&             \
+	  (ctx)->local_ip6[1] == 0 && (ctx)->local_ip6[2] == bpf_htonl(0x0000ffff)))
+
 SEC("sockops")
 int weft_sockops(struct bpf_sock_ops *ops)
 {
 	switch (ops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		file_origin(ops);
-		if (ops->family == AF_INET)
+		if (OVER_IPV4(ops))
 			add_local_socket(ops);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		if (ops->family == AF_INET)
+		if (OVER_IPV4(ops))
 			add_local_socket(ops);
 		break;
 	}
@@ -323,7 +332,7 @@ int weft_sockops(struct bpf_sock_ops *ops)
 SEC("sk_msg")
 int weft_sk_msg(struct sk_msg_md *msg)
 {
-	if (msg->family != AF_INET)
+	if (!OVER_IPV4(msg))
 		return SK_PASS;
 	// The other end of the connection: its local side is this one's remote side.
 	struct local_socket peer = {
