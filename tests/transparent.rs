@@ -114,6 +114,24 @@ fn sent_to_reviews(ns: &Netns) -> f64 {
     )
 }
 
+/// Checks that the server's proxy served its first request, to `path`, from the client
+/// (`web`) as its verified certificate names it: mutual TLS carried it.
+fn served_over_mtls_from_web(server_proxy: &Proxy, path: &str) {
+    let served = server_proxy.access_log(1);
+    let line: serde_json::Value = serde_json::from_str(&served[0]).unwrap();
+    assert_eq!(line["direction"], "inbound", "{line}");
+    assert_eq!(line["source"], "web.default", "{line}");
+    assert_eq!(line["path"], path, "{line}");
+}
+
+/// The two workloads' namespaces, joined by a veth with these addresses on each side.
+fn client_and_server(client_addresses: &[&str], server_addresses: &[&str]) -> (Netns, Netns) {
+    let client = Netns::new("client");
+    let server = Netns::new("server");
+    link(&client, client_addresses, &server, server_addresses);
+    (client, server)
+}
+
 fn metrics(ns: &Netns) -> String {
     ns.ok(&["curl", "-s", &format!("{ADMIN}/metrics")])
 }
@@ -156,12 +174,8 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
         config,
     } = Workloads::new("transparent");
 
-    let client = Netns::new("client");
-    let server = Netns::new("server");
-    link(
-        &client,
+    let (client, server) = client_and_server(
         &[&format!("{CLIENT_IP}/24")],
-        &server,
         &[
             &format!("{SERVER_IP}/24"),
             &format!("{EXTERNAL_IP}/24"),
@@ -182,22 +196,8 @@ fn an_unmodified_app_calls_a_service_by_address_through_both_proxies() {
     let url = format!("http://{SERVER_IP}:{APP_PORT}/hello.txt");
     let (status, body) = client.curl_as_app(&url);
     assert_eq!((status, body.as_str()), (200, "hello from reviews\n"));
-    let client_metrics = metrics(&client);
-    let sent = metric_sum(
-        &client_metrics,
-        "weft_http_requests_total",
-        &[
-            ("direction", "outbound"),
-            ("destination", "reviews.default"),
-        ],
-    );
-    assert_eq!(sent, 1.0, "{client_metrics}");
-    let served = server_proxy.access_log(1);
-    let line: serde_json::Value = serde_json::from_str(&served[0]).unwrap();
-    assert_eq!(line["direction"], "inbound", "{line}");
-    // The caller as its verified certificate names it: mutual TLS carried it.
-    assert_eq!(line["source"], "web.default", "{line}");
-    assert_eq!(line["path"], "/hello.txt", "{line}");
+    assert_eq!(sent_to_reviews(&client), 1.0, "{}", metrics(&client));
+    served_over_mtls_from_web(&server_proxy, "/hello.txt");
 
     // By reviews' virtual IP (the first of the default range: it is the only Service).
     // Apps find it by DNS; the namespace routes the range to its interface, as a default

@@ -38,12 +38,8 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
         config,
     } = Workloads::new("transparent-dns");
 
-    let client = Netns::new("client");
-    let server = Netns::new("server");
-    link(
-        &client,
+    let (client, server) = client_and_server(
         &[&format!("{CLIENT_IP}/24"), "fd00:250::1/64"],
-        &server,
         &[
             &format!("{SERVER_IP}/24"),
             &format!("{EXTERNAL_IP}/24"),
@@ -285,14 +281,8 @@ fn an_unmodified_grpc_client_calls_a_service_by_its_dns_name() {
         "apiVersion: weft.dev/v1alpha1\nkind: Service\nmetadata:\n  name: reviews\nspec:\n  ports:\n    - port: {GRPC_PORT}\n      protocol: grpc\n  endpoints:\n    - address: \"{SERVER_IP}:7143\"\n      mesh: true\n"
     );
     let config = write_config(dir.path(), "grpc.yaml", &grpc_yaml);
-    let client = Netns::new("client");
-    let server = Netns::new("server");
-    link(
-        &client,
-        &[&format!("{CLIENT_IP}/24")],
-        &server,
-        &[&format!("{SERVER_IP}/24")],
-    );
+    let (client, server) =
+        client_and_server(&[&format!("{CLIENT_IP}/24")], &[&format!("{SERVER_IP}/24")]);
     let listen = format!("0.0.0.0:{GRPC_PORT}");
     let _app = server.spawn(&["/usr/bin/python3", "-c", GRPC_SERVER, &listen]);
     let local = format!("127.0.0.1:{GRPC_PORT}");
@@ -320,19 +310,6 @@ fn an_unmodified_grpc_client_calls_a_service_by_its_dns_name() {
     let answer = client.ok_as_app(&["/usr/bin/python3", "-c", GRPC_CLIENT, &target]);
     assert_eq!(answer, "0801\n");
     // Through both proxies, as gRPC, with mutual TLS naming the caller.
-    let counted = metrics(&client);
-    let sent = metric_sum(
-        &counted,
-        "weft_http_requests_total",
-        &[
-            ("direction", "outbound"),
-            ("destination", "reviews.default"),
-        ],
-    );
-    assert_eq!(sent, 1.0, "{counted}");
-    let served = server_proxy.access_log(1);
-    let line: serde_json::Value = serde_json::from_str(&served[0]).unwrap();
-    assert_eq!(line["direction"], "inbound", "{line}");
-    assert_eq!(line["source"], "web.default", "{line}");
-    assert_eq!(line["path"], "/grpc.health.v1.Health/Check", "{line}");
+    assert_eq!(sent_to_reviews(&client), 1.0, "{}", metrics(&client));
+    served_over_mtls_from_web(&server_proxy, "/grpc.health.v1.Health/Check");
 }

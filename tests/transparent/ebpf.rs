@@ -19,12 +19,8 @@ fn ebpf_capture_sends_an_unmodified_apps_connections_through_the_proxy_and_fails
         certs,
         config,
     } = Workloads::new("transparent-ebpf");
-    let client = Netns::new("client");
-    let server = Netns::new("server");
-    link(
-        &client,
+    let (client, server) = client_and_server(
         &[&format!("{CLIENT_IP}/24"), "fd00:250::1/64"],
-        &server,
         &[&format!("{SERVER_IP}/24"), &format!("{EXTERNAL_IP}/24")],
     );
     let _app = app(&server, &www, APP_PORT);

@@ -65,6 +65,7 @@ impl EbpfCapture {
     /// excluded networks and ports, go to `127.0.0.1:<outbound port>` (to port 53: to the
     /// DNS listener, when there is one).
     pub fn attach(cgroup: &Path, plan: &Plan) -> Result<EbpfCapture, EbpfCaptureError> {
+        check_exclusions_fit(plan)?;
         let dns_port = plan.dns_port.unwrap_or(0);
         let proxy_gid = plan.proxy_gid.unwrap_or(u32::MAX);
         let cgroup_file = File::open(cgroup).map_err(|source| EbpfCaptureError::Cgroup {
@@ -212,54 +213,65 @@ impl LoadableProgram for SkMsg {
     }
 }
 
-/// Puts `plan`'s outbound exclusions in the programs' maps (at most `MAX_EXCLUSIONS` of
-/// each kind, as the maps are sized).
+/// Puts `plan`'s outbound exclusions in the programs' maps (`check_exclusions_fit` has
+/// checked they fit).
 fn fill_exclusions(ebpf: &mut Ebpf, plan: &Plan) -> Result<(), EbpfCaptureError> {
     fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfCaptureError> {
         ebpf.map_mut(name).ok_or(EbpfCaptureError::Missing(name))
     }
-    let too_many = |what: &'static str, count: usize| {
-        if count > MAX_EXCLUSIONS {
-            Err(EbpfCaptureError::TooMany { what, count })
-        } else {
-            Ok(())
-        }
-    };
-    too_many(
-        "--exclude-outbound-ports",
-        plan.exclude_outbound_ports.len(),
-    )?;
-    too_many("--exclude-uids", plan.exclude_uids.len())?;
-    too_many(
-        "--exclude-outbound-cidrs",
-        plan.exclude_outbound_cidrs.len(),
-    )?;
-    let insert = |name: &'static str| map_error(name);
-
+    // One map borrowed at a time (each borrows the object), so the networks are put in
+    // their family's trie in two passes.
     let mut ports: BpfHashMap<&mut MapData, u16, u8> =
-        BpfHashMap::try_from(map(ebpf, "excluded_ports")?).map_err(insert("excluded_ports"))?;
+        BpfHashMap::try_from(map(ebpf, "excluded_ports")?).map_err(map_error("excluded_ports"))?;
     for port in &plan.exclude_outbound_ports {
-        ports.insert(port, 1, 0).map_err(insert("excluded_ports"))?;
+        ports
+            .insert(port, 1, 0)
+            .map_err(map_error("excluded_ports"))?;
     }
     let mut uids: BpfHashMap<&mut MapData, u32, u8> =
-        BpfHashMap::try_from(map(ebpf, "excluded_uids")?).map_err(insert("excluded_uids"))?;
+        BpfHashMap::try_from(map(ebpf, "excluded_uids")?).map_err(map_error("excluded_uids"))?;
     for uid in &plan.exclude_uids {
-        uids.insert(uid, 1, 0).map_err(insert("excluded_uids"))?;
+        uids.insert(uid, 1, 0).map_err(map_error("excluded_uids"))?;
     }
     let mut nets4: LpmTrie<&mut MapData, u32, u8> =
-        LpmTrie::try_from(map(ebpf, "excluded_nets4")?).map_err(insert("excluded_nets4"))?;
+        LpmTrie::try_from(map(ebpf, "excluded_nets4")?).map_err(map_error("excluded_nets4"))?;
     for cidr in &plan.exclude_outbound_cidrs {
         if let IpAddr::V4(address) = cidr.address {
             let key = Key::new(u32::from(cidr.prefix), u32::from_ne_bytes(address.octets()));
-            nets4.insert(&key, 1, 0).map_err(insert("excluded_nets4"))?;
+            nets4
+                .insert(&key, 1, 0)
+                .map_err(map_error("excluded_nets4"))?;
         }
     }
     let mut nets6: LpmTrie<&mut MapData, [u8; 16], u8> =
-        LpmTrie::try_from(map(ebpf, "excluded_nets6")?).map_err(insert("excluded_nets6"))?;
+        LpmTrie::try_from(map(ebpf, "excluded_nets6")?).map_err(map_error("excluded_nets6"))?;
     for cidr in &plan.exclude_outbound_cidrs {
         if let IpAddr::V6(address) = cidr.address {
             let key = Key::new(u32::from(cidr.prefix), address.octets());
-            nets6.insert(&key, 1, 0).map_err(insert("excluded_nets6"))?;
+            nets6
+                .insert(&key, 1, 0)
+                .map_err(map_error("excluded_nets6"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a plan with more exclusions of a kind than the programs' maps hold, before
+/// anything is loaded.
+fn check_exclusions_fit(plan: &Plan) -> Result<(), EbpfCaptureError> {
+    for (what, count) in [
+        (
+            "--exclude-outbound-ports",
+            plan.exclude_outbound_ports.len(),
+        ),
+        ("--exclude-uids", plan.exclude_uids.len()),
+        (
+            "--exclude-outbound-cidrs",
+            plan.exclude_outbound_cidrs.len(),
+        ),
+    ] {
+        if count > MAX_EXCLUSIONS {
+            return Err(EbpfCaptureError::TooMany { what, count });
         }
     }
     Ok(())
@@ -317,6 +329,34 @@ mod tests {
             actual, recorded,
             "crates/proxy/bpf/capture.bpf.c changed since capture.bpf.o was built: run scripts/build-bpf.sh and commit the object"
         );
+    }
+
+    #[test]
+    fn more_exclusions_than_the_maps_hold_are_refused_before_loading() {
+        let plan = Plan {
+            proxy_uid: 1337,
+            proxy_gid: None,
+            outbound_port: 7140,
+            inbound_port: 7143,
+            inbound_ports: super::super::InboundPorts::All,
+            exclude_inbound_ports: vec![],
+            exclude_outbound_ports: (1..=257).collect(),
+            exclude_outbound_cidrs: vec![],
+            exclude_uids: vec![],
+            dns_port: None,
+        };
+        let refused = EbpfCapture::attach(Path::new("/nonexistent"), &plan)
+            .err()
+            .unwrap();
+        assert_eq!(
+            refused.to_string(),
+            "257 values of --exclude-outbound-ports: eBPF capture takes at most 256 (use --capture iptables)"
+        );
+        let fits = Plan {
+            exclude_outbound_ports: (1..=256).collect(),
+            ..plan
+        };
+        assert!(check_exclusions_fit(&fits).is_ok());
     }
 
     #[test]
