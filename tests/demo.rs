@@ -2,6 +2,8 @@
 //! seconds, prints a summary with traffic on every edge, and leaves no process or file
 //! behind.
 
+mod support;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -71,6 +73,15 @@ fn sidecar_pids(stdout: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Whether `pid` is a running `weft proxy` (a pid the OS has given to something else since
+/// is not a leftover sidecar).
+fn is_proxy(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline)
+        .replace('\0', " ")
+        .contains(" proxy ")
+}
+
 /// Every running process whose command line mentions `text`.
 fn processes_mentioning(text: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
@@ -85,14 +96,8 @@ fn processes_mentioning(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn demo_measures_every_edge_and_leaves_nothing_behind() {
-    let (status, stdout, stderr) = run_demo(&["--duration", "5s"]);
-    assert!(
-        status.success(),
-        "weft demo failed ({status}):\n{stdout}\n{stderr}"
-    );
-
+/// Every edge of the summary has requests, nearly all successful.
+fn assert_every_edge_measured(stdout: &str) {
     for edge in EDGES {
         let row = stdout
             .lines()
@@ -107,6 +112,16 @@ fn demo_measures_every_edge_and_leaves_nothing_behind() {
             "success rate {success}% on {edge}:\n{stdout}"
         );
     }
+}
+
+#[test]
+fn demo_measures_every_edge_and_leaves_nothing_behind() {
+    let (status, stdout, stderr) = run_demo(&["--duration", "5s"]);
+    assert!(
+        status.success(),
+        "weft demo failed ({status}):\n{stdout}\n{stderr}"
+    );
+    assert_every_edge_measured(&stdout);
 
     let pids = sidecar_pids(&stdout);
     assert_eq!(
@@ -115,13 +130,7 @@ fn demo_measures_every_edge_and_leaves_nothing_behind() {
         "one sidecar pid per workload:\n{stdout}"
     );
     for pid in pids {
-        // A pid the OS has already given to something else is not a leftover sidecar.
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        assert!(
-            !cmdline.contains(" proxy "),
-            "sidecar {pid} is still running: {cmdline}"
-        );
+        assert!(!is_proxy(pid), "sidecar {pid} is still running");
     }
 
     let workdir = stdout
@@ -179,18 +188,12 @@ fn sidecars_exit_even_when_the_demo_is_killed() {
     // SIGKILL: the demo runs no cleanup at all.
     child.kill().unwrap();
     child.wait().unwrap();
-    let is_proxy = |pid: &u32| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        String::from_utf8_lossy(&cmdline)
-            .replace('\0', " ")
-            .contains(" proxy ")
-    };
     let pids = sidecar_pids(&printed);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pids.iter().any(is_proxy) && Instant::now() < deadline {
+    while pids.iter().any(|pid| is_proxy(*pid)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let left: Vec<_> = pids.iter().filter(|p| is_proxy(p)).collect();
+    let left: Vec<_> = pids.iter().filter(|pid| is_proxy(**pid)).collect();
     assert!(left.is_empty(), "sidecars outlived a killed demo: {left:?}");
 }
 
@@ -260,4 +263,70 @@ fn the_guides_observability_commands_work_on_the_running_demo() {
     assert!(findings.is_array(), "{findings}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `weft demo --transparent`: the same sample mesh with each workload in a network namespace
+/// of its own and its app unmodified. The apps call services by name only
+/// (`http://ratings.default/`, gRPC to `catalog.default:80`), never a sidecar's address, so
+/// an edge that a caller's sidecar measured was captured. Nothing is left behind: no
+/// namespace, no link, no sidecar.
+#[test]
+fn the_transparent_demo_captures_unmodified_apps_and_leaves_nothing_behind() {
+    if support::netns::skip_unless_root(
+        "the_transparent_demo_captures_unmodified_apps_and_leaves_nothing_behind",
+    ) {
+        return;
+    }
+    let (status, stdout, stderr) = run_demo(&["--transparent", "--duration", "6s"]);
+    assert!(
+        status.success(),
+        "weft demo --transparent failed ({status}):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ip netns exec weft-demo-")
+            && stdout.contains("curl http://frontend.default/"),
+        "the guide says how to call the frontend from a pod:\n{stdout}"
+    );
+    assert_every_edge_measured(&stdout);
+    // Each proxy's start-up check of its control-plane URL is not an operator's problem.
+    assert!(!stderr.contains("refused a plain-text"), "{stderr}");
+
+    let pids = sidecar_pids(&stdout);
+    assert_eq!(pids.len(), WORKLOADS.len(), "{stdout}");
+    let namespaces = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pods: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("weft-demo-"))
+        .collect();
+    assert_eq!(
+        pods.len(),
+        WORKLOADS.len(),
+        "one pod per workload:\n{stdout}"
+    );
+    for pod in pods {
+        let name = format!("weft-demo-{}", pod.split_whitespace().next().unwrap());
+        assert!(!namespaces.contains(&name), "{name} is left:\n{namespaces}");
+    }
+    let links = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !links.contains("10.251.0.1/24"),
+        "the host's link is left:\n{links}"
+    );
+    for pid in pids {
+        assert!(!is_proxy(pid), "sidecar {pid} is still running");
+    }
 }

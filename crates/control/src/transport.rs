@@ -272,6 +272,14 @@ struct Acceptor {
     port: TlsPort,
 }
 
+/// Whether what waits on `stream` is the plain `GET /api/v1/health` a proxy sends at start
+/// (`weft proxy` checks that its --control-plane URL is not the REST API).
+async fn is_rest_api_probe(stream: &TcpStream) -> bool {
+    const PROBE: &[u8] = b"GET /api/v1/health ";
+    let mut start = [0u8; PROBE.len()];
+    matches!(stream.peek(&mut start).await, Ok(n) if n == PROBE.len()) && start == PROBE
+}
+
 async fn sort_out(
     stream: TcpStream,
     remote: SocketAddr,
@@ -294,7 +302,13 @@ async fn sort_out(
             Plaintext::Refused => false,
         };
         if !allowed {
-            tracing::warn!(%remote, port = port.name, "refused a plain-text connection: proxies connect with https:// and --control-plane-ca");
+            if is_rest_api_probe(&stream).await {
+                // Every proxy checks at start that it was not pointed at the REST API port
+                // by mistake; that is not an operator's problem.
+                tracing::debug!(%remote, port = port.name, "closed a proxy's check for the REST API");
+            } else {
+                tracing::warn!(%remote, port = port.name, "refused a plain-text connection: proxies connect with https:// and --control-plane-ca");
+            }
             return None;
         }
         return Some(Conn::plain(stream, remote, slot));

@@ -1,11 +1,11 @@
 //! The sample apps, after Istio's bookinfo: a frontend, a catalog (gRPC, see
 //! [`crate::catalog`]), two versions of reviews and a ratings service. Each is a small
 //! server that calls the next one through its own sidecar, as a real service would, so
-//! every hop crosses the mesh.
+//! every hop crosses the mesh: explicitly, or (in a pod) by name, unmodified.
 
 use crate::catalog::{self, CatalogCaller, CatalogServerHandle};
-use crate::http_client::HttpClient;
-use crate::topology::Workload;
+use crate::http_client::{CallError, HttpClient, Reply};
+use crate::topology::{Workload, NAMESPACE};
 use crate::DemoError;
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -20,24 +20,50 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// How an app reaches the rest of the mesh: its sidecar's outbound listener, with the
-/// target service named in `Host`.
+/// How an app reaches the rest of the mesh.
 #[derive(Clone)]
-pub struct Outbound {
-    pub client: HttpClient,
-    pub sidecar: SocketAddr,
+pub enum Outbound {
+    /// Explicitly: to its sidecar's outbound listener, with the service named in `Host`.
+    Sidecar {
+        client: HttpClient,
+        sidecar: SocketAddr,
+    },
+    /// As an unmodified app: to the service's DNS name (`http://ratings.default/`); the
+    /// sidecar answers the name with the service's virtual IP and capture brings it the
+    /// connection (`weft demo --transparent`).
+    ByName { client: HttpClient },
 }
 
 impl Outbound {
+    /// `GET /` on `service`.
+    pub async fn get(&self, service: &str) -> Result<Reply, CallError> {
+        match self {
+            Outbound::Sidecar { client, sidecar } => client.get(*sidecar, service, "/").await,
+            Outbound::ByName { client } => {
+                client
+                    .get_url(&format!("http://{service}.{NAMESPACE}/"))
+                    .await
+            }
+        }
+    }
+
     /// The body of a successful `GET /` to `service`; otherwise what went wrong, for the
     /// caller's own error page.
     async fn call(&self, service: &str) -> Result<String, String> {
-        match self.client.get(self.sidecar, service, "/").await {
+        match self.get(service).await {
             Ok(reply) if reply.status.is_success() => {
                 Ok(String::from_utf8_lossy(&reply.body).trim_end().to_owned())
             }
             Ok(reply) => Err(format!("{service} answered {}", reply.status)),
             Err(error) => Err(format!("calling {service}: {error}")),
+        }
+    }
+
+    /// A gRPC client of the catalog, reaching it the same way.
+    fn catalog(&self) -> CatalogCaller {
+        match self {
+            Outbound::Sidecar { sidecar, .. } => CatalogCaller::via_sidecar(*sidecar),
+            Outbound::ByName { .. } => CatalogCaller::by_name(),
         }
     }
 }
@@ -93,7 +119,7 @@ impl SampleApp {
         Some(match workload {
             Workload::Loadgen => SampleApp::Idle,
             Workload::Frontend => {
-                let catalog = CatalogCaller::new(mesh.sidecar);
+                let catalog = mesh.catalog();
                 SampleApp::Frontend(mesh, catalog)
             }
             Workload::Catalog => return None,
@@ -168,13 +194,17 @@ fn page(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-/// Binds an app's port before its sidecar starts, since the sidecar needs the address.
-pub async fn bind(workload: Workload) -> Result<(TcpListener, SocketAddr), DemoError> {
+/// Binds an app's port (`127.0.0.1:0` on the host, a fixed port in a pod) before its sidecar
+/// starts, since the sidecar needs the address.
+pub async fn bind(
+    workload: Workload,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), DemoError> {
     let failed = |source| DemoError::App {
         app: workload.service(),
         source,
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
     let addr = listener.local_addr().map_err(failed)?;
     Ok((listener, addr))
 }

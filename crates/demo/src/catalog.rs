@@ -84,18 +84,28 @@ pub fn serve(listener: TcpListener) -> CatalogServerHandle {
     CatalogServerHandle { _stop: stop, task }
 }
 
-/// The catalog as the frontend sees it: through its sidecar's outbound listener, with
-/// `:authority: catalog` naming the service, as a gRPC client would address it.
+/// The catalog as the frontend sees it, through the mesh.
 #[derive(Clone)]
 pub struct CatalogCaller {
     client: CatalogClient<Channel>,
 }
 
 impl CatalogCaller {
-    pub fn new(sidecar_outbound: SocketAddr) -> Self {
-        let channel = Endpoint::from_shared(format!("http://{sidecar_outbound}"))
+    /// Through the sidecar's outbound listener, naming the service in `:authority`.
+    pub fn via_sidecar(sidecar_outbound: SocketAddr) -> Self {
+        let endpoint = Endpoint::from_shared(format!("http://{sidecar_outbound}"))
             .expect("a socket address makes a valid URI")
-            .origin(http::Uri::from_static("http://catalog"))
+            .origin(http::Uri::from_static("http://catalog"));
+        Self::new(endpoint)
+    }
+
+    /// By the service's DNS name, as an unmodified gRPC client would address it.
+    pub fn by_name() -> Self {
+        Self::new(Endpoint::from_static("http://catalog.default:80"))
+    }
+
+    fn new(endpoint: Endpoint) -> Self {
+        let channel = endpoint
             .tcp_nodelay(true)
             .timeout(CALL_TIMEOUT)
             .connect_timeout(CALL_TIMEOUT)
@@ -131,7 +141,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = serve(listener);
         // Straight to the app: the caller is the same one the frontend points at its sidecar.
-        let caller = CatalogCaller::new(addr);
+        let caller = CatalogCaller::via_sidecar(addr);
         for id in item_ids() {
             let item = caller.item(id).await.unwrap();
             assert_eq!(item.id, id);

@@ -6,7 +6,7 @@
 use crate::http_client::HttpClient;
 use crate::DemoError;
 use http::StatusCode;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -31,12 +31,13 @@ pub struct ControlPlaneHandle {
 }
 
 impl ControlPlaneHandle {
-    /// Opens the store under `data_dir` and serves the API and the discovery server on
-    /// loopback ports the OS picks.
-    pub async fn start(data_dir: &Path) -> Result<Self, DemoError> {
+    /// Opens the store under `data_dir` and serves the API on a loopback port and the
+    /// discovery server on a port of `grpc_ip` (where the proxies reach it), both picked by
+    /// the OS.
+    pub async fn start(data_dir: &Path, grpc_ip: IpAddr) -> Result<Self, DemoError> {
         let failed = |problem: String| DemoError::ControlPlane(problem);
-        let listen = |what: &'static str| async move {
-            let listener = TcpListener::bind("127.0.0.1:0")
+        let listen = |what: &'static str, ip: IpAddr| async move {
+            let listener = TcpListener::bind((ip, 0))
                 .await
                 .map_err(|e| failed(format!("cannot listen for its {what} server: {e}")))?;
             let addr = listener
@@ -44,8 +45,8 @@ impl ControlPlaneHandle {
                 .map_err(|e| failed(format!("no address for its {what} server: {e}")))?;
             Ok::<_, DemoError>((listener, addr))
         };
-        let (api_listener, api) = listen("API").await?;
-        let (grpc_listener, grpc) = listen("gRPC").await?;
+        let (api_listener, api) = listen("API", Ipv4Addr::LOCALHOST.into()).await?;
+        let (grpc_listener, grpc) = listen("gRPC", grpc_ip).await?;
         let options = ControlOptions {
             data_dir: data_dir.to_owned(),
             api_addr: api,
@@ -225,9 +226,10 @@ mod tests {
     #[tokio::test]
     async fn the_demo_resources_apply_and_the_control_plane_stops() {
         let dir = crate::workdir::WorkDir::create().unwrap();
-        let control = ControlPlaneHandle::start(&dir.path().join("control"))
-            .await
-            .unwrap();
+        let control =
+            ControlPlaneHandle::start(&dir.path().join("control"), Ipv4Addr::LOCALHOST.into())
+                .await
+                .unwrap();
         control.apply(&crate::topology::resources()).await.unwrap();
         let refused = control
             .apply("kind: Nonsense\nmetadata: {name: x}\n")

@@ -29,6 +29,8 @@ pub enum DemoError {
     },
     #[error("the demo's control plane: {0}")]
     ControlPlane(String),
+    #[error("setting up the pods' network: {0}")]
+    Network(String),
     #[error("interrupted while the mesh was starting; everything it started has been stopped")]
     Interrupted,
 }

@@ -26,21 +26,41 @@ pub struct Guide {
     pub workdir: PathBuf,
     /// The control plane's data directory: `weft` reads the admin API token there.
     pub control_data_dir: PathBuf,
-    /// The outbound listener curl can use to reach the frontend through the mesh.
-    pub entry: SocketAddr,
+    /// A command that sends a request to the frontend through the mesh.
+    pub entry: String,
+    /// With `--transparent`: each pod's network namespace and address.
+    pub pods: Option<Vec<String>>,
     pub rps: u32,
     pub duration: Option<Duration>,
 }
 
 impl fmt::Display for Guide {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "Weft demo: a control plane and {} workloads on loopback, each with its own sidecar\n\
-             (weft proxy) that gets its config from the control plane, and its certificate from\n\
-             the control plane's CA with a join token; sidecars talk to each other over mutual TLS.\n",
-            self.workloads.len()
-        )?;
+        match &self.pods {
+            None => writeln!(
+                f,
+                "Weft demo: a control plane and {} workloads on loopback, each with its own sidecar\n\
+                 (weft proxy) that gets its config from the control plane, and its certificate from\n\
+                 the control plane's CA with a join token; sidecars talk to each other over mutual TLS.\n",
+                self.workloads.len()
+            )?,
+            Some(pods) => {
+                writeln!(
+                    f,
+                    "Weft demo, transparent: {} workloads, each in its own network namespace with its\n\
+                     sidecar (weft proxy, as user {}). The apps are unmodified: they call services by\n\
+                     name (http://ratings.default/); the sidecar answers the name with the service's\n\
+                     virtual IP, and capture (iptables) brings it the app's connections. Sidecars\n\
+                     talk to each other over mutual TLS.\n\nPods (ip netns exec NAME ...):",
+                    self.workloads.len(),
+                    crate::sidecar::PROXY_UID
+                )?;
+                for pod in pods {
+                    writeln!(f, "  {pod}")?;
+                }
+                writeln!(f)?;
+            }
+        }
         writeln!(f, "Control plane API: {}", self.api)?;
         writeln!(f, "Dashboard:         {}", self.dashboard)?;
         writeln!(f, "Demo files:        {}\n", self.workdir.display())?;
@@ -76,7 +96,7 @@ impl fmt::Display for Guide {
             )?;
         }
         writeln!(f, "\nThe frontend, through the mesh:")?;
-        writeln!(f, "  curl -H 'Host: frontend' http://{}/", self.entry)?;
+        writeln!(f, "  {}", self.entry)?;
         if let Some(frontend) = self
             .workloads
             .iter()
@@ -190,7 +210,8 @@ mod tests {
             dashboard: "http://127.0.0.1:7080/#token=t".to_owned(),
             workdir: PathBuf::from("/tmp/weft-demo-x"),
             control_data_dir: PathBuf::from("/tmp/weft-demo-x/control"),
-            entry: addr,
+            entry: "curl -H 'Host: frontend' http://127.0.0.1:7140/".to_owned(),
+            pods: None,
             rps: 20,
             duration: None,
         }

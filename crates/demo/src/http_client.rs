@@ -72,6 +72,13 @@ impl HttpClient {
         self.send(request).await
     }
 
+    /// `GET url` as an unmodified app sends it: the system's resolver looks up the name in
+    /// the URL, and `Host` is the URL's authority.
+    pub async fn get_url(&self, url: &str) -> Result<Reply, CallError> {
+        let request = Request::get(url).body(Full::default())?;
+        self.send(request).await
+    }
+
     /// `POST path` with `body` of `content_type` to `to`.
     pub async fn post(
         &self,

@@ -7,6 +7,10 @@
 //! so every hop is mutual TLS and measured.
 //! Every port comes from the OS. When the demo ends it summarises what the sidecars
 //! measured and stops every process it started.
+//!
+//! With `transparent`, each workload gets a network namespace of its own (a "pod"); its app
+//! runs on a thread in that namespace and calls services by name, unmodified, and capture
+//! (iptables, installed by `weft capture install`) takes its traffic through its sidecar.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +23,8 @@ mod http_client;
 mod loadgen;
 mod mesh;
 mod metrics;
+mod pod_runtime;
+mod pods;
 mod proxy_log;
 mod sidecar;
 mod signals;
@@ -44,6 +50,8 @@ pub struct DemoOptions {
     pub rps: u32,
     /// Stop after this long; without it, run until SIGINT, SIGTERM or SIGHUP.
     pub duration: Option<Duration>,
+    /// Each workload in its own network namespace, its app unmodified and captured (root).
+    pub transparent: bool,
 }
 
 /// Starts the mesh, calls `on_ready` with where everything is, runs until told to stop, and

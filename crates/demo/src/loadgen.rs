@@ -1,8 +1,7 @@
 //! The load generator: a steady stream of requests to the frontend, sent through the
 //! loadgen workload's own sidecar so the first hop is measured like every other.
 
-use crate::http_client::HttpClient;
-use std::net::SocketAddr;
+use crate::apps::Outbound;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
@@ -19,9 +18,10 @@ pub struct LoadGenerator {
 }
 
 impl LoadGenerator {
-    /// Sends `rps` requests a second with `Host: frontend` to `sidecar`, the outbound
-    /// listener of loadgen's sidecar. Outcomes are not kept here: the sidecars count them.
-    pub fn start(client: HttpClient, sidecar: SocketAddr, rps: u32) -> Self {
+    /// Sends `rps` requests a second to the frontend, the way the loadgen workload reaches
+    /// the mesh. Outcomes are not kept here: the sidecars count them. Spawns on the current
+    /// runtime (a pod's, for the connections to be made in the pod).
+    pub fn start(mesh: Outbound, rps: u32) -> Self {
         let (stop, mut stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -33,9 +33,9 @@ impl LoadGenerator {
                     _ = &mut stopped => break,
                     _ = ticks.tick() => {
                         let Ok(permit) = in_flight.clone().try_acquire_owned() else { continue };
-                        let client = client.clone();
+                        let mesh = mesh.clone();
                         tokio::spawn(async move {
-                            let _ = client.get(sidecar, "frontend", "/").await;
+                            let _ = mesh.get("frontend").await;
                             drop(permit);
                         });
                     }

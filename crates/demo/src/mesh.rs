@@ -1,14 +1,16 @@
 //! The sample mesh as a whole: started in order, watched while it runs, stopped in order.
 //!
 //! ```text
-//! start: temp dir -> control plane (in process, with its CA) -> apply the resources
-//!        -> a join token per sidecar -> bind app ports -> spawn sidecars (--control-plane,
-//!        certificates issued to them) -> learn their addresses
-//!        -> apps serve -> every sidecar registered, healthy and in sync -> load starts
+//! start: temp dir -> [--transparent: a network namespace per workload]
+//!        -> control plane (in process, with its CA) -> apply the resources
+//!        -> a join token per sidecar -> bind app ports [in the pods, and install capture]
+//!        -> spawn sidecars (--control-plane, certificates issued to them)
+//!        -> learn their addresses -> apps serve
+//!        -> every sidecar registered, healthy and in sync -> load starts
 //! run:   scrape /metrics every second (the last scrape survives a sidecar that exits on
 //!        Ctrl-C) and watch that no sidecar died
 //! stop:  load stops -> final scrape -> summary -> SIGTERM, then SIGKILL, to sidecars
-//!        -> apps stop -> control plane stops -> temp dir removed
+//!        -> apps stop -> control plane stops -> [pods' namespaces deleted] -> temp dir removed
 //! ```
 
 use crate::apps::{self, AppServer, Outbound};
@@ -16,16 +18,19 @@ use crate::control::ControlPlaneHandle;
 use crate::guide::{Guide, WorkloadInfo};
 use crate::http_client::HttpClient;
 use crate::loadgen::LoadGenerator;
+use crate::pod_runtime::PodRuntime;
+use crate::pods::{self, PodNetwork, APP_PORT};
 use crate::sidecar::{self, Sidecar, SidecarSpec};
 use crate::signals::StopSignal;
 use crate::summary::Summary;
 use crate::topology::{self, Workload, NAMESPACE};
 use crate::workdir::WorkDir;
 use crate::{DemoError, DemoOptions};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 /// A sidecar's app passes its first health check within about two seconds; the control
@@ -38,16 +43,19 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct SampleMesh {
     // Fields drop in this order, which is the order things must stop in if `stop` never
-    // runs: load, sidecars (killed on drop), apps, the control plane, then the directory
-    // they used.
+    // runs: load, sidecars (killed on drop), apps and their pods' runtimes, the control
+    // plane, the pods' network, then the directory they used.
     loadgen: Option<LoadGenerator>,
     sidecars: Vec<Sidecar>,
     /// Each app's address, with the server that stops when dropped.
     apps: Vec<(SocketAddr, AppServer)>,
+    /// With `--transparent`, the runtime each pod's app runs on.
+    runtimes: Vec<PodRuntime>,
     control: Option<ControlPlaneHandle>,
+    network: Option<PodNetwork>,
     workdir: WorkDir,
-    /// Where requests enter the mesh: the load generator's sidecar's outbound listener.
-    entry: SocketAddr,
+    /// How to send a request into the mesh by hand, as a command line.
+    entry: String,
     client: HttpClient,
     /// The last `/metrics` text of each sidecar, by position in `sidecars`.
     scrapes: Vec<Option<String>>,
@@ -58,55 +66,130 @@ impl SampleMesh {
     pub async fn start(options: &DemoOptions) -> Result<Self, DemoError> {
         let workdir = WorkDir::create()?;
         let client = HttpClient::default();
-        let control = ControlPlaneHandle::start(&workdir.path().join(CONTROL_DIR)).await?;
+        let network = match options.transparent {
+            true => Some(PodNetwork::create(&Workload::ALL).await?),
+            false => None,
+        };
+        // The pods reach the host on their network; sidecars on the host, on loopback.
+        let grpc_ip = match network {
+            Some(_) => pods::HOST_IP.into(),
+            None => Ipv4Addr::LOCALHOST.into(),
+        };
+        let control = ControlPlaneHandle::start(&workdir.path().join(CONTROL_DIR), grpc_ip).await?;
         control.apply(&topology::resources()).await?;
         let control_url = control.grpc_url();
-        let control_ca = workdir.write("control-plane-ca.pem", &control.trust_bundle().await?)?;
+        // Sidecars in pods run as another user, which must read its files and the binary.
+        let (weft_bin, sidecar_user) = match network {
+            Some(_) => (
+                workdir.share_with_sidecars(&options.weft_bin)?,
+                Some(sidecar::PROXY_UID),
+            ),
+            None => (options.weft_bin.clone(), None),
+        };
+        let trust_bundle = control.trust_bundle().await?;
+        let control_ca = workdir.write("control-plane-ca.pem", &trust_bundle, sidecar_user)?;
         let show_logs = Arc::new(AtomicBool::new(false));
 
         let mut listeners = Vec::new();
+        let mut runtimes = Vec::new();
         let mut starting = Vec::new();
         for workload in Workload::ALL {
-            let (listener, app) = apps::bind(workload).await?;
+            let pod = network.as_ref().map(|network| network.pod(workload));
+            let (listener, app) = match pod {
+                None => apps::bind(workload, (Ipv4Addr::LOCALHOST, 0).into()).await?,
+                Some(pod) => {
+                    let runtime = PodRuntime::start(workload.service(), &pod.netns_path())
+                        .map_err(|source| DemoError::App {
+                            app: workload.service(),
+                            source,
+                        })?;
+                    let bound = runtime.handle().spawn(apps::bind(
+                        workload,
+                        (Ipv4Addr::UNSPECIFIED, APP_PORT).into(),
+                    ));
+                    runtimes.push(runtime);
+                    let (listener, _) = bound.await.map_err(|error| DemoError::App {
+                        app: workload.service(),
+                        source: std::io::Error::other(error),
+                    })??;
+                    sidecar::install_capture(&weft_bin, pod).await?;
+                    // The sidecar delivers to the app on the pod's loopback.
+                    (listener, (Ipv4Addr::LOCALHOST, APP_PORT).into())
+                }
+            };
             let token = control.join_token(workload.service()).await?;
-            let token_file = workdir.write(&format!("{}.token", workload.service()), &token)?;
+            let token_file = workdir.write(
+                &format!("{}.token", workload.service()),
+                &token,
+                sidecar_user,
+            )?;
             let spec = SidecarSpec {
                 workload,
                 app,
                 control_plane: &control_url,
                 control_plane_ca: &control_ca,
                 token_file: &token_file,
+                pod,
             };
-            starting.push(sidecar::spawn(&options.weft_bin, &spec, show_logs.clone())?);
+            starting.push(sidecar::spawn(&weft_bin, &spec, show_logs.clone())?);
             listeners.push((listener, app));
         }
         let mut sidecars = Vec::new();
         for sidecar in starting {
             sidecars.push(sidecar.listening().await?);
         }
-        // The apps serve from here on, so their sidecars' health checks pass.
-        let apps = sidecars
-            .iter()
-            .zip(listeners)
-            .map(|(sidecar, (listener, addr))| {
-                let outbound = Outbound {
+        // The apps serve from here on, so their sidecars' health checks pass. In a pod, an
+        // app runs on the pod's runtime and calls services by name.
+        let mut loadgen_mesh = None;
+        let mut apps = Vec::new();
+        for (index, (sidecar, (listener, addr))) in sidecars.iter().zip(listeners).enumerate() {
+            // With pods, one runtime per workload, in the same order; without, none.
+            let runtime = runtimes.get(index);
+            let _in_pod = runtime.map(|runtime| runtime.handle().enter());
+            let outbound = match runtime {
+                None => Outbound::Sidecar {
                     client: client.clone(),
                     sidecar: sidecar.addrs.outbound,
-                };
-                (addr, apps::start(sidecar.workload, listener, outbound))
-            })
-            .collect();
+                },
+                // Each pod's own client: its connections are made, and pooled, in the pod.
+                Some(_) => Outbound::ByName {
+                    client: HttpClient::default(),
+                },
+            };
+            if sidecar.workload == Workload::Loadgen {
+                loadgen_mesh = Some((outbound.clone(), runtime.map(|r| r.handle().clone())));
+            }
+            let shown = match &network {
+                Some(network) => (network.pod(sidecar.workload).ip, APP_PORT).into(),
+                None => addr,
+            };
+            apps.push((shown, apps::start(sidecar.workload, listener, outbound)));
+        }
         for sidecar in &sidecars {
             sidecar.wait_ready(&client).await?;
         }
         wait_until_registered(&control, &mut sidecars).await?;
 
-        let entry = sidecars
-            .iter()
-            .find(|sidecar| sidecar.workload == Workload::Loadgen)
-            .map(|sidecar| sidecar.addrs.outbound)
-            .expect("Workload::ALL includes the load generator");
-        let loadgen = LoadGenerator::start(client.clone(), entry, options.rps);
+        let (loadgen_mesh, loadgen_runtime) =
+            loadgen_mesh.expect("Workload::ALL includes the load generator");
+        let loadgen = {
+            let _in_pod = loadgen_runtime.as_ref().map(Handle::enter);
+            LoadGenerator::start(loadgen_mesh, options.rps)
+        };
+        let entry = match &network {
+            Some(network) => format!(
+                "ip netns exec {} curl http://frontend.{NAMESPACE}/",
+                network.pod(Workload::Loadgen).netns
+            ),
+            None => {
+                let outbound = sidecars
+                    .iter()
+                    .find(|sidecar| sidecar.workload == Workload::Loadgen)
+                    .map(|sidecar| sidecar.addrs.outbound)
+                    .expect("Workload::ALL includes the load generator");
+                format!("curl -H 'Host: frontend' http://{outbound}/")
+            }
+        };
         // From here on, what the sidecars log is news to the user (an applied change).
         show_logs.store(true, Ordering::Relaxed);
         let scrapes = vec![None; sidecars.len()];
@@ -114,7 +197,9 @@ impl SampleMesh {
             loadgen: Some(loadgen),
             sidecars,
             apps,
+            runtimes,
             control: Some(control),
+            network,
             workdir,
             entry,
             client,
@@ -154,7 +239,14 @@ impl SampleMesh {
             api,
             workdir: self.workdir.path().to_owned(),
             control_data_dir: self.workdir.path().join(CONTROL_DIR),
-            entry: self.entry,
+            entry: self.entry.clone(),
+            pods: self.network.as_ref().map(|network| {
+                network
+                    .pods
+                    .iter()
+                    .map(|pod| format!("{} {}", pod.netns, pod.ip))
+                    .collect()
+            }),
             rps: options.rps,
             duration: options.duration,
         }
@@ -216,8 +308,14 @@ impl SampleMesh {
         );
         sidecar::shutdown(std::mem::take(&mut self.sidecars)).await;
         self.apps.clear();
+        for runtime in std::mem::take(&mut self.runtimes) {
+            runtime.stop().await;
+        }
         if let Some(control) = self.control.take() {
             control.stop().await;
+        }
+        if let Some(network) = self.network.take() {
+            network.remove().await;
         }
         summary
     }

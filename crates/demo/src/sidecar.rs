@@ -5,6 +5,7 @@
 //! [`shutdown`] is the orderly way, SIGTERM first so each proxy drains.
 
 use crate::http_client::HttpClient;
+use crate::pods::{Pod, APP_PORT};
 use crate::proxy_log::{self, LogLine};
 use crate::topology::{Workload, NAMESPACE};
 use crate::DemoError;
@@ -28,6 +29,16 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log lines kept per sidecar, to explain a failure.
 const LOG_TAIL: usize = 20;
 
+/// In a pod, the sidecar runs as this user (Istio's choice), which capture never takes; the
+/// app, as another (the demo's), is captured.
+pub const PROXY_UID: u32 = 1337;
+/// A pod's sidecar's listeners: each pod has its own ports, so they are fixed, the
+/// documented defaults.
+const POD_INBOUND_PORT: u16 = 7143;
+const POD_OUTBOUND_PORT: u16 = 7140;
+const POD_ADMIN_PORT: u16 = 7901;
+const POD_DNS_PORT: u16 = 7153;
+
 /// The addresses a sidecar's listeners got from the OS.
 #[derive(Clone, Copy)]
 pub struct SidecarAddrs {
@@ -48,6 +59,8 @@ pub struct SidecarSpec<'a> {
     pub control_plane_ca: &'a Path,
     /// This sidecar's single-use join token (`--token-file`).
     pub token_file: &'a Path,
+    /// Where it runs: on the host, or in the app's pod with capture.
+    pub pod: Option<&'a Pod>,
 }
 
 /// The last lines a sidecar logged.
@@ -83,6 +96,8 @@ impl LogTail {
 /// A sidecar process that has been spawned but may not be listening yet.
 pub struct StartingSidecar {
     workload: Workload,
+    /// Where other pods reach its inbound listener, for a sidecar in a pod.
+    pod_inbound: Option<SocketAddr>,
     child: Child,
     log: LogTail,
     listening: mpsc::UnboundedReceiver<(String, SocketAddr)>,
@@ -105,7 +120,26 @@ pub fn spawn(
     show_logs: Arc<AtomicBool>,
 ) -> Result<StartingSidecar, DemoError> {
     let service = spec.workload.service();
-    let mut child = Command::new(weft_bin)
+    let mut command = match spec.pod {
+        None => Command::new(weft_bin),
+        Some(pod) => {
+            let mut command = in_pod(pod);
+            let user = PROXY_UID.to_string();
+            command
+                .args([
+                    "setpriv",
+                    "--reuid",
+                    &user,
+                    "--regid",
+                    &user,
+                    "--clear-groups",
+                    "--",
+                ])
+                .arg(weft_bin);
+            command
+        }
+    };
+    let mut child = command
         .args(proxy_args(spec))
         // RUST_LOG would override --log and could hide the lines read below.
         .env_remove("RUST_LOG")
@@ -142,13 +176,72 @@ pub fn spawn(
     });
     Ok(StartingSidecar {
         workload: spec.workload,
+        pod_inbound: spec.pod.map(pod_inbound),
         child,
         log,
         listening,
     })
 }
 
+/// `ip netns exec NETNS`, to which the command to run there is added.
+fn in_pod(pod: &Pod) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &pod.netns]);
+    command
+}
+
+/// `weft capture install` in the pod: the app's outbound TCP and DNS go to its sidecar, and
+/// TCP to its port through the sidecar's inbound listener.
+pub async fn install_capture(weft_bin: &Path, pod: &Pod) -> Result<(), DemoError> {
+    let user = PROXY_UID.to_string();
+    let output = in_pod(pod)
+        .arg(weft_bin)
+        .args([
+            "capture",
+            "install",
+            "--proxy-uid",
+            &user,
+            "--proxy-gid",
+            &user,
+        ])
+        .args(["--inbound-ports", &APP_PORT.to_string()])
+        .args(["--inbound-port", &POD_INBOUND_PORT.to_string()])
+        .args(["--outbound-port", &POD_OUTBOUND_PORT.to_string()])
+        .args(["--dns-port", &POD_DNS_PORT.to_string()])
+        .output()
+        .await;
+    match output {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => Err(DemoError::Network(format!(
+            "installing capture in {}: {}",
+            pod.netns,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))),
+        Err(error) => Err(DemoError::Network(format!(
+            "cannot run `ip netns exec` to install capture in {}: {error}",
+            pod.netns
+        ))),
+    }
+}
+
+fn pod_inbound(pod: &Pod) -> SocketAddr {
+    SocketAddr::from((pod.ip, POD_INBOUND_PORT))
+}
+
 fn proxy_args(spec: &SidecarSpec<'_>) -> Vec<OsString> {
+    let (inbound, outbound, admin) = match spec.pod {
+        None => (
+            "127.0.0.1:0".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        Some(pod) => (
+            format!("0.0.0.0:{POD_INBOUND_PORT}"),
+            format!("127.0.0.1:{POD_OUTBOUND_PORT}"),
+            // On the pod's address, for the demo's scrapes from the host.
+            format!("{}:{POD_ADMIN_PORT}", pod.ip),
+        ),
+    };
     let mut args: Vec<OsString> = [
         "--log",
         "info",
@@ -159,11 +252,11 @@ fn proxy_args(spec: &SidecarSpec<'_>) -> Vec<OsString> {
         "--namespace",
         NAMESPACE,
         "--inbound",
-        "127.0.0.1:0",
+        inbound.as_str(),
         "--outbound",
-        "127.0.0.1:0",
+        outbound.as_str(),
         "--admin",
-        "127.0.0.1:0",
+        admin.as_str(),
         "--threads",
         "1",
         // Nothing long-lived runs through the demo; don't keep Ctrl-C waiting.
@@ -176,6 +269,19 @@ fn proxy_args(spec: &SidecarSpec<'_>) -> Vec<OsString> {
     .collect();
     args.push("--app".into());
     args.push(spec.app.to_string().into());
+    if let Some(pod) = spec.pod {
+        for arg in [
+            "--capture",
+            "preinstalled",
+            "--dns",
+            format!("127.0.0.1:{POD_DNS_PORT}").as_str(),
+            // Other pods reach it here.
+            "--advertise",
+            pod_inbound(pod).to_string().as_str(),
+        ] {
+            args.push(arg.into());
+        }
+    }
     // Registers the workload; the control plane makes it an endpoint once its app is up.
     args.push("--control-plane".into());
     args.push(spec.control_plane.into());
@@ -232,7 +338,11 @@ impl StartingSidecar {
             .ok_or_else(|| self.failed("exited just after starting".to_owned()))?;
         Ok(Sidecar {
             workload: self.workload,
-            addrs,
+            addrs: match self.pod_inbound {
+                // It listens on every address of the pod; it is reached (and registered) at this one.
+                Some(inbound) => SidecarAddrs { inbound, ..addrs },
+                None => addrs,
+            },
             pid,
             child: self.child,
             log: self.log,

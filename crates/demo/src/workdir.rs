@@ -2,7 +2,8 @@
 //! the demo ends, or by the next demo if this one was killed before it could clean up.
 
 use crate::DemoError;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,12 +39,27 @@ impl WorkDir {
         &self.path
     }
 
-    /// Writes `name` by writing a sibling and renaming it over, so a sidecar polling the file
-    /// never reads half of it.
-    pub fn write(&self, name: &str, contents: &str) -> Result<PathBuf, DemoError> {
+    /// Writes `name` (readable by its owner only: `owner`, or the demo's user) by writing a
+    /// sibling and renaming it over, so a sidecar polling the file never reads half of it.
+    pub fn write(
+        &self,
+        name: &str,
+        contents: &str,
+        owner: Option<u32>,
+    ) -> Result<PathBuf, DemoError> {
         let path = self.path.join(name);
         let partial = self.path.join(format!(".{name}.partial"));
-        std::fs::write(&partial, contents)
+        let _ = std::fs::remove_file(&partial);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .and_then(|mut file| file.write_all(contents.as_bytes()))
+            .and_then(|()| match owner {
+                Some(uid) => std::os::unix::fs::chown(&partial, Some(uid), Some(uid)),
+                None => Ok(()),
+            })
             .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(|source| DemoError::File {
                 what: "writing a demo file",
@@ -51,6 +67,24 @@ impl WorkDir {
                 source,
             })?;
         Ok(path)
+    }
+
+    /// Lets sidecars run as another user reach their own files here (the directory can be
+    /// entered, not listed; each file is its owner's), and copies `weft_bin` in for them to
+    /// run, since its own directory may be closed to them (`/root/...`).
+    pub fn share_with_sidecars(&self, weft_bin: &Path) -> Result<PathBuf, DemoError> {
+        let failed = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| DemoError::File { what, path, source }
+        };
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o711)).map_err(
+            failed("opening the demo's directory to the sidecars", &self.path),
+        )?;
+        let copy = self.path.join("weft");
+        std::fs::copy(weft_bin, &copy)
+            .and_then(|_| std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)))
+            .map_err(failed("copying the weft binary for the sidecars", &copy))?;
+        Ok(copy)
     }
 }
 
@@ -99,9 +133,11 @@ mod tests {
     fn files_are_replaced_whole_and_removed_with_the_directory() {
         let dir = WorkDir::create().unwrap();
         let root = dir.path.clone();
-        let path = dir.write("mesh.yaml", "first").unwrap();
-        dir.write("mesh.yaml", "second").unwrap();
+        let path = dir.write("mesh.yaml", "first", None).unwrap();
+        dir.write("mesh.yaml", "second", None).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        let mode = path.metadata().unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only the demo's user reads it");
         let names: Vec<_> = std::fs::read_dir(&root)
             .unwrap()
             .map(|e| e.unwrap().file_name())

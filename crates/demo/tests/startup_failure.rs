@@ -11,6 +11,7 @@ fn options(weft_bin: &str) -> DemoOptions {
         weft_bin: PathBuf::from(weft_bin),
         rps: 1,
         duration: Some(Duration::from_secs(1)),
+        transparent: false,
     }
 }
 

@@ -13,7 +13,13 @@ use std::time::Duration;
     plane, plus a load generator. It prints where everything is and the commands to try \
     (weft proxies/check/get/apply --api ...), and when it stops (Ctrl-C or --duration) a \
     per-edge summary of requests, success rate and latency. Every process it starts is \
-    stopped at exit."
+    stopped at exit.\n\n\
+    With --transparent (root): each workload runs in a network namespace of its own, on a \
+    bridge with the host at 10.251.0.1; its app is unmodified and calls services by name \
+    (http://ratings.default/, gRPC to catalog.default:80), and `weft capture install` \
+    (iptables) sends its traffic through its sidecar, which runs as user 1337. The \
+    namespaces, and every rule in them, are deleted at exit (or by the next demo, if this one \
+    was killed)."
 )]
 pub struct DemoArgs {
     /// Stop after this long (e.g. 30s, 5m) instead of waiting for Ctrl-C.
@@ -22,6 +28,10 @@ pub struct DemoArgs {
     /// Requests per second the load generator sends to the frontend.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rps: u32,
+    /// Run each workload in its own network namespace, its app unmodified (calling services
+    /// by name) and captured by iptables. Needs root.
+    #[arg(long)]
+    transparent: bool,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -32,6 +42,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         weft_bin,
         rps: args.rps,
         duration: args.duration,
+        transparent: args.transparent,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
