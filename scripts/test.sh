@@ -22,9 +22,12 @@ install_debian_packages() {
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   # Debian's python3 (not a toolchain under /root): the tests run it as another user;
-  # with grpcio, an unmodified gRPC client and server
+  # with grpcio, an unmodified gRPC client and server; with requests, an HTTP client
   [ -x /usr/bin/python3 ] || missing+=(python3)
   /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
+  /usr/bin/python3 -c 'import requests' >/dev/null 2>&1 || missing+=(python3-requests)
+  # `weft demo --transparent` runs its sidecars as another user
+  command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
   # the proxy's DNS: a real resolver upstream (dnsmasq) and a real client (dig)
   command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
   command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)

@@ -146,12 +146,12 @@ fn an_unmodified_app_finds_services_by_name_through_the_proxys_dns() {
             "{url}"
         );
     }
-    // Python's standard library, as an unmodified Python app calls a service.
+    // A Python app with `requests`, unmodified, calls the service by name.
     // Debian's python3: the app's user can't read a toolchain under /root.
     let python = client.ok_as_app(&[
         "/usr/bin/python3",
         "-c",
-        &format!("import urllib.request; print(urllib.request.urlopen('http://reviews.default:{APP_PORT}/hello.txt', timeout=10).read().decode(), end='')"),
+        &format!("import requests; print(requests.get('http://reviews.default:{APP_PORT}/hello.txt', timeout=10).text, end='')"),
     ]);
     assert_eq!(python, "hello from reviews\n");
     let sent = sent_to_reviews(&client);
