@@ -65,6 +65,7 @@ Environment (defaults for a full run, --quick in brackets; durations in seconds)
   BENCH_CONNS         connections                                 16
   BENCH_LAT_DURATION  one fixed-rate run                          20   [5]
   BENCH_WARMUP        warm-up before each run                     2    [1]
+  BENCH_SYSCALLS      count syscalls and context switches (perf)  1 (0: off)
   CAPTURE_PATHS       paths, comma separated (direct-ns required)
                       direct-ns,nginx,haproxy,weft-explicit,weft-iptables,weft-ebpf
   WEFT_BIN            weft binary (default target/release/weft)
@@ -90,6 +91,8 @@ RATE=${BENCH_RATE:-1000}
 CONNS=${BENCH_CONNS:-16}
 LAT_DUR=${BENCH_LAT_DURATION:-$d_lat}
 WARMUP=${BENCH_WARMUP:-$d_warm}
+# Count each proxy's syscalls and context switches during the measured runs (perf stat).
+SYSCALLS=${BENCH_SYSCALLS:-1}
 IFS=, read -r -a PATHS <<<"${CAPTURE_PATHS:-direct-ns,nginx,haproxy,weft-explicit,weft-iptables,weft-ebpf}"
 WEFT_BIN=${WEFT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/weft}
 if [[ -z ${OHA:-} ]]; then
@@ -463,6 +466,27 @@ checks() {
 
 sample() { python3 "$LIB" sample "$@"; }
 
+# perf_start BASE ROLE=PID...: counts the syscalls and context switches of each proxy (roles
+# a and b, whole process trees) into BASE.perf-ROLE.csv until perf_stop.
+PERF_PIDS=()
+perf_start() {
+  PERF_PIDS=()
+  [[ $SYSCALLS == 1 ]] || return 0
+  local base=$1 spec role; shift
+  for spec in "$@"; do
+    role=${spec%%=*}
+    [[ $role == a || $role == b ]] || continue
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$(python3 "$LIB" tree "${spec#*=}")" \
+      -o "$base.perf-$role.csv" &
+    PERF_PIDS+=($!)
+  done
+}
+perf_stop() {
+  local pid
+  for pid in "${PERF_PIDS[@]}"; do kill -INT "$pid"; wait "$pid" || true; done
+  PERF_PIDS=()
+}
+
 # shellcheck disable=SC2086  # ROLES values are ROLE=PID lists, split on purpose
 measure() {
   local rep=$1 p=$2 base="$RUN_DIR/lat/$2-r$1"
@@ -471,9 +495,11 @@ measure() {
   local -a oha=("$OHA" --no-tui --output-format json -w "${host[@]}" -q "$RATE" --latency-correction -c "$CONNS")
   log "rep $rep/$REPS  $p: $RATE RPS, $CONNS conns, ${LAT_DUR}s (+${WARMUP}s warm-up)"
   as_app "$p" "${oha[@]}" -z "${WARMUP}s" "${URL[$p]}" >"$base.warmup.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
+  perf_start "$base" ${ROLES[$p]}
   sample "$base.before.json" ${ROLES[$p]}
   as_app "$p" "${oha[@]}" -z "${LAT_DUR}s" "${URL[$p]}" >"$base.oha.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
   sample "$base.after.json" ${ROLES[$p]}
+  perf_stop
 }
 
 rotated() {
@@ -511,6 +537,9 @@ main() {
   if has_path haproxy; then command -v haproxy >/dev/null || die "haproxy is required (apt-get install haproxy), or leave it out of CAPTURE_PATHS"; fi
   [[ -n $OHA && -x $OHA ]] || die "oha not found (bench/run.sh installs it into bench/.tools/bin; or set OHA)"
   [[ -x $WEFT_BIN ]] || die "no weft binary at $WEFT_BIN (cargo build --release -p weft, or set WEFT_BIN)"
+  if [[ $SYSCALLS == 1 ]] && ! perf stat -e raw_syscalls:sys_enter,context-switches -- true >/dev/null 2>&1; then
+    die "perf cannot count syscalls here (apt-get install linux-perf; tracefs mounted), or set BENCH_SYSCALLS=0"
+  fi
   log "results: $RUN_DIR; weft: $WEFT_BIN; paths: ${PATHS[*]}"
   setup
   checks

@@ -122,6 +122,11 @@ def cmd_sample(args):
         json.dump(snap, f)
 
 
+def cmd_tree(args):
+    """The pids of a process and its descendants, comma-separated (for perf stat -p)."""
+    print(",".join(str(pid) for pid in _tree(int(args[0]))))
+
+
 # ---------------------------------------------------------------- oha result check
 
 def cmd_check_oha(args):
@@ -335,6 +340,7 @@ def cmd_git_commit(args):
 COMMANDS = {
     "ports": cmd_ports,
     "sample": cmd_sample,
+    "tree": cmd_tree,
     "check-oha": cmd_check_oha,
     "tcp-sink": cmd_tcp_sink,
     "tcp-send": cmd_tcp_send,

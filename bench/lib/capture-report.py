@@ -46,10 +46,29 @@ def one_run(base):
         r["kernel_us"] = (total - user) * per_request
         r["cpu_a_us"] = (ticks(a, "a") - ticks(b, "a")) * per_request
         r["cpu_b_us"] = (ticks(a, "b") - ticks(b, "b")) * per_request
+    if ok:
+        # perf stat's counts per proxy: syscalls and context switches per answered request.
+        for event, key in (("raw_syscalls:sys_enter", "syscalls"), ("context-switches", "switches")):
+            counts = [perf_count(f"{base}.perf-{role}.csv", event) for role in ("a", "b")]
+            if None not in counts:
+                r[key] = sum(counts) / ok
     if ok and "backend" in a["roles"]:
         # The server pod's app: with eBPF its side of the local hop skips TCP/IP too.
         r["backend_us"] = (ticks(a, "backend") - ticks(b, "backend")) * 1e6 / a["clk_tck"] / ok
     return r
+
+
+def perf_count(path, event):
+    """A count from `perf stat -x,` output, or None without one."""
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) > 2 and fields[2] == event and fields[0].isdigit():
+                    return int(fields[0])
+    except OSError:
+        pass
+    return None
 
 
 def median(values):
@@ -70,7 +89,7 @@ def main():
         runs = [one_run(f"{run}/lat/{path}-r{rep}") for rep in range(1, params["reps"] + 1)]
         summary = {k: median([r.get(k) for r in runs])
                    for k in ("p50_ms", "p99_ms", "cpu_us", "user_us", "kernel_us", "cpu_a_us", "cpu_b_us",
-                             "backend_us")}
+                             "backend_us", "syscalls", "switches")}
         summary["failed"] = sum(r["failed"] for r in runs)
         summary["short_runs"] = sum(1 for r in runs if r["ok"] < params["rate"] * params["duration"] * 0.95)
         results[path] = {"runs": runs, "summary": summary}
@@ -100,19 +119,22 @@ def main():
         f"is utime+stime of both proxies (whole process trees) over the 2xx answers, split into user space and "
         f"kernel from the same counters; added p50 is the path's p50 minus direct-ns's. The backend app's "
         f"CPU per request is the server pod's app (the direct and explicit paths share one backend, each "
-        f"capture mode has its own): eBPF's socket-to-socket hop saves the app's side of it too.")
+        f"capture mode has its own): eBPF's socket-to-socket hop saves the app's side of it too. "
+        f"Syscalls and context switches per request are both proxies' (whole process trees), counted by "
+        f"`perf stat` during the measured run.")
     out.append("")
-    out.append("| path | p50 ms | p99 ms | added p50 ms | CPU µs/request (pair) | user / kernel µs | kernel share | client / server µs | vs nginx pair CPU | backend app µs/request |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| path | p50 ms | p99 ms | added p50 ms | CPU µs/request (pair) | user / kernel µs | kernel share | client / server µs | vs nginx pair CPU | backend app µs/request | syscalls / ctx switches per request (pair) |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for path in paths:
         x = results[path]["summary"]
         split = "—" if x.get("user_us") is None else f"{x['user_us']:.1f} / {x['kernel_us']:.1f}"
         sides = "—" if x.get("cpu_a_us") is None else f"{x['cpu_a_us']:.1f} / {x['cpu_b_us']:.1f}"
         share = "—" if x.get("kernel_share") is None else f"{x['kernel_share'] * 100:.0f} %"
         vs = ratio(path, "nginx", "cpu_us") if path != "nginx" else None
+        calls = "—" if x.get("syscalls") is None else f"{x['syscalls']:.1f} / {x['switches']:.1f}"
         out.append(f"| {NAMES[path]} | {fmt(x['p50_ms'], '.3f')} | {fmt(x['p99_ms'], '.3f')} | "
                    f"{fmt(x['added_p50_ms'], '.3f')} | {fmt(x.get('cpu_us'), '.1f')} | {split} | {share} | "
-                   f"{sides} | {fmt(vs, '.2f')}{'' if vs is None else '×'} | {fmt(x.get('backend_us'), '.1f')} |")
+                   f"{sides} | {fmt(vs, '.2f')}{'' if vs is None else '×'} | {fmt(x.get('backend_us'), '.1f')} | {calls} |")
     out.append("")
 
     targets = []
