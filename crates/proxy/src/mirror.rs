@@ -75,7 +75,7 @@ async fn send_mirror(backend: Arc<Backend>, mut request: Request<Body>) {
     let Some(endpoint) = backend.balancer.pick(Some(request.headers())) else {
         return;
     };
-    let mode = http_mode(&backend, endpoint.identity.is_some(), &request);
+    let mode = http_mode(backend.protocol, endpoint.identity.is_some(), &request);
     prepare_upstream(&mut request, mode);
     if let Ok(response) = endpoint
         .pool
