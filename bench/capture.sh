@@ -91,7 +91,7 @@ RATE=${BENCH_RATE:-1000}
 CONNS=${BENCH_CONNS:-16}
 LAT_DUR=${BENCH_LAT_DURATION:-$d_lat}
 WARMUP=${BENCH_WARMUP:-$d_warm}
-# Count each proxy's syscalls and context switches during the measured runs (perf stat).
+# Count each proxy's syscalls and context switches during the warm-ups (perf stat).
 SYSCALLS=${BENCH_SYSCALLS:-1}
 IFS=, read -r -a PATHS <<<"${CAPTURE_PATHS:-direct-ns,nginx,haproxy,weft-explicit,weft-iptables,weft-ebpf}"
 WEFT_BIN=${WEFT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/weft}
@@ -467,7 +467,8 @@ checks() {
 sample() { python3 "$LIB" sample "$@"; }
 
 # perf_start BASE ROLE=PID...: counts the syscalls and context switches of each proxy (roles
-# a and b, whole process trees) into BASE.perf-ROLE.csv until perf_stop.
+# a and b, whole process trees) into BASE.perf-ROLE.csv until perf_stop. perf stat is
+# started in the background and stopped with SIGINT, by its own PID.
 PERF_PIDS=()
 perf_start() {
   PERF_PIDS=()
@@ -494,12 +495,13 @@ measure() {
   [[ -n ${HOST[$p]} ]] && host=(--host "${HOST[$p]}")
   local -a oha=("$OHA" --no-tui --output-format json -w "${host[@]}" -q "$RATE" --latency-correction -c "$CONNS")
   log "rep $rep/$REPS  $p: $RATE RPS, $CONNS conns, ${LAT_DUR}s (+${WARMUP}s warm-up)"
-  as_app "$p" "${oha[@]}" -z "${WARMUP}s" "${URL[$p]}" >"$base.warmup.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
+  # Syscalls are counted in the warm-up, not the measured run: counting them slows each one.
   perf_start "$base" ${ROLES[$p]}
+  as_app "$p" "${oha[@]}" -z "${WARMUP}s" "${URL[$p]}" >"$base.warmup.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
+  perf_stop
   sample "$base.before.json" ${ROLES[$p]}
   as_app "$p" "${oha[@]}" -z "${LAT_DUR}s" "${URL[$p]}" >"$base.oha.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
   sample "$base.after.json" ${ROLES[$p]}
-  perf_stop
 }
 
 rotated() {
