@@ -82,6 +82,12 @@ fn is_proxy(pid: u32) -> bool {
         .contains(" proxy ")
 }
 
+/// `ip netns list`.
+fn network_namespaces() -> String {
+    let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8(listed.stdout).unwrap()
+}
+
 /// Every running process whose command line mentions `text`.
 fn processes_mentioning(text: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
@@ -277,7 +283,23 @@ fn the_transparent_demo_captures_unmodified_apps_and_leaves_nothing_behind() {
     ) {
         return;
     }
-    let (status, stdout, stderr) = run_demo(&["--transparent", "--duration", "6s"]);
+    let first = std::thread::spawn(|| run_demo(&["--transparent", "--duration", "6s"]));
+    // A second one, while the first one's pods exist, is refused and leaves them alone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !network_namespaces().contains("weft-demo-") {
+        assert!(Instant::now() < deadline, "the demo made no namespace");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (second, _, refusal) = run_demo(&["--transparent", "--duration", "1s"]);
+    assert!(
+        !second.success(),
+        "a second transparent demo ran: {refusal}"
+    );
+    assert!(
+        refusal.contains("another `weft demo --transparent`"),
+        "{refusal}"
+    );
+    let (status, stdout, stderr) = first.join().unwrap();
     assert!(
         status.success(),
         "weft demo --transparent failed ({status}):\n{stdout}\n{stderr}"
@@ -293,14 +315,7 @@ fn the_transparent_demo_captures_unmodified_apps_and_leaves_nothing_behind() {
 
     let pids = sidecar_pids(&stdout);
     assert_eq!(pids.len(), WORKLOADS.len(), "{stdout}");
-    let namespaces = String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let namespaces = network_namespaces();
     let pods: Vec<&str> = stdout
         .lines()
         .filter_map(|line| line.trim_start().strip_prefix("weft-demo-"))

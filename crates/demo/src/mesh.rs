@@ -95,26 +95,35 @@ impl SampleMesh {
         let mut starting = Vec::new();
         for workload in Workload::ALL {
             let pod = network.as_ref().map(|network| network.pod(workload));
-            let (listener, app) = match pod {
-                None => apps::bind(workload, (Ipv4Addr::LOCALHOST, 0).into()).await?,
+            let (listener, app, in_pod) = match pod {
+                None => {
+                    let (listener, app) =
+                        apps::bind(workload, (Ipv4Addr::LOCALHOST, 0).into()).await?;
+                    (listener, app, None)
+                }
                 Some(pod) => {
                     let runtime = PodRuntime::start(workload.service(), &pod.netns_path())
                         .map_err(|source| DemoError::App {
                             app: workload.service(),
                             source,
                         })?;
-                    let bound = runtime.handle().spawn(apps::bind(
+                    let handle = runtime.handle().clone();
+                    runtimes.push(runtime);
+                    let bound = handle.spawn(apps::bind(
                         workload,
                         (Ipv4Addr::UNSPECIFIED, APP_PORT).into(),
                     ));
-                    runtimes.push(runtime);
                     let (listener, _) = bound.await.map_err(|error| DemoError::App {
                         app: workload.service(),
                         source: std::io::Error::other(error),
                     })??;
                     sidecar::install_capture(&weft_bin, pod).await?;
                     // The sidecar delivers to the app on the pod's loopback.
-                    (listener, (Ipv4Addr::LOCALHOST, APP_PORT).into())
+                    (
+                        listener,
+                        (Ipv4Addr::LOCALHOST, APP_PORT).into(),
+                        Some(handle),
+                    )
                 }
             };
             let token = control.join_token(workload.service()).await?;
@@ -132,7 +141,7 @@ impl SampleMesh {
                 pod,
             };
             starting.push(sidecar::spawn(&weft_bin, &spec, show_logs.clone())?);
-            listeners.push((listener, app));
+            listeners.push((listener, app, in_pod));
         }
         let mut sidecars = Vec::new();
         for sidecar in starting {
@@ -140,55 +149,40 @@ impl SampleMesh {
         }
         // The apps serve from here on, so their sidecars' health checks pass. In a pod, an
         // app runs on the pod's runtime and calls services by name.
-        let mut loadgen_mesh = None;
         let mut apps = Vec::new();
-        for (index, (sidecar, (listener, addr))) in sidecars.iter().zip(listeners).enumerate() {
-            // With pods, one runtime per workload, in the same order; without, none.
-            let runtime = runtimes.get(index);
-            let _in_pod = runtime.map(|runtime| runtime.handle().enter());
-            let outbound = match runtime {
-                None => Outbound::Sidecar {
-                    client: client.clone(),
-                    sidecar: sidecar.addrs.outbound,
-                },
-                // Each pod's own client: its connections are made, and pooled, in the pod.
-                Some(_) => Outbound::ByName {
-                    client: HttpClient::default(),
-                },
-            };
-            if sidecar.workload == Workload::Loadgen {
-                loadgen_mesh = Some((outbound.clone(), runtime.map(|r| r.handle().clone())));
-            }
+        let mut loadgen = None;
+        for (sidecar, (listener, addr, in_pod)) in sidecars.iter().zip(listeners) {
+            let _entered = in_pod.as_ref().map(Handle::enter);
+            let outbound = app_outbound(&client, sidecar, in_pod.is_some());
             let shown = match &network {
                 Some(network) => (network.pod(sidecar.workload).ip, APP_PORT).into(),
                 None => addr,
             };
             apps.push((shown, apps::start(sidecar.workload, listener, outbound)));
+            if sidecar.workload == Workload::Loadgen {
+                // The load generator is the loadgen app's traffic: it starts once every
+                // sidecar is registered, on the app's runtime.
+                let mesh = app_outbound(&client, sidecar, in_pod.is_some());
+                loadgen = Some((mesh, in_pod.clone(), sidecar.addrs.outbound));
+            }
         }
         for sidecar in &sidecars {
             sidecar.wait_ready(&client).await?;
         }
         wait_until_registered(&control, &mut sidecars).await?;
 
-        let (loadgen_mesh, loadgen_runtime) =
-            loadgen_mesh.expect("Workload::ALL includes the load generator");
-        let loadgen = {
-            let _in_pod = loadgen_runtime.as_ref().map(Handle::enter);
-            LoadGenerator::start(loadgen_mesh, options.rps)
-        };
+        let (loadgen_mesh, in_pod, loadgen_sidecar) =
+            loadgen.expect("Workload::ALL includes the load generator");
         let entry = match &network {
             Some(network) => format!(
                 "ip netns exec {} curl http://frontend.{NAMESPACE}/",
                 network.pod(Workload::Loadgen).netns
             ),
-            None => {
-                let outbound = sidecars
-                    .iter()
-                    .find(|sidecar| sidecar.workload == Workload::Loadgen)
-                    .map(|sidecar| sidecar.addrs.outbound)
-                    .expect("Workload::ALL includes the load generator");
-                format!("curl -H 'Host: frontend' http://{outbound}/")
-            }
+            None => format!("curl -H 'Host: frontend' http://{loadgen_sidecar}/"),
+        };
+        let loadgen = {
+            let _entered = in_pod.as_ref().map(Handle::enter);
+            LoadGenerator::start(loadgen_mesh, options.rps)
         };
         // From here on, what the sidecars log is news to the user (an applied change).
         show_logs.store(true, Ordering::Relaxed);
@@ -318,6 +312,22 @@ impl SampleMesh {
             network.remove().await;
         }
         summary
+    }
+}
+
+/// How `sidecar`'s app reaches the mesh: explicitly on the host, by name in a pod (with a
+/// client of its own there, so its connections are made, and pooled, in the pod). Call it on
+/// the runtime the app runs on.
+fn app_outbound(client: &HttpClient, sidecar: &Sidecar, in_pod: bool) -> Outbound {
+    if in_pod {
+        Outbound::ByName {
+            client: HttpClient::default(),
+        }
+    } else {
+        Outbound::Sidecar {
+            client: client.clone(),
+            sidecar: sidecar.addrs.outbound,
+        }
     }
 }
 

@@ -126,20 +126,21 @@ impl PodNetwork {
     /// in them.
     pub async fn remove(mut self) {
         self.removed = true;
-        // First: a namespace's devices go when the kernel gets round to freeing it, which
-        // can be after the demo has exited; this link is on the host, so it goes now.
-        let _ = ip(&format!("link del {}", self.host_link)).await;
-        for netns in self.names() {
-            if let Err(error) = ip(&format!("netns del {netns}")).await {
+        for deletion in self.deletions() {
+            if let Err(error) = ip(&deletion).await {
                 tracing::warn!(%error, "removing the demo's network");
             }
         }
     }
 
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.pods.iter().map(|pod| pod.netns.clone()).collect();
-        names.push(self.hub.clone());
-        names
+    /// The `ip` commands that delete what was made. The host's link first: a namespace's
+    /// devices go when the kernel gets round to freeing it, which can be after the demo has
+    /// exited; that link is on the host, so it goes now.
+    fn deletions(&self) -> Vec<String> {
+        let mut deletions = vec![format!("link del {}", self.host_link)];
+        let namespaces = self.pods.iter().map(|pod| &pod.netns).chain([&self.hub]);
+        deletions.extend(namespaces.map(|netns| format!("netns del {netns}")));
+        deletions
     }
 }
 
@@ -149,19 +150,9 @@ impl Drop for PodNetwork {
             return;
         }
         // An early return: no runtime to wait on here, so the deletion blocks.
-        let mut deletions = vec![vec![
-            "link".to_owned(),
-            "del".to_owned(),
-            self.host_link.clone(),
-        ]];
-        deletions.extend(
-            self.names()
-                .into_iter()
-                .map(|netns| vec!["netns".to_owned(), "del".to_owned(), netns]),
-        );
-        for args in deletions {
+        for deletion in self.deletions() {
             let _ = std::process::Command::new("ip")
-                .args(&args)
+                .args(deletion.split(' '))
                 .stderr(std::process::Stdio::null())
                 .status();
         }
