@@ -27,6 +27,23 @@ pub struct HttpBackend {
     pub delay_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// Set when the backend runs on a thread and runtime of its own (`start_isolated`).
+    own_thread: Option<OwnThread>,
+}
+
+/// A backend's own OS thread: stopped (and its runtime with every task dropped) on drop.
+struct OwnThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Drop for HttpBackend {
@@ -50,6 +67,31 @@ struct State {
 impl HttpBackend {
     pub async fn start(name: &str) -> Self {
         Self::start_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// On an OS thread and a runtime of its own, so that its latency is its own: a test that
+    /// compares identical instances must not measure how its own runtime happens to schedule
+    /// them beside the load it generates (a latency-aware balancer rightly follows that).
+    pub async fn start_isolated(name: &str) -> Self {
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let _ = ready.send(Self::start(&name).await);
+                let _ = stopped.await;
+            });
+        });
+        let mut backend = started.await.expect("the backend's thread started it");
+        backend.own_thread = Some(OwnThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        });
+        backend
     }
 
     /// On a given address: how a test brings an app back where it was.
@@ -121,6 +163,7 @@ impl HttpBackend {
             delay_ms,
             task,
             connections,
+            own_thread: None,
         }
     }
 

@@ -111,10 +111,32 @@ impl Http2Client {
     }
 }
 
-/// GETs to `host` from 4 keep-alive connections until `stop`; returns (requests, non-200s).
+/// GETs to `host` from 4 keep-alive connections until `stop`, as fast as they are answered;
+/// returns (requests, non-200s).
 pub fn steady_load(
     addr: SocketAddr,
     host: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    load_from_four_connections(addr, host, None, stop)
+}
+
+/// Like `steady_load`, at about `per_second` requests a second in all: a load that leaves
+/// the machine idle between requests, as a service's usual traffic does.
+pub fn steady_load_at_rate(
+    addr: SocketAddr,
+    host: &'static str,
+    per_second: u32,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    let each = std::time::Duration::from_secs(4) / per_second;
+    load_from_four_connections(addr, host, Some(each), stop)
+}
+
+fn load_from_four_connections(
+    addr: SocketAddr,
+    host: &'static str,
+    each: Option<std::time::Duration>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<(u64, u64)> {
     tokio::spawn(async move {
@@ -125,7 +147,15 @@ pub fn steady_load(
             let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
             workers.push(tokio::spawn(async move {
                 let mut c = Http1Client::connect(addr).await;
+                let mut ticks = each.map(|each| {
+                    let mut ticks = tokio::time::interval(each);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ticks
+                });
                 while !stop.load(Ordering::SeqCst) {
+                    if let Some(ticks) = ticks.as_mut() {
+                        ticks.tick().await;
+                    }
                     match c.get(host, "/").await {
                         Ok(a) if a.status == 200 => {}
                         _ => {

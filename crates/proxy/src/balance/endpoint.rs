@@ -92,6 +92,10 @@ impl Endpoint {
         ewma * (in_flight + 1.0)
     }
 
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use weft_model::config::LoadBalancer;
 
+/// How far apart two peak-EWMA costs must be for the lower to win outright.
+const TIE_RATIO: f64 = 1.25;
+
 pub struct Balancer {
     endpoints: Vec<Arc<Endpoint>>,
     strategy: Strategy,
@@ -105,15 +108,29 @@ impl Balancer {
             (true, false) => a,
             (false, true) => b,
             (false, false) => (0..n).find(|&i| healthy(i)).unwrap_or(a),
-            (true, true) => {
-                if self.endpoints[a].cost_at(now) <= self.endpoints[b].cost_at(now) {
-                    a
-                } else {
-                    b
-                }
-            }
+            (true, true) => self.cheaper(a, b, now),
         };
         self.endpoints[choice].clone()
+    }
+
+    /// The cheaper of two endpoints by peak-EWMA cost, where costs within `TIE_RATIO` of
+    /// each other are a tie, won by the one with fewer requests in flight and otherwise by
+    /// `a` (drawn at random). Identical instances' latency estimates differ by scheduling
+    /// noise, and at low concurrency (both often idle) a strict comparison hands every
+    /// request to whichever estimate is lower at the moment: a 20 % difference became a
+    /// 75/25 split. A slower instance (beyond the band) still loses every comparison.
+    fn cheaper(&self, a: usize, b: usize, now: Instant) -> usize {
+        let (first, second) = (&self.endpoints[a], &self.endpoints[b]);
+        let (cost_a, cost_b) = (first.cost_at(now), second.cost_at(now));
+        if cost_a > cost_b * TIE_RATIO {
+            b
+        } else if cost_b > cost_a * TIE_RATIO {
+            a
+        } else if second.in_flight() < first.in_flight() {
+            b
+        } else {
+            a
+        }
     }
 }
 
@@ -184,6 +201,19 @@ mod tests {
     #[test]
     fn identical_endpoints_share_every_ten_second_window() {
         for (window, [a, b]) in simulate(|_| noisy(500), 120).into_iter().enumerate() {
+            let share = f64::from(a) / f64::from(a + b);
+            assert!(
+                (0.4..=0.6).contains(&share),
+                "window {window}: {a} against {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_within_noise_of_each_other_share_evenly() {
+        // 10 % apart: what two identical instances on one busy host look like.
+        let latency = |i| if i == 0 { noisy(500) } else { noisy(550) };
+        for (window, [a, b]) in simulate(latency, 120).into_iter().enumerate() {
             let share = f64::from(a) / f64::from(a + b);
             assert!(
                 (0.4..=0.6).contains(&share),
