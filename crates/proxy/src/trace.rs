@@ -83,11 +83,15 @@ impl Tracer {
     /// `None` when the trace is not sampled (the caller keeps nothing for a span): a new
     /// trace's header is written all the same, so the hops after this one know.
     pub fn begin(&self, headers: &mut HeaderMap) -> Option<Hop> {
-        let context = match headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes())) {
+        let incoming = headers
+            .get(&TRACEPARENT)
+            .and_then(|v| Traceparent::read(v.as_bytes()));
+        let context = match incoming {
             // Not sampled upstream: passed on as it came. No hop of it is recorded, so a new
             // parent id would name a span nobody has either; the decision travels all the same.
-            Some(context) if !context.sampled => return None,
-            Some(context) => context,
+            // Most requests end here: the ids are checked, never decoded.
+            Some(incoming) if !incoming.sampled() => return None,
+            Some(incoming) => incoming.context(),
             None => Context {
                 trace_id: random_id(),
                 parent: None,
@@ -182,26 +186,54 @@ pub fn int(key: &str, value: i64) -> KeyValue {
     }
 }
 
-/// `traceparent` version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase
-/// hex as the W3C spec has it, neither id all zeros. Anything else is no context (a new trace
-/// starts). Read in place at fixed offsets: it runs on every request.
-pub fn parse(value: &[u8]) -> Option<Context> {
-    let value: &[u8; 55] = value.try_into().ok()?;
-    if &value[..3] != b"00-" || value[35] != b'-' || value[52] != b'-' {
-        return None;
+/// A well-formed `traceparent`, version 00: `00-<32 hex trace id>-<16 hex parent id>-<2 hex
+/// flags>`, lowercase hex as the W3C spec has it, neither id all zeros. Anything else is no
+/// context (a new trace starts). Checked in place at fixed offsets, since it runs on every
+/// request that carries one; the ids are decoded only for a sampled trace.
+pub struct Traceparent<'a>(&'a [u8; 55]);
+
+impl<'a> Traceparent<'a> {
+    pub fn read(value: &'a [u8]) -> Option<Self> {
+        let value: &[u8; 55] = value.try_into().ok()?;
+        if &value[..3] != b"00-" || value[35] != b'-' || value[52] != b'-' {
+            return None;
+        }
+        let (trace_id, parent, flags) = (&value[3..35], &value[36..52], &value[53..]);
+        let not_hex = [trace_id, parent, flags]
+            .iter()
+            .flat_map(|digits| digits.iter())
+            .fold(0, |bad, &digit| bad | HEX_VALUE[usize::from(digit)]);
+        let all_zeros = |digits: &[u8]| digits.iter().all(|&digit| digit == b'0');
+        if not_hex & 0xf0 != 0 || all_zeros(trace_id) || all_zeros(parent) {
+            return None;
+        }
+        Some(Self(value))
     }
-    let trace_id: [u8; 16] = unhex(&value[3..35])?;
-    let parent: [u8; 8] = unhex(&value[36..52])?;
-    let [flags] = unhex::<1>(&value[53..])?;
-    if trace_id == [0; 16] || parent == [0; 8] {
-        return None;
+
+    pub fn sampled(&self) -> bool {
+        HEX_VALUE[usize::from(self.0[54])] & 1 == 1
     }
-    Some(Context {
-        trace_id,
-        parent: Some(parent),
-        sampled: flags & 1 == 1,
-    })
+
+    pub fn context(&self) -> Context {
+        Context {
+            trace_id: unhex(&self.0[3..35]),
+            parent: Some(unhex(&self.0[36..52])),
+            sampled: self.sampled(),
+        }
+    }
 }
+
+/// Each byte's value as a lowercase hex digit, or 0xff when it is not one: one lookup and
+/// no branch per digit.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        table[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    table
+};
 
 /// A random id, never all zeros (which means "none"): one draw from the generator, not one
 /// per byte (this runs on every request that starts a trace).
@@ -233,21 +265,13 @@ fn hex(bytes: &[u8]) -> String {
     String::from_utf8(out).expect("hex is ASCII")
 }
 
-/// Exactly `N` bytes of lowercase hex, or nothing.
-fn unhex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
-    if digits.len() != 2 * N {
-        return None;
-    }
-    let nibble = |digit: u8| match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
-    };
+/// `N` bytes from `2 * N` digits that `Traceparent::read` checked are lowercase hex.
+fn unhex<const N: usize>(digits: &[u8]) -> [u8; N] {
     let mut out = [0u8; N];
     for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        *byte = HEX_VALUE[usize::from(pair[0])] << 4 | HEX_VALUE[usize::from(pair[1])];
     }
-    Some(out)
+    out
 }
 
 /// Sends queued spans to `collector` in batches until the proxy exits. A batch the
@@ -321,13 +345,15 @@ mod tests {
     #[test]
     fn traceparent_is_read_strictly() {
         let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let context = parse(good).unwrap();
+        let context = Traceparent::read(good).unwrap().context();
         assert_eq!(hex(&context.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
             context.parent.map(|p| hex(&p)).as_deref(),
             Some("00f067aa0ba902b7")
         );
         assert!(context.sampled);
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!Traceparent::read(unsampled).unwrap().sampled());
         for bad in [
             &b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"[..],
             b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -338,8 +364,15 @@ mod tests {
             b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
             b"00+4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0F",
+            b"00-4bf92f3577b34da6a3ce929d0e0e47\xff6-00f067aa0ba902b7-01",
         ] {
-            assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert!(
+                Traceparent::read(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }
