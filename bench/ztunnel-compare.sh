@@ -14,7 +14,7 @@
 #              (opaque bytes, no HTTP parsing) ==mTLS (ALPN weft-tcp)==> Weft server proxy
 #              -> backend
 #   weft-l7    oha -> Weft client proxy's outbound listener (HTTP, routed by Host) ==mTLS,
-#              one multiplexed HTTP/2 connection==> Weft server proxy -> backend
+#              HTTP/1.1 over pooled connections==> Weft server proxy -> backend
 #
 # Each proxy runs with one worker thread; each Weft path has its own pair of processes, so
 # every pair's CPU and memory are its own. Measured, with repetitions interleaved
@@ -869,9 +869,9 @@ out.append(
     f"bytes pass through without detection or HTTP parsing over one mTLS connection (ALPN `weft-tcp`) per client "
     f"connection to the server proxy's inbound listener on B's address, which connects to the backend. "
     f"**weft-l7**: oha sends HTTP to the client proxy's outbound listener with `Host: backend`; the proxy parses "
-    f"each request, routes it by Host, applies the route's retry policy and records metrics, and sends it over one "
-    f"multiplexed HTTP/2 mTLS connection to the server proxy, which turns it back into HTTP/1.1 to the backend over "
-    f"pooled connections. Weft runs in local mode (`--local mesh.yaml`) with ECDSA P-256 certificates from "
+    f"each request, routes it by Host, applies the route's retry policy and records metrics, and sends it as "
+    f"HTTP/1.1 over pooled mTLS connections to the server proxy (as many as requests in flight), which sends it "
+    f"to the backend over pooled connections too. Weft runs in local mode (`--local mesh.yaml`) with ECDSA P-256 certificates from "
     f"`weft cert ca`/`weft cert issue`; its Services' endpoints are the server proxies' inbound listeners with "
     f"`mesh: true`. Before measuring, every path answered 200 with the 1 KiB body, both server proxies refused "
     f"plaintext and TLS without a client certificate and completed TLS 1.3 with one (presenting their SPIFFE id), "
