@@ -63,6 +63,11 @@ for tool in "$WEFT_BIN" "$OHA"; do
   [[ -x $tool ]] || { echo "profile.sh: $tool not found (see the header of this script)" >&2; exit 1; }
 done
 command -v nginx >/dev/null || { echo "profile.sh: nginx not found (apt-get install nginx)" >&2; exit 1; }
+# The memory figures below depend on the code layout: a stale hot-symbols list left a proxy
+# 5 MB larger for a day before anyone looked.
+if ! layout=$(WEFT_BIN=$WEFT_BIN "$BENCH_DIR/hot-symbols.sh" --check 2>&1); then
+  echo "profile.sh: WARNING: stale code layout ($layout): resident memory is higher than it needs to be; rerun bench/hot-symbols.sh" >&2
+fi
 
 DIR=$(mktemp -d /tmp/weft-profile.XXXXXX)
 # shellcheck source=lib/pair.sh
