@@ -25,9 +25,31 @@ async fn identical_instances_share_the_load() {
     let proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = steady_load_at_rate(proxy.outbound, "pair", 1000, stop.clone());
+    let share = |a: u64, b: u64| a as f64 / (a + b) as f64;
+    // Steady state first: each endpoint's first answers include opening its connection (in
+    // this debug build, slowly), and peak-EWMA rightly holds such a spike against it for a
+    // few seconds (seen in CI: 26 %, then 34 %, then even). Measured once two seconds in a
+    // row are even.
+    let warm_up = std::time::Instant::now();
+    let mut warm_up_windows = Vec::new();
+    loop {
+        let (start_a, start_b) = (a.count(), b.count());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let window = (a.count() - start_a, b.count() - start_b);
+        warm_up_windows.push(window);
+        let even = |&(a, b): &(u64, u64)| (0.4..=0.6).contains(&share(a, b));
+        if warm_up_windows.len() >= 2 && warm_up_windows.iter().rev().take(2).all(even) {
+            break;
+        }
+        assert!(
+            warm_up.elapsed() < Duration::from_secs(30),
+            "never even for a second in 30 s: {warm_up_windows:?}"
+        );
+    }
+    eprintln!("warm-up, requests per 1 s window (a, b): {warm_up_windows:?}");
     let mut shares = Vec::new();
     let (mut last_a, mut last_b) = (a.count(), b.count());
-    for _ in 0..4 {
+    for _ in 0..8 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (now_a, now_b) = (a.count(), b.count());
         let (in_a, in_b) = (now_a - last_a, now_b - last_b);
@@ -39,14 +61,14 @@ async fn identical_instances_share_the_load() {
     assert_eq!(failed, 0);
     eprintln!("requests per 2 s window (a, b): {shares:?}");
     // Turns at most of the load (the bug: over 90 % to one instance, flipping every ~10 s)
-    // show in every window. A window may still lean one way when the machine is busy (the
-    // balancer rightly follows a backend that was slow for a moment), so each may lean to
-    // 75 %, and the whole run must be even.
-    let share = |a: u64, b: u64| a as f64 / (a + b) as f64;
+    // show in every window. A window may still lean one way: one slow answer (a pause of
+    // this debug-build proxy or of the machine, blamed on whichever endpoint had a request
+    // in flight) counts at once in peak-EWMA and fades over seconds (seen: 25 % for 4 s), so
+    // each may lean to 85 %, and the whole run must be even.
     for (in_a, in_b) in &shares {
         let window = share(*in_a, *in_b);
         assert!(
-            (0.25..=0.75).contains(&window),
+            (0.15..=0.85).contains(&window),
             "per 2 s window: {shares:?}"
         );
     }
@@ -54,5 +76,5 @@ async fn identical_instances_share_the_load() {
         .iter()
         .fold((0, 0), |(a, b), (in_a, in_b)| (a + in_a, b + in_b));
     let whole = share(total_a, total_b);
-    assert!((0.4..=0.6).contains(&whole), "over 8 s: {shares:?}");
+    assert!((0.4..=0.6).contains(&whole), "over 16 s: {shares:?}");
 }
