@@ -28,9 +28,9 @@ async fn identical_instances_share_the_load() {
     let share = |a: u64, b: u64| a as f64 / (a + b) as f64;
     let even = |&(a, b): &(u64, u64)| (0.4..=0.6).contains(&share(a, b));
     // Steady state first: each endpoint's first answers include opening its connection (in
-    // this debug build, slowly), and peak-EWMA rightly holds such a spike against it for a
-    // few seconds (seen in CI: 26 %, then 34 %, then even). Measured once two seconds in a
-    // row are even.
+    // this debug build, slowly), and the balancer's mean starts at 1 ms and follows the real
+    // answers over seconds (seen in CI before the peak faded fast: 26 %, then 34 %, then
+    // even). Measured once two seconds in a row are even.
     let warm_up = std::time::Instant::now();
     let mut warm_up_windows = Vec::new();
     loop {
@@ -63,8 +63,8 @@ async fn identical_instances_share_the_load() {
     // Turns at most of the load (the bug: over 90 % to one instance, flipping every ~10 s)
     // show in every window. A window may still lean one way: one slow answer (a pause of
     // this debug-build proxy or of the machine, blamed on whichever endpoint had a request
-    // in flight) counts at once in peak-EWMA and fades over seconds (seen: 25 % for 4 s), so
-    // each may lean to 85 %, and the whole run must be even.
+    // in flight) holds its endpoint off for about a second (the peak's fading), so each
+    // 2-s window may lean to 85 %, and the whole run must be even.
     for (in_a, in_b) in &shares {
         let window = share(*in_a, *in_b);
         assert!(

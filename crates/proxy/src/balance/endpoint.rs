@@ -16,6 +16,18 @@ use weft_model::config::{EndpointConfig, OutlierDetection};
 /// Without that, the endpoint with the lower last estimate won every comparison until a
 /// slow answer pushed it up, and identical instances took turns at ~90 % of the traffic.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// How fast a single slow answer is forgotten. The peak makes a slowing endpoint lose
+/// comparisons at once; it fades fast because one slow answer is more often a pause of
+/// this proxy or of the host (blamed on whichever endpoint had a request in flight) than
+/// a slower endpoint. With the peak on the 10-s decay, one 50-ms pause kept an identical
+/// instance below a quarter of the load for seconds. A slower endpoint stays costly
+/// through the mean, which follows its answers.
+const PEAK_DECAY: Duration = Duration::from_millis(250);
+/// The most one answer counts for in the mean, as a multiple of the mean. The mean weighs
+/// an answer by the time since the last one, and a slow answer brings its own wait: in a
+/// sequential load one 50-ms answer moved a 0.8-ms mean by a third. Capped, a slower
+/// endpoint's mean still climbs (by up to this factor a sample) while the peak holds it off.
+const MEAN_SAMPLE_CAP: f64 = 4.0;
 /// What a failed try weighs in the latency estimate, at the least.
 const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 /// Until the first answer arrives, assume this latency so new endpoints are tried soon.
@@ -27,29 +39,59 @@ pub struct Endpoint {
     pub identity: Option<Arc<str>>,
     pub pool: Arc<EndpointPool>,
     in_flight: AtomicU32,
-    ewma: Mutex<Ewma>,
+    latency: Mutex<Latency>,
     outlier: Mutex<OutlierState>,
     /// Milliseconds since `epoch` until which this endpoint is ejected (0 = not ejected).
     ejected_until_ms: AtomicU64,
     epoch: Instant,
 }
 
-struct Ewma {
-    value_ns: f64,
+/// The latency estimate: a moving mean and a peak, both decaying toward zero between
+/// answers; the estimate is the larger of the two.
+struct Latency {
+    mean_ns: f64,
+    peak_ns: f64,
     updated: Instant,
 }
 
-impl Ewma {
-    /// The share of the estimate left after decaying from its last update to `now`.
-    fn keep(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        (-elapsed / EWMA_DECAY.as_secs_f64()).exp()
+impl Latency {
+    fn new(rtt: Duration, now: Instant) -> Self {
+        let rtt_ns = rtt.as_nanos() as f64;
+        Self {
+            mean_ns: rtt_ns,
+            peak_ns: rtt_ns,
+            updated: now,
+        }
     }
 
-    /// The estimate at `now`, decayed toward zero since the last answer.
+    /// The estimate at `now`.
     fn at(&self, now: Instant) -> f64 {
-        self.value_ns * self.keep(now)
+        let elapsed = now.saturating_duration_since(self.updated);
+        let mean = self.mean_ns * keep(elapsed, EWMA_DECAY);
+        let peak = self.peak_ns * keep(elapsed, PEAK_DECAY);
+        mean.max(peak)
     }
+
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let rtt_ns = rtt.as_nanos() as f64;
+        let elapsed = now.saturating_duration_since(self.updated);
+        let kept = keep(elapsed, EWMA_DECAY);
+        let sample = rtt_ns.min(self.mean_ns * MEAN_SAMPLE_CAP);
+        self.mean_ns = self.mean_ns * kept + sample * (1.0 - kept);
+        self.peak_ns = (self.peak_ns * keep(elapsed, PEAK_DECAY)).max(rtt_ns);
+        self.updated = now;
+    }
+
+    /// A failed try is not noise: it weighs in the mean as much as in the peak.
+    fn penalize(&mut self, penalty: Duration, now: Instant) {
+        self.observe(penalty, now);
+        self.mean_ns = self.mean_ns.max(penalty.as_nanos() as f64);
+    }
+}
+
+/// The share of an estimate left after `elapsed` with decay constant `decay`.
+fn keep(elapsed: Duration, decay: Duration) -> f64 {
+    (-elapsed.as_secs_f64() / decay.as_secs_f64()).exp()
 }
 
 #[derive(Default)]
@@ -75,10 +117,7 @@ impl Endpoint {
             identity: config.identity.as_deref().map(Arc::from),
             pool,
             in_flight: AtomicU32::new(0),
-            ewma: Mutex::new(Ewma {
-                value_ns: DEFAULT_RTT.as_nanos() as f64,
-                updated: now,
-            }),
+            latency: Mutex::new(Latency::new(DEFAULT_RTT, now)),
             outlier: Mutex::new(OutlierState::default()),
             ejected_until_ms: AtomicU64::new(0),
             epoch: now,
@@ -88,8 +127,8 @@ impl Endpoint {
     /// Peak-EWMA cost: expected latency times the queue this request would join.
     pub fn cost_at(&self, now: Instant) -> f64 {
         let in_flight = self.in_flight.load(Ordering::Relaxed) as f64;
-        let ewma = self.ewma.lock().unwrap_or_else(|e| e.into_inner()).at(now);
-        ewma * (in_flight + 1.0)
+        let latency = self.latency().at(now);
+        latency * (in_flight + 1.0)
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -105,16 +144,11 @@ impl Endpoint {
     }
 
     pub(super) fn observe_rtt(&self, rtt: Duration, now: Instant) {
-        let rtt_ns = rtt.as_nanos() as f64;
-        let mut ewma = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
-        let decayed = ewma.at(now);
-        ewma.value_ns = if rtt_ns > decayed {
-            // Peak sensitivity: a slow answer counts at once, recovery is gradual.
-            rtt_ns
-        } else {
-            decayed + rtt_ns * (1.0 - ewma.keep(now))
-        };
-        ewma.updated = now;
+        self.latency().observe(rtt, now);
+    }
+
+    fn latency(&self) -> std::sync::MutexGuard<'_, Latency> {
+        self.latency.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_ejected(&self) -> bool {
@@ -186,7 +220,9 @@ impl InFlight {
     /// Records a failure as a latency sample of `penalty` (at least a second).
     pub fn failed(&self, penalty: Duration) {
         let now = Instant::now();
-        self.endpoint.observe_rtt(penalty.max(FAILURE_PENALTY), now);
+        self.endpoint
+            .latency()
+            .penalize(penalty.max(FAILURE_PENALTY), now);
     }
 }
 

@@ -169,8 +169,12 @@ mod tests {
     }
 
     /// Sends requests one after another for `seconds` of simulated time; `latency` gives
-    /// each endpoint's answer time. Returns each endpoint's requests per 10-second window.
-    fn simulate(latency: impl Fn(usize) -> Duration, seconds: u64) -> Vec<[u32; 2]> {
+    /// an endpoint's answer time at a simulated time. Returns each endpoint's requests per
+    /// 10-second window.
+    fn simulate(
+        mut latency: impl FnMut(usize, Duration) -> Duration,
+        seconds: u64,
+    ) -> Vec<[u32; 2]> {
         fastrand::seed(7);
         let balancer = Balancer::new(vec![endpoint(1), endpoint(2)], &LoadBalancer::PeakEwma);
         let start = Instant::now();
@@ -183,7 +187,7 @@ mod tests {
                 .iter()
                 .position(|e| Arc::ptr_eq(e, &chosen))
                 .unwrap();
-            let rtt = latency(i);
+            let rtt = latency(i, now - start);
             now += rtt;
             chosen.observe_rtt(rtt, now);
             let window = ((now - start).as_secs() / 10) as usize;
@@ -199,33 +203,46 @@ mod tests {
         Duration::from_micros(base_us * 7 / 10 + fastrand::u64(0..=base_us * 6 / 10))
     }
 
-    #[test]
-    fn identical_endpoints_share_every_ten_second_window() {
-        for (window, [a, b]) in simulate(|_| noisy(500), 120).into_iter().enumerate() {
+    fn assert_each_window_even(windows: Vec<[u32; 2]>) {
+        for (window, [a, b]) in windows.into_iter().enumerate() {
             let share = f64::from(a) / f64::from(a + b);
             assert!(
                 (0.4..=0.6).contains(&share),
                 "window {window}: {a} against {b}"
             );
         }
+    }
+
+    #[test]
+    fn identical_endpoints_share_every_ten_second_window() {
+        assert_each_window_even(simulate(|_, _| noisy(500), 120));
     }
 
     #[test]
     fn endpoints_within_noise_of_each_other_share_evenly() {
         // 10 % apart: what two identical instances on one busy host look like.
-        let latency = |i| if i == 0 { noisy(500) } else { noisy(550) };
-        for (window, [a, b]) in simulate(latency, 120).into_iter().enumerate() {
-            let share = f64::from(a) / f64::from(a + b);
-            assert!(
-                (0.4..=0.6).contains(&share),
-                "window {window}: {a} against {b}"
-            );
-        }
+        let latency = |i, _| if i == 0 { noisy(500) } else { noisy(550) };
+        assert_each_window_even(simulate(latency, 120));
+    }
+
+    #[test]
+    fn one_slow_answer_costs_its_endpoint_little() {
+        // Every 10 s, one answer of the first endpoint takes 50 ms: a pause of the host.
+        let mut next_pause = Duration::from_secs(5);
+        let latency = |i, elapsed| {
+            if i == 0 && elapsed >= next_pause {
+                next_pause += Duration::from_secs(10);
+                Duration::from_millis(50)
+            } else {
+                noisy(500)
+            }
+        };
+        assert_each_window_even(simulate(latency, 120));
     }
 
     #[test]
     fn a_slower_endpoint_gets_less() {
-        let latency = |i| if i == 0 { noisy(500) } else { noisy(1500) };
+        let latency = |i, _| if i == 0 { noisy(500) } else { noisy(1500) };
         for (window, [fast, slow]) in simulate(latency, 60).into_iter().enumerate() {
             assert!(slow * 2 < fast, "window {window}: fast {fast}, slow {slow}");
             assert!(slow > 0, "window {window}: the slow one is still tried");
