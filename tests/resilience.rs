@@ -383,3 +383,48 @@ spec:
     assert_eq!(held.await.unwrap(), 200);
     assert_eq!(c.get("slow", "/").await.unwrap().status, 200);
 }
+
+/// The proxy keeps its HTTP/1.1 connections to an endpoint and sends the next request on
+/// one that is free: sequential requests reach the app over one connection, also after a
+/// client left in the middle of an answer (its connection is waited for or let go, and the
+/// pool goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connections_are_reused_also_after_a_client_leaves_mid_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("pool");
+    let backend = HttpBackend::start("pooled").await;
+    let proxy = client_proxy(&dir, &[("pooled", &[&backend])], "").await;
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    for _ in 0..30 {
+        assert_eq!(c.get("pooled", "/").await.unwrap().status, 200);
+    }
+    assert_eq!(
+        backend.connections_accepted(),
+        1,
+        "one connection for 30 requests"
+    );
+
+    // A client that reads the head of an 8 MB answer and leaves.
+    let mut leaver = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    leaver
+        .write_all(b"GET /bytes/8000000 HTTP/1.1\r\nhost: pooled\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let read = leaver.read(&mut head).await.unwrap();
+    assert!(
+        head[..read].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &head[..read]
+    );
+    drop(leaver);
+
+    for _ in 0..30 {
+        assert_eq!(c.get("pooled", "/").await.unwrap().status, 200);
+    }
+    // The abandoned answer's connection may be closed; the others are reused.
+    let accepted = backend.connections_accepted();
+    assert!(accepted <= 2, "{accepted} connections for 61 requests");
+}

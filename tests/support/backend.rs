@@ -25,6 +25,8 @@ pub struct HttpBackend {
     pub requests: Arc<AtomicU64>,
     pub fail_all: Arc<AtomicBool>,
     pub delay_ms: Arc<AtomicU64>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     /// Set when the backend runs on a thread and runtime of its own (`start_isolated`).
@@ -123,11 +125,14 @@ impl HttpBackend {
         });
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let tracked = connections.clone();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counted = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                counted.fetch_add(1, Ordering::SeqCst);
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 let tls = tls.clone();
@@ -161,6 +166,7 @@ impl HttpBackend {
             requests,
             fail_all,
             delay_ms,
+            accepted,
             task,
             connections,
             own_thread: None,
@@ -169,6 +175,10 @@ impl HttpBackend {
 
     pub fn count(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::client_body::{BoxError, ClientBody};
 use crate::connections::Active;
 use crate::replay::ReplayBody;
 use crate::traffic::EdgeStat;
-use crate::upstream::StreamSlot;
+use crate::upstream::ConnectionHold;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -23,10 +23,10 @@ pub enum Body {
     Full(Option<Bytes>),
     /// An upstream's response, passed through.
     Streaming(Incoming),
-    /// An upstream's response on a multiplexed connection, holding its stream's place.
-    Multiplexed {
+    /// An upstream's response, holding its place on the connection it came on.
+    Held {
         body: Incoming,
-        _stream: StreamSlot,
+        _connection: ConnectionHold,
     },
     /// A client's request, checked for faults as it streams (see `client_body.rs`).
     Client(ClientBody),
@@ -56,10 +56,9 @@ impl Body {
             Body::Empty => Some(Body::Empty),
             Body::Full(bytes) => Some(Body::Full(bytes.clone())),
             Body::Replay(replay) => replay.replay().map(Body::Replay),
-            Body::Streaming(_)
-            | Body::Multiplexed { .. }
-            | Body::Client(_)
-            | Body::GrpcOutcome { .. } => None,
+            Body::Streaming(_) | Body::Held { .. } | Body::Client(_) | Body::GrpcOutcome { .. } => {
+                None
+            }
         }
     }
 
@@ -67,10 +66,9 @@ impl Body {
     pub fn is_replayable(&self) -> bool {
         match self {
             Body::Replay(replay) => replay.is_replayable(),
-            Body::Streaming(_)
-            | Body::Multiplexed { .. }
-            | Body::Client(_)
-            | Body::GrpcOutcome { .. } => false,
+            Body::Streaming(_) | Body::Held { .. } | Body::Client(_) | Body::GrpcOutcome { .. } => {
+                false
+            }
             Body::Empty | Body::Full(_) => true,
         }
     }
@@ -93,7 +91,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Streaming(incoming) | Body::Multiplexed { body: incoming, .. } => loop {
+            Body::Streaming(incoming) | Body::Held { body: incoming, .. } => loop {
                 // Empty DATA frames carry nothing and count against the peer's h2 limit.
                 match Pin::new(&mut *incoming).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame)))
@@ -119,7 +117,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
-            Body::Streaming(incoming) | Body::Multiplexed { body: incoming, .. } => {
+            Body::Streaming(incoming) | Body::Held { body: incoming, .. } => {
                 incoming.is_end_stream()
             }
             Body::Client(client) => client.is_end_stream(),
@@ -132,9 +130,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Streaming(incoming) | Body::Multiplexed { body: incoming, .. } => {
-                incoming.size_hint()
-            }
+            Body::Streaming(incoming) | Body::Held { body: incoming, .. } => incoming.size_hint(),
             Body::Client(client) => client.size_hint(),
             Body::Replay(replay) => replay.size_hint(),
             Body::GrpcOutcome { body, .. } => body.size_hint(),

@@ -199,6 +199,55 @@ impl Drop for StreamSlot {
     }
 }
 
+/// What a response body holds of the connection it arrived on, until it has been read to
+/// the end (or dropped).
+#[derive(Debug)]
+pub enum ConnectionHold {
+    /// A place on a multiplexed HTTP/2 connection.
+    Stream { _slot: StreamSlot },
+    /// A pooled HTTP/1.1 connection, which carries the next request once this answer is read.
+    Http1 { _lease: Http1Lease },
+}
+
+/// An HTTP/1.1 connection out of its pool for one exchange. When the response body is done
+/// the connection is usually ready at once (hyper's connection task has read the end before
+/// the body reports it) and goes straight back; a connection not ready yet is waited for
+/// by a task, and one that closes is let go. Returning it on the body's drop saves a task
+/// per request, which waiting from the start would cost.
+pub struct Http1Lease {
+    pool: Arc<EndpointPool>,
+    sender: Option<http1::SendRequest<Body>>,
+}
+
+impl std::fmt::Debug for Http1Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http1Lease")
+            .field("address", &self.pool.address)
+            .finish()
+    }
+}
+
+impl Drop for Http1Lease {
+    fn drop(&mut self) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_ready() {
+            self.pool.return_idle(sender);
+            return;
+        }
+        // Without a runtime (shutting down) the connection is simply closed.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = self.pool.clone();
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.return_idle(sender);
+                }
+            });
+        }
+    }
+}
+
 pub struct EndpointPool {
     address: Address,
     /// Resolves `address` when it is a host name.
@@ -336,12 +385,12 @@ impl EndpointPool {
                     .send_request(request)
                     .await
                     .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
-                Ok(response.map(|body| Body::Multiplexed {
+                Ok(response.map(|body| Body::Held {
                     body,
-                    _stream: slot,
+                    _connection: ConnectionHold::Stream { _slot: slot },
                 }))
             }
-            HttpMode::Http1 => Ok(self.send_http1(request, policy).await?.map(Body::from)),
+            HttpMode::Http1 => self.send_http1(request, policy).await,
         }
     }
 
@@ -435,7 +484,7 @@ impl EndpointPool {
         self: &Arc<Self>,
         request: Request<Body>,
         policy: &ConnectionPolicy,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let mut sender = match self.take_idle_http1(policy.idle_timeout) {
             Some(sender) => sender,
             None => self.new_http1(policy).await?,
@@ -444,8 +493,14 @@ impl EndpointPool {
             .send_request(request)
             .await
             .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
-        self.return_when_ready(sender);
-        Ok(response)
+        let lease = Http1Lease {
+            pool: self.clone(),
+            sender: Some(sender),
+        };
+        Ok(response.map(|body| Body::Held {
+            body,
+            _connection: ConnectionHold::Http1 { _lease: lease },
+        }))
     }
 
     /// A new pooled connection, or (at the connection limit) the next one returned.
@@ -505,17 +560,12 @@ impl EndpointPool {
         Ok((sender, driver))
     }
 
-    /// Once the response body is consumed the connection can carry another request.
-    fn return_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = pool.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
-                idle.push((sender, Instant::now()));
-                drop(idle);
-                pool.http1_returned.notify_one();
-            }
-        });
+    /// A connection ready for another request joins the idle ones.
+    fn return_idle(&self, sender: http1::SendRequest<Body>) {
+        let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push((sender, Instant::now()));
+        drop(idle);
+        self.http1_returned.notify_one();
     }
 
     /// Sends a request that asks for an upgrade (WebSocket, CONNECT) on a connection of its
