@@ -12,7 +12,7 @@
 #   nginx          oha -> nginx in A (127.0.0.1) ==mTLS==> nginx in B -> backend
 #   haproxy        oha -> HAProxy in A (127.0.0.1) ==mTLS==> HAProxy in B -> backend
 #   weft-explicit  oha -> Weft's outbound listener in A (127.0.0.1, Host: backend)
-#                  ==mTLS, HTTP/2==> Weft in B -> backend
+#                  ==mTLS, HTTP/1.1 on pooled connections==> Weft in B -> backend
 #   weft-iptables  oha calls http://B:8080/ unmodified; the nat rules of
 #                  `--capture iptables` send it to Weft in A, which routes it by its original
 #                  destination ==mTLS==> Weft in B (capturing too) -> backend

@@ -24,9 +24,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// Resumption cache entries per config. Enough for the peers one proxy talks to at once;
-/// each entry is a few hundred bytes, which keeps the proxy's memory budget safe.
+/// Resumption cache entries of a server config (one per proxy and ALPN, shared by every
+/// client). Each entry is a few hundred bytes, which keeps the proxy's memory budget safe.
 const SESSION_CACHE_ENTRIES: usize = 256;
+/// Tickets a client config remembers: one server's worth (rustls keeps up to 8 TLS 1.3
+/// tickets a server). A client config is made for one peer (each endpoint's pool makes its
+/// own, three of them, one per ALPN), and sized for 256 entries each preallocated a table
+/// of 32 servers, which a proxy with many endpoints paid for every one of them.
+const CLIENT_SESSION_TICKETS: usize = 8;
 
 /// A workload's certificate chain, private key and trust bundle, checked to fit together,
 /// and the rustls configs built on them.
@@ -336,10 +341,10 @@ impl TlsIdentity {
     /// certificate chains to the trust bundle and names exactly `expected_peer`.
     ///
     /// The server name given to `connect` is not verified. It is still the key of the
-    /// session cache, so pass something that tells endpoints apart (the endpoint's IP address
-    /// as `ServerName::IpAddress`, which also sends no SNI) for resumption to work per
-    /// endpoint. Resuming can never reach a different identity: the cache belongs to this
-    /// config, and this config only ever verified `expected_peer`.
+    /// session cache, which remembers one server: make a config per endpoint and pass
+    /// something that names it (the endpoint's IP address as `ServerName::IpAddress`, which
+    /// also sends no SNI). Resuming can never reach a different identity: the cache belongs
+    /// to this config, and this config only ever verified `expected_peer`.
     pub fn client_config(&self, expected_peer: &SpiffeId, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let verifier = ExpectedPeerVerifier::new(
             Roots::Live(self.live.clone()),
@@ -352,7 +357,7 @@ impl TlsIdentity {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(Arc::new(LiveCertificate(self.live.clone())));
-        config.resumption = Resumption::in_memory_sessions(SESSION_CACHE_ENTRIES);
+        config.resumption = Resumption::in_memory_sessions(CLIENT_SESSION_TICKETS);
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Arc::new(config)
     }
