@@ -151,11 +151,11 @@ pub fn host_conflict(proxy: &crate::proxy::Proxy, direction: Direction) -> Respo
 /// Puts a request in the form the upstream protocol wants: absolute URI for HTTP/2
 /// (`:scheme`, `:authority`), origin form plus `Host` for HTTP/1.1.
 pub fn prepare_upstream(request: &mut Request<Body>, mode: HttpMode) {
-    let authority = authority(request).and_then(|a| Authority::try_from(a).ok());
-    let path_and_query = request.uri().path_and_query().cloned();
     strip_hop_by_hop(request.headers_mut());
     match mode {
         HttpMode::Http2 => {
+            let authority = authority(request).and_then(|a| Authority::try_from(a).ok());
+            let path_and_query = request.uri().path_and_query().cloned();
             *request.version_mut() = Version::HTTP_2;
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
@@ -169,17 +169,22 @@ pub fn prepare_upstream(request: &mut Request<Body>, mode: HttpMode) {
         }
         HttpMode::Http1 => {
             *request.version_mut() = Version::HTTP_11;
-            if let Some(authority) = authority {
-                if !request.headers().contains_key(header::HOST) {
-                    if let Ok(host) = HeaderValue::try_from(authority.as_str()) {
-                        request.headers_mut().insert(header::HOST, host);
-                    }
+            // Most requests came as HTTP/1.1 with a Host and an origin-form target and need
+            // nothing more; parsing both again cost 800 instructions a request (callgrind).
+            // An HTTP/2 request or an absolute-form target is rewritten.
+            if !request.headers().contains_key(header::HOST) {
+                let host = authority(request).and_then(|a| HeaderValue::try_from(a).ok());
+                if let Some(host) = host {
+                    request.headers_mut().insert(header::HOST, host);
                 }
             }
-            if let Some(pq) = path_and_query {
-                if let Ok(uri) = Uri::try_from(pq.as_str()) {
-                    *request.uri_mut() = uri;
-                }
+            let uri = request.uri();
+            if uri.scheme().is_some() || uri.authority().is_some() {
+                let path = uri
+                    .path_and_query()
+                    .filter(|pq| !pq.as_str().is_empty())
+                    .cloned();
+                *request.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
             }
         }
     }
@@ -281,6 +286,17 @@ mod tests {
         prepare_upstream(&mut request, HttpMode::Http1);
         assert_eq!(request.uri(), "/a?b=c");
         assert_eq!(request.headers().get(header::HOST).unwrap(), "reviews:9080");
+
+        // An absolute-form target becomes origin-form; its Host is kept (they agree, or the
+        // request was refused before it got here).
+        let mut absolute = Request::builder()
+            .uri("http://reviews:9080")
+            .header(header::HOST, "reviews:9080")
+            .body(Body::Empty)
+            .unwrap();
+        prepare_upstream(&mut absolute, HttpMode::Http1);
+        assert_eq!(absolute.uri(), "/");
+        assert_eq!(absolute.headers()[header::HOST], "reviews:9080");
     }
 
     #[test]
