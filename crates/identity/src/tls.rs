@@ -28,9 +28,8 @@ static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
 /// client). Each entry is a few hundred bytes, which keeps the proxy's memory budget safe.
 const SESSION_CACHE_ENTRIES: usize = 256;
 /// Tickets a client config remembers: one server's worth (rustls keeps up to 8 TLS 1.3
-/// tickets a server). A client config is made for one peer (each endpoint's pool makes its
-/// own, three of them, one per ALPN), and sized for 256 entries each preallocated a table
-/// of 32 servers, which a proxy with many endpoints paid for every one of them.
+/// tickets a server). A client config is made for one peer (each endpoint's pool makes
+/// three, one per ALPN); sized for 256 entries, each preallocated a table of 32 servers.
 const CLIENT_SESSION_TICKETS: usize = 8;
 
 /// A workload's certificate chain, private key and trust bundle, checked to fit together,

@@ -288,11 +288,14 @@ mod tests {
 
     #[test]
     fn http1_request_becomes_http2_and_back() {
-        let mut request = Request::builder()
-            .uri("/a?b=c")
-            .header(header::HOST, "reviews:9080")
-            .body(Body::Empty)
-            .unwrap();
+        let to_reviews = |target: &str| {
+            Request::builder()
+                .uri(target)
+                .header(header::HOST, "reviews:9080")
+                .body(Body::Empty)
+                .unwrap()
+        };
+        let mut request = to_reviews("/a?b=c");
         prepare_upstream(&mut request, HttpMode::Http2);
         assert_eq!(request.uri(), "http://reviews:9080/a?b=c");
         assert!(request.headers().get(header::HOST).is_none());
@@ -302,11 +305,7 @@ mod tests {
 
         // An absolute-form target becomes origin-form; its Host is kept (they agree, or the
         // request was refused before it got here).
-        let mut absolute = Request::builder()
-            .uri("http://reviews:9080")
-            .header(header::HOST, "reviews:9080")
-            .body(Body::Empty)
-            .unwrap();
+        let mut absolute = to_reviews("http://reviews:9080");
         prepare_upstream(&mut absolute, HttpMode::Http1);
         assert_eq!(absolute.uri(), "/");
         assert_eq!(absolute.headers()[header::HOST], "reviews:9080");
