@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Transparent capture measured as a mesh is deployed: a client pod and a server pod.
 #
-# Usage: bench/capture.sh [--quick] [--docs FILE] [-h|--help]
+# Usage: bench/capture.sh [--quick] [--perf] [--docs FILE] [-h|--help]
 #
 # Each "pod" is a network namespace with its app and its proxy inside; a client pod (A) and
 # a server pod (B) are joined by a veth. The load generator (oha) is the client pod's app,
@@ -29,7 +29,9 @@
 # /proc/PID/stat, whole process trees, over the 2xx answers), split into user space and
 # kernel. Medians over BENCH_REPS repetitions. Raw data under bench/results/capture-<UTC>/
 # (git-ignored); the section "## Transparent capture in the namespace topology" is printed
-# and, with --docs, replaced in FILE.
+# and, with --docs, replaced in FILE. With --perf, each path with proxies has one more run,
+# under perf record (both proxies' process trees), and the section shows where the pair's
+# CPU goes: user space, and the kernel's share split by what it did (bench/lib/cpu-profile.py).
 #
 # Needs root (namespaces, cgroups, iptables, eBPF), ip, iptables, nginx, haproxy, openssl,
 # curl, python3, setpriv, oha (bench/run.sh installs it into bench/.tools/bin; or set OHA)
@@ -55,6 +57,10 @@ its proxy.
 
 Options:
   --quick        smoke run: short runs, 1 repetition
+  --perf         one more run per path under perf record (cpu-clock samples with call
+                 stacks, BENCH_PERF_DURATION s): where each pair's CPU goes, kernel
+                 work split into waking the other side, sk_msg, TCP/IP, waiting,
+                 other syscalls
   --docs FILE    replace the section "## Transparent capture in the namespace topology"
                  of FILE with this run's (appended if FILE has none)
   -h, --help     this text
@@ -66,6 +72,7 @@ Environment (defaults for a full run, --quick in brackets; durations in seconds)
   BENCH_LAT_DURATION  one fixed-rate run                          20   [5]
   BENCH_WARMUP        warm-up before each run                     2    [1]
   BENCH_SYSCALLS      count syscalls and context switches (perf)  1 (0: off)
+  BENCH_PERF_DURATION the profiled run of --perf                  10   [5]
   CAPTURE_PATHS       paths, comma separated (direct-ns required)
                       direct-ns,nginx,haproxy,weft-explicit,weft-iptables,weft-ebpf
   WEFT_BIN            weft binary (default target/release/weft)
@@ -73,10 +80,11 @@ Environment (defaults for a full run, --quick in brackets; durations in seconds)
 EOF
 }
 
-QUICK=0 DOCS_OUT=""
+QUICK=0 DOCS_OUT="" PROFILE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
+    --perf) PROFILE=1 ;;
     --docs) [[ $# -ge 2 ]] || { echo "capture.sh: --docs needs a FILE" >&2; exit 2; }
             DOCS_OUT=$2; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -85,12 +93,13 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-if [[ $QUICK == 1 ]]; then d_reps=1 d_lat=5 d_warm=1; else d_reps=3 d_lat=20 d_warm=2; fi
+if [[ $QUICK == 1 ]]; then d_reps=1 d_lat=5 d_warm=1 d_perf=5; else d_reps=3 d_lat=20 d_warm=2 d_perf=10; fi
 REPS=${BENCH_REPS:-$d_reps}
 RATE=${BENCH_RATE:-1000}
 CONNS=${BENCH_CONNS:-16}
 LAT_DUR=${BENCH_LAT_DURATION:-$d_lat}
 WARMUP=${BENCH_WARMUP:-$d_warm}
+PERF_DUR=${BENCH_PERF_DURATION:-$d_perf}
 # Count each proxy's syscalls and context switches during the warm-ups (perf stat).
 SYSCALLS=${BENCH_SYSCALLS:-1}
 IFS=, read -r -a PATHS <<<"${CAPTURE_PATHS:-direct-ns,nginx,haproxy,weft-explicit,weft-iptables,weft-ebpf}"
@@ -103,7 +112,7 @@ BODY_SIZE=1024
 APP_PORT=8080
 APP_UID=65534  # the apps that are captured run as nobody; the proxies as root
 
-for v in REPS RATE CONNS LAT_DUR WARMUP; do
+for v in REPS RATE CONNS LAT_DUR WARMUP PERF_DUR; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || { echo "capture.sh: $v=${!v} must be a positive integer" >&2; exit 2; }
 done
 for p in "${PATHS[@]}"; do
@@ -504,6 +513,28 @@ measure() {
   sample "$base.after.json" ${ROLES[$p]}
 }
 
+# profile P: one more fixed-rate run of path P under a system-wide perf record; the samples
+# of each proxy's process tree are classified into RUN_DIR/perf/P.json
+# (bench/lib/cpu-profile.py).
+# shellcheck disable=SC2086  # ROLES values are ROLE=PID lists, split on purpose
+profile() {
+  local p=$1 spec role dir="$RUN_DIR/perf" perf_pid
+  local -a host=() specs=()
+  [[ -n ${HOST[$p]} ]] && host=(--host "${HOST[$p]}")
+  log "profiling $p: $RATE RPS, ${PERF_DUR}s under perf record"
+  for spec in ${ROLES[$p]}; do
+    role=${spec%%=*}
+    [[ $role == a || $role == b ]] && specs+=("$role=$(python3 "$LIB" tree "${spec#*=}")")
+  done
+  perf record -q -a -e cpu-clock -F 1999 -g -o "$dir/$p.data" -- sleep "$((PERF_DUR + 1))" 2>"$dir/$p.log" &
+  perf_pid=$!
+  as_app "$p" "$OHA" --no-tui --output-format json -w "${host[@]}" -q "$RATE" --latency-correction -c "$CONNS" \
+    -z "${PERF_DUR}s" "${URL[$p]}" >"$dir/$p.oha.json" 2>"$dir/$p.stderr" || die "oha failed ($dir/$p.stderr)"
+  wait "$perf_pid" || die "perf record failed ($dir/$p.log)"
+  python3 "$BENCH_DIR/lib/cpu-profile.py" "$dir/$p.json" "$dir/$p.data" "${specs[@]}"
+  rm -f "$dir/$p.data"
+}
+
 rotated() {
   local n=${#PATHS[@]} i
   for i in $(seq 0 $((n - 1))); do echo "${PATHS[$(( (i + $1 - 1) % n ))]}"; done
@@ -525,7 +556,7 @@ json.dump(dict(a.split("=", 1) for a in sys.argv[2:]), open(sys.argv[1], "w"), i
     "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
     "command=$ORIG_CMD"
   local paths_json; paths_json=$(printf '"%s",' "${PATHS[@]}")
-  echo "{\"quick\": $QUICK, \"reps\": $REPS, \"rate\": $RATE, \"conns\": $CONNS, \"duration\": $LAT_DUR, \"paths\": [${paths_json%,}]}" >"$RUN_DIR/meta/params.json"
+  echo "{\"quick\": $QUICK, \"reps\": $REPS, \"rate\": $RATE, \"conns\": $CONNS, \"duration\": $LAT_DUR, \"perf_duration\": $((PROFILE == 1 ? PERF_DUR : 0)), \"paths\": [${paths_json%,}]}" >"$RUN_DIR/meta/params.json"
 }
 
 report() {
@@ -539,6 +570,9 @@ main() {
   if has_path haproxy; then command -v haproxy >/dev/null || die "haproxy is required (apt-get install haproxy), or leave it out of CAPTURE_PATHS"; fi
   [[ -n $OHA && -x $OHA ]] || die "oha not found (bench/run.sh installs it into bench/.tools/bin; or set OHA)"
   [[ -x $WEFT_BIN ]] || die "no weft binary at $WEFT_BIN (cargo build --release -p weft, or set WEFT_BIN)"
+  if [[ $PROFILE == 1 ]] && ! perf record -q -a -e cpu-clock -g -o /dev/null -- true >/dev/null 2>&1; then
+    die "--perf needs perf record (apt-get install linux-perf)"
+  fi
   if [[ $SYSCALLS == 1 ]] && ! perf stat -e raw_syscalls:sys_enter,context-switches -- true >/dev/null 2>&1; then
     die "perf cannot count syscalls here (apt-get install linux-perf; tracefs mounted), or set BENCH_SYSCALLS=0"
   fi
@@ -550,6 +584,10 @@ main() {
   for rep in $(seq "$REPS"); do
     for p in $(rotated "$rep"); do measure "$rep" "$p"; done
   done
+  if [[ $PROFILE == 1 ]]; then
+    mkdir -p "$RUN_DIR/perf"
+    for p in "${PATHS[@]}"; do [[ $p == direct-ns ]] || profile "$p"; done
+  fi
   if has_path weft-ebpf; then
     echo "weft-ebpf after the runs: client $(metrics_of "$NS_A_e" 7901 | grep '^weft_capture_ebpf' | tr '\n' ' ')" >>"$RUN_DIR/meta/checks.txt"
     echo "weft-ebpf after the runs: server $(metrics_of "$NS_B_e" 7903 | grep '^weft_capture_ebpf' | tr '\n' ' ')" >>"$RUN_DIR/meta/checks.txt"

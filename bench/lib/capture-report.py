@@ -4,6 +4,7 @@ written as RUN_DIR/results.json and RUN_DIR/section.md (and printed).
 Usage: capture-report.py RUN_DIR HEADING
 """
 import json
+import os
 import statistics
 import sys
 
@@ -83,6 +84,55 @@ def fmt(x, spec):
     return "—" if x is None else format(x, spec)
 
 
+PROFILE_COLUMNS = (
+    ("user", "user space"),
+    ("wakeup", "waking the other side"),
+    ("sk_msg", "sk_msg hops"),
+    ("tcp", "TCP/IP, both hops"),
+    ("wait", "epoll_wait, scheduler"),
+    ("syscall", "other syscalls"),
+    ("other", "other kernel"),
+)
+
+
+def cpu_profile_table(run, params, paths, s):
+    """The --perf table: each pair's CPU per request (the measured runs' median) split in the
+    shares of the profiled run's samples (bench/lib/cpu-profile.py)."""
+    rows = []
+    for path in paths:
+        f = f"{run}/perf/{path}.json"
+        if path == "direct-ns" or not os.path.exists(f) or not s(path, "cpu_us"):
+            continue
+        roles = load(f)
+        total = sum(r["samples"] for r in roles.values())
+        if not total:
+            continue
+        cells = []
+        for key, _ in PROFILE_COLUMNS:
+            share = sum(r[key] for r in roles.values()) / total
+            cells.append(f"{share * s(path, 'cpu_us'):.1f} ({share * 100:.0f} %)")
+        rows.append(f"| {NAMES[path]} | {total} | {s(path, 'cpu_us'):.1f} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        f"Where the pair's CPU goes: each path ran {params['perf_duration']} s more at the same rate under a "
+        "system-wide `perf record -a -e cpu-clock -F 1999 -g`; each sample of either proxy's process tree is "
+        "user space or "
+        "kernel work put in the first of these its call stack shows: waking the task at the other end of a "
+        "socket (sock_def_readable, ep_poll_callback, try_to_wake_up), the sk_msg socket-to-socket path, "
+        "TCP/IP sending and receiving over either hop (the device's receive work runs in a softirq after "
+        "the send, so a stack does not tell the loopback hop from the veth's), "
+        "epoll_wait and the scheduler, other syscalls, other kernel work (`bench/lib/cpu-profile.py`). "
+        "Cells are µs per request (the measured runs' median CPU per request times the share of samples) "
+        "and the share.",
+        "",
+        "| path | samples (pair) | CPU µs/request | " + " | ".join(name for _, name in PROFILE_COLUMNS) + " |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in PROFILE_COLUMNS) + " |",
+        *rows,
+        "",
+    ]
+
+
 def main():
     run, heading = sys.argv[1:]
     params, versions = load(f"{run}/meta/params.json"), load(f"{run}/meta/versions.json")
@@ -140,6 +190,8 @@ def main():
                    f"{fmt(x['added_p50_ms'], '.3f')} | {fmt(x.get('cpu_us'), '.1f')} | {split} | {share} | "
                    f"{sides} | {fmt(vs, '.2f')}{'' if vs is None else '×'} | {fmt(x.get('backend_us'), '.1f')} | {calls} |")
     out.append("")
+
+    out += cpu_profile_table(run, params, paths, s)
 
     targets = []
     r = ratio("weft-ebpf", "nginx", "cpu_us")
