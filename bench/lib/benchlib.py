@@ -96,7 +96,7 @@ def _tree(root):
 
 def cmd_sample(args):
     out_path, roles = args[0], args[1:]
-    snap = {"time": time.monotonic(), "clk_tck": CLK_TCK, "roles": {}}
+    snap = {"time": time.monotonic(), "clk_tck": CLK_TCK, "roles": {}, "interrupts": _interrupts()}
     for spec in roles:
         role, _, pid = spec.partition("=")
         procs = []
@@ -120,6 +120,21 @@ def cmd_sample(args):
         snap["roles"][role] = procs
     with open(out_path, "w") as f:
         json.dump(snap, f)
+
+
+def _interrupts():
+    """The machine's inter-processor interrupts so far, summed over CPUs: rescheduling (RES)
+    and function call (CAL) interrupts, the two a wakeup on another CPU sends."""
+    counts = {}
+    try:
+        with open("/proc/interrupts") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name.strip() in ("RES", "CAL"):
+                    counts[name.strip()] = sum(int(x) for x in rest.split() if x.isdigit())
+    except OSError:
+        pass
+    return counts
 
 
 def cmd_tree(args):

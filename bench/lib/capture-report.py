@@ -56,6 +56,9 @@ def one_run(base):
             counts = [perf_count(f"{base}.perf-{role}.csv", event) for role in ("a", "b")]
             if None not in counts:
                 r[key] = sum(counts) / warm_ok
+    ipis = [a.get("interrupts", {}).get(k, 0) - b.get("interrupts", {}).get(k, 0) for k in ("RES", "CAL")]
+    if ok and "RES" in a.get("interrupts", {}):
+        r["ipis"] = sum(ipis) / ok
     if ok and "backend" in a["roles"]:
         # The server pod's app: with eBPF its side of the local hop skips TCP/IP too.
         r["backend_us"] = (ticks(a, "backend") - ticks(b, "backend")) * 1e6 / a["clk_tck"] / ok
@@ -142,7 +145,7 @@ def main():
         runs = [one_run(f"{run}/lat/{path}-r{rep}") for rep in range(1, params["reps"] + 1)]
         summary = {k: median([r.get(k) for r in runs])
                    for k in ("p50_ms", "p99_ms", "cpu_us", "user_us", "kernel_us", "cpu_a_us", "cpu_b_us",
-                             "backend_us", "syscalls", "switches")}
+                             "backend_us", "syscalls", "switches", "ipis")}
         summary["failed"] = sum(r["failed"] for r in runs)
         summary["short_runs"] = sum(1 for r in runs if r["ok"] < params["rate"] * params["duration"] * 0.95)
         results[path] = {"runs": runs, "summary": summary}
@@ -175,10 +178,13 @@ def main():
         f"capture mode has its own): eBPF's socket-to-socket hop saves the app's side of it too. "
         f"Syscalls and context switches per request are both proxies' (whole process trees), counted by "
         f"`perf stat` during the warm-up before each run (counting syscalls slows them, so never during "
-        f"a measured run).")
+        f"a measured run). IPIs per request are the whole machine's inter-processor interrupts "
+        f"(rescheduling and function call, from /proc/interrupts) over the measured runs, what waking a task "
+        f"on the other CPU sends: the app, load generator and backend are the same on every path, so the "
+        f"differences are the proxies'.")
     out.append("")
-    out.append("| path | p50 ms | p99 ms | added p50 ms | CPU µs/request (pair) | user / kernel µs | kernel share | client / server µs | vs nginx pair CPU | backend app µs/request | syscalls / ctx switches per request (pair) |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| path | p50 ms | p99 ms | added p50 ms | CPU µs/request (pair) | user / kernel µs | kernel share | client / server µs | vs nginx pair CPU | backend app µs/request | syscalls / ctx switches per request (pair) | IPIs per request (machine) |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for path in paths:
         x = results[path]["summary"]
         split = "—" if x.get("user_us") is None else f"{x['user_us']:.1f} / {x['kernel_us']:.1f}"
@@ -188,7 +194,8 @@ def main():
         calls = "—" if x.get("syscalls") is None else f"{x['syscalls']:.1f} / {x['switches']:.1f}"
         out.append(f"| {NAMES[path]} | {fmt(x['p50_ms'], '.3f')} | {fmt(x['p99_ms'], '.3f')} | "
                    f"{fmt(x['added_p50_ms'], '.3f')} | {fmt(x.get('cpu_us'), '.1f')} | {split} | {share} | "
-                   f"{sides} | {fmt(vs, '.2f')}{'' if vs is None else '×'} | {fmt(x.get('backend_us'), '.1f')} | {calls} |")
+                   f"{sides} | {fmt(vs, '.2f')}{'' if vs is None else '×'} | {fmt(x.get('backend_us'), '.1f')} | {calls} | "
+                   f"{fmt(x.get('ipis'), '.1f')} |")
     out.append("")
 
     out += cpu_profile_table(run, params, paths, s)
