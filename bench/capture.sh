@@ -497,19 +497,26 @@ perf_stop() {
   PERF_PIDS=()
 }
 
+# oha_command P: sets OHA_CMD to oha at the fixed rate for path P (its Host header, if it
+# has one), without the duration and the URL.
+OHA_CMD=()
+oha_command() {
+  OHA_CMD=("$OHA" --no-tui --output-format json -w)
+  [[ -n ${HOST[$1]} ]] && OHA_CMD+=(--host "${HOST[$1]}")
+  OHA_CMD+=(-q "$RATE" --latency-correction -c "$CONNS")
+}
+
 # shellcheck disable=SC2086  # ROLES values are ROLE=PID lists, split on purpose
 measure() {
   local rep=$1 p=$2 base="$RUN_DIR/lat/$2-r$1"
-  local -a host=()
-  [[ -n ${HOST[$p]} ]] && host=(--host "${HOST[$p]}")
-  local -a oha=("$OHA" --no-tui --output-format json -w "${host[@]}" -q "$RATE" --latency-correction -c "$CONNS")
+  oha_command "$p"
   log "rep $rep/$REPS  $p: $RATE RPS, $CONNS conns, ${LAT_DUR}s (+${WARMUP}s warm-up)"
   # Syscalls are counted in the warm-up, not the measured run: counting them slows each one.
   perf_start "$base" ${ROLES[$p]}
-  as_app "$p" "${oha[@]}" -z "${WARMUP}s" "${URL[$p]}" >"$base.warmup.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
+  as_app "$p" "${OHA_CMD[@]}" -z "${WARMUP}s" "${URL[$p]}" >"$base.warmup.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
   perf_stop
   sample "$base.before.json" ${ROLES[$p]}
-  as_app "$p" "${oha[@]}" -z "${LAT_DUR}s" "${URL[$p]}" >"$base.oha.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
+  as_app "$p" "${OHA_CMD[@]}" -z "${LAT_DUR}s" "${URL[$p]}" >"$base.oha.json" 2>"$base.stderr" || die "oha failed ($base.stderr)"
   sample "$base.after.json" ${ROLES[$p]}
 }
 
@@ -519,8 +526,8 @@ measure() {
 # shellcheck disable=SC2086  # ROLES values are ROLE=PID lists, split on purpose
 profile() {
   local p=$1 spec role dir="$RUN_DIR/perf" perf_pid
-  local -a host=() specs=()
-  [[ -n ${HOST[$p]} ]] && host=(--host "${HOST[$p]}")
+  local -a specs=()
+  oha_command "$p"
   log "profiling $p: $RATE RPS, ${PERF_DUR}s under perf record"
   for spec in ${ROLES[$p]}; do
     role=${spec%%=*}
@@ -528,8 +535,7 @@ profile() {
   done
   perf record -q -a -e cpu-clock -F 1999 -g -o "$dir/$p.data" -- sleep "$((PERF_DUR + 1))" 2>"$dir/$p.log" &
   perf_pid=$!
-  as_app "$p" "$OHA" --no-tui --output-format json -w "${host[@]}" -q "$RATE" --latency-correction -c "$CONNS" \
-    -z "${PERF_DUR}s" "${URL[$p]}" >"$dir/$p.oha.json" 2>"$dir/$p.stderr" || die "oha failed ($dir/$p.stderr)"
+  as_app "$p" "${OHA_CMD[@]}" -z "${PERF_DUR}s" "${URL[$p]}" >"$dir/$p.oha.json" 2>"$dir/$p.stderr" || die "oha failed ($dir/$p.stderr)"
   wait "$perf_pid" || die "perf record failed ($dir/$p.log)"
   python3 "$BENCH_DIR/lib/cpu-profile.py" "$dir/$p.json" "$dir/$p.data" "${specs[@]}"
   rm -f "$dir/$p.data"

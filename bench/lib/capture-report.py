@@ -56,9 +56,8 @@ def one_run(base):
             counts = [perf_count(f"{base}.perf-{role}.csv", event) for role in ("a", "b")]
             if None not in counts:
                 r[key] = sum(counts) / warm_ok
-    ipis = [a.get("interrupts", {}).get(k, 0) - b.get("interrupts", {}).get(k, 0) for k in ("RES", "CAL")]
     if ok and "RES" in a.get("interrupts", {}):
-        r["ipis"] = sum(ipis) / ok
+        r["ipis"] = sum(a["interrupts"][k] - b["interrupts"].get(k, 0) for k in ("RES", "CAL")) / ok
     if ok and "backend" in a["roles"]:
         # The server pod's app: with eBPF its side of the local hop skips TCP/IP too.
         r["backend_us"] = (ticks(a, "backend") - ticks(b, "backend")) * 1e6 / a["clk_tck"] / ok
@@ -120,8 +119,7 @@ def cpu_profile_table(run, params, paths, s):
     return [
         f"Where the pair's CPU goes: each path ran {params['perf_duration']} s more at the same rate under a "
         "system-wide `perf record -a -e cpu-clock -F 1999 -g`; each sample of either proxy's process tree is "
-        "user space or "
-        "kernel work put in the first of these its call stack shows: waking the task at the other end of a "
+        "user space or kernel work put in the first of these its call stack shows: waking the task at the other end of a "
         "socket (sock_def_readable, ep_poll_callback, try_to_wake_up), the sk_msg socket-to-socket path, "
         "TCP/IP sending and receiving over either hop (the device's receive work runs in a softirq after "
         "the send, so a stack does not tell the loopback hop from the veth's), "

@@ -11,21 +11,27 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub struct DrainSignal {
-    // Dropped first: the flag is up before the channel closes and wakes the waiters.
-    _announce: Announce,
+    // Declared first, so dropped first: the flag is up before the channel closes.
+    draining: DrainingFlag,
     signal: watch::Sender<bool>,
-    draining: Arc<AtomicBool>,
     done_tx: mpsc::Sender<()>,
     done_rx: mpsc::Receiver<()>,
 }
 
-/// Raises the draining flag when the signal goes away unsent, as the channel's closing
-/// ends every wait for it too.
-struct Announce(Arc<AtomicBool>);
+/// The flag [`Signaled`] reads, raised before the channel wakes anyone: by
+/// [`DrainSignal::drain`], or when the signal goes away unsent (the channel's closing ends
+/// every wait for it too).
+struct DrainingFlag(Arc<AtomicBool>);
 
-impl Drop for Announce {
-    fn drop(&mut self) {
+impl DrainingFlag {
+    fn raise(&self) {
         self.0.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for DrainingFlag {
+    fn drop(&mut self) {
+        self.raise();
     }
 }
 
@@ -42,11 +48,9 @@ impl DrainSignal {
     pub fn new() -> Self {
         let (signal, _) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
-        let draining = Arc::new(AtomicBool::new(false));
         Self {
-            _announce: Announce(draining.clone()),
+            draining: DrainingFlag(Arc::new(AtomicBool::new(false))),
             signal,
-            draining,
             done_tx,
             done_rx,
         }
@@ -55,7 +59,7 @@ impl DrainSignal {
     pub fn watch(&self) -> Drain {
         Drain {
             signal: self.signal.subscribe(),
-            draining: self.draining.clone(),
+            draining: self.draining.0.clone(),
             _done: self.done_tx.clone(),
         }
     }
@@ -63,13 +67,12 @@ impl DrainSignal {
     /// Signals and waits. Returns false if connections were still open at the deadline.
     pub async fn drain(self, deadline: Duration) -> bool {
         let Self {
-            _announce,
-            signal,
             draining,
+            signal,
             done_tx,
             mut done_rx,
         } = self;
-        draining.store(true, Ordering::Release);
+        draining.raise();
         let _ = signal.send(true);
         drop(done_tx);
         tokio::time::timeout(deadline, done_rx.recv()).await.is_ok()
