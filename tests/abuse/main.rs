@@ -21,13 +21,20 @@ pub struct Pair {
 }
 
 pub async fn pair(client_flags: &[&str]) -> Pair {
+    pair_with(client_flags, &[]).await
+}
+
+/// A [`pair`] whose server proxy gets `server_flags`.
+pub async fn pair_with(client_flags: &[&str], server_flags: &[&str]) -> Pair {
     let dir = TempDir::new("abuse");
     let certs = Certs::new(dir.path(), &["web", "api"]);
     let backend = HttpBackend::start("api-backend").await;
     let config = write_config(dir.path(), "mesh.yaml", &plain_service("api", "http", &[]));
-    let server = ProxySpec::new("api", backend.addr, &config)
-        .tls(&certs)
-        .start();
+    let mut spec = ProxySpec::new("api", backend.addr, &config).tls(&certs);
+    for flag in server_flags {
+        spec = spec.arg(*flag);
+    }
+    let server = spec.start();
     std::fs::write(&config, mesh_service("api", "http", &[server.inbound])).unwrap();
     let mut spec = ProxySpec::new("web", "127.0.0.1:9".parse().unwrap(), &config).tls(&certs);
     for flag in client_flags {

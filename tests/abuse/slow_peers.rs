@@ -80,6 +80,119 @@ async fn request_bodies_sent_a_byte_at_a_time_are_cut_while_others_are_served() 
     );
 }
 
+/// The TCP connections from this host to `port` that are established, by socket inode
+/// (IPv4; /proc/net/tcp).
+fn established_to(port: u16) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = u16::from_str_radix(fields[2].rsplit(':').next()?, 16).ok()?;
+            let established = fields[3] == "01";
+            (established && remote_port == port).then(|| fields[9].parse().ok())?
+        })
+        .collect()
+}
+
+/// Reads one whole HTTP/1.1 answer with a `Content-Length` from `stream`.
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .expect("an answer with a Content-Length");
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the answer was whole: {text:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection may wait for its next request until `--idle-timeout`,
+/// both the app's connection to its proxy and the pooled one between the proxies: the
+/// header read timeout runs from a request's first byte, and waiting is not counted as an
+/// attack. A next request whose head trickles in is still cut after the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_wait_past_the_header_read_timeout_but_a_slow_next_head_is_cut() {
+    let timeout = ["--header-read-timeout", "1s"];
+    let p = pair_with(&timeout, &timeout).await;
+    let mut app = Http1Client::connect(p.client.outbound).await;
+    assert_eq!(app.get("api", "/").await.unwrap().status, 200);
+    let pooled = established_to(p.server.inbound.port());
+    assert!(!pooled.is_empty(), "no connection between the proxies");
+
+    // Three times the head timeout (whose checks end it by 1.25 times), far from the idle one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.get("api", "/").await.unwrap().status,
+        200,
+        "same connection"
+    );
+    let still = established_to(p.server.inbound.port());
+    assert!(
+        pooled.iter().all(|socket| still.contains(socket)),
+        "the pooled connection between the proxies was closed: {pooled:?} then {still:?}"
+    );
+    for proxy in [&p.client, &p.server] {
+        let rejected = proxy.metric("weft_rejected_total", &[("reason", "header_read_timeout")]);
+        assert_eq!(rejected, 0.0, "waiting between requests was counted");
+    }
+
+    // One request served, then the next one's head a header at a time.
+    let mut slow = TcpStream::connect(p.client.outbound).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut slow).await.starts_with("HTTP/1.1 200"));
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut i = 0;
+    let cut = loop {
+        if slow
+            .write_all(format!("x-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break started.elapsed();
+        }
+        i += 1;
+        let mut sink = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => panic!("an answer to a head that never ended"),
+            Err(_) => assert!(started.elapsed() < Duration::from_secs(10), "never cut"),
+        }
+    };
+    assert!(
+        cut >= Duration::from_secs(1),
+        "cut after {cut:?}, before its timeout"
+    );
+    assert_eq!(
+        p.client.metric_reaching(
+            "weft_rejected_total",
+            &[("reason", "header_read_timeout")],
+            1.0
+        ),
+        1.0
+    );
+    assert_eq!(app.get("api", "/").await.unwrap().status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_that_never_finish_a_request_are_cut_while_others_are_served() {
     let dir = TempDir::new("h2-trickle");

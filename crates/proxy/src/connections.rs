@@ -10,9 +10,14 @@
 //! after the current response), so making room never fails a request.
 
 use crate::drain::Drain;
+use crate::io::{ReadHook, ReadThrough};
 use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 
 /// Connections asked to close may still be finishing; this many may be over the cap.
@@ -36,6 +41,10 @@ pub struct Tracked {
     in_flight: AtomicU32,
     /// Requests begun, so an idle check can tell whether anything happened since the last.
     begun: AtomicU32,
+    /// `begun + 1` as it was when bytes last arrived with nothing in flight: those bytes
+    /// start the next request's head, which must be whole within `--header-read-timeout`.
+    /// 0 until then.
+    head_heard: AtomicU32,
     close: Notify,
     /// Graceful shutdown waits for every connection, tunnels included, until its deadline.
     _drain: Drain,
@@ -81,6 +90,7 @@ impl Tracker {
             tracker: self.clone(),
             in_flight: AtomicU32::new(0),
             begun: AtomicU32::new(0),
+            head_heard: AtomicU32::new(0),
             close: Notify::new(),
             _drain: drain,
         });
@@ -168,6 +178,22 @@ impl Tracked {
         let in_flight = self.in_flight.load(Ordering::Acquire) & !CLOSING;
         (self.begun.load(Ordering::Relaxed), in_flight > 0)
     }
+
+    /// Bytes arrived from the client ([`HeardStream`]). With nothing in flight they are the
+    /// start of the next request.
+    fn heard(&self) {
+        if self.in_flight.load(Ordering::Acquire) & !CLOSING == 0 {
+            let next = self.begun.load(Ordering::Relaxed).wrapping_add(1);
+            self.head_heard.store(next, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a request has started to arrive and has not begun yet: its head is still
+    /// incomplete.
+    pub fn head_pending(&self) -> bool {
+        let (begun, busy) = self.activity();
+        !busy && self.head_heard.load(Ordering::Relaxed) == begun.wrapping_add(1)
+    }
 }
 
 impl Drop for Tracked {
@@ -187,6 +213,34 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client's stream that tells its connection when bytes arrive, so the connection's
+/// watch can time each request head without a timer per request (see `head_pending`).
+pub type HeardStream<T> = ReadThrough<T, Heard>;
+
+pub struct Heard(Arc<Tracked>);
+
+impl<T> HeardStream<T> {
+    pub fn new(inner: T, tracked: Arc<Tracked>) -> Self {
+        Self::with(inner, Heard(tracked))
+    }
+}
+
+impl ReadHook for Heard {
+    fn poll_read_from<T: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut T,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.0.heard();
+        }
+        polled
     }
 }
 
@@ -229,6 +283,25 @@ mod tests {
         assert!(evicted);
         assert_eq!(silent.in_flight.load(Ordering::Acquire), CLOSING);
         assert_eq!(served.in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn bytes_with_nothing_in_flight_start_a_head_until_a_request_begins() {
+        let tracker = Tracker::new(2);
+        let (tracked, _) = admit(&tracker).unwrap();
+        assert!(!tracked.head_pending());
+        tracked.heard();
+        assert!(tracked.head_pending(), "the first request's head arriving");
+        let request = tracked.begin();
+        assert!(!tracked.head_pending());
+        tracked.heard();
+        drop(request);
+        assert!(
+            !tracked.head_pending(),
+            "bytes read in flight (a body) start no head: the connection is only waiting"
+        );
+        tracked.heard();
+        assert!(tracked.head_pending(), "the next request's head arriving");
     }
 
     #[test]

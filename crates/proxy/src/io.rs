@@ -14,35 +14,69 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 pub type BoxIo = Box<dyn Io>;
 
-/// A stream that first replays bytes already read from it (during protocol detection).
-pub struct Rewind<T> {
-    prefix: Bytes,
+/// A stream whose reads go through `R` (which may answer from bytes of its own, or note
+/// what arrived) and whose writes go straight to the stream inside.
+pub struct ReadThrough<T, R> {
     inner: T,
+    reader: R,
 }
+
+/// How a [`ReadThrough`] stream reads.
+pub trait ReadHook {
+    fn poll_read_from<T: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut T,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>>;
+}
+
+impl<T, R> ReadThrough<T, R> {
+    pub fn with(inner: T, reader: R) -> Self {
+        Self { inner, reader }
+    }
+}
+
+/// A stream that first replays bytes already read from it (during protocol detection).
+pub type Rewind<T> = ReadThrough<T, Replay>;
+
+pub struct Replay(Bytes);
 
 impl<T> Rewind<T> {
     pub fn new(prefix: Bytes, inner: T) -> Self {
-        Self { prefix, inner }
+        Self::with(inner, Replay(prefix))
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl ReadHook for Replay {
+    fn poll_read_from<T: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut T,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
+        if !self.0.is_empty() {
+            let n = self.0.len().min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        Pin::new(inner).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+impl<T: AsyncRead + Unpin, R: ReadHook + Unpin> AsyncRead for ReadThrough<T, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.reader.poll_read_from(&mut this.inner, cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin, R: Unpin> AsyncWrite for ReadThrough<T, R> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -7,7 +7,7 @@
 
 use crate::body::ServedBody;
 use crate::capture;
-use crate::connections::{AtCapacity, Tracked, Tracker};
+use crate::connections::{AtCapacity, HeardStream, Tracked, Tracker};
 use crate::detect::{detect, Detected};
 use crate::drain::Drain;
 use crate::inbound::{self, Caller};
@@ -118,9 +118,10 @@ struct Connection {
 enum Idle {
     /// No request in flight for `--idle-timeout`.
     Quiet,
-    /// No request began within `--header-read-timeout` (an HTTP/2 client trickling its
-    /// first HEADERS, or sending nothing after the preface).
-    NeverActive,
+    /// No request began within `--header-read-timeout` of the start (an HTTP/2 client
+    /// trickling its first HEADERS, or sending nothing after the preface), or an HTTP/1.1
+    /// request head was not whole within it of its first byte (slowloris).
+    HeadTimedOut,
 }
 
 impl Connection {
@@ -278,11 +279,12 @@ impl Connection {
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limits: &ServerLimits = &self.proxy.options.limits;
-        let io = TokioIo::new(io);
         let tracked = self.tracked.clone();
-        let idle = idle_watch(&tracked, limits);
+        let http1 = detected != Detected::Http2;
+        let idle = idle_watch(&tracked, limits, http1);
         tokio::pin!(idle);
-        let outcome = if detected == Detected::Http2 {
+        let outcome = if !http1 {
+            let io = TokioIo::new(io);
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
@@ -300,10 +302,14 @@ impl Connection {
             )
             .await
         } else {
+            // The head timeout is the idle watch's: hyper's own arms a timer for every
+            // request, and runs while a kept-alive connection waits for its next request,
+            // so it closed every connection idle for `--header-read-timeout`, counted as
+            // an attack, long before `--idle-timeout`.
+            let io = TokioIo::new(HeardStream::new(io, tracked.clone()));
             let mut builder = http1::Builder::new();
             builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
+                .header_read_timeout(None)
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .max_headers(limits.max_headers);
             let connection = pin!(builder.serve_connection(io, svc).with_upgrades());
@@ -318,7 +324,7 @@ impl Connection {
         };
         let error = match outcome {
             Driven::Ended(Ok(())) | Driven::Dropped => return,
-            Driven::NeverActive => {
+            Driven::HeadTimedOut => {
                 self.proxy.metrics.reject(direction, "header_read_timeout");
                 return;
             }
@@ -343,8 +349,8 @@ enum Driven {
     Ended(hyper::Result<()>),
     /// Asked to make room before it ever began a request: dropped at once.
     Dropped,
-    /// No request began within `--header-read-timeout`: dropped at once.
-    NeverActive,
+    /// A request head did not arrive in time (`Idle::HeadTimedOut`): dropped at once.
+    HeadTimedOut,
 }
 
 /// Drives an HTTP/1.1 or HTTP/2 connection until it ends, shutting it down gracefully on
@@ -370,8 +376,8 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
             close_within_grace(connection).await
         }
         ended = idle => {
-            if let Idle::NeverActive = ended {
-                return Driven::NeverActive;
+            if let Idle::HeadTimedOut = ended {
+                return Driven::HeadTimedOut;
             }
             graceful_shutdown(connection.as_mut());
             close_within_grace(connection).await
@@ -395,23 +401,50 @@ async fn close_within_grace<F: Future<Output = hyper::Result<()>>>(
 }
 
 /// Resolves when a connection should close for being idle: no request began within
-/// `--header-read-timeout` of its start, or none was in flight for `--idle-timeout`.
-/// Checks the connection's counters now and then instead of timing every request.
-async fn idle_watch(tracked: &Tracked, limits: &ServerLimits) -> Idle {
-    tokio::time::sleep(limits.header_read_timeout).await;
-    let (mut begun, mut busy) = tracked.activity();
-    if begun == 0 {
-        return Idle::NeverActive;
-    }
-    // Idle means nothing in flight and nothing begun at two checks a quarter apart, so a
-    // connection is closed between `idle_timeout` and 1.25 times it after its last request.
-    let period = (limits.idle_timeout / 4).max(Duration::from_millis(10));
+/// `--header-read-timeout` of its start, none was in flight for `--idle-timeout`, or (with
+/// `heads`, HTTP/1.1) a request head was not whole within `--header-read-timeout` of its
+/// first byte. Looks at the connection's counters now and then instead of timing every
+/// request: with `heads` every quarter of the shorter timeout, otherwise once at
+/// `--header-read-timeout` and then every quarter of `--idle-timeout`. Each limit is met
+/// between once and 1.25 times its length, never early.
+async fn idle_watch(tracked: &Tracked, limits: &ServerLimits, heads: bool) -> Idle {
+    let head_timeout = limits.header_read_timeout;
+    let quarter = |of: Duration| (of / 4).max(Duration::from_millis(10));
+    let mut elapsed = Duration::ZERO;
+    let (mut begun, mut busy) = (0, false);
     let mut quiet = Duration::ZERO;
+    // How long the head now arriving has been seen arriving, from the first check that saw
+    // it (so it has had at least this long).
+    let mut head_seen: Option<Duration> = None;
     loop {
-        tokio::time::sleep(period).await;
+        let step = if heads {
+            quarter(limits.idle_timeout.min(head_timeout))
+        } else if elapsed < head_timeout {
+            head_timeout - elapsed
+        } else {
+            quarter(limits.idle_timeout)
+        };
+        tokio::time::sleep(step).await;
+        elapsed += step;
         let (now_begun, now_busy) = tracked.activity();
+        if now_begun == 0 {
+            if elapsed >= head_timeout {
+                return Idle::HeadTimedOut;
+            }
+            continue;
+        }
+        if heads && tracked.head_pending() {
+            let seen = head_seen.map_or(Duration::ZERO, |seen| seen + step);
+            if seen >= head_timeout {
+                return Idle::HeadTimedOut;
+            }
+            head_seen = Some(seen);
+        } else {
+            head_seen = None;
+        }
+        // Idle means nothing in flight and nothing begun at two checks a step apart.
         if now_begun == begun && !now_busy && !busy {
-            quiet += period;
+            quiet += step;
             if quiet >= limits.idle_timeout {
                 return Idle::Quiet;
             }
