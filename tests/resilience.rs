@@ -428,3 +428,109 @@ async fn http1_connections_are_reused_also_after_a_client_leaves_mid_answer() {
     let accepted = backend.connections_accepted();
     assert!(accepted <= 2, "{accepted} connections for 61 requests");
 }
+
+/// An app that answers the first request on each connection, then reads the next one and
+/// closes the connection without answering: what a server does when its keep-alive timeout
+/// ends just as a request arrives (Node.js, gunicorn, uvicorn close idle connections after
+/// 2 to 5 seconds). Returns its address and the request lines it read.
+async fn closing_app() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                for answered in [true, false] {
+                    // A whole request: its head, and the body its Content-Length gives.
+                    let mut got = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    let complete = loop {
+                        let text = String::from_utf8_lossy(&got).into_owned();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    let l = l.to_ascii_lowercase();
+                                    let v = l.strip_prefix("content-length:")?;
+                                    v.trim().parse::<usize>().ok()
+                                })
+                                .unwrap_or(0);
+                            if got.len() >= end + 4 + length {
+                                break Some(text);
+                            }
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break None,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let Some(request) = complete else { return };
+                    let line = request.lines().next().unwrap_or_default().to_owned();
+                    log.lock().unwrap().push(line);
+                    if !answered {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A kept-alive connection the app closes as a request arrives does not fail the request
+/// when it can be sent again: an idempotent request without a body goes on a new
+/// connection; a POST is not sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_app_closes_as_a_request_arrives_costs_no_idempotent_request() {
+    let dir = TempDir::new("closing-app");
+    let (app, seen) = closing_app().await;
+    let config = write_config(
+        dir.path(),
+        "mesh.yaml",
+        &plain_service("closer", "http", &[app]),
+    );
+    let proxy = ProxySpec::new("client", "127.0.0.1:9".parse().unwrap(), &config).start();
+    let mut c = Http1Client::connect(proxy.outbound).await;
+    assert_eq!(c.get("closer", "/first").await.unwrap().status, 200);
+    // Long enough idle for the pool to expect the app may close it (100 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = c.get("closer", "/again").await.unwrap();
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "GET /first HTTP/1.1",
+            "GET /again HTTP/1.1",
+            "GET /again HTTP/1.1"
+        ],
+        "the closed connection read it, a new one answered it"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let post = c
+        .send(
+            request("POST", "closer", "/post", &[])
+                .map(|_| http_body_util::Full::new(bytes::Bytes::from_static(b"hi"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(post.status, 502, "{}", post.body);
+    let posts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1, "a POST is never sent twice");
+}

@@ -40,6 +40,16 @@ pub fn synthetic(status: StatusCode, reason: &str) -> Response<Body> {
     response
 }
 
+/// `request`'s method, target, version and headers with `body`.
+pub fn copy_with_body(request: &Request<Body>, body: Body) -> Request<Body> {
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
 /// Removes headers that describe one connection and must not be forwarded, including the
 /// ones the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -264,12 +264,7 @@ fn overloaded(proxy: &Proxy, limit: LimitExceeded) -> Response<Body> {
 /// The request with a copy of its body, if the body can be copied (it is buffered).
 pub fn copy_request(request: &Request<Body>) -> Option<Request<Body>> {
     let body = request.body().try_clone()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    Some(copy)
+    Some(crate::http::copy_with_body(request, body))
 }
 
 /// HTTP/2 where the service or the request speaks it (gRPC, HTTP/2; an HTTP/2 request to

@@ -46,6 +46,9 @@ pub const STREAM_WINDOW: u32 = 256 * 1024;
 /// A connection's receive window: every stream it carries may be stalled at once.
 pub const CONNECTION_WINDOW: u32 = STREAM_WINDOW * STREAMS_PER_CONNECTION as u32;
 
+/// A pooled HTTP/1.1 connection idle this long may be closed by its server as a request
+/// reaches it: an idempotent request sent on it is copied, to be sent again if so.
+const SERVER_MAY_HAVE_CLOSED: Duration = Duration::from_millis(100);
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 pub const ALPN_TCP: &[u8] = b"weft-tcp";
@@ -469,12 +472,17 @@ impl EndpointPool {
         open.len()
     }
 
-    fn take_idle_http1(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Body>> {
+    /// An idle connection, and how long it has been idle.
+    fn take_idle_http1(
+        &self,
+        idle_timeout: Duration,
+    ) -> Option<(http1::SendRequest<Body>, Duration)> {
         let mut idle = self.idle_http1.lock().unwrap_or_else(|e| e.into_inner());
         // Most recently used first; anything idle too long is dropped (which closes it).
         while let Some((sender, since)) = idle.pop() {
-            if sender.is_ready() && since.elapsed() < idle_timeout {
-                return Some(sender);
+            let idle_for = since.elapsed();
+            if sender.is_ready() && idle_for < idle_timeout {
+                return Some((sender, idle_for));
             }
         }
         None
@@ -485,14 +493,40 @@ impl EndpointPool {
         request: Request<Body>,
         policy: &ConnectionPolicy,
     ) -> Result<Response<Body>, UpstreamError> {
-        let mut sender = match self.take_idle_http1(policy.idle_timeout) {
-            Some(sender) => sender,
-            None => self.new_http1(policy).await?,
+        let (sender, response) = match self.take_idle_http1(policy.idle_timeout) {
+            Some((mut sender, idle_for)) => {
+                // A server may close a kept-alive connection just as a request reaches it
+                // (Node.js, gunicorn and uvicorn close them after 2 to 5 idle seconds). A
+                // request it never got is given back; an idempotent one without a body is
+                // sent again too, as RFC 9112 (9.3.1) allows. Copied only after an idle
+                // spell, so connections in steady use copy nothing.
+                let again = if idle_for >= SERVER_MAY_HAVE_CLOSED {
+                    copy_if_idempotent(&request)
+                } else {
+                    None
+                };
+                match sender.try_send_request(request).await {
+                    Ok(response) => (sender, response),
+                    Err(mut refused) => {
+                        let closed = refused.error().is_canceled()
+                            || refused.error().is_incomplete_message();
+                        let Some(request) = refused.take_message().or(again.filter(|_| closed))
+                        else {
+                            let error = refused.into_error();
+                            return Err(UpstreamError::Request(self.address.clone(), error));
+                        };
+                        let mut sender = self.new_http1(policy).await?;
+                        let response = self.send_on(&mut sender, request).await?;
+                        (sender, response)
+                    }
+                }
+            }
+            None => {
+                let mut sender = self.new_http1(policy).await?;
+                let response = self.send_on(&mut sender, request).await?;
+                (sender, response)
+            }
         };
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
         let lease = Http1Lease {
             pool: self.clone(),
             sender: Some(sender),
@@ -501,6 +535,18 @@ impl EndpointPool {
             body,
             _connection: ConnectionHold::Http1 { _lease: lease },
         }))
+    }
+
+    /// Sends on a new connection, whose failure is the request's.
+    async fn send_on(
+        &self,
+        sender: &mut http1::SendRequest<Body>,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| UpstreamError::Request(self.address.clone(), e))
     }
 
     /// A new pooled connection, or (at the connection limit) the next one returned.
@@ -518,7 +564,7 @@ impl EndpointPool {
                 let _pending = limits.start_pending().map_err(UpstreamError::Overloaded)?;
                 let deadline = tokio::time::Instant::now() + timeout;
                 loop {
-                    if let Some(sender) = self.take_idle_http1(policy.idle_timeout) {
+                    if let Some((sender, _)) = self.take_idle_http1(policy.idle_timeout) {
                         return Ok(sender);
                     }
                     if tokio::time::timeout_at(deadline, self.http1_returned.notified())
@@ -587,4 +633,17 @@ impl EndpointPool {
             .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
         Ok((response, permit))
     }
+}
+
+/// A copy of a request that may be sent again if its connection closes before answering:
+/// an idempotent method (RFC 9110, 9.2.2) and no body.
+fn copy_if_idempotent(request: &Request<Body>) -> Option<Request<Body>> {
+    use http::Method;
+    use hyper::body::Body as _;
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    (idempotent && request.body().is_end_stream())
+        .then(|| crate::http::copy_with_body(request, Body::Empty))
 }
