@@ -118,8 +118,8 @@ pub struct UpstreamBinding {
 pub struct ServerLimits {
     /// Connections accepted at once per listener; more are closed at once and counted.
     pub max_connections: usize,
-    /// A client must finish sending request headers within this time (slowloris); an
-    /// HTTP/2 connection must begin its first request within it.
+    /// A client must finish sending request headers within this time of their first byte
+    /// (slowloris); a new connection must begin its first request within it.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed (gracefully).
     pub idle_timeout: Duration,

@@ -111,8 +111,9 @@ pub struct ProxyArgs {
     /// Connections accepted at once per listener; more are refused and counted.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Clients must send complete request headers within this time (slowloris defence);
-    /// an HTTP/2 connection must begin its first request within it.
+    /// Clients must send complete request headers within this time of their first byte
+    /// (slowloris defence), and a new connection must begin its first request within it.
+    /// A kept-alive connection waiting for its next request is timed by --idle-timeout.
     #[arg(long, default_value = "10s", value_parser = crate::duration_flag::parse)]
     header_read_timeout: Duration,
     /// A client connection with no request in flight for this long is closed gracefully
