@@ -537,7 +537,8 @@ impl EndpointPool {
         }))
     }
 
-    /// Sends on a new connection, whose failure is the request's.
+    /// Sends on a connection just opened (or, at the connection limit, just returned to the
+    /// pool by another request): its failure is the request's, with no second try.
     async fn send_on(
         &self,
         sender: &mut http1::SendRequest<Body>,
