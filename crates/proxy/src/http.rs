@@ -40,6 +40,18 @@ pub fn synthetic(status: StatusCode, reason: &str) -> Response<Body> {
     response
 }
 
+/// A copy of a request that may be sent again if its connection closes before answering:
+/// an idempotent method (RFC 9110, 9.2.2) and no body.
+pub fn copy_if_idempotent(request: &Request<Body>) -> Option<Request<Body>> {
+    use http::Method;
+    use hyper::body::Body as _;
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    (idempotent && request.body().is_end_stream()).then(|| copy_with_body(request, Body::Empty))
+}
+
 /// `request`'s method, target, version and headers with `body`.
 pub fn copy_with_body(request: &Request<Body>, body: Body) -> Request<Body> {
     let mut copy = Request::new(body);

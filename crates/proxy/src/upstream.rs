@@ -501,7 +501,7 @@ impl EndpointPool {
                 // sent again too, as RFC 9112 (9.3.1) allows. Copied only after an idle
                 // spell, so connections in steady use copy nothing.
                 let again = if idle_for >= SERVER_MAY_HAVE_CLOSED {
-                    copy_if_idempotent(&request)
+                    crate::http::copy_if_idempotent(&request)
                 } else {
                     None
                 };
@@ -515,17 +515,11 @@ impl EndpointPool {
                             let error = refused.into_error();
                             return Err(UpstreamError::Request(self.address.clone(), error));
                         };
-                        let mut sender = self.new_http1(policy).await?;
-                        let response = self.send_on(&mut sender, request).await?;
-                        (sender, response)
+                        self.send_on_new(request, policy).await?
                     }
                 }
             }
-            None => {
-                let mut sender = self.new_http1(policy).await?;
-                let response = self.send_on(&mut sender, request).await?;
-                (sender, response)
-            }
+            None => self.send_on_new(request, policy).await?,
         };
         let lease = Http1Lease {
             pool: self.clone(),
@@ -539,15 +533,17 @@ impl EndpointPool {
 
     /// Sends on a connection just opened (or, at the connection limit, just returned to the
     /// pool by another request): its failure is the request's, with no second try.
-    async fn send_on(
+    async fn send_on_new(
         &self,
-        sender: &mut http1::SendRequest<Body>,
         request: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        sender
+        policy: &ConnectionPolicy,
+    ) -> Result<(http1::SendRequest<Body>, Response<Incoming>), UpstreamError> {
+        let mut sender = self.new_http1(policy).await?;
+        let response = sender
             .send_request(request)
             .await
-            .map_err(|e| UpstreamError::Request(self.address.clone(), e))
+            .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
+        Ok((sender, response))
     }
 
     /// A new pooled connection, or (at the connection limit) the next one returned.
@@ -634,17 +630,4 @@ impl EndpointPool {
             .map_err(|e| UpstreamError::Request(self.address.clone(), e))?;
         Ok((response, permit))
     }
-}
-
-/// A copy of a request that may be sent again if its connection closes before answering:
-/// an idempotent method (RFC 9110, 9.2.2) and no body.
-fn copy_if_idempotent(request: &Request<Body>) -> Option<Request<Body>> {
-    use http::Method;
-    use hyper::body::Body as _;
-    let idempotent = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    (idempotent && request.body().is_end_stream())
-        .then(|| crate::http::copy_with_body(request, Body::Empty))
 }
