@@ -8,8 +8,10 @@ binding for opaque TCP), and reports the proxy's resident memory before and afte
 fresh proxy, so states do not share warmed-up allocations.
 
 States: idle TCP (connected, nothing sent yet), half-sent HTTP/1.1 (a request head
-started and never finished), idle HTTP/1.1 keep-alive (one request answered), idle
-HTTP/2 (one request answered), opaque TCP (one round trip through --upstream).
+started and never finished), idle HTTP/1.1 keep-alive (one request answered), HTTP/1.1
+request in flight (sent on to the app, which holds it unanswered: the client's connection,
+the request and the proxy's connection to the app), idle HTTP/2 (one request answered),
+opaque TCP (one round trip through --upstream).
 
 Usage: bench/connection-memory.py [N]     (default 2000; needs `ulimit -n` above 2N+100)
 """
@@ -32,6 +34,10 @@ H2_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 H2_GET = bytes([0, 0, 8, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41, 0x03]) + b"app"
 
 
+# Requests the app holds unanswered now.
+HELD = [0]
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
@@ -43,6 +49,12 @@ async def answer(reader, writer):
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             if not head:
+                return
+            if head.startswith(b"GET /hold "):
+                HELD[0] += 1
+                await reader.read()  # Never answered: held until the proxy closes.
+                HELD[0] -= 1
+                writer.close()
                 return
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             await writer.drain()
@@ -84,6 +96,8 @@ async def open_in_state(address, state):
     elif state == "idle HTTP/1.1 keep-alive":
         writer.write(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
         await reader.readuntil(b"ok")
+    elif state == "HTTP/1.1 request in flight":
+        writer.write(b"GET /hold HTTP/1.1\r\nHost: app\r\n\r\n")
     elif state == "idle HTTP/2":
         writer.write(H2_PREFACE + H2_SETTINGS + H2_GET)
         await reader.read(1)  # The proxy's SETTINGS, at least.
@@ -119,6 +133,13 @@ async def measure(state, app_port, echo_port):
             writers = []
             for _ in range(N):
                 writers.append(await open_in_state(target, state))
+            if state == "HTTP/1.1 request in flight":
+                # Measured once every request has reached the app.
+                deadline = time.monotonic() + 60
+                while HELD[0] < N + 1 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                if HELD[0] < N + 1:
+                    sys.exit(f"only {HELD[0]} of {N + 1} requests reached the app")
             await asyncio.sleep(1.0)
             after = rss_kib(process.pid)
             for writer in writers + [warm]:
@@ -130,14 +151,15 @@ async def measure(state, app_port, echo_port):
 
 
 async def main():
-    app = await asyncio.start_server(answer, "127.0.0.1", 0)
-    tcp = await asyncio.start_server(echo, "127.0.0.1", 0)
+    # A backlog for the proxy's burst of connections to the app (asyncio's default is 100).
+    app = await asyncio.start_server(answer, "127.0.0.1", 0, backlog=4096)
+    tcp = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=4096)
     app_port = app.sockets[0].getsockname()[1]
     echo_port = tcp.sockets[0].getsockname()[1]
     print(f"{N} connections per state, {WEFT}")
     print(f"{'state':28} {'RSS before':>11} {'RSS after':>10} {'per connection':>15}")
-    for state in ["idle TCP", "half-sent HTTP/1.1", "idle HTTP/1.1 keep-alive", "idle HTTP/2",
-                  "opaque TCP"]:
+    for state in ["idle TCP", "half-sent HTTP/1.1", "idle HTTP/1.1 keep-alive",
+                  "HTTP/1.1 request in flight", "idle HTTP/2", "opaque TCP"]:
         before, after = await measure(state, app_port, echo_port)
         print(f"{state:28} {before/1024:9.1f} MB {after/1024:8.1f} MB "
               f"{(after - before) / N:11.1f} KiB")

@@ -326,14 +326,15 @@ async fn forward_to_app(
         let hold = upgrade::Hold::new(active, None);
         let idle = proxy.options.limits.tcp_idle_timeout;
         let stop = revoked.unwrap_or_else(|| Box::pin(std::future::pending()));
-        return upgrade::send(
+        // Boxed: rare, and larger than the common path's future.
+        return Box::pin(upgrade::send(
             &proxy.app,
             request,
             &proxy.app_connections,
             hold,
             idle,
             stop,
-        )
+        ))
         .await;
     }
     let mode = match protocol {

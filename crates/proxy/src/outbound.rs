@@ -223,11 +223,12 @@ async fn route_request(
     };
     if is_upgrade(&request) {
         let hold = upgrade::Hold::new(active, Some(permit));
-        return upgrade::forward(proxy, backend, request, served, hold).await;
+        // Boxed, as is mirroring: rare, and larger than the common path's future.
+        return Box::pin(upgrade::forward(proxy, backend, request, served, hold)).await;
     }
     let _permit = permit;
     if !filters.mirrors.is_empty() {
-        request = mirror::send_copies(proxy, &filters.mirrors, request).await;
+        request = Box::pin(mirror::send_copies(proxy, &filters.mirrors, request)).await;
     }
     if route.retry.is_some() {
         request = request.map(|body| match body {
@@ -235,13 +236,16 @@ async fn route_request(
             other => other,
         });
     }
-    let attempts = send_with_retries(proxy, route, backend, request, served);
+    // Made in each arm, as in `send_with_retries`.
     let mut response = match route.timeouts.request_ms {
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), attempts).await {
-            Ok(response) => response,
-            Err(_) => synthetic(StatusCode::GATEWAY_TIMEOUT, "request timeout"),
-        },
-        None => attempts.await,
+        Some(ms) => {
+            let attempts = send_with_retries(proxy, route, backend, request, served);
+            match tokio::time::timeout(Duration::from_millis(ms), attempts).await {
+                Ok(response) => response,
+                Err(_) => synthetic(StatusCode::GATEWAY_TIMEOUT, "request timeout"),
+            }
+        }
+        None => send_with_retries(proxy, route, backend, request, served).await,
     };
     for edits in [&chosen.response_headers, &filters.response_headers]
         .into_iter()
@@ -316,13 +320,21 @@ async fn send_with_retries(
         prepare_upstream(&mut request, mode);
         served.upstream = Some(endpoint.address.clone());
         let in_flight = endpoint.start();
-        let send = endpoint.pool.send(mode, request, &backend.connections);
+        // The send is made in each arm, not once before them: a future held in a local
+        // would take its room in this one's as well as the room it is awaited in.
+        let pool = &endpoint.pool;
         let mut result = match per_try {
-            Some(limit) => match tokio::time::timeout(limit, send).await {
-                Ok(result) => result.map_err(TryError::Upstream),
-                Err(_) => Err(TryError::Timeout),
-            },
-            None => send.await.map_err(TryError::Upstream),
+            Some(limit) => {
+                let send = pool.send(mode, request, &backend.connections);
+                match tokio::time::timeout(limit, send).await {
+                    Ok(result) => result.map_err(TryError::Upstream),
+                    Err(_) => Err(TryError::Timeout),
+                }
+            }
+            None => pool
+                .send(mode, request, &backend.connections)
+                .await
+                .map_err(TryError::Upstream),
         };
         if let Ok(response) = &mut result {
             if response.headers_mut().remove(DRAINING_HEADER).is_some() {

@@ -406,6 +406,16 @@ impl EndpointPool {
         if let Some(found) = self.take_h2_stream(false) {
             return Ok(found);
         }
+        // Boxed for the reason `send_http1` boxes its new connections.
+        Box::pin(self.open_h2(policy)).await
+    }
+
+    /// A new connection, unless another request opened one with room while this one
+    /// waited its turn to connect.
+    async fn open_h2(
+        &self,
+        policy: &ConnectionPolicy,
+    ) -> Result<(http2::SendRequest<Body>, StreamSlot), UpstreamError> {
         let limits = &policy.limits;
         let _pending = limits.start_pending().map_err(UpstreamError::Overloaded)?;
         // Whoever holds this lock connects; the rest wait, then take a place on it.
@@ -493,7 +503,7 @@ impl EndpointPool {
         request: Request<Body>,
         policy: &ConnectionPolicy,
     ) -> Result<Response<Body>, UpstreamError> {
-        let (sender, response) = match self.take_idle_http1(policy.idle_timeout) {
+        let request = match self.take_idle_http1(policy.idle_timeout) {
             Some((mut sender, idle_for)) => {
                 // A server may close a kept-alive connection just as a request reaches it
                 // (Node.js, gunicorn and uvicorn close them after 2 to 5 idle seconds). A
@@ -506,7 +516,7 @@ impl EndpointPool {
                     None
                 };
                 match sender.try_send_request(request).await {
-                    Ok(response) => (sender, response),
+                    Ok(response) => return Ok(self.leased(sender, response)),
                     Err(mut refused) => {
                         let closed = refused.error().is_canceled()
                             || refused.error().is_incomplete_message();
@@ -515,20 +525,34 @@ impl EndpointPool {
                             let error = refused.into_error();
                             return Err(UpstreamError::Request(self.address.clone(), error));
                         };
-                        self.send_on_new(request, policy).await?
+                        request
                     }
                 }
             }
-            None => self.send_on_new(request, policy).await?,
+            None => request,
         };
+        // Boxed: opening a connection (TCP, TLS, the HTTP handshake) is a future many times
+        // the size of sending on one, and every request's future would carry its size
+        // (and copy it on each move) though few requests open a connection.
+        let (sender, response) = Box::pin(self.send_on_new(request, policy)).await?;
+        Ok(self.leased(sender, response))
+    }
+
+    /// The response, holding its connection until the body is read; the connection then
+    /// goes back to the pool.
+    fn leased(
+        self: &Arc<Self>,
+        sender: http1::SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Response<Body> {
         let lease = Http1Lease {
             pool: self.clone(),
             sender: Some(sender),
         };
-        Ok(response.map(|body| Body::Held {
+        response.map(|body| Body::Held {
             body,
             _connection: ConnectionHold::Http1 { _lease: lease },
-        }))
+        })
     }
 
     /// Sends on a connection just opened (or, at the connection limit, just returned to the
