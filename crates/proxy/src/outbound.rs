@@ -236,11 +236,16 @@ async fn route_request(
             other => other,
         });
     }
-    // Made in each arm, as in `send_with_retries`.
+    // Made where it is awaited, as in `send_with_retries`.
     let mut response = match route.timeouts.request_ms {
         Some(ms) => {
-            let attempts = send_with_retries(proxy, route, backend, request, served);
-            match tokio::time::timeout(Duration::from_millis(ms), attempts).await {
+            let limit = Duration::from_millis(ms);
+            match tokio::time::timeout(
+                limit,
+                send_with_retries(proxy, route, backend, request, served),
+            )
+            .await
+            {
                 Ok(response) => response,
                 Err(_) => synthetic(StatusCode::GATEWAY_TIMEOUT, "request timeout"),
             }
@@ -320,13 +325,14 @@ async fn send_with_retries(
         prepare_upstream(&mut request, mode);
         served.upstream = Some(endpoint.address.clone());
         let in_flight = endpoint.start();
-        // The send is made in each arm, not once before them: a future held in a local
-        // would take its room in this one's as well as the room it is awaited in.
+        // The send is made where it is awaited, never held in a local first: a local
+        // would take its room in this future as well as the room it is awaited in.
         let pool = &endpoint.pool;
         let mut result = match per_try {
             Some(limit) => {
-                let send = pool.send(mode, request, &backend.connections);
-                match tokio::time::timeout(limit, send).await {
+                match tokio::time::timeout(limit, pool.send(mode, request, &backend.connections))
+                    .await
+                {
                     Ok(result) => result.map_err(TryError::Upstream),
                     Err(_) => Err(TryError::Timeout),
                 }
